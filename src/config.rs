@@ -1,0 +1,97 @@
+//! The only place that reads the command line and the environment. Every flag has an
+//! environment variable; the defaults make `socketchat` a working single-node server.
+
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// `socketchat [serve] [options]`.
+#[derive(Debug, Parser)]
+#[command(name = "socketchat", version, about = "Real-time chat server (WebSocket, binary protocol)")]
+pub struct Cli {
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Server settings.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve,
+}
+
+/// Server settings.
+#[derive(Clone, Parser)]
+pub struct Config {
+    /// TCP address for HTTP, the web client and WebSocket.
+    #[arg(long, env = "SOCKETCHAT_LISTEN", default_value = "127.0.0.1:8080", global = true)]
+    pub listen: SocketAddr,
+
+    /// Directory for the embedded database and the generated JWT secret.
+    #[arg(long, env = "SOCKETCHAT_DATA_DIR", default_value = "./data", global = true)]
+    pub data_dir: PathBuf,
+
+    /// PostgreSQL URL (not supported by this version: the embedded SQLite store is used).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
+    pub database_url: Option<String>,
+
+    /// Redis URL (not supported by this version: the in-process relay is used).
+    #[arg(long, env = "REDIS_URL", hide_env_values = true, global = true)]
+    pub redis_url: Option<String>,
+
+    /// HS256 secret for tokens, at least 32 bytes; generated into the data dir when absent.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Name of this node in logs (random per start by default).
+    #[arg(long, env = "SOCKETCHAT_NODE_ID", global = true)]
+    pub node_id: Option<String>,
+
+    /// Extra origins allowed to open WebSockets and call the API (comma-separated); the
+    /// server's own origin is always allowed.
+    #[arg(long, env = "SOCKETCHAT_ALLOWED_ORIGINS", value_delimiter = ',', global = true)]
+    pub allowed_origins: Vec<String>,
+
+    /// Most concurrent connections; upgrades beyond get 503.
+    #[arg(long, env = "SOCKETCHAT_MAX_CONNECTIONS", default_value_t = 10_000, global = true)]
+    pub max_connections: usize,
+
+    /// Token lifetime in seconds.
+    #[arg(long, env = "SOCKETCHAT_TOKEN_TTL", default_value_t = 86_400, global = true)]
+    pub token_ttl_secs: u64,
+
+    /// Seconds to wait for connections to close on shutdown.
+    #[arg(long, env = "SOCKETCHAT_SHUTDOWN_GRACE", default_value_t = 10, global = true)]
+    pub shutdown_grace_secs: u64,
+}
+
+impl std::fmt::Debug for Config {
+    /// Secrets and URLs with credentials are never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
+            .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<set>"))
+            .field("node_id", &self.node_id)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("max_connections", &self.max_connections)
+            .field("token_ttl_secs", &self.token_ttl_secs)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Defaults for an embedded node in `data_dir` on `listen` (tests and embedding).
+    pub fn embedded(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        let mut config = Config::parse_from(["socketchat"]);
+        config.listen = listen;
+        config.data_dir = data_dir;
+        config
+    }
+}

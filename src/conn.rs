@@ -1,0 +1,270 @@
+//! The one async connection driver, shared by every transport: it selects over the transport,
+//! the connection's event queue, its timer and the node's shutdown signal, feeds what happens
+//! into the session, and carries out the session's actions. Outbound frames are fed as they come
+//! and flushed once per turn, so a burst of events costs one write.
+
+use crate::hub::{Event, EventKind, Member, Topic};
+use crate::server::Node;
+use crate::session::{Action, Session, replay_range};
+use crate::store::StoreResult;
+use crate::wire::{self, ClientFrame, CloseCode, GoAway, MAX_CLIENT_FRAME, OUTBOUND_QUEUE, Online, ServerFrame, UserRef};
+use bytes::Bytes;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// A write that takes longer than this means the peer stopped reading.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Events handled per turn before the transport is read again.
+const EVENTS_PER_TURN: usize = 256;
+
+/// What a transport read produced.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    /// One protocol frame's bytes.
+    Frame(Bytes),
+    /// A WebSocket text message (not allowed).
+    Text,
+    /// Transport-level traffic (pings): the peer is alive; flush pending control replies.
+    Activity,
+    /// A frame over the transport's hard limit.
+    TooLarge(usize),
+    /// The peer closed, or the transport failed.
+    Closed(Option<String>),
+}
+
+/// What the driver needs from a transport. `recv` must be cancel-safe.
+pub(crate) trait Transport: std::marker::Send {
+    /// Next inbound item.
+    fn recv(&mut self) -> impl Future<Output = Inbound> + std::marker::Send;
+    /// Queues one encoded frame.
+    fn feed(&mut self, frame: Bytes) -> impl Future<Output = Result<(), String>> + std::marker::Send;
+    /// Writes everything queued.
+    fn flush(&mut self) -> impl Future<Output = Result<(), String>> + std::marker::Send;
+    /// Closes with a code and reason (≤ 123 bytes).
+    fn close(&mut self, code: CloseCode, reason: &str) -> impl Future<Output = ()> + std::marker::Send;
+}
+
+struct Driver<T> {
+    node: Arc<Node>,
+    transport: T,
+    member: Arc<Member>,
+    user: UserRef,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Runs one authenticated connection to its end. `token_exp` is the token's expiry (Unix s).
+pub(crate) async fn run<T: Transport>(node: Arc<Node>, transport: T, user: UserRef, token_exp: u64) {
+    let conn_id = node.next_connection_id();
+    let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+    let member = Arc::new(Member::new(conn_id, user.id, tx));
+    node.hub.register(member.clone());
+    node.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
+    node.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+    announce_presence(&node, &user, true).await;
+    tracing::debug!(conn = conn_id, user = %user.username, "connection open");
+
+    let now = Instant::now();
+    let token_deadline = now + Duration::from_secs(token_exp.saturating_sub(unix_now()));
+    let mut session = Session::new(user.clone(), conn_id, node.rooms.clone(), now, token_deadline);
+    let mut driver = Driver { node: node.clone(), transport, member, user: user.clone() };
+    let reason = driver.run(&mut session, rx).await;
+    tracing::debug!(conn = conn_id, user = %user.username, reason = %reason, "connection closed");
+
+    node.hub.unregister(conn_id, session.room_ids());
+    node.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+    announce_presence(&node, &user, false).await;
+}
+
+/// Counts a connection in or out of presence and publishes the transition, if any.
+async fn announce_presence(node: &Node, user: &UserRef, connected: bool) {
+    let changed =
+        if connected { node.presence.connect(user).await } else { node.presence.disconnect(user).await };
+    match changed {
+        Ok(true) => {
+            let frame = ServerFrame::Presence(wire::PresenceEvent { user: user.clone(), online: connected });
+            let event =
+                Event { topic: Topic::Everyone, kind: EventKind::Presence, from_user: user.id, bytes: wire::encode_bytes(&frame) };
+            if let Err(e) = node.bus.publish(event).await {
+                tracing::warn!(error = %e, "presence change not published");
+            }
+        }
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, user = %user.username, "presence not updated"),
+    }
+}
+
+impl<T: Transport> Driver<T> {
+    async fn run(&mut self, session: &mut Session, mut rx: mpsc::Receiver<Event>) -> String {
+        let mut shutdown = self.node.shutdown.clone();
+        if *shutdown.borrow_and_update() {
+            session.handle_shutdown();
+        }
+        let sleep = tokio::time::sleep_until(session.poll_timeout().into());
+        tokio::pin!(sleep);
+        loop {
+            let mut wrote = false;
+            while let Some(action) = session.poll_action() {
+                match self.execute(session, action).await {
+                    Ok(w) => wrote |= w,
+                    Err(e) => return e,
+                }
+            }
+            if wrote {
+                if let Err(e) = self.flush().await {
+                    return e;
+                }
+            }
+            if session.is_closed() {
+                return "closed by server".into();
+            }
+            sleep.as_mut().reset(session.poll_timeout().into());
+            tokio::select! {
+                inbound = self.transport.recv() => match inbound {
+                    Inbound::Frame(bytes) => {
+                        self.node.metrics.frames_in.fetch_add(1, Ordering::Relaxed);
+                        match wire::decode::<ClientFrame>(&bytes, MAX_CLIENT_FRAME) {
+                            Ok(frame) => session.handle_frame(Instant::now(), frame),
+                            Err(e) => {
+                                tracing::warn!(user = %self.user.username, error = %e, "bad frame");
+                                self.node.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
+                                session.handle_malformed(&e);
+                            }
+                        }
+                    }
+                    Inbound::Text => {
+                        tracing::warn!(user = %self.user.username, "text message on a binary protocol");
+                        self.node.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
+                        session.handle_text();
+                    }
+                    Inbound::TooLarge(len) => {
+                        tracing::warn!(user = %self.user.username, len, "oversized frame");
+                        self.node.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
+                        session.handle_malformed(&wire::DecodeError::TooLarge { len, max: MAX_CLIENT_FRAME });
+                    }
+                    Inbound::Activity => {
+                        session.handle_activity(Instant::now());
+                        if let Err(e) = self.flush().await {
+                            return e;
+                        }
+                    }
+                    Inbound::Closed(reason) => return reason.unwrap_or_else(|| "closed by client".into()),
+                },
+                Some(event) = rx.recv() => {
+                    session.handle_event(event);
+                    for _ in 1..EVENTS_PER_TURN {
+                        match rx.try_recv() {
+                            Ok(event) => session.handle_event(event),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                () = self.member.kicked() => {
+                    self.node.metrics.slow_disconnects.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(user = %self.user.username, "slow consumer disconnected");
+                    session.handle_slow();
+                }
+                _ = shutdown.changed() => session.handle_shutdown(),
+                () = &mut sleep => session.handle_timeout(Instant::now()),
+            }
+        }
+    }
+
+    async fn feed(&mut self, bytes: Bytes) -> Result<bool, String> {
+        self.node.metrics.frames_out.fetch_add(1, Ordering::Relaxed);
+        match tokio::time::timeout(WRITE_TIMEOUT, self.transport.feed(bytes)).await {
+            Ok(Ok(())) => Ok(true),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err("write timed out".into()),
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), String> {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.transport.flush()).await {
+            Ok(result) => result,
+            Err(_) => Err("write timed out".into()),
+        }
+    }
+
+    /// Carries out one action; `Ok(true)` when something was queued for writing.
+    async fn execute(&mut self, session: &mut Session, action: Action) -> Result<bool, String> {
+        let node = self.node.clone();
+        match action {
+            Action::Send(frame) => self.feed(wire::encode_bytes(&frame)).await,
+            Action::Forward(bytes) => self.feed(bytes).await,
+            Action::SendOnline => {
+                let users = node.presence.online().await.unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "presence snapshot failed");
+                    Vec::new()
+                });
+                self.feed(wire::encode_bytes(&ServerFrame::Online(Online { users }))).await
+            }
+            Action::Join { room_id, after_seq } => {
+                // Membership first, then the head: a message committed after the head was read
+                // is published after it, so it reaches the membership live (no gap).
+                node.hub.join(room_id, self.member.id);
+                let replay: StoreResult<_> = async {
+                    let head = node.store.head_seq(room_id).await?;
+                    let (from, to) = replay_range(after_seq, head);
+                    let messages = if from <= to { node.store.range(room_id, from, to).await? } else { Vec::new() };
+                    Ok((head, messages))
+                }
+                .await;
+                match replay {
+                    Ok((head, messages)) => session.handle_joined(room_id, head, messages),
+                    Err(e) => session.handle_join_failed(room_id, &e),
+                }
+                Ok(false)
+            }
+            Action::Leave { room_id } => {
+                node.hub.leave(room_id, self.member.id);
+                Ok(false)
+            }
+            Action::Append(message) => {
+                let result = node.writer.append(message.clone()).await;
+                session.handle_appended(&message, result);
+                Ok(false)
+            }
+            Action::History { request_id, room_id, before_seq, limit } => {
+                let result = node.store.page_before(room_id, before_seq, u32::from(limit)).await;
+                session.handle_history(request_id, room_id, result);
+                Ok(false)
+            }
+            Action::PublishTyping { room_id, frame } => {
+                let event = Event {
+                    topic: Topic::Room(room_id),
+                    kind: EventKind::Typing,
+                    from_user: self.user.id,
+                    bytes: wire::encode_bytes(&frame),
+                };
+                if let Err(e) = node.bus.publish(event).await {
+                    tracing::debug!(error = %e, "typing not relayed");
+                }
+                Ok(false)
+            }
+            Action::Close(code, reason) => {
+                let reason = truncate(&reason, 123);
+                let goaway = ServerFrame::GoAway(GoAway { code: code.code(), reason: reason.to_owned() });
+                if self.feed(wire::encode_bytes(&goaway)).await.is_ok() {
+                    let _ = self.flush().await;
+                }
+                let _ = tokio::time::timeout(WRITE_TIMEOUT, self.transport.close(code, reason)).await;
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}

@@ -1,0 +1,251 @@
+//! REST handlers (DESIGN.md § Interfaces).
+
+use super::{ApiError, authenticate};
+use crate::auth;
+use crate::server::Node;
+use crate::store::StoreError;
+use crate::wire::MAX_HISTORY_PAGE;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::OnceLock;
+
+type ApiResult = Result<Response, ApiError>;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn user_json(id: u64, username: &str, email: &str) -> Value {
+    json!({ "user": { "id": id, "username": username, "email": email } })
+}
+
+/// Parses a JSON body into `T`, answering 400 with the parser's reason.
+fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+}
+
+/// A cookie-authenticated POST from a browser must come from an allowed origin (CSRF).
+fn check_origin(node: &Node, headers: &HeaderMap) -> Result<(), ApiError> {
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if auth::origin_allowed(origin, host, &node.allowed_origins) {
+        Ok(())
+    } else {
+        tracing::warn!(origin = origin.unwrap_or(""), "cross-origin API request refused");
+        Err(ApiError::new(StatusCode::FORBIDDEN, "origin not allowed"))
+    }
+}
+
+/// Runs argon2 on the blocking pool, a bounded number at a time (G6: a login flood queues, it
+/// does not take every core).
+async fn hashing<T: Send + 'static>(node: &Node, work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    let _permit = node.hash_slots.acquire().await.map_err(ApiError::unavailable)?;
+    tokio::task::spawn_blocking(work).await.map_err(ApiError::unavailable)
+}
+
+fn with_cookie(status: StatusCode, cookie: String, body: Value) -> Response {
+    (status, [(header::SET_COOKIE, cookie)], Json(body)).into_response()
+}
+
+#[derive(Deserialize)]
+pub(super) struct Register {
+    username: String,
+    email: String,
+    password: String,
+}
+
+fn validate(r: &Register) -> Result<(), ApiError> {
+    let mut err = ApiError::new(StatusCode::BAD_REQUEST, "validation failed");
+    let name_ok = |c: char| c.is_ascii_alphanumeric() || "_.-".contains(c);
+    if !(3..=32).contains(&r.username.len()) || !r.username.chars().all(name_ok) {
+        err = err.field("username", "3 to 32 characters: letters, digits, _ . -");
+    }
+    let email = r.email.trim();
+    let valid_email = email.len() <= 254
+        && !email.chars().any(char::is_whitespace)
+        && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'));
+    if !valid_email {
+        err = err.field("email", "a valid email address");
+    }
+    if !(8..=128).contains(&r.password.chars().count()) {
+        err = err.field("password", "8 to 128 characters");
+    }
+    if err.fields.is_empty() { Ok(()) } else { Err(err) }
+}
+
+/// `POST /api/auth/register`.
+pub(super) async fn register(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    check_origin(&node, &headers)?;
+    let form: Register = parse(&body)?;
+    validate(&form)?;
+    let password = form.password.clone();
+    let hash = hashing(&node, move || auth::hash_password(&password))
+        .await?
+        .map_err(|e| ApiError::unavailable(format!("hashing failed: {e}")))?;
+    let user = match node.store.create_user(&form.username, form.email.trim(), &hash).await {
+        Ok(user) => user,
+        Err(StoreError::Conflict(field)) => {
+            let what = if field == "email" { "email already registered" } else { "username already taken" };
+            return Err(ApiError::new(StatusCode::CONFLICT, what).field(field, what));
+        }
+        Err(e) => return Err(ApiError::unavailable(e)),
+    };
+    tracing::info!(user = %user.username, id = user.id, "registered");
+    let (token, _) = node.keys.issue(user.id, &user.username, unix_now());
+    let cookie = auth::session_cookie(&token, node.keys.ttl_secs());
+    Ok(with_cookie(StatusCode::CREATED, cookie, user_json(user.id, &user.username, &user.email)))
+}
+
+#[derive(Deserialize)]
+pub(super) struct Login {
+    email: String,
+    password: String,
+}
+
+/// A valid hash of a random password: unknown emails are checked against it so that a failed
+/// login takes as long whether or not the account exists.
+fn decoy_hash() -> &'static str {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    DECOY.get_or_init(|| auth::hash_password(&hex::encode(rand::random::<[u8; 16]>())).unwrap_or_default())
+}
+
+/// `POST /api/auth/login`.
+pub(super) async fn login(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    check_origin(&node, &headers)?;
+    let form: Login = parse(&body)?;
+    let refused = || ApiError::new(StatusCode::UNAUTHORIZED, "invalid email or password");
+    if form.email.len() > 254 || form.password.len() > 1024 {
+        return Err(refused());
+    }
+    let user = node.store.user_by_email(form.email.trim()).await.map_err(ApiError::unavailable)?;
+    let phc = user.as_ref().map(|u| u.password_hash.clone());
+    let password = form.password;
+    let ok = hashing(&node, move || {
+        let matched = auth::verify_password(&password, phc.as_deref().unwrap_or_else(|| decoy_hash()));
+        matched && phc.is_some()
+    })
+    .await?;
+    let Some(user) = user.filter(|_| ok) else {
+        tracing::info!("login refused");
+        return Err(refused());
+    };
+    let (token, _) = node.keys.issue(user.id, &user.username, unix_now());
+    let cookie = auth::session_cookie(&token, node.keys.ttl_secs());
+    Ok(with_cookie(StatusCode::OK, cookie, user_json(user.id, &user.username, &user.email)))
+}
+
+/// `POST /api/auth/logout`: revokes the token (when there is a valid one) and clears the cookie.
+pub(super) async fn logout(State(node): State<Arc<Node>>, headers: HeaderMap) -> ApiResult {
+    check_origin(&node, &headers)?;
+    if let Ok(claims) = authenticate(&node, &headers).await {
+        node.store.revoke_token(&claims.jti, claims.exp).await.map_err(ApiError::unavailable)?;
+    }
+    Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, auth::clearing_cookie())]).into_response())
+}
+
+/// `GET /api/auth/me`.
+pub(super) async fn me(State(node): State<Arc<Node>>, headers: HeaderMap) -> ApiResult {
+    let claims = authenticate(&node, &headers).await?;
+    let user = node
+        .store
+        .user_by_id(claims.user_id().unwrap_or_default())
+        .await
+        .map_err(ApiError::unavailable)?
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "account no longer exists"))?;
+    Ok(Json(user_json(user.id, &user.username, &user.email)).into_response())
+}
+
+/// `GET /api/channels`.
+pub(super) async fn channels(State(node): State<Arc<Node>>, headers: HeaderMap) -> ApiResult {
+    authenticate(&node, &headers).await?;
+    let mut out = Vec::new();
+    for room in node.rooms.all() {
+        let head = node.store.head_seq(room.id).await.map_err(ApiError::unavailable)?;
+        out.push(json!({ "name": room.name, "topic": room.topic, "head_seq": head }));
+    }
+    Ok(Json(json!({ "channels": out })).into_response())
+}
+
+/// `GET /api/channels/{name}/messages?before=SEQ&limit=N`: the newest page first (messages
+/// ascending inside it), `next_before` for the next older page.
+pub(super) async fn history(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult {
+    authenticate(&node, &headers).await?;
+    let room = node.rooms.by_name(&name).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such channel"))?;
+    let number = |key: &'static str| -> Result<Option<u64>, ApiError> {
+        query
+            .get(key)
+            .map(|v| v.parse::<u64>())
+            .transpose()
+            .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid query").field(key, "a non-negative integer"))
+    };
+    let before = number("before")?;
+    let limit = number("limit")?.unwrap_or(50);
+    if !(1..=u64::from(MAX_HISTORY_PAGE)).contains(&limit) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid query").field("limit", "1 to 100"));
+    }
+    let page = node.store.page_before(room.id, before, limit as u32).await.map_err(ApiError::unavailable)?;
+    let next_before = page.first().map(|m| m.seq).filter(|seq| *seq > 1);
+    let messages: Vec<Value> = page
+        .iter()
+        .map(|m| {
+            json!({
+                "room": room.name,
+                "seq": m.seq,
+                "message_id": m.id,
+                "sender": { "id": m.sender_id, "username": m.sender_name },
+                "client_msg_id": hex::encode(m.client_msg_id),
+                "sent_at_ms": m.sent_at_ms,
+                "text": m.text,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "messages": messages, "next_before": next_before })).into_response())
+}
+
+/// `GET /api/presence/online`.
+pub(super) async fn online(State(node): State<Arc<Node>>, headers: HeaderMap) -> ApiResult {
+    authenticate(&node, &headers).await?;
+    let users = node.presence.online().await.map_err(ApiError::unavailable)?;
+    Ok(Json(json!({ "users": users.iter().map(|u| json!({"id": u.id, "username": u.username})).collect::<Vec<_>>() }))
+        .into_response())
+}
+
+/// `GET /healthz`: the process answers.
+pub(super) async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /readyz`: store and relay answer, and the node is not draining.
+pub(super) async fn readyz(State(node): State<Arc<Node>>) -> Response {
+    if node.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+    }
+    if let Err(e) = node.store.ping().await {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")).into_response();
+    }
+    if let Err(e) = node.bus.ping().await {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("relay: {e}")).into_response();
+    }
+    (StatusCode::OK, "ready").into_response()
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub(super) async fn metrics(State(node): State<Arc<Node>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        node.metrics.render(node.hub.connections(), node.writer.stored()),
+    )
+        .into_response()
+}

@@ -1,0 +1,109 @@
+//! HTTP/1.1 on the TCP listener: the REST API, health and metrics, the web client, and the
+//! `/ws` upgrade. Every error is JSON `{"error": …, "fields"?: {…}}` with a fitting status.
+
+mod api;
+mod web;
+
+use crate::auth::{self, Claims};
+use crate::server::Node;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Largest request body accepted (registration and login are tiny).
+const MAX_BODY: usize = 16 * 1024;
+
+/// An error answer.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    message: String,
+    fields: BTreeMap<&'static str, String>,
+}
+
+impl ApiError {
+    /// An error with a status and a message.
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into(), fields: BTreeMap::new() }
+    }
+
+    /// Adds a per-field message.
+    pub(crate) fn field(mut self, name: &'static str, message: impl Into<String>) -> Self {
+        self.fields.insert(name, message.into());
+        self
+    }
+
+    fn unavailable(e: impl std::fmt::Display) -> Self {
+        tracing::warn!(error = %e, "request failed: backend unavailable");
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable, retry shortly")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = if self.fields.is_empty() {
+            json!({ "error": self.message })
+        } else {
+            json!({ "error": self.message, "fields": self.fields })
+        };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// Checks the `token` cookie: signature, algorithm, expiry, revocation.
+pub(crate) async fn authenticate(node: &Node, headers: &HeaderMap) -> Result<Claims, ApiError> {
+    let cookies = headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok());
+    let token = auth::token_from_cookies(cookies)
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "not logged in"))?;
+    let claims = node.keys.verify(token).map_err(|e| {
+        tracing::info!(error = %e, "token refused");
+        ApiError::new(StatusCode::UNAUTHORIZED, "session expired or invalid; log in again")
+    })?;
+    if node.store.is_revoked(&claims.jti).await.map_err(ApiError::unavailable)? {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "session expired or invalid; log in again"));
+    }
+    Ok(claims)
+}
+
+async fn security_headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}
+
+/// Every route of the TCP listener.
+pub(crate) fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/", get(web::index))
+        .route("/app.js", get(web::app_js))
+        .route("/socketchat.js", get(web::socketchat_js))
+        .route("/style.css", get(web::style_css))
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .route("/metrics", get(api::metrics))
+        .route("/api/auth/register", post(api::register))
+        .route("/api/auth/login", post(api::login))
+        .route("/api/auth/logout", post(api::logout))
+        .route("/api/auth/me", get(api::me))
+        .route("/api/channels", get(api::channels))
+        .route("/api/channels/{name}/messages", get(api::history))
+        .route("/api/presence/online", get(api::online))
+        .route("/ws", get(crate::transport::ws::upgrade))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(node)
+}

@@ -1,0 +1,35 @@
+//! SocketChat: a real-time chat server. One binary; browsers over WebSocket, native apps over
+//! the same compact binary protocol (`protocol/PROTOCOL.md`).
+//!
+//! # Layout
+//!
+//! - [`config`]: the only module that reads the command line and environment.
+//! - [`wire`]: sans-IO protocol codec — frames, postcard encoding, stream framing, limits, codes.
+//! - [`session`]: sans-IO per-connection state machine (`handle_*` in, `poll_action` out).
+//! - [`auth`]: JWT cookies, argon2id passwords, origin checks.
+//! - [`hub`]: node-local rooms → member queues; bounded fan-out of shared bytes.
+//! - `conn`: the async connection driver that carries out a session's actions.
+//! - [`transport`]: thin adapters (`ws`) that authenticate the upgrade and move frames.
+//! - [`store`]: durable state behind the `Store` trait (`sqlite` embedded).
+//! - [`writer`]: group commit of sends, then publish in commit order.
+//! - [`bus`]: relay between nodes (`local` in-process); pushes events into the hub.
+//! - [`presence`]: connection counting per user (`local` in-process).
+//! - [`rooms`]: room directory (name ↔ id).
+//! - `http`: REST API, health, metrics, the embedded web client.
+//! - [`server`]: wiring and lifecycle (start, drain, stop).
+
+pub mod auth;
+pub mod bus;
+pub mod config;
+mod conn;
+mod http;
+pub mod hub;
+pub mod metrics;
+pub mod presence;
+pub mod rooms;
+pub mod server;
+pub mod session;
+pub mod store;
+pub mod transport;
+pub mod wire;
+pub mod writer;

@@ -1,0 +1,493 @@
+//! The per-connection protocol state machine, sans IO: frames and events come in through
+//! `handle_*`, work goes out through `poll_action`, time is passed in. The connection driver
+//! (`conn.rs`) carries out the actions against the store, hub, bus and transport and reports
+//! their results back through `handle_*` again.
+
+mod rate;
+
+use crate::hub::{Event, EventKind};
+use crate::rooms::RoomDirectory;
+use crate::store::{Appended, NewMessage, StoreError, StoredMessage};
+use crate::wire::{self, *};
+use bytes::Bytes;
+use rate::TokenBucket;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use rate::TokenBucket as RateLimiter;
+
+/// Work for the driver.
+#[derive(Debug, PartialEq)]
+pub enum Action {
+    /// Encode and send this frame.
+    Send(ServerFrame),
+    /// Send these already encoded bytes (a live event).
+    Forward(Bytes),
+    /// Send `Online` with the current presence snapshot.
+    SendOnline,
+    /// Make the connection a member of the room, then read the head and the messages
+    /// `replay_range(after_seq, head)` and report them with `handle_joined`.
+    Join {
+        /// Room id.
+        room_id: u64,
+        /// The client's last seq.
+        after_seq: Option<u64>,
+    },
+    /// End the room membership.
+    Leave {
+        /// Room id.
+        room_id: u64,
+    },
+    /// Store a send and report with `handle_appended`.
+    Append(NewMessage),
+    /// Read a history page and report with `handle_history`.
+    History {
+        /// Echoed to the client.
+        request_id: u32,
+        /// Room id.
+        room_id: u64,
+        /// Upper bound (exclusive).
+        before_seq: Option<u64>,
+        /// Page size, already clamped.
+        limit: u16,
+    },
+    /// Publish this typing frame to the room.
+    PublishTyping {
+        /// Room id.
+        room_id: u64,
+        /// The frame other members receive.
+        frame: ServerFrame,
+    },
+    /// Send `GoAway` and close the transport with this code.
+    Close(CloseCode, String),
+}
+
+#[derive(Debug)]
+enum Membership {
+    /// Waiting for the replay: live events are held here.
+    Joining { held: Vec<(u64, Bytes)> },
+    /// Replay done: forward live events above `last_seq`.
+    Live { last_seq: u64 },
+}
+
+/// Seqs a join replays: `(from, to)` inclusive, empty when `from > to`.
+pub fn replay_range(after_seq: Option<u64>, head: u64) -> (u64, u64) {
+    let from = match after_seq {
+        None => head + 1,
+        Some(after) => (after.min(head) + 1).max(head.saturating_sub(MAX_REPLAY) + 1),
+    };
+    (from, head)
+}
+
+/// One connection's protocol state.
+pub struct Session {
+    user: UserRef,
+    connection_id: u64,
+    rooms: Arc<RoomDirectory>,
+    greeted: bool,
+    joined: HashMap<u64, Membership>,
+    sends: TokenBucket,
+    typing: TokenBucket,
+    rejections: u32,
+    rejection_window: Instant,
+    last_rx: Instant,
+    token_deadline: Instant,
+    closed: bool,
+    out: VecDeque<Action>,
+}
+
+const FLOOD_WINDOW: Duration = Duration::from_secs(10);
+const HELD_LIMIT: usize = OUTBOUND_QUEUE;
+
+fn error(code: ErrorCode, message: impl Into<String>) -> ErrorFrame {
+    ErrorFrame {
+        code: code.code(),
+        message: message.into(),
+        room: None,
+        client_msg_id: None,
+        request_id: None,
+        retry_after_ms: None,
+    }
+}
+
+impl Session {
+    /// A session for an authenticated user whose token is valid until `token_deadline`.
+    pub fn new(
+        user: UserRef,
+        connection_id: u64,
+        rooms: Arc<RoomDirectory>,
+        now: Instant,
+        token_deadline: Instant,
+    ) -> Self {
+        Self {
+            user,
+            connection_id,
+            rooms,
+            greeted: false,
+            joined: HashMap::new(),
+            sends: TokenBucket::new(SEND_BURST, SEND_RATE_PER_SEC, now),
+            typing: TokenBucket::new(TYPING_BURST, TYPING_RATE_PER_SEC, now),
+            rejections: 0,
+            rejection_window: now,
+            last_rx: now,
+            token_deadline,
+            closed: false,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// Next piece of work, in order.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.out.pop_front()
+    }
+
+    /// When `handle_timeout` must be called next.
+    pub fn poll_timeout(&self) -> Instant {
+        (self.last_rx + Duration::from_millis(u64::from(IDLE_TIMEOUT_MS))).min(self.token_deadline)
+    }
+
+    /// Whether the session ended (after a `Close` action).
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Room ids the connection is a member of (joined or joining).
+    pub fn room_ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.joined.keys().copied()
+    }
+
+    /// The connection's user.
+    pub fn user(&self) -> &UserRef {
+        &self.user
+    }
+
+    fn close(&mut self, code: CloseCode, reason: impl Into<String>) {
+        if !self.closed {
+            self.closed = true;
+            self.out.push_back(Action::Close(code, reason.into()));
+        }
+    }
+
+    fn reply_error(&mut self, frame: ErrorFrame) {
+        self.out.push_back(Action::Send(ServerFrame::Error(frame)));
+    }
+
+    /// Bytes arrived that are not a frame.
+    pub fn handle_malformed(&mut self, err: &wire::DecodeError) {
+        match err {
+            DecodeError::TooLarge { .. } => self.close(CloseCode::FrameTooLarge, err.to_string()),
+            _ => self.close(CloseCode::BadFrame, err.to_string()),
+        }
+    }
+
+    /// Any transport-level activity counts as liveness.
+    pub fn handle_activity(&mut self, now: Instant) {
+        self.last_rx = now;
+    }
+
+    /// One decoded frame from the client.
+    pub fn handle_frame(&mut self, now: Instant, frame: ClientFrame) {
+        if self.closed {
+            return;
+        }
+        self.last_rx = now;
+        if !self.greeted {
+            return match frame {
+                ClientFrame::Hello(hello) => self.hello(hello),
+                _ => self.close(CloseCode::HelloRequired, "the first frame must be Hello"),
+            };
+        }
+        match frame {
+            ClientFrame::Hello(_) => self.reply_error(error(ErrorCode::AlreadyGreeted, "Hello was already sent")),
+            ClientFrame::Join(join) => self.join(join),
+            ClientFrame::Leave(Leave { room }) => {
+                if let Some(room_id) = self.room_id(&room, None) {
+                    self.leave(room_id, room);
+                }
+            }
+            ClientFrame::Switch(join) => {
+                if let Some(target) = self.room_id(&join.room, None) {
+                    let others: Vec<u64> = self.joined.keys().copied().filter(|id| *id != target).collect();
+                    for room_id in others {
+                        let name = self.rooms.by_id(room_id).map(|r| r.name.clone()).unwrap_or_default();
+                        self.leave(room_id, name);
+                    }
+                    self.join(join);
+                }
+            }
+            ClientFrame::Send(send) => self.send(now, send),
+            ClientFrame::History(req) => self.history(req),
+            ClientFrame::Typing(typing) => self.typing(now, typing),
+            ClientFrame::Ping(ping) => self.out.push_back(Action::Send(ServerFrame::Pong(ping))),
+        }
+    }
+
+    fn hello(&mut self, hello: Hello) {
+        if hello.version != PROTOCOL_VERSION {
+            return self.close(
+                CloseCode::UnsupportedVersion,
+                format!("protocol version {} is not supported; this server speaks {PROTOCOL_VERSION}", hello.version),
+            );
+        }
+        if hello.client.len() > MAX_CLIENT_NAME_BYTES {
+            return self.close(CloseCode::BadFrame, "client name longer than 64 bytes");
+        }
+        self.greeted = true;
+        self.out.push_back(Action::Send(ServerFrame::Welcome(Welcome {
+            version: PROTOCOL_VERSION,
+            user: self.user.clone(),
+            connection_id: self.connection_id,
+            heartbeat_ms: HEARTBEAT_MS,
+            limits: Limits {
+                max_frame_bytes: MAX_CLIENT_FRAME as u32,
+                max_text_bytes: MAX_TEXT_BYTES as u32,
+                max_rooms: MAX_ROOMS_PER_CONNECTION as u16,
+                max_history_page: MAX_HISTORY_PAGE,
+                sends_per_sec: SEND_RATE_PER_SEC as u16,
+            },
+        })));
+        self.out.push_back(Action::SendOnline);
+    }
+
+    /// Resolves a room name, replying `UnknownRoom`/`BadRequest` when it does not resolve.
+    fn room_id(&mut self, name: &str, context: Option<(Option<ClientMsgId>, Option<u32>)>) -> Option<u64> {
+        let found = self.rooms.by_name(name).map(|r| r.id);
+        if found.is_none() {
+            let (code, message) = if name.is_empty() || name.len() > MAX_ROOM_NAME_BYTES {
+                (ErrorCode::BadRequest, "room name must be 1 to 64 bytes")
+            } else {
+                (ErrorCode::UnknownRoom, "no such room")
+            };
+            let mut frame = error(code, message);
+            frame.room = Some(name.chars().take(MAX_ROOM_NAME_BYTES).collect());
+            if let Some((client_msg_id, request_id)) = context {
+                frame.client_msg_id = client_msg_id;
+                frame.request_id = request_id;
+            }
+            self.reply_error(frame);
+        }
+        found
+    }
+
+    fn join(&mut self, Join { room, after_seq }: Join) {
+        let Some(room_id) = self.room_id(&room, None) else { return };
+        if !self.joined.contains_key(&room_id) && self.joined.len() >= MAX_ROOMS_PER_CONNECTION {
+            let mut frame = error(ErrorCode::TooManyRooms, "already in 32 rooms; leave one first");
+            frame.room = Some(room);
+            return self.reply_error(frame);
+        }
+        self.joined.insert(room_id, Membership::Joining { held: Vec::new() });
+        self.out.push_back(Action::Join { room_id, after_seq });
+    }
+
+    fn leave(&mut self, room_id: u64, room: String) {
+        if self.joined.remove(&room_id).is_some() {
+            self.out.push_back(Action::Leave { room_id });
+        }
+        self.out.push_back(Action::Send(ServerFrame::Left(Left { room })));
+    }
+
+    /// Counts a rejected request; too many in one window is a flood.
+    fn reject(&mut self, now: Instant, frame: ErrorFrame) {
+        if now.duration_since(self.rejection_window) > FLOOD_WINDOW {
+            self.rejection_window = now;
+            self.rejections = 0;
+        }
+        self.rejections += 1;
+        if self.rejections > FLOOD_REJECTIONS {
+            return self.close(CloseCode::Flood, "too many rate-limited requests");
+        }
+        self.reply_error(frame);
+    }
+
+    fn send(&mut self, now: Instant, Send { room, client_msg_id, text }: Send) {
+        let Some(room_id) = self.room_id(&room, Some((Some(client_msg_id), None))) else { return };
+        let context = |mut frame: ErrorFrame| {
+            frame.room = Some(room.clone());
+            frame.client_msg_id = Some(client_msg_id);
+            frame
+        };
+        if !self.joined.contains_key(&room_id) {
+            return self.reply_error(context(error(ErrorCode::NotMember, "join the room before sending")));
+        }
+        if text.trim().is_empty() || text.len() > MAX_TEXT_BYTES {
+            return self.reply_error(context(error(ErrorCode::InvalidText, "text must be 1 to 4000 bytes")));
+        }
+        if let Err(wait) = self.sends.take(now) {
+            let mut frame = context(error(ErrorCode::RateLimited, "too many sends"));
+            frame.retry_after_ms = Some(wait);
+            return self.reject(now, frame);
+        }
+        self.out.push_back(Action::Append(NewMessage {
+            room_id,
+            sender_id: self.user.id,
+            sender_name: self.user.username.clone(),
+            client_msg_id,
+            text,
+        }));
+    }
+
+    fn history(&mut self, HistoryRequest { request_id, room, before_seq, limit }: HistoryRequest) {
+        let Some(room_id) = self.room_id(&room, Some((None, Some(request_id)))) else { return };
+        if limit == 0 {
+            let mut frame = error(ErrorCode::BadRequest, "limit must be at least 1");
+            frame.room = Some(room);
+            frame.request_id = Some(request_id);
+            return self.reply_error(frame);
+        }
+        let limit = limit.min(MAX_HISTORY_PAGE);
+        self.out.push_back(Action::History { request_id, room_id, before_seq, limit });
+    }
+
+    fn typing(&mut self, now: Instant, TypingUpdate { room, active }: TypingUpdate) {
+        let Some(room_id) = self.room_id(&room, None) else { return };
+        if !self.joined.contains_key(&room_id) {
+            let mut frame = error(ErrorCode::NotMember, "join the room first");
+            frame.room = Some(room);
+            return self.reply_error(frame);
+        }
+        if let Err(wait) = self.typing.take(now) {
+            let mut frame = error(ErrorCode::RateLimited, "too many typing updates");
+            frame.room = Some(room);
+            frame.retry_after_ms = Some(wait);
+            return self.reject(now, frame);
+        }
+        let frame = ServerFrame::Typing(TypingEvent { room, user: self.user.clone(), active });
+        self.out.push_back(Action::PublishTyping { room_id, frame });
+    }
+
+    /// The store answered a join: the room's head and the replayed messages (ascending).
+    pub fn handle_joined(&mut self, room_id: u64, head_seq: u64, replay: Vec<StoredMessage>) {
+        let Some(membership) = self.joined.get_mut(&room_id) else { return };
+        let Membership::Joining { held } = std::mem::replace(membership, Membership::Live { last_seq: head_seq })
+        else {
+            return;
+        };
+        let room = self.rooms.by_id(room_id).map(|r| r.name.clone()).unwrap_or_default();
+        let replay_from = replay.first().map_or(head_seq + 1, |m| m.seq);
+        self.out.push_back(Action::Send(ServerFrame::Joined(Joined { room, head_seq, replay_from })));
+        for m in &replay {
+            self.out.push_back(Action::Send(ServerFrame::Message(self.rooms.to_wire(m))));
+        }
+        let mut last_seq = head_seq;
+        for (seq, bytes) in held {
+            if seq > last_seq {
+                last_seq = seq;
+                self.out.push_back(Action::Forward(bytes));
+            }
+        }
+        self.joined.insert(room_id, Membership::Live { last_seq });
+    }
+
+    /// A join could not be completed (store unavailable): the membership is dropped.
+    pub fn handle_join_failed(&mut self, room_id: u64, err: &StoreError) {
+        if self.joined.remove(&room_id).is_some() {
+            self.out.push_back(Action::Leave { room_id });
+        }
+        let mut frame = error(ErrorCode::Unavailable, format!("join failed: {err}"));
+        frame.room = self.rooms.by_id(room_id).map(|r| r.name.clone());
+        frame.retry_after_ms = Some(1000);
+        self.reply_error(frame);
+    }
+
+    /// The writer answered a send.
+    pub fn handle_appended(&mut self, sent: &NewMessage, result: Result<Appended, StoreError>) {
+        let room = self.rooms.by_id(sent.room_id).map(|r| r.name.clone()).unwrap_or_default();
+        match result {
+            Ok(Appended { message, .. }) => self.out.push_back(Action::Send(ServerFrame::Ack(Ack {
+                room,
+                client_msg_id: message.client_msg_id,
+                seq: message.seq,
+                message_id: message.id,
+                sent_at_ms: message.sent_at_ms,
+            }))),
+            Err(err) => {
+                let mut frame = error(ErrorCode::Unavailable, format!("not stored: {err}"));
+                frame.room = Some(room);
+                frame.client_msg_id = Some(sent.client_msg_id);
+                frame.retry_after_ms = Some(1000);
+                self.reply_error(frame);
+            }
+        }
+    }
+
+    /// The store answered a history request.
+    pub fn handle_history(&mut self, request_id: u32, room_id: u64, result: Result<Vec<StoredMessage>, StoreError>) {
+        let room = self.rooms.by_id(room_id).map(|r| r.name.clone()).unwrap_or_default();
+        match result {
+            Ok(page) => {
+                let next_before = page.first().map(|m| m.seq).filter(|seq| *seq > 1);
+                let messages = page.iter().map(|m| self.rooms.to_wire(m)).collect();
+                self.out.push_back(Action::Send(ServerFrame::History(HistoryPage {
+                    request_id,
+                    room,
+                    messages,
+                    next_before,
+                })));
+            }
+            Err(err) => {
+                let mut frame = error(ErrorCode::Unavailable, format!("history failed: {err}"));
+                frame.room = Some(room);
+                frame.request_id = Some(request_id);
+                frame.retry_after_ms = Some(1000);
+                self.reply_error(frame);
+            }
+        }
+    }
+
+    /// A live event from the hub.
+    pub fn handle_event(&mut self, event: Event) {
+        if self.closed || !self.greeted {
+            return;
+        }
+        let room_id = match event.topic {
+            crate::hub::Topic::Everyone => return self.out.push_back(Action::Forward(event.bytes)),
+            crate::hub::Topic::Room(id) => id,
+        };
+        let Some(membership) = self.joined.get_mut(&room_id) else { return };
+        match (event.kind, membership) {
+            (EventKind::Message { seq }, Membership::Live { last_seq }) => {
+                if seq > *last_seq {
+                    *last_seq = seq;
+                    self.out.push_back(Action::Forward(event.bytes));
+                }
+            }
+            (EventKind::Message { seq }, Membership::Joining { held }) => {
+                if held.len() >= HELD_LIMIT {
+                    return self.close(CloseCode::Slow, "too many events while joining");
+                }
+                held.push((seq, event.bytes));
+            }
+            (_, Membership::Live { .. }) => self.out.push_back(Action::Forward(event.bytes)),
+            (_, Membership::Joining { .. }) => {}
+        }
+    }
+
+    /// Time passed: idle and token-expiry checks.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if now >= self.token_deadline {
+            self.close(CloseCode::Unauthorized, "token expired");
+        } else if now.duration_since(self.last_rx) >= Duration::from_millis(u64::from(IDLE_TIMEOUT_MS)) {
+            self.close(CloseCode::IdleTimeout, "no frame received for 75 s");
+        }
+    }
+
+    /// The hub found the outbound queue full.
+    pub fn handle_slow(&mut self) {
+        self.close(CloseCode::Slow, "outbound queue full");
+    }
+
+    /// The node is shutting down.
+    pub fn handle_shutdown(&mut self) {
+        self.close(CloseCode::ServerShutdown, "server shutting down");
+    }
+
+    /// The client sent a WebSocket text message.
+    pub fn handle_text(&mut self) {
+        self.close(CloseCode::TextNotSupported, "text messages are not supported; send binary frames");
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,50 @@
+//! Token-bucket rate limiting on passed-in time.
+
+use std::time::Instant;
+
+/// `burst` tokens, refilled at `per_sec`.
+#[derive(Debug)]
+pub struct TokenBucket {
+    tokens: f64,
+    burst: f64,
+    per_sec: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(burst: u32, per_sec: u32, now: Instant) -> Self {
+        Self { tokens: f64::from(burst), burst: f64::from(burst), per_sec: f64::from(per_sec), last: now }
+    }
+
+    /// Takes a token, or says in how many ms one will be there.
+    pub fn take(&mut self, now: Instant) -> Result<(), u32> {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now.max(self.last);
+        self.tokens = (self.tokens + elapsed * self.per_sec).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - self.tokens) / self.per_sec * 1000.0).ceil() as u32)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn burst_then_refill() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(3, 2, t0);
+        assert!((0..3).all(|_| b.take(t0).is_ok()));
+        assert_eq!(b.take(t0), Err(500));
+        assert!(b.take(t0 + Duration::from_millis(500)).is_ok());
+        assert!(b.take(t0 + Duration::from_millis(500)).is_err());
+        assert!((0..3).all(|_| b.take(t0 + Duration::from_secs(60)).is_ok()), "refill caps at burst");
+        assert!(b.take(t0 + Duration::from_secs(60)).is_err());
+    }
+}

@@ -1,0 +1,3 @@
+//! Thin adapters that authenticate an upgrade and move frames between a socket and the driver.
+
+pub mod ws;

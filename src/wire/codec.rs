@@ -1,0 +1,144 @@
+//! Postcard encoding of frames, and the length-prefixed framing for byte streams
+//! (PROTOCOL.md § Framing). `decode_stream_frame` follows the check-then-parse shape: it
+//! returns `Ok(None)` while the buffer holds no complete frame.
+
+use bytes::Bytes;
+use serde::{Serialize, de::DeserializeOwned};
+
+/// Why bytes are not a frame.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The frame is longer than the limit for its direction.
+    #[error("frame of {len} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// Announced or actual length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Postcard could not decode the bytes into a frame.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    /// The frame decoded but bytes were left over.
+    #[error("{0} trailing bytes after the frame")]
+    Trailing(usize),
+    /// A stream length prefix is not a valid varint.
+    #[error("malformed length prefix")]
+    BadLength,
+}
+
+/// Encodes a frame into its postcard bytes.
+pub fn encode<T: Serialize>(frame: &T) -> Vec<u8> {
+    // Serializing our own frame types into a Vec cannot fail: no maps, no unsized sequences.
+    postcard::to_stdvec(frame).unwrap_or_default()
+}
+
+/// Encodes a frame once into shared bytes (for fan-out to many recipients).
+pub fn encode_bytes<T: Serialize>(frame: &T) -> Bytes {
+    Bytes::from(encode(frame))
+}
+
+/// Decodes exactly one frame of at most `max` bytes.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, DecodeError> {
+    if bytes.len() > max {
+        return Err(DecodeError::TooLarge { len: bytes.len(), max });
+    }
+    let (frame, rest) =
+        postcard::take_from_bytes(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(DecodeError::Trailing(rest.len()));
+    }
+    Ok(frame)
+}
+
+/// Prefixes a frame's bytes with its length as a varint, for byte streams.
+pub fn encode_stream_frame(frame: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(frame.len() + 5);
+    let mut n = frame.len() as u64;
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    out.extend_from_slice(frame);
+    out
+}
+
+/// Finds the first complete length-prefixed frame in `buf`: `Ok(Some((consumed, frame)))`,
+/// `Ok(None)` when more bytes are needed, an error when the prefix is invalid or over `max`.
+pub fn decode_stream_frame(buf: &[u8], max: usize) -> Result<Option<(usize, &[u8])>, DecodeError> {
+    let mut len: u64 = 0;
+    for (i, &byte) in buf.iter().enumerate().take(5) {
+        len |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            let len = usize::try_from(len).map_err(|_| DecodeError::BadLength)?;
+            if len > max {
+                return Err(DecodeError::TooLarge { len, max });
+            }
+            let start = i + 1;
+            return Ok(buf.get(start..start + len).map(|frame| (start + len, frame)));
+        }
+    }
+    if buf.len() >= 5 { Err(DecodeError::BadLength) } else { Ok(None) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{ClientFrame, MAX_CLIENT_FRAME, Ping, ServerFrame};
+    use proptest::prelude::*;
+
+    #[test]
+    fn stream_framing_round_trips_and_waits_for_more() {
+        let frame = encode(&ClientFrame::Ping(Ping { nonce: 300 }));
+        let framed = encode_stream_frame(&frame);
+        assert_eq!(framed[0] as usize, frame.len());
+        for cut in 0..framed.len() {
+            assert_eq!(decode_stream_frame(&framed[..cut], MAX_CLIENT_FRAME), Ok(None));
+        }
+        let (used, got) = decode_stream_frame(&framed, MAX_CLIENT_FRAME).unwrap().unwrap();
+        assert_eq!((used, got), (framed.len(), frame.as_slice()));
+    }
+
+    #[test]
+    fn stream_prefix_over_limit_or_invalid_is_an_error() {
+        let big = encode_stream_frame(&vec![0u8; 200]);
+        assert_eq!(
+            decode_stream_frame(&big, 100),
+            Err(DecodeError::TooLarge { len: 200, max: 100 })
+        );
+        assert_eq!(decode_stream_frame(&[0xff; 6], 100), Err(DecodeError::BadLength));
+    }
+
+    #[test]
+    fn trailing_bytes_are_rejected() {
+        let mut bytes = encode(&ClientFrame::Ping(Ping { nonce: 1 }));
+        bytes.push(0);
+        assert_eq!(decode::<ClientFrame>(&bytes, MAX_CLIENT_FRAME), Err(DecodeError::Trailing(1)));
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_any_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode::<ClientFrame>(&bytes, MAX_CLIENT_FRAME);
+            let _ = decode::<ServerFrame>(&bytes, usize::MAX);
+            let _ = decode_stream_frame(&bytes, MAX_CLIENT_FRAME);
+        }
+
+        #[test]
+        fn client_frames_round_trip(nonce in any::<u64>(), room in "\\PC{0,64}", text in "\\PC{0,200}",
+                                    id in any::<[u8; 16]>(), after in any::<Option<u64>>()) {
+            for frame in [
+                ClientFrame::Ping(Ping { nonce }),
+                ClientFrame::Join(crate::wire::Join { room: room.clone(), after_seq: after }),
+                ClientFrame::Send(crate::wire::Send { room: room.clone(), client_msg_id: id, text: text.clone() }),
+            ] {
+                prop_assert_eq!(decode::<ClientFrame>(&encode(&frame), usize::MAX).unwrap(), frame);
+            }
+        }
+    }
+}

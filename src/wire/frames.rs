@@ -1,0 +1,280 @@
+//! Every frame of protocol v1. Field order is wire order, variant order is the discriminant:
+//! never reorder, only append (PROTOCOL.md § Frames).
+
+use serde::{Deserialize, Serialize};
+
+/// A client-chosen id that makes a send idempotent (a UUID's 16 bytes).
+pub type ClientMsgId = [u8; 16];
+
+/// Frames a client sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientFrame {
+    /// 0: first frame of every connection.
+    Hello(Hello),
+    /// 1: join a room, replaying what the client missed.
+    Join(Join),
+    /// 2: leave a room.
+    Leave(Leave),
+    /// 3: leave every joined room and join this one, atomically.
+    Switch(Join),
+    /// 4: post a message.
+    Send(Send),
+    /// 5: ask for a page of older messages.
+    History(HistoryRequest),
+    /// 6: start or stop typing.
+    Typing(TypingUpdate),
+    /// 7: keepalive; answered with `Pong`.
+    Ping(Ping),
+}
+
+/// Frames the server sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerFrame {
+    /// 0: answer to `Hello`.
+    Welcome(Welcome),
+    /// 1: who is online right now (sent once after `Welcome`).
+    Online(Online),
+    /// 2: a join (or switch) took effect; replayed messages follow.
+    Joined(Joined),
+    /// 3: a leave took effect (also sent for each room a `Switch` left).
+    Left(Left),
+    /// 4: a send was stored.
+    Ack(Ack),
+    /// 5: a message of a joined room (replayed or live).
+    Message(ChatMessage),
+    /// 6: answer to a `History` request.
+    History(HistoryPage),
+    /// 7: someone in a joined room started or stopped typing.
+    Typing(TypingEvent),
+    /// 8: a user came online or went offline.
+    Presence(PresenceEvent),
+    /// 9: answer to `Ping`.
+    Pong(Ping),
+    /// 10: a request failed; the connection stays open.
+    Error(ErrorFrame),
+    /// 11: the server is about to close the connection, and why.
+    GoAway(GoAway),
+}
+
+/// Opens a connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Protocol version the client speaks (1).
+    pub version: u32,
+    /// Free-form client name and version, at most 64 bytes, for logs.
+    pub client: String,
+}
+
+/// Join (or switch to) a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Join {
+    /// Room name.
+    pub room: String,
+    /// Highest seq the client already has; `None` for no replay (start live at the head).
+    pub after_seq: Option<u64>,
+}
+
+/// Leave a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leave {
+    /// Room name.
+    pub room: String,
+}
+
+/// Post a message to a joined room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Send {
+    /// Room name.
+    pub room: String,
+    /// Idempotency key: a retry with the same id gets the same `Ack`.
+    pub client_msg_id: ClientMsgId,
+    /// Message text, 1..=4000 UTF-8 bytes.
+    pub text: String,
+}
+
+/// Ask for messages older than `before_seq`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryRequest {
+    /// Echoed in the answer.
+    pub request_id: u32,
+    /// Room name.
+    pub room: String,
+    /// Only messages with a lower seq; `None` for the newest page.
+    pub before_seq: Option<u64>,
+    /// Page size, 1..=100.
+    pub limit: u16,
+}
+
+/// Typing state of the sender in a joined room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypingUpdate {
+    /// Room name.
+    pub room: String,
+    /// `true` when typing started, `false` when it stopped.
+    pub active: bool,
+}
+
+/// Keepalive with an opaque value echoed back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ping {
+    /// Echoed in `Pong`.
+    pub nonce: u64,
+}
+
+/// A user as other users see them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRef {
+    /// Stable user id.
+    pub id: u64,
+    /// Display name.
+    pub username: String,
+}
+
+/// The server's limits, so clients need not hard-code them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Largest client frame in bytes.
+    pub max_frame_bytes: u32,
+    /// Largest message text in bytes.
+    pub max_text_bytes: u32,
+    /// Rooms joined at once.
+    pub max_rooms: u16,
+    /// Largest history page.
+    pub max_history_page: u16,
+    /// Sustained sends per second.
+    pub sends_per_sec: u16,
+}
+
+/// Answer to `Hello`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// Protocol version in use.
+    pub version: u32,
+    /// The authenticated user.
+    pub user: UserRef,
+    /// Id of this connection, for support and logs.
+    pub connection_id: u64,
+    /// Send a `Ping` at least this often when idle (ms).
+    pub heartbeat_ms: u32,
+    /// Limits the server enforces.
+    pub limits: Limits,
+}
+
+/// Everyone online.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Online {
+    /// Users with at least one live connection.
+    pub users: Vec<UserRef>,
+}
+
+/// A join took effect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Joined {
+    /// Room name.
+    pub room: String,
+    /// Highest seq stored in the room when the join took effect.
+    pub head_seq: u64,
+    /// First seq that is replayed next (`head_seq + 1` when nothing is); a value above
+    /// `after_seq + 1` means older missed messages must be fetched with `History`.
+    pub replay_from: u64,
+}
+
+/// A leave took effect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Left {
+    /// Room name.
+    pub room: String,
+}
+
+/// A send was stored (identical for every retry of the same `client_msg_id`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// Room name.
+    pub room: String,
+    /// The id the client chose.
+    pub client_msg_id: ClientMsgId,
+    /// Position in the room.
+    pub seq: u64,
+    /// Server-wide message id.
+    pub message_id: u64,
+    /// Server time of storage, ms since the Unix epoch.
+    pub sent_at_ms: u64,
+}
+
+/// One stored message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// Room name.
+    pub room: String,
+    /// Position in the room (1, 2, 3… without gaps).
+    pub seq: u64,
+    /// Server-wide message id.
+    pub message_id: u64,
+    /// Author.
+    pub sender: UserRef,
+    /// The author's idempotency key (lets the author match its pending sends).
+    pub client_msg_id: ClientMsgId,
+    /// Server time of storage, ms since the Unix epoch.
+    pub sent_at_ms: u64,
+    /// Message text.
+    pub text: String,
+}
+
+/// A page of history, ascending by seq.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryPage {
+    /// The request's id.
+    pub request_id: u32,
+    /// Room name.
+    pub room: String,
+    /// Messages in ascending seq.
+    pub messages: Vec<ChatMessage>,
+    /// `before_seq` for the next (older) page; `None` when this page reaches seq 1.
+    pub next_before: Option<u64>,
+}
+
+/// Someone's typing state changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypingEvent {
+    /// Room name.
+    pub room: String,
+    /// Who.
+    pub user: UserRef,
+    /// Started (`true`) or stopped (`false`).
+    pub active: bool,
+}
+
+/// A user's online state changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceEvent {
+    /// Who.
+    pub user: UserRef,
+    /// `true`: first connection opened; `false`: last connection closed.
+    pub online: bool,
+}
+
+/// A request failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorFrame {
+    /// See `ErrorCode`.
+    pub code: u16,
+    /// Human-readable reason, for logs.
+    pub message: String,
+    /// The room the failed request named, if any.
+    pub room: Option<String>,
+    /// The failed send's id, if it was a send.
+    pub client_msg_id: Option<ClientMsgId>,
+    /// The failed history request's id, if it was one.
+    pub request_id: Option<u32>,
+    /// When to retry, for `RateLimited` and `Unavailable`.
+    pub retry_after_ms: Option<u32>,
+}
+
+/// The connection is about to close.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GoAway {
+    /// See `CloseCode` (the same value as the transport's close code).
+    pub code: u16,
+    /// Short reason, at most 123 bytes.
+    pub reason: String,
+}

@@ -1,0 +1,37 @@
+//! Numeric limits of protocol v1 (PROTOCOL.md § Limits). Clients learn them from `Welcome`.
+
+/// Protocol version this server speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Largest frame a client may send, in bytes (after framing is removed).
+pub const MAX_CLIENT_FRAME: usize = 16 * 1024;
+/// Largest frame the server sends (a full history page of maximum-length messages fits).
+pub const MAX_SERVER_FRAME: usize = 1024 * 1024;
+/// Largest message text, in UTF-8 bytes.
+pub const MAX_TEXT_BYTES: usize = 4000;
+/// Largest room name, in UTF-8 bytes.
+pub const MAX_ROOM_NAME_BYTES: usize = 64;
+/// Largest `client` string in `Hello`.
+pub const MAX_CLIENT_NAME_BYTES: usize = 64;
+/// Rooms one connection may be joined to at once.
+pub const MAX_ROOMS_PER_CONNECTION: usize = 32;
+/// Largest `limit` of a history request; larger values are clamped.
+pub const MAX_HISTORY_PAGE: u16 = 100;
+/// Most messages a join replays; older missed messages are left to history paging.
+pub const MAX_REPLAY: u64 = 500;
+/// Sends accepted per connection in a burst; refilled at `SEND_RATE_PER_SEC`.
+pub const SEND_BURST: u32 = 50;
+/// Sustained sends per second per connection.
+pub const SEND_RATE_PER_SEC: u32 = 20;
+/// Typing updates per connection in a burst; refilled at `TYPING_RATE_PER_SEC`.
+pub const TYPING_BURST: u32 = 5;
+/// Sustained typing updates per second per connection.
+pub const TYPING_RATE_PER_SEC: u32 = 1;
+/// Rejected (rate-limited) requests tolerated within one idle window before the connection is
+/// closed as a flood.
+pub const FLOOD_REJECTIONS: u32 = 200;
+/// A connection that sends nothing for this long is closed (clients ping every 25 s).
+pub const IDLE_TIMEOUT_MS: u32 = 75_000;
+/// Interval at which clients should send `Ping` when otherwise idle.
+pub const HEARTBEAT_MS: u32 = 25_000;
+/// Live events queued for one connection before it counts as a slow consumer.
+pub const OUTBOUND_QUEUE: usize = 1024;

@@ -1,0 +1,275 @@
+// End-to-end: the real server binary + Chromium (playwright-core), two users in two browser
+// contexts. Run with `node --test tests/browser/` after `cargo build --bin socketchat`.
+//
+// Env: SOCKETCHAT_BIN (default target/debug/socketchat), CHROMIUM_PATH (default
+// /usr/bin/chromium).
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm, access } from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
+const serverBin = path.resolve(repoRoot, process.env.SOCKETCHAT_BIN || 'target/debug/socketchat');
+const chromiumPath = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+const WAIT_MS = 15_000;
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+const delay = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** The server process, its base URL and its output (printed when something fails). */
+const server = { proc: null, base: null, dataDir: null, output: '', exited: null };
+
+async function startServer() {
+  await access(serverBin, fsConstants.X_OK).catch(() => {
+    throw new Error(`server binary not found at ${serverBin}: run \`cargo build --bin socketchat\` or set SOCKETCHAT_BIN`);
+  });
+  server.dataDir = await mkdtemp(path.join(os.tmpdir(), 'socketchat-browser-'));
+  const port = await freePort();
+  server.base = `http://127.0.0.1:${port}`;
+  const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' };
+  for (const k of ['DATABASE_URL', 'REDIS_URL', 'JWT_SECRET', 'SOCKETCHAT_LISTEN', 'SOCKETCHAT_DATA_DIR']) delete env[k];
+  const proc = spawn(serverBin, ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', server.dataDir], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  server.proc = proc;
+  const keep = (chunk) => {
+    server.output += chunk.toString();
+    if (server.output.length > 200_000) server.output = server.output.slice(-100_000);
+  };
+  proc.stdout.on('data', keep);
+  proc.stderr.on('data', keep);
+  server.exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
+  let exitInfo = null;
+  server.exited.then((info) => {
+    exitInfo = info;
+  });
+
+  const deadline = Date.now() + 30_000;
+  let lastError = null;
+  while (Date.now() < deadline) {
+    if (exitInfo) throw new Error(`server exited early (${JSON.stringify(exitInfo)}):\n${server.output}`);
+    try {
+      const res = await fetch(`${server.base}/healthz`, { signal: AbortSignal.timeout(1000) });
+      if (res.status === 200) return;
+      lastError = new Error(`/healthz answered ${res.status}`);
+    } catch (err) {
+      lastError = err;
+    }
+    await delay(100);
+  }
+  throw new Error(`server did not become healthy within 30 s (${lastError && lastError.message}):\n${server.output}`);
+}
+
+async function stopServer() {
+  const proc = server.proc;
+  if (proc && proc.exitCode === null && proc.signalCode === null) {
+    proc.kill('SIGTERM');
+    const done = await Promise.race([server.exited, delay(5000).then(() => null)]);
+    if (!done) {
+      proc.kill('SIGKILL');
+      await server.exited;
+    }
+  }
+  if (server.dataDir) await rm(server.dataDir, { recursive: true, force: true });
+}
+
+/** A user in its own browser context, with its console problems collected. */
+async function openUser(browser, name) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const problems = [];
+  page.on('pageerror', (err) => problems.push(`pageerror: ${err.message}`));
+  page.on('console', (msg) => {
+    const text = msg.text();
+    if (msg.type() === 'error' || /Content Security Policy|Refused to/i.test(text)) problems.push(`console ${msg.type()}: ${text}`);
+  });
+  return { name, context, page, problems };
+}
+
+function waitFor(page, fn, arg) {
+  return page.waitForFunction(fn, arg, { timeout: WAIT_MS, polling: 50 });
+}
+
+/** [{seq, author, text}] of the confirmed messages in #messages, in DOM order. */
+function messagesOf(page) {
+  return page.$$eval('#messages [data-seq]', (els) =>
+    els.map((el) => ({
+      seq: Number(el.dataset.seq),
+      author: el.querySelector('.author').textContent,
+      text: el.querySelector('.text').textContent,
+    })),
+  );
+}
+
+async function registerThroughUi(user, username) {
+  const { page } = user;
+  await page.goto(server.base + '/');
+  await page.waitForSelector('#register-form', { state: 'visible', timeout: WAIT_MS });
+  await page.fill('#register-username', username);
+  await page.fill('#register-email', `${username}@example.test`);
+  await page.fill('#register-password', 'correct horse battery');
+  await page.click('#register-form button[type="submit"]');
+  await waitFor(page, (u) => document.querySelector('#me')?.textContent === u, username);
+  await page.waitForSelector('#status[data-state="connected"]', { timeout: WAIT_MS });
+}
+
+describe('SocketChat in the browser', { timeout: 120_000 }, () => {
+  let browser;
+  const suffix = Math.random().toString(36).slice(2, 7);
+  const aliceName = `alice_${suffix}`;
+  const bobName = `bob_${suffix}`;
+  const fromAlice = '<b>not bold</b> & <img src=x> from alice';
+  const fromBob = 'hi alice, this is bob';
+  let alice;
+  let bob;
+
+  before(async () => {
+    await startServer();
+    browser = await chromium.launch({
+      executablePath: chromiumPath,
+      args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    alice = await openUser(browser, aliceName);
+    bob = await openUser(browser, bobName);
+  });
+
+  after(async () => {
+    try {
+      if (browser) await browser.close();
+    } finally {
+      await stopServer();
+    }
+  });
+
+  test('the page is served with a CSP and the four assets', async () => {
+    const res = await fetch(server.base + '/');
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-security-policy') || '', /default-src 'self'/);
+    for (const asset of ['/app.js', '/socketchat.js', '/style.css']) {
+      const r = await fetch(server.base + asset);
+      assert.equal(r.status, 200, asset);
+      await r.arrayBuffer();
+    }
+  });
+
+  test('two users register through the UI and land in #general', async () => {
+    await registerThroughUi(alice, aliceName);
+    await registerThroughUi(bob, bobName);
+    for (const u of [alice, bob]) {
+      await u.page.waitForSelector('#channels [data-channel="general"][aria-current="true"]', { timeout: WAIT_MS });
+      for (const ch of ['general', 'engineering', 'design', 'support']) {
+        assert.equal(await u.page.locator(`#channels [data-channel="${ch}"]`).count(), 1, `${u.name} sees #${ch}`);
+      }
+    }
+  });
+
+  test('each sees the other in the online list', async () => {
+    await alice.page.waitForSelector(`#online [data-user="${bobName}"]`, { timeout: WAIT_MS });
+    await bob.page.waitForSelector(`#online [data-user="${aliceName}"]`, { timeout: WAIT_MS });
+    await alice.page.waitForSelector(`#online [data-user="${aliceName}"]`, { timeout: WAIT_MS });
+  });
+
+  test('markup in a message is shown as literal text', async () => {
+    await alice.page.fill('#message-input', fromAlice);
+    await alice.page.press('#message-input', 'Enter');
+    await waitFor(bob.page, (t) => [...document.querySelectorAll('#messages [data-seq] .text')].some((el) => el.textContent === t), fromAlice);
+    for (const u of [alice, bob]) {
+      await waitFor(u.page, (t) => [...document.querySelectorAll('#messages [data-seq] .text')].some((el) => el.textContent === t), fromAlice);
+      assert.equal(await u.page.locator('#messages b').count(), 0, `${u.name}: no <b> element`);
+      assert.equal(await u.page.locator('#messages img').count(), 0, `${u.name}: no <img> element`);
+      const msgs = await messagesOf(u.page);
+      const m = msgs.find((x) => x.text === fromAlice);
+      assert.equal(m.author, aliceName);
+    }
+    assert.equal(await alice.page.locator('#message-input').inputValue(), '', 'composer cleared');
+  });
+
+  test('bob replies and both windows show the same messages in seq order', async () => {
+    await bob.page.fill('#message-input', fromBob);
+    await bob.page.press('#message-input', 'Enter');
+    for (const u of [alice, bob]) {
+      await waitFor(
+        u.page,
+        ([a, b]) => {
+          const texts = [...document.querySelectorAll('#messages [data-seq] .text')].map((el) => el.textContent);
+          return texts.includes(a) && texts.includes(b) && !document.querySelector('#messages .pending');
+        },
+        [fromAlice, fromBob],
+      );
+    }
+    const a = await messagesOf(alice.page);
+    const b = await messagesOf(bob.page);
+    assert.deepEqual(a, b);
+    const seqs = a.map((m) => m.seq);
+    assert.deepEqual(seqs, [...seqs].sort((x, y) => x - y), 'ascending seq');
+    assert.equal(new Set(seqs).size, seqs.length, 'no duplicates');
+    const ia = a.findIndex((m) => m.text === fromAlice);
+    const ib = a.findIndex((m) => m.text === fromBob);
+    assert.ok(ia >= 0 && ib > ia, 'alice before bob');
+    assert.deepEqual(
+      a.slice(ia, ib + 1).map((m) => m.author),
+      [aliceName, bobName],
+    );
+  });
+
+  test("typing in alice's composer shows her name in bob's typing line", async () => {
+    await alice.page.locator('#message-input').pressSequentially('still typ', { delay: 20 });
+    await waitFor(bob.page, (n) => (document.querySelector('#typing')?.textContent || '').includes(n), aliceName);
+    assert.ok(!(await alice.page.textContent('#typing')).includes(aliceName), 'no own typing indicator');
+  });
+
+  test('a reload fills the view from history', async () => {
+    const before = await messagesOf(bob.page);
+    await bob.page.reload();
+    await bob.page.waitForSelector('#status[data-state="connected"]', { timeout: WAIT_MS });
+    await waitFor(bob.page, (n) => document.querySelectorAll('#messages [data-seq]').length >= n, before.length);
+    assert.deepEqual(await messagesOf(bob.page), before);
+    await alice.page.waitForSelector(`#online [data-user="${bobName}"]`, { timeout: WAIT_MS });
+  });
+
+  test("closing bob's page removes him from alice's online list", async () => {
+    await bob.page.close();
+    await alice.page.waitForSelector(`#online [data-user="${bobName}"]`, { state: 'detached', timeout: WAIT_MS });
+    await alice.page.waitForSelector(`#online [data-user="${aliceName}"]`, { timeout: WAIT_MS });
+  });
+
+  test('logout returns to the login form; logging in again restores the session', async () => {
+    await alice.page.click('#logout');
+    await alice.page.waitForSelector('#login-form', { state: 'visible', timeout: WAIT_MS });
+    assert.equal(await alice.page.textContent('#me'), '');
+    await alice.page.fill('#login-email', `${aliceName}@example.test`);
+    await alice.page.fill('#login-password', 'wrong password!');
+    await alice.page.click('#login-form button[type="submit"]');
+    await waitFor(alice.page, () => (document.querySelector('#login-form [data-error-for="form"]')?.textContent || '') !== '');
+    await alice.page.fill('#login-password', 'correct horse battery');
+    await alice.page.click('#login-form button[type="submit"]');
+    await waitFor(alice.page, (u) => document.querySelector('#me')?.textContent === u, aliceName);
+    await alice.page.waitForSelector('#status[data-state="connected"]', { timeout: WAIT_MS });
+    await waitFor(alice.page, (t) => [...document.querySelectorAll('#messages [data-seq] .text')].some((el) => el.textContent === t), fromBob);
+  });
+
+  test('no page errors and no CSP violations', () => {
+    // A wrong password is answered 401, which Chromium logs as a failed resource load.
+    const real = (u) => u.problems.filter((p) => !/status of 401/.test(p));
+    assert.deepEqual(real(alice), []);
+    assert.deepEqual(real(bob), []);
+  });
+});

@@ -1,0 +1,1000 @@
+// SocketChat client library: postcard codec for protocol v1 (protocol/PROTOCOL.md), stream
+// framing, and a reconnecting WebSocket client. Plain ES module, no dependencies; runs in
+// browsers and in Node 20+.
+//
+// JS frame shape: `{type: 'Send', room, client_msg_id, text}` — the variant name as `type`
+// plus the variant struct's fields under their spec names. Nested structs are plain objects,
+// `Option` is `null` or the value, `Vec` is an array, integers are Numbers (values above
+// 2^53 − 1 are rejected, never rounded), `[u8; 16]` is a Uint8Array of length 16.
+
+// ---------------------------------------------------------------------------------------------
+// Constants from the spec
+// ---------------------------------------------------------------------------------------------
+
+/** Protocol version spoken by this client. */
+export const PROTOCOL_VERSION = 1;
+/** Largest frame a client may send (§ 5). */
+export const MAX_CLIENT_FRAME = 16 * 1024;
+/** Largest frame the server sends (§ 5). */
+export const MAX_SERVER_FRAME = 1024 * 1024;
+/** Largest message text in UTF-8 bytes (§ 5). */
+export const MAX_TEXT_BYTES = 4000;
+
+/** `Error` frame codes (§ 4.1). */
+export const ErrorCode = Object.freeze({
+  BadRequest: 1,
+  UnknownRoom: 2,
+  NotMember: 3,
+  InvalidText: 4,
+  RateLimited: 5,
+  TooManyRooms: 6,
+  Unavailable: 7,
+  AlreadyGreeted: 8,
+});
+
+/** Close codes (§ 4.2). */
+export const CloseCode = Object.freeze({
+  ServerShutdown: 4000,
+  Slow: 4001,
+  InternalError: 4002,
+  IdleTimeout: 4003,
+  Flood: 4004,
+  BadFrame: 4500,
+  FrameTooLarge: 4501,
+  UnsupportedVersion: 4502,
+  TextNotSupported: 4503,
+  HelloRequired: 4504,
+  Unauthorized: 4505,
+});
+
+/** Whether a close code ends the session for good (4500–4999, § 4.2). */
+export function isTerminalClose(code) {
+  return code >= 4500 && code <= 4999;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schema
+// ---------------------------------------------------------------------------------------------
+
+const opt = (of) => ({ kind: 'option', of });
+const vec = (of) => ({ kind: 'vec', of });
+const struct = (fields) => ({ kind: 'struct', fields });
+
+const UserRef = struct([['id', 'u64'], ['username', 'string']]);
+const Limits = struct([
+  ['max_frame_bytes', 'u32'],
+  ['max_text_bytes', 'u32'],
+  ['max_rooms', 'u16'],
+  ['max_history_page', 'u16'],
+  ['sends_per_sec', 'u16'],
+]);
+const ChatMessageFields = [
+  ['room', 'string'],
+  ['seq', 'u64'],
+  ['message_id', 'u64'],
+  ['sender', UserRef],
+  ['client_msg_id', 'id16'],
+  ['sent_at_ms', 'u64'],
+  ['text', 'string'],
+];
+const ChatMessage = struct(ChatMessageFields);
+
+/** Client → server variants, in discriminant order (§ 3.1). */
+const CLIENT_VARIANTS = [
+  ['Hello', [['version', 'u32'], ['client', 'string']]],
+  ['Join', [['room', 'string'], ['after_seq', opt('u64')]]],
+  ['Leave', [['room', 'string']]],
+  ['Switch', [['room', 'string'], ['after_seq', opt('u64')]]],
+  ['Send', [['room', 'string'], ['client_msg_id', 'id16'], ['text', 'string']]],
+  ['History', [['request_id', 'u32'], ['room', 'string'], ['before_seq', opt('u64')], ['limit', 'u16']]],
+  ['Typing', [['room', 'string'], ['active', 'bool']]],
+  ['Ping', [['nonce', 'u64']]],
+];
+
+/** Server → client variants, in discriminant order (§ 3.2). */
+const SERVER_VARIANTS = [
+  ['Welcome', [['version', 'u32'], ['user', UserRef], ['connection_id', 'u64'], ['heartbeat_ms', 'u32'], ['limits', Limits]]],
+  ['Online', [['users', vec(UserRef)]]],
+  ['Joined', [['room', 'string'], ['head_seq', 'u64'], ['replay_from', 'u64']]],
+  ['Left', [['room', 'string']]],
+  ['Ack', [['room', 'string'], ['client_msg_id', 'id16'], ['seq', 'u64'], ['message_id', 'u64'], ['sent_at_ms', 'u64']]],
+  ['Message', ChatMessageFields],
+  ['History', [['request_id', 'u32'], ['room', 'string'], ['messages', vec(ChatMessage)], ['next_before', opt('u64')]]],
+  ['Typing', [['room', 'string'], ['user', UserRef], ['active', 'bool']]],
+  ['Presence', [['user', UserRef], ['online', 'bool']]],
+  ['Pong', [['nonce', 'u64']]],
+  ['Error', [
+    ['code', 'u16'],
+    ['message', 'string'],
+    ['room', opt('string')],
+    ['client_msg_id', opt('id16')],
+    ['request_id', opt('u32')],
+    ['retry_after_ms', opt('u32')],
+  ]],
+  ['GoAway', [['code', 'u16'], ['reason', 'string']]],
+];
+
+function indexVariants(list) {
+  const byName = new Map();
+  list.forEach(([name, fields], index) => byName.set(name, { index, fields }));
+  return byName;
+}
+const CLIENT_BY_NAME = indexVariants(CLIENT_VARIANTS);
+const SERVER_BY_NAME = indexVariants(SERVER_VARIANTS);
+
+// Maximum varint length in bytes and maximum value, per integer type (§ 2). String and Vec
+// lengths are a `usize` in postcard; the reference server is 64-bit, so they take up to 10
+// bytes like a u64 (a length can never exceed the input anyway).
+const INT_LIMITS = {
+  u16: { bytes: 3, max: 0xffff },
+  u32: { bytes: 5, max: 0xffffffff },
+  u64: { bytes: 10, max: Number.MAX_SAFE_INTEGER },
+  len: { bytes: 10, max: Number.MAX_SAFE_INTEGER },
+};
+
+const textEncoder = new TextEncoder();
+const textDecoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+// ---------------------------------------------------------------------------------------------
+// Encoder
+// ---------------------------------------------------------------------------------------------
+
+class Writer {
+  constructor() {
+    this.buf = new Uint8Array(64);
+    this.len = 0;
+  }
+  reserve(n) {
+    if (this.len + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.len + n) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.buf.subarray(0, this.len));
+    this.buf = next;
+  }
+  byte(b) {
+    this.reserve(1);
+    this.buf[this.len++] = b;
+  }
+  bytes(arr) {
+    this.reserve(arr.length);
+    this.buf.set(arr, this.len);
+    this.len += arr.length;
+  }
+  varint(value, type, path) {
+    const limit = INT_LIMITS[type];
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) {
+      throw new TypeError(`${path}: expected a non-negative integer, got ${describe(value)}`);
+    }
+    if (value > limit.max) throw new RangeError(`${path}: ${value} does not fit in ${type}`);
+    // Division instead of bit operations: values may exceed 32 bits.
+    let n = value;
+    while (n >= 0x80) {
+      this.byte((n % 0x80) | 0x80);
+      n = Math.floor(n / 0x80);
+    }
+    this.byte(n);
+  }
+  finish() {
+    return this.buf.slice(0, this.len);
+  }
+}
+
+function describe(v) {
+  if (v === null) return 'null';
+  if (v === undefined) return 'undefined';
+  if (typeof v === 'string') return JSON.stringify(v.length > 20 ? v.slice(0, 20) + '…' : v);
+  return typeof v === 'object' ? Object.prototype.toString.call(v) : String(v);
+}
+
+function encodeValue(w, type, value, path) {
+  if (typeof type === 'string') {
+    switch (type) {
+      case 'u8':
+        if (!Number.isInteger(value) || value < 0 || value > 0xff) {
+          throw new RangeError(`${path}: expected a u8, got ${describe(value)}`);
+        }
+        w.byte(value);
+        return;
+      case 'u16':
+      case 'u32':
+      case 'u64':
+        w.varint(value, type, path);
+        return;
+      case 'bool':
+        if (typeof value !== 'boolean') throw new TypeError(`${path}: expected a boolean, got ${describe(value)}`);
+        w.byte(value ? 1 : 0);
+        return;
+      case 'string': {
+        if (typeof value !== 'string') throw new TypeError(`${path}: expected a string, got ${describe(value)}`);
+        if (typeof value.isWellFormed === 'function' && !value.isWellFormed()) {
+          throw new TypeError(`${path}: string contains a lone surrogate`);
+        }
+        const bytes = textEncoder.encode(value);
+        w.varint(bytes.length, 'len', path);
+        w.bytes(bytes);
+        return;
+      }
+      case 'id16': {
+        const ok = (value instanceof Uint8Array || Array.isArray(value)) && value.length === 16;
+        if (!ok) throw new TypeError(`${path}: expected 16 bytes (Uint8Array), got ${describe(value)}`);
+        for (let i = 0; i < 16; i++) encodeValue(w, 'u8', value[i], `${path}[${i}]`);
+        return;
+      }
+      default:
+        throw new Error(`unknown type ${type}`);
+    }
+  }
+  switch (type.kind) {
+    case 'option':
+      if (value === null || value === undefined) {
+        w.byte(0);
+      } else {
+        w.byte(1);
+        encodeValue(w, type.of, value, path);
+      }
+      return;
+    case 'vec':
+      if (!Array.isArray(value)) throw new TypeError(`${path}: expected an array, got ${describe(value)}`);
+      w.varint(value.length, 'len', path);
+      value.forEach((item, i) => encodeValue(w, type.of, item, `${path}[${i}]`));
+      return;
+    case 'struct':
+      encodeFields(w, type.fields, value, path);
+      return;
+    default:
+      throw new Error(`unknown type kind ${type.kind}`);
+  }
+}
+
+function encodeFields(w, fields, obj, path) {
+  if (obj === null || typeof obj !== 'object') throw new TypeError(`${path}: expected an object, got ${describe(obj)}`);
+  for (const [name, type] of fields) {
+    const value = obj[name];
+    const optional = typeof type === 'object' && type.kind === 'option';
+    if (value === undefined && !optional) throw new TypeError(`${path}.${name} is missing`);
+    encodeValue(w, type, value, `${path}.${name}`);
+  }
+}
+
+function encodeFrame(byName, frame, side) {
+  if (frame === null || typeof frame !== 'object') throw new TypeError(`${side} frame must be an object`);
+  const variant = byName.get(frame.type);
+  if (!variant) throw new TypeError(`unknown ${side} frame type ${describe(frame.type)}`);
+  const w = new Writer();
+  w.varint(variant.index, 'u32', 'discriminant');
+  encodeFields(w, variant.fields, frame, frame.type);
+  return w.finish();
+}
+
+/** Encodes a client → server frame into its postcard bytes. */
+export function encodeClientFrame(frame) {
+  return encodeFrame(CLIENT_BY_NAME, frame, 'client');
+}
+
+/** Encodes a server → client frame (for tests and mock servers). */
+export function encodeServerFrame(frame) {
+  return encodeFrame(SERVER_BY_NAME, frame, 'server');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoder
+// ---------------------------------------------------------------------------------------------
+
+/** Thrown for any bytes that are not exactly one valid frame. */
+export class DecodeError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'DecodeError';
+  }
+}
+
+function toUint8Array(input) {
+  if (input instanceof Uint8Array) {
+    // Normalise Node Buffers (whose slice() is a view) into a plain Uint8Array view.
+    return input.constructor === Uint8Array ? input : new Uint8Array(input.buffer, input.byteOffset, input.byteLength);
+  }
+  if (input instanceof ArrayBuffer) return new Uint8Array(input);
+  if (ArrayBuffer.isView(input)) return new Uint8Array(input.buffer, input.byteOffset, input.byteLength);
+  throw new TypeError('expected a Uint8Array or ArrayBuffer');
+}
+
+class Reader {
+  constructor(bytes) {
+    this.bytes = bytes;
+    this.pos = 0;
+  }
+  remaining() {
+    return this.bytes.length - this.pos;
+  }
+  byte(path) {
+    if (this.pos >= this.bytes.length) throw new DecodeError(`truncated frame: ${path} needs more bytes`);
+    return this.bytes[this.pos++];
+  }
+  take(n, path) {
+    if (n > this.remaining()) throw new DecodeError(`truncated frame: ${path} needs ${n} bytes, ${this.remaining()} left`);
+    const out = this.bytes.slice(this.pos, this.pos + n);
+    this.pos += n;
+    return out;
+  }
+  varint(type, path) {
+    const limit = INT_LIMITS[type];
+    let value = 0;
+    let scale = 1;
+    for (let i = 0; i < limit.bytes; i++) {
+      const b = this.byte(path);
+      value += (b & 0x7f) * scale;
+      scale *= 0x80;
+      if ((b & 0x80) === 0) {
+        // value only grows, so a sum above max (exact or rounded) is an overflow.
+        if (value > limit.max) {
+          const what = type === 'u64' || type === 'len' ? 'exceeds 2^53 - 1' : `overflows ${type}`;
+          throw new DecodeError(`${path}: varint ${what}`);
+        }
+        return value;
+      }
+    }
+    throw new DecodeError(`${path}: varint longer than ${limit.bytes} bytes`);
+  }
+}
+
+function decodeValue(r, type, path) {
+  if (typeof type === 'string') {
+    switch (type) {
+      case 'u8':
+        return r.byte(path);
+      case 'u16':
+      case 'u32':
+      case 'u64':
+        return r.varint(type, path);
+      case 'bool': {
+        const b = r.byte(path);
+        if (b > 1) throw new DecodeError(`${path}: invalid bool byte 0x${b.toString(16).padStart(2, '0')}`);
+        return b === 1;
+      }
+      case 'string': {
+        const len = r.varint('len', `${path} length`);
+        const bytes = r.take(len, path);
+        try {
+          return textDecoder.decode(bytes);
+        } catch {
+          throw new DecodeError(`${path}: invalid UTF-8`);
+        }
+      }
+      case 'id16':
+        return r.take(16, path);
+      default:
+        throw new Error(`unknown type ${type}`);
+    }
+  }
+  switch (type.kind) {
+    case 'option': {
+      const tag = r.byte(path);
+      if (tag === 0) return null;
+      if (tag === 1) return decodeValue(r, type.of, path);
+      throw new DecodeError(`${path}: invalid option tag 0x${tag.toString(16).padStart(2, '0')}`);
+    }
+    case 'vec': {
+      const count = r.varint('len', `${path} length`);
+      // Every element takes at least one byte: refuse absurd counts before allocating.
+      if (count > r.remaining()) throw new DecodeError(`truncated frame: ${path} announces ${count} elements`);
+      const out = new Array(count);
+      for (let i = 0; i < count; i++) out[i] = decodeValue(r, type.of, `${path}[${i}]`);
+      return out;
+    }
+    case 'struct':
+      return decodeFields(r, type.fields, {}, path);
+    default:
+      throw new Error(`unknown type kind ${type.kind}`);
+  }
+}
+
+function decodeFields(r, fields, out, path) {
+  for (const [name, type] of fields) out[name] = decodeValue(r, type, `${path}.${name}`);
+  return out;
+}
+
+function decodeFrame(variants, input, side) {
+  const r = new Reader(toUint8Array(input));
+  const index = r.varint('u32', 'discriminant');
+  const variant = variants[index];
+  if (!variant) throw new DecodeError(`unknown ${side} frame discriminant ${index}`);
+  const [type, fields] = variant;
+  const frame = decodeFields(r, fields, { type }, type);
+  if (r.remaining() !== 0) throw new DecodeError(`${r.remaining()} trailing bytes after ${type} frame`);
+  return frame;
+}
+
+/** Decodes exactly one server → client frame; throws DecodeError on anything else. */
+export function decodeServerFrame(bytes) {
+  return decodeFrame(SERVER_VARIANTS, bytes, 'server');
+}
+
+/** Decodes exactly one client → server frame (for tests and mock servers). */
+export function decodeClientFrame(bytes) {
+  return decodeFrame(CLIENT_VARIANTS, bytes, 'client');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stream framing (§ 1.3)
+// ---------------------------------------------------------------------------------------------
+
+/** Prefixes frame bytes with their length as a varint (for byte streams). */
+export function encodeStreamFrame(bytes) {
+  const frame = toUint8Array(bytes);
+  const w = new Writer();
+  w.varint(frame.length, 'u32', 'length');
+  w.bytes(frame);
+  return w.finish();
+}
+
+/**
+ * Finds the first complete length-prefixed frame at the start of `buf`.
+ * Returns `{frame: Uint8Array, consumed: number}`, or `null` while more bytes are needed.
+ * Throws DecodeError when the prefix does not end within 5 bytes or announces a length above
+ * `maxFrameBytes` (default: the server frame limit).
+ */
+export function decodeStreamFrame(buf, maxFrameBytes = MAX_SERVER_FRAME) {
+  const bytes = toUint8Array(buf);
+  let len = 0;
+  let scale = 1;
+  for (let i = 0; i < 5; i++) {
+    if (i >= bytes.length) return null;
+    const b = bytes[i];
+    len += (b & 0x7f) * scale;
+    scale *= 0x80;
+    if ((b & 0x80) === 0) {
+      if (len > maxFrameBytes) throw new DecodeError(`stream frame of ${len} bytes exceeds the limit of ${maxFrameBytes}`);
+      const start = i + 1;
+      if (bytes.length < start + len) return null;
+      return { frame: bytes.slice(start, start + len), consumed: start + len };
+    }
+  }
+  throw new DecodeError('stream length prefix longer than 5 bytes');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/** Lower-case hex of a client_msg_id (the REST API's representation). */
+export function idToHex(id) {
+  let s = '';
+  for (const b of id) s += b.toString(16).padStart(2, '0');
+  return s;
+}
+
+/** Parses 32 hex characters into a 16-byte id. */
+export function hexToId(hex) {
+  if (typeof hex !== 'string' || !/^[0-9a-fA-F]{32}$/.test(hex)) throw new TypeError('expected 32 hex characters');
+  const out = new Uint8Array(16);
+  for (let i = 0; i < 16; i++) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
+  return out;
+}
+
+/** A fresh random client_msg_id. */
+export function newClientMsgId() {
+  return globalThis.crypto.getRandomValues(new Uint8Array(16));
+}
+
+/** Byte length of a string in UTF-8. */
+export function utf8Length(text) {
+  return textEncoder.encode(text).length;
+}
+
+// ---------------------------------------------------------------------------------------------
+// ChatClient
+// ---------------------------------------------------------------------------------------------
+
+/** Event carrying a payload in `detail` (CustomEvent is not everywhere in Node 20). */
+export class ChatEvent extends Event {
+  constructor(type, detail) {
+    super(type);
+    this.detail = detail;
+  }
+}
+
+function defaultUrl() {
+  const loc = globalThis.location;
+  if (!loc) throw new Error('ChatClient: no location; pass {url}');
+  return `${loc.protocol === 'https:' ? 'wss' : 'ws'}://${loc.host}/ws`;
+}
+
+const WS_OPEN = 1;
+
+/**
+ * A SocketChat connection that survives reconnects.
+ *
+ * Events (each an EventTarget event with the payload in `event.detail`, also delivered to
+ * `client.on(type, fn)` listeners as `fn(detail)`):
+ * - `status` `{state: 'idle'|'connecting'|'connected'|'reconnecting'|'disconnected', ...}`;
+ *   reconnecting carries `delay_ms`, `retry_at`, `code`, `reason`, `attempt`;
+ *   disconnected carries `code`, `reason`, `terminal`.
+ * - `welcome`, `online`, `presence`, `joined`, `left`, `message`, `ack`, `history`, `typing`,
+ *   `error`, `pong`, `goaway`: the decoded server frame. `joined` also carries `after_seq`
+ *   (what this client asked for), `first` (after_seq was null) and `stale` (replay_from >
+ *   after_seq + 1: older missed messages were not replayed).
+ * - `send_failed` `{room, client_msg_id, code, message}`: a pending send was given up.
+ * - `unauthorized` `{code, reason}`: the session ended (4505 or the token is gone); log in again.
+ * - `frame`: every decoded server frame, before its specific event.
+ */
+export class ChatClient extends EventTarget {
+  /**
+   * @param {object} [opts]
+   * @param {string} [opts.url] WebSocket URL (default `ws(s)://<location.host>/ws`)
+   * @param {string} [opts.clientName] `Hello.client`
+   * @param {Function} [opts.WebSocket] WebSocket constructor (default the global one)
+   * @param {number} [opts.minDelayMs] first reconnect delay (500)
+   * @param {number} [opts.maxDelayMs] largest reconnect delay (10000)
+   * @param {() => Promise<boolean>} [opts.checkAuth] asked before reconnecting when the last
+   *   attempt never got a Welcome (a refused upgrade looks like a network error to a browser);
+   *   resolve false when the session is gone, and the client stops with `unauthorized`.
+   * @param {Object<string, Function>} [opts.on] event callbacks by type
+   */
+  constructor(opts = {}) {
+    super();
+    this.url = opts.url ?? null;
+    this.clientName = opts.clientName ?? 'socketchat-web/1.0';
+    this.WebSocketImpl = opts.WebSocket ?? globalThis.WebSocket;
+    this.minDelayMs = opts.minDelayMs ?? 500;
+    this.maxDelayMs = opts.maxDelayMs ?? 10000;
+    this.checkAuth = opts.checkAuth ?? null;
+    this.random = opts.random ?? Math.random;
+
+    this.state = 'idle';
+    this.ws = null;
+    this.stopped = true;
+    this.welcomed = false;
+    this.welcome = null;
+    this.user = null;
+    this.limits = null;
+    this.attempt = 0;
+    this.connectedAt = 0;
+    this.lastRxAt = 0;
+    this.reconnectTimer = null;
+    this.heartbeatTimer = null;
+    this.pingNonce = 0;
+    this.lastGoAway = null;
+
+    /** The room this client wants to be in; re-joined after every reconnect. */
+    this.currentRoom = null;
+    /** room → highest seq received (Message frames and History pages). */
+    this.lastSeq = new Map();
+    /** room → queue of after_seq values of Join/Switch requests awaiting their Joined. */
+    this.joinRequests = new Map();
+    /** hex(client_msg_id) → {room, client_msg_id, text, retryTimer, tries} */
+    this.pending = new Map();
+    /** request_id → {resolve, reject, room} */
+    this.historyRequests = new Map();
+    this.nextRequestId = 1;
+
+    if (opts.on) for (const [type, fn] of Object.entries(opts.on)) this.on(type, fn);
+    this._onBrowserOnline = () => {
+      if (this.state === 'reconnecting') this._reconnectNow();
+    };
+  }
+
+  /** Subscribes `fn(detail)` to an event type; returns an unsubscribe function. */
+  on(type, fn) {
+    const listener = (e) => fn(e.detail);
+    this.addEventListener(type, listener);
+    return () => this.removeEventListener(type, listener);
+  }
+
+  _emit(type, detail) {
+    this.dispatchEvent(new ChatEvent(type, detail));
+  }
+
+  _setStatus(state, extra = {}) {
+    this.state = state;
+    this._emit('status', { state, ...extra });
+  }
+
+  get connected() {
+    return this.state === 'connected';
+  }
+
+  /** Opens the connection (and keeps it open until `disconnect()` or a terminal close). */
+  connect() {
+    if (!this.stopped) return;
+    this.stopped = false;
+    this.attempt = 0;
+    if (typeof globalThis.addEventListener === 'function') {
+      globalThis.addEventListener('online', this._onBrowserOnline);
+    }
+    this._open();
+  }
+
+  /** Closes the connection and stops reconnecting. Pending sends are kept. */
+  disconnect(reason = 'closed by client') {
+    this.stopped = true;
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+    if (typeof globalThis.removeEventListener === 'function') {
+      globalThis.removeEventListener('online', this._onBrowserOnline);
+    }
+    const ws = this.ws;
+    this._teardown('disconnected');
+    if (ws) {
+      try {
+        ws.close(1000, reason);
+      } catch {
+        /* already closed */
+      }
+    }
+    this._setStatus('disconnected', { reason, code: 1000, terminal: false });
+  }
+
+  /** Forgets everything about the session (for logout). */
+  reset() {
+    this.disconnect('logged out');
+    for (const p of this.pending.values()) clearTimeout(p.retryTimer);
+    this.pending.clear();
+    this.lastSeq.clear();
+    this.joinRequests.clear();
+    this.currentRoom = null;
+    this.user = null;
+    this.welcome = null;
+  }
+
+  _open() {
+    this.welcomed = false;
+    this.lastGoAway = null;
+    this._setStatus('connecting', { attempt: this.attempt });
+    let ws;
+    try {
+      ws = new this.WebSocketImpl(this.url ?? defaultUrl());
+    } catch (err) {
+      this._handleClose(1006, String(err && err.message ? err.message : err));
+      return;
+    }
+    ws.binaryType = 'arraybuffer';
+    this.ws = ws;
+    ws.onopen = () => {
+      if (this.ws !== ws) return;
+      this.lastRxAt = Date.now();
+      this.connectedAt = Date.now();
+      this._sendFrame({ type: 'Hello', version: PROTOCOL_VERSION, client: this.clientName });
+      // Frames sent right after Hello are processed in order (§ 1.2): re-join and resend now.
+      if (this.currentRoom !== null) {
+        const room = this.currentRoom;
+        const after = this.lastSeq.get(room) ?? null;
+        this._requestJoin(room, after, 'Join');
+        this._resendPending(room);
+      }
+    };
+    ws.onmessage = (ev) => {
+      if (this.ws !== ws) return;
+      this.lastRxAt = Date.now();
+      if (typeof ev.data === 'string') {
+        this._emit('protocol_error', { message: 'text message from server' });
+        return;
+      }
+      let frame;
+      try {
+        frame = decodeServerFrame(ev.data);
+      } catch (err) {
+        this._emit('protocol_error', { message: err.message });
+        return;
+      }
+      this._handleFrame(frame);
+    };
+    ws.onerror = () => {
+      /* the close event follows */
+    };
+    ws.onclose = (ev) => {
+      if (this.ws !== ws) return;
+      this._handleClose(ev.code, ev.reason);
+    };
+  }
+
+  _teardown(_why) {
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+    }
+    clearInterval(this.heartbeatTimer);
+    this.heartbeatTimer = null;
+    this.joinRequests.clear();
+    for (const [id, req] of this.historyRequests) {
+      req.reject(new Error('connection closed'));
+      this.historyRequests.delete(id);
+    }
+  }
+
+  _handleClose(code, reason) {
+    const welcomed = this.welcomed;
+    const uptime = Date.now() - this.connectedAt;
+    if (this.lastGoAway && (!reason || code === 1006)) {
+      code = this.lastGoAway.code;
+      reason = this.lastGoAway.reason;
+    }
+    this._teardown('closed');
+    if (this.stopped) return;
+    if (isTerminalClose(code)) {
+      this.stopped = true;
+      this._setStatus('disconnected', { code, reason: reason || closeName(code), terminal: true });
+      if (code === CloseCode.Unauthorized) this._emit('unauthorized', { code, reason });
+      return;
+    }
+    if (welcomed && uptime > 5000) this.attempt = 0;
+    const schedule = () => {
+      if (this.stopped) return;
+      const delay = this._delayFor(code);
+      this.attempt += 1;
+      const retryAt = Date.now() + delay;
+      this._setStatus('reconnecting', { delay_ms: delay, retry_at: retryAt, code, reason: reason || closeName(code), attempt: this.attempt });
+      this.reconnectTimer = setTimeout(() => {
+        this.reconnectTimer = null;
+        if (!this.stopped) this._open();
+      }, delay);
+    };
+    if (!welcomed && this.checkAuth) {
+      // A refused upgrade (401) is indistinguishable from a network error in a browser.
+      Promise.resolve()
+        .then(() => this.checkAuth())
+        .catch(() => true)
+        .then((ok) => {
+          if (this.stopped) return;
+          if (ok === false) {
+            this.stopped = true;
+            this._setStatus('disconnected', { code, reason: 'not logged in', terminal: true });
+            this._emit('unauthorized', { code, reason: 'not logged in' });
+          } else {
+            schedule();
+          }
+        });
+    } else {
+      schedule();
+    }
+  }
+
+  _delayFor(code) {
+    if (code === CloseCode.ServerShutdown) return Math.floor(this.random() * this.minDelayMs);
+    if (code === CloseCode.Flood) return 10000 + Math.floor(this.random() * 2000);
+    const base = Math.min(this.maxDelayMs, this.minDelayMs * 2 ** Math.min(this.attempt, 20));
+    // "Equal jitter": half fixed, half random.
+    return Math.floor(base / 2 + this.random() * (base / 2));
+  }
+
+  _reconnectNow() {
+    if (this.stopped || this.state !== 'reconnecting') return;
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+    this._open();
+  }
+
+  _sendFrame(frame) {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WS_OPEN) return false;
+    ws.send(encodeClientFrame(frame));
+    return true;
+  }
+
+  _requestJoin(room, after, type) {
+    if (!this._sendFrame({ type, room, after_seq: after })) return false;
+    if (!this.joinRequests.has(room)) this.joinRequests.set(room, []);
+    this.joinRequests.get(room).push(after);
+    return true;
+  }
+
+  _resendPending(room) {
+    for (const p of this.pending.values()) {
+      if (p.room === room && !p.retryTimer) this._transmit(p);
+    }
+  }
+
+  _transmit(p) {
+    p.tries += 1;
+    return this._sendFrame({ type: 'Send', room: p.room, client_msg_id: p.client_msg_id, text: p.text });
+  }
+
+  _startHeartbeat(ms) {
+    clearInterval(this.heartbeatTimer);
+    const interval = Math.max(100, ms || 25000);
+    this.heartbeatTimer = setInterval(() => {
+      const ws = this.ws;
+      if (!ws) return;
+      if (Date.now() - this.lastRxAt > 2 * interval + 5000) {
+        // Nothing (not even a Pong) for two heartbeats: the connection is dead.
+        try {
+          ws.close(4000, 'heartbeat timeout');
+        } catch {
+          /* ignore */
+        }
+        this._handleClose(1006, 'heartbeat timeout');
+        return;
+      }
+      this.pingNonce += 1;
+      this._sendFrame({ type: 'Ping', nonce: this.pingNonce });
+    }, interval);
+  }
+
+  _handleFrame(frame) {
+    this._emit('frame', frame);
+    switch (frame.type) {
+      case 'Welcome':
+        this.welcomed = true;
+        this.welcome = frame;
+        this.user = frame.user;
+        this.limits = frame.limits;
+        this.connectedAt = Date.now();
+        this._startHeartbeat(frame.heartbeat_ms);
+        this._setStatus('connected', { user: frame.user });
+        this._emit('welcome', frame);
+        return;
+      case 'Online':
+        this._emit('online', frame);
+        return;
+      case 'Presence':
+        this._emit('presence', frame);
+        return;
+      case 'Joined': {
+        const queue = this.joinRequests.get(frame.room);
+        const after = queue && queue.length ? queue.shift() : null;
+        const first = after === null;
+        const stale = !first && frame.replay_from > after + 1;
+        this._emit('joined', { ...frame, after_seq: after, first, stale });
+        return;
+      }
+      case 'Left':
+        this._emit('left', frame);
+        return;
+      case 'Ack':
+        this._settle(frame.client_msg_id);
+        this._emit('ack', frame);
+        return;
+      case 'Message': {
+        this._noteSeq(frame.room, frame.seq);
+        if (this.user && frame.sender.id === this.user.id) this._settle(frame.client_msg_id);
+        this._emit('message', frame);
+        return;
+      }
+      case 'History': {
+        for (const m of frame.messages) this._noteSeq(m.room, m.seq);
+        const req = this.historyRequests.get(frame.request_id);
+        if (req) {
+          this.historyRequests.delete(frame.request_id);
+          req.resolve(frame);
+        }
+        this._emit('history', frame);
+        return;
+      }
+      case 'Typing':
+        this._emit('typing', frame);
+        return;
+      case 'Pong':
+        this._emit('pong', frame);
+        return;
+      case 'Error':
+        this._handleError(frame);
+        return;
+      case 'GoAway':
+        this.lastGoAway = { code: frame.code, reason: frame.reason };
+        this._emit('goaway', frame);
+        return;
+      default:
+        return;
+    }
+  }
+
+  _noteSeq(room, seq) {
+    const prev = this.lastSeq.get(room);
+    if (prev === undefined || seq > prev) this.lastSeq.set(room, seq);
+  }
+
+  _settle(id) {
+    const key = idToHex(id);
+    const p = this.pending.get(key);
+    if (!p) return;
+    clearTimeout(p.retryTimer);
+    this.pending.delete(key);
+  }
+
+  _handleError(frame) {
+    if (frame.request_id !== null) {
+      const req = this.historyRequests.get(frame.request_id);
+      if (req) {
+        this.historyRequests.delete(frame.request_id);
+        const err = new Error(frame.message);
+        err.code = frame.code;
+        req.reject(err);
+      }
+    }
+    let retrying = false;
+    if (frame.client_msg_id !== null) {
+      const key = idToHex(frame.client_msg_id);
+      const p = this.pending.get(key);
+      if (p) {
+        const retryable = frame.code === ErrorCode.RateLimited || frame.code === ErrorCode.Unavailable;
+        const rejoin = frame.code === ErrorCode.NotMember && p.room === this.currentRoom;
+        if ((retryable || rejoin) && p.tries < 20) {
+          retrying = true;
+          const delay = frame.retry_after_ms ?? (retryable ? 1000 : 0);
+          clearTimeout(p.retryTimer);
+          p.retryTimer = setTimeout(() => {
+            p.retryTimer = null;
+            if (!this.pending.has(key) || !this.connected) return; // resent on reconnect
+            if (rejoin && p.room === this.currentRoom) {
+              this._requestJoin(p.room, this.lastSeq.get(p.room) ?? null, 'Join');
+            }
+            if (p.room === this.currentRoom) this._transmit(p);
+          }, delay);
+        } else if (!rejoin) {
+          clearTimeout(p.retryTimer);
+          this.pending.delete(key);
+          this._emit('send_failed', { room: p.room, client_msg_id: p.client_msg_id, text: p.text, code: frame.code, message: frame.message });
+        }
+      }
+    }
+    this._emit('error', { ...frame, retrying });
+  }
+
+  /**
+   * Makes `room` the current room: sends `Switch{room, after_seq}` where after_seq is the
+   * highest seq received for it (null the first time). Returns that after_seq. When not
+   * connected, the room is joined on (re)connect.
+   */
+  switchRoom(room) {
+    this.currentRoom = room;
+    const after = this.lastSeq.get(room) ?? null;
+    if (this.ws && this.ws.readyState === WS_OPEN) {
+      this._requestJoin(room, after, 'Switch');
+      this._resendPending(room);
+    }
+    return after;
+  }
+
+  /** Highest seq received for a room, or null. */
+  highestSeq(room) {
+    return this.lastSeq.get(room) ?? null;
+  }
+
+  /**
+   * Sends a message. It stays pending (and is re-sent with the same client_msg_id after a
+   * reconnect) until its Ack or its own Message arrives. Returns `{client_msg_id, key}`.
+   */
+  send(room, text) {
+    const client_msg_id = newClientMsgId();
+    const key = idToHex(client_msg_id);
+    const p = { room, client_msg_id, text, retryTimer: null, tries: 0 };
+    this.pending.set(key, p);
+    if (room === this.currentRoom) this._transmit(p);
+    return { client_msg_id, key };
+  }
+
+  /** Pending sends, oldest first. */
+  pendingSends(room) {
+    return [...this.pending.values()].filter((p) => room === undefined || p.room === room);
+  }
+
+  /** Requests a history page; resolves with the History frame, rejects on Error or disconnect. */
+  history(room, before_seq = null, limit = 50) {
+    const request_id = this.nextRequestId;
+    this.nextRequestId = this.nextRequestId >= 0xffffffff ? 1 : this.nextRequestId + 1;
+    return new Promise((resolve, reject) => {
+      if (!this._sendFrame({ type: 'History', request_id, room, before_seq, limit })) {
+        reject(new Error('not connected'));
+        return;
+      }
+      this.historyRequests.set(request_id, { resolve, reject, room });
+    });
+  }
+
+  /** Sends a typing state for a joined room (dropped when not connected). */
+  typing(room, active) {
+    return this._sendFrame({ type: 'Typing', room, active });
+  }
+}
+
+const CLOSE_NAMES = Object.fromEntries(Object.entries(CloseCode).map(([k, v]) => [v, k]));
+
+/** Human-readable name of a close code. */
+export function closeName(code) {
+  if (CLOSE_NAMES[code]) return CLOSE_NAMES[code];
+  if (code === 1000) return 'normal closure';
+  if (code === 1001) return 'going away';
+  if (code === 1006) return 'connection lost';
+  return `code ${code}`;
+}

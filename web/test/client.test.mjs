@@ -1,0 +1,316 @@
+// ChatClient behaviour against a scripted fake WebSocket: Hello first, resume with after_seq,
+// pending sends re-sent with the same client_msg_id, reconnect policy by close code.
+import { test, describe, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { ChatClient, encodeServerFrame, decodeClientFrame, idToHex } from '../socketchat.js';
+
+class FakeWebSocket {
+  static instances = [];
+  constructor(url) {
+    this.url = url;
+    this.readyState = 0;
+    this.sent = [];
+    this.binaryType = 'blob';
+    this.closedByClient = null;
+    FakeWebSocket.instances.push(this);
+  }
+  send(bytes) {
+    assert.equal(this.readyState, 1, 'send on an open socket only');
+    assert.ok(bytes instanceof Uint8Array);
+    this.sent.push(decodeClientFrame(bytes));
+  }
+  close(code, reason) {
+    this.closedByClient = { code, reason };
+    this.readyState = 3;
+  }
+  // --- server side ---
+  open() {
+    this.readyState = 1;
+    this.onopen?.({});
+  }
+  deliver(frame) {
+    const bytes = encodeServerFrame(frame);
+    // A browser with binaryType 'arraybuffer' delivers an ArrayBuffer.
+    this.onmessage?.({ data: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) });
+  }
+  serverClose(code, reason = '') {
+    this.readyState = 3;
+    this.onclose?.({ code, reason, wasClean: code !== 1006 });
+  }
+  static last() {
+    return FakeWebSocket.instances[FakeWebSocket.instances.length - 1];
+  }
+}
+
+const alice = { id: 1, username: 'alice' };
+const bob = { id: 2, username: 'bob' };
+const limits = { max_frame_bytes: 16384, max_text_bytes: 4000, max_rooms: 32, max_history_page: 100, sends_per_sec: 20 };
+const welcome = (heartbeat_ms = 25000) => ({ type: 'Welcome', version: 1, user: alice, connection_id: 7, heartbeat_ms, limits });
+const msg = (seq, sender = bob, extra = {}) => ({
+  type: 'Message',
+  room: 'general',
+  seq,
+  message_id: 100 + seq,
+  sender,
+  client_msg_id: new Uint8Array(16).fill(seq),
+  sent_at_ms: 1795000000000 + seq,
+  text: `m${seq}`,
+  ...extra,
+});
+
+function waitFor(client, type, pred = () => true, timeoutMs = 3000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      off();
+      reject(new Error(`timeout waiting for ${type}`));
+    }, timeoutMs);
+    const off = client.on(type, (detail) => {
+      if (!pred(detail)) return;
+      clearTimeout(timer);
+      off();
+      resolve(detail);
+    });
+  });
+}
+
+function newClient(opts = {}) {
+  FakeWebSocket.instances = [];
+  return new ChatClient({ url: 'ws://test/ws', WebSocket: FakeWebSocket, minDelayMs: 20, maxDelayMs: 80, ...opts });
+}
+
+let client;
+afterEach(() => client?.disconnect());
+
+describe('ChatClient', () => {
+  test('sends Hello first, then joins the current room; connected on Welcome', async () => {
+    client = newClient();
+    const statuses = [];
+    client.on('status', (s) => statuses.push(s.state));
+    client.switchRoom('general');
+    client.connect();
+    const ws = FakeWebSocket.last();
+    assert.equal(ws.url, 'ws://test/ws');
+    assert.equal(ws.binaryType, 'arraybuffer');
+    ws.open();
+    assert.deepEqual(ws.sent.map((f) => f.type), ['Hello', 'Join']);
+    assert.deepEqual(ws.sent[0], { type: 'Hello', version: 1, client: 'socketchat-web/1.0' });
+    assert.deepEqual(ws.sent[1], { type: 'Join', room: 'general', after_seq: null });
+    ws.deliver(welcome());
+    assert.deepEqual(statuses, ['connecting', 'connected']);
+    assert.deepEqual(client.user, alice);
+
+    const joined = waitFor(client, 'joined');
+    ws.deliver({ type: 'Joined', room: 'general', head_seq: 12, replay_from: 13 });
+    assert.deepEqual(await joined, { type: 'Joined', room: 'general', head_seq: 12, replay_from: 13, after_seq: null, first: true, stale: false });
+  });
+
+  test('switchRoom sends Switch with the highest seq received, marks gaps as stale', async () => {
+    client = newClient();
+    client.switchRoom('general');
+    client.connect();
+    const ws = FakeWebSocket.last();
+    ws.open();
+    ws.deliver(welcome());
+    ws.deliver({ type: 'Joined', room: 'general', head_seq: 3, replay_from: 4 });
+    ws.deliver({ type: 'History', request_id: 1, room: 'general', messages: [msg(1), msg(2), msg(3)], next_before: null });
+    ws.deliver(msg(4));
+    assert.equal(client.highestSeq('general'), 4);
+    assert.equal(client.switchRoom('design'), null);
+    assert.deepEqual(ws.sent.at(-1), { type: 'Switch', room: 'design', after_seq: null });
+    assert.equal(client.switchRoom('general'), 4);
+    assert.deepEqual(ws.sent.at(-1), { type: 'Switch', room: 'general', after_seq: 4 });
+    const joined = waitFor(client, 'joined', (j) => j.room === 'general');
+    ws.deliver({ type: 'Joined', room: 'design', head_seq: 0, replay_from: 1 });
+    ws.deliver({ type: 'Joined', room: 'general', head_seq: 900, replay_from: 400 });
+    const j = await joined;
+    assert.equal(j.after_seq, 4);
+    assert.equal(j.first, false);
+    assert.equal(j.stale, true);
+  });
+
+  test('history() resolves with the matching page and rejects on Error', async () => {
+    client = newClient();
+    client.switchRoom('general');
+    client.connect();
+    const ws = FakeWebSocket.last();
+    ws.open();
+    ws.deliver(welcome());
+    const p1 = client.history('general', 13, 50);
+    const p2 = client.history('general', 1, 0);
+    const [req1, req2] = ws.sent.slice(-2);
+    assert.deepEqual(req1, { type: 'History', request_id: req1.request_id, room: 'general', before_seq: 13, limit: 50 });
+    ws.deliver({ type: 'Error', code: 1, message: 'limit 0', room: 'general', client_msg_id: null, request_id: req2.request_id, retry_after_ms: null });
+    ws.deliver({ type: 'History', request_id: req1.request_id, room: 'general', messages: [msg(12)], next_before: 12 });
+    assert.equal((await p1).next_before, 12);
+    await assert.rejects(p2, /limit 0/);
+    await assert.rejects(newClient().history('general'), /not connected/);
+  });
+
+  test('resume: reconnects after 4001, re-joins with after_seq and re-sends pending with the same id', async () => {
+    client = newClient();
+    client.switchRoom('general');
+    client.connect();
+    let ws = FakeWebSocket.last();
+    ws.open();
+    ws.deliver(welcome());
+    ws.deliver({ type: 'Joined', room: 'general', head_seq: 0, replay_from: 1 });
+    ws.deliver(msg(1));
+    ws.deliver(msg(2));
+    const { client_msg_id, key } = client.send('general', 'hello');
+    const firstSend = ws.sent.at(-1);
+    assert.equal(firstSend.type, 'Send');
+    assert.equal(idToHex(firstSend.client_msg_id), key);
+    assert.equal(client.pendingSends().length, 1);
+
+    const reconnecting = waitFor(client, 'status', (s) => s.state === 'reconnecting');
+    ws.serverClose(4001, 'slow');
+    const r = await reconnecting;
+    assert.equal(r.code, 4001);
+    assert.ok(r.delay_ms >= 10 && r.delay_ms <= 20, `delay ${r.delay_ms}`);
+
+    // Sending while disconnected keeps the message pending.
+    const second = client.send('general', 'while offline');
+
+    await waitFor(client, 'status', (s) => s.state === 'connecting');
+    ws = FakeWebSocket.last();
+    assert.equal(FakeWebSocket.instances.length, 2);
+    ws.open();
+    assert.deepEqual(ws.sent.map((f) => f.type), ['Hello', 'Join', 'Send', 'Send']);
+    assert.deepEqual(ws.sent[1], { type: 'Join', room: 'general', after_seq: 2 });
+    assert.deepEqual(ws.sent[2].client_msg_id, client_msg_id);
+    assert.equal(ws.sent[2].text, 'hello');
+    assert.equal(idToHex(ws.sent[3].client_msg_id), second.key);
+
+    ws.deliver(welcome());
+    ws.deliver({ type: 'Ack', room: 'general', client_msg_id, seq: 3, message_id: 103, sent_at_ms: 1 });
+    assert.equal(client.pendingSends().length, 1);
+    ws.deliver(msg(4, alice, { client_msg_id: second.client_msg_id }));
+    assert.equal(client.pendingSends().length, 0);
+  });
+
+  test('rate-limited send is retried after retry_after_ms with the same id; InvalidText gives up', async () => {
+    client = newClient();
+    client.switchRoom('general');
+    client.connect();
+    const ws = FakeWebSocket.last();
+    ws.open();
+    ws.deliver(welcome());
+    const { client_msg_id } = client.send('general', 'x');
+    const errors = [];
+    client.on('error', (e) => errors.push(e));
+    ws.deliver({ type: 'Error', code: 5, message: 'too many sends', room: 'general', client_msg_id, request_id: null, retry_after_ms: 30 });
+    assert.equal(errors[0].retrying, true);
+    const before = ws.sent.length;
+    await new Promise((r) => setTimeout(r, 80));
+    assert.equal(ws.sent.length, before + 1);
+    assert.deepEqual(ws.sent.at(-1).client_msg_id, client_msg_id);
+
+    const bad = client.send('general', 'y');
+    const failed = waitFor(client, 'send_failed');
+    ws.deliver({ type: 'Error', code: 4, message: 'too long', room: 'general', client_msg_id: bad.client_msg_id, request_id: null, retry_after_ms: null });
+    assert.equal((await failed).code, 4);
+    assert.equal(client.pendingSends().length, 1);
+  });
+
+  test('terminal close 4505: no reconnect, unauthorized event', async () => {
+    client = newClient();
+    client.connect();
+    const ws = FakeWebSocket.last();
+    ws.open();
+    ws.deliver(welcome());
+    const unauthorized = waitFor(client, 'unauthorized');
+    const statuses = [];
+    client.on('status', (s) => statuses.push(s));
+    ws.deliver({ type: 'GoAway', code: 4505, reason: 'token revoked' });
+    ws.serverClose(4505, 'token revoked');
+    assert.equal((await unauthorized).code, 4505);
+    assert.equal(statuses.length, 1);
+    assert.equal(statuses[0].state, 'disconnected');
+    assert.equal(statuses[0].terminal, true);
+    await new Promise((r) => setTimeout(r, 120));
+    assert.equal(FakeWebSocket.instances.length, 1);
+  });
+
+  test('every 4500-4999 code is terminal, every other code reconnects', async () => {
+    for (const code of [4500, 4501, 4502, 4503, 4504, 4999]) {
+      client = newClient();
+      client.connect();
+      const ws = FakeWebSocket.last();
+      ws.open();
+      ws.deliver(welcome());
+      const st = waitFor(client, 'status');
+      ws.serverClose(code, 'x');
+      assert.equal((await st).state, 'disconnected', `code ${code}`);
+    }
+    for (const code of [1000, 1001, 1006, 1011, 4000, 4002, 4003, 4499]) {
+      client = newClient();
+      client.connect();
+      const ws = FakeWebSocket.last();
+      ws.open();
+      ws.deliver(welcome());
+      const st = waitFor(client, 'status');
+      ws.serverClose(code, '');
+      const s = await st;
+      assert.equal(s.state, 'reconnecting', `code ${code}`);
+      if (code === 4000) assert.ok(s.delay_ms < 20, 'shutdown: reconnect at once with jitter');
+      client.disconnect();
+    }
+  });
+
+  test('backoff grows up to the maximum while connections keep failing', async () => {
+    client = newClient({ random: () => 1 });
+    const delays = [];
+    client.on('status', (s) => {
+      if (s.state === 'reconnecting') delays.push(s.delay_ms);
+      if (s.state === 'connecting' && delays.length < 5) {
+        queueMicrotask(() => FakeWebSocket.last().serverClose(1006));
+      }
+    });
+    client.connect();
+    await waitFor(client, 'status', () => delays.length >= 5, 2000);
+    assert.deepEqual(delays, [20, 40, 80, 80, 80]);
+  });
+
+  test('checkAuth false after a failed upgrade stops with unauthorized', async () => {
+    let asked = 0;
+    client = newClient({
+      checkAuth: async () => {
+        asked += 1;
+        return false;
+      },
+    });
+    client.connect();
+    const unauthorized = waitFor(client, 'unauthorized');
+    FakeWebSocket.last().serverClose(1006);
+    await unauthorized;
+    assert.equal(asked, 1);
+    assert.equal(client.state, 'disconnected');
+  });
+
+  test('pings every heartbeat_ms while connected', async () => {
+    client = newClient();
+    client.connect();
+    const ws = FakeWebSocket.last();
+    ws.open();
+    ws.deliver(welcome(100));
+    await new Promise((r) => setTimeout(r, 350));
+    const pings = ws.sent.filter((f) => f.type === 'Ping');
+    assert.ok(pings.length >= 2 && pings.length <= 4, `${pings.length} pings`);
+    assert.ok(pings.every((p, i) => i === 0 || p.nonce > pings[i - 1].nonce));
+    client.disconnect();
+    const n = ws.sent.length;
+    await new Promise((r) => setTimeout(r, 150));
+    assert.equal(ws.sent.length, n, 'no pings after disconnect');
+  });
+
+  test('disconnect() stops reconnecting', async () => {
+    client = newClient();
+    client.connect();
+    FakeWebSocket.last().serverClose(1006);
+    client.disconnect();
+    await new Promise((r) => setTimeout(r, 150));
+    assert.equal(FakeWebSocket.instances.length, 1);
+    assert.equal(client.state, 'disconnected');
+  });
+});

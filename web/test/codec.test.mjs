@@ -1,0 +1,265 @@
+// Codec tests: every protocol vector round-trips byte-exactly, malformed input is rejected,
+// stream framing round-trips. Run with `node --test web/test/`.
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+import {
+  encodeClientFrame,
+  decodeClientFrame,
+  encodeServerFrame,
+  decodeServerFrame,
+  encodeStreamFrame,
+  decodeStreamFrame,
+  DecodeError,
+  idToHex,
+  hexToId,
+} from '../socketchat.js';
+
+const vectorsPath = fileURLToPath(new URL('../../protocol/vectors/frames.jsonl', import.meta.url));
+const vectors = readFileSync(vectorsPath, 'utf8')
+  .split('\n')
+  .filter((line) => line.trim() !== '')
+  .map((line) => JSON.parse(line));
+
+const hex = (bytes) => Buffer.from(bytes).toString('hex');
+const unhex = (s) => new Uint8Array(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
+
+/** serde's externally tagged JSON → the JS shape (`{type, ...fields}`, ids as Uint8Array). */
+function toJs(serdeFrame) {
+  const keys = Object.keys(serdeFrame);
+  assert.equal(keys.length, 1, 'externally tagged enum has one key');
+  const type = keys[0];
+  return { type, ...convertFields(serdeFrame[type]) };
+}
+
+function convertFields(value, key) {
+  if (key === 'client_msg_id' && Array.isArray(value)) return Uint8Array.from(value);
+  if (Array.isArray(value)) return value.map((v) => convertFields(v));
+  if (value !== null && typeof value === 'object') {
+    const out = {};
+    for (const [k, v] of Object.entries(value)) out[k] = convertFields(v, k);
+    return out;
+  }
+  return value;
+}
+
+const codecs = {
+  client_to_server: { encode: encodeClientFrame, decode: decodeClientFrame },
+  server_to_client: { encode: encodeServerFrame, decode: decodeServerFrame },
+};
+
+describe('protocol vectors', () => {
+  test('the vector file is not empty and covers every frame type', () => {
+    const types = (dir) => new Set(vectors.filter((v) => v.direction === dir).map((v) => Object.keys(v.frame)[0]));
+    assert.deepEqual([...types('client_to_server')].sort(), ['Hello', 'History', 'Join', 'Leave', 'Ping', 'Send', 'Switch', 'Typing']);
+    assert.deepEqual(
+      [...types('server_to_client')].sort(),
+      ['Ack', 'Error', 'GoAway', 'History', 'Joined', 'Left', 'Message', 'Online', 'Pong', 'Presence', 'Typing', 'Welcome'],
+    );
+  });
+
+  for (const v of vectors) {
+    test(`${v.name} (${v.direction}) encodes to its hex and decodes back`, () => {
+      const codec = codecs[v.direction];
+      assert.ok(codec, `unknown direction ${v.direction}`);
+      const frame = toJs(v.frame);
+      assert.equal(hex(codec.encode(frame)), v.hex);
+      const decoded = codec.decode(unhex(v.hex));
+      assert.deepStrictEqual(decoded, frame);
+      // Also from an ArrayBuffer (what a browser WebSocket delivers) and from a Node Buffer.
+      assert.deepStrictEqual(codec.decode(unhex(v.hex).buffer), frame);
+      assert.deepStrictEqual(codec.decode(Buffer.from(v.hex, 'hex')), frame);
+    });
+  }
+
+  test('decoded ids are plain Uint8Arrays of 16 bytes, independent of the input buffer', () => {
+    const v = vectors.find((x) => x.name === 'message');
+    const bytes = unhex(v.hex);
+    const frame = decodeServerFrame(bytes);
+    assert.ok(frame.client_msg_id instanceof Uint8Array);
+    assert.equal(frame.client_msg_id.constructor, Uint8Array);
+    assert.equal(frame.client_msg_id.length, 16);
+    bytes.fill(0);
+    assert.equal(idToHex(frame.client_msg_id), '6f1c8a3e52044b7d9a11e02f33c45890');
+  });
+});
+
+describe('malformed input throws', () => {
+  const ping = unhex('07fbd095ffbc31');
+  const send = unhex(vectors.find((v) => v.name === 'send').hex);
+  const welcome = unhex(vectors.find((v) => v.name === 'welcome').hex);
+
+  test('empty input', () => {
+    assert.throws(() => decodeServerFrame(new Uint8Array(0)), DecodeError);
+    assert.throws(() => decodeClientFrame(new Uint8Array(0)), DecodeError);
+  });
+
+  test('every truncation of every vector', () => {
+    for (const v of vectors) {
+      const bytes = unhex(v.hex);
+      const decode = codecs[v.direction].decode;
+      for (let cut = 0; cut < bytes.length; cut++) {
+        assert.throws(() => decode(bytes.subarray(0, cut)), DecodeError, `${v.name} cut at ${cut}`);
+      }
+    }
+  });
+
+  test('a trailing byte after any vector', () => {
+    for (const v of vectors) {
+      const bytes = unhex(v.hex + '00');
+      assert.throws(() => codecs[v.direction].decode(bytes), /trailing/, v.name);
+    }
+  });
+
+  test('invalid bool byte', () => {
+    // Typing{room: "general", active: 2}
+    assert.throws(() => decodeClientFrame(unhex('060767656e6572616c02')), /invalid bool/);
+    // Presence{user: alice, online: 0xff}
+    assert.throws(() => decodeServerFrame(unhex('080105616c696365ff')), /invalid bool/);
+  });
+
+  test('invalid option tag', () => {
+    assert.throws(() => decodeClientFrame(unhex('010767656e6572616c02')), /option/);
+  });
+
+  test('unknown discriminant', () => {
+    assert.throws(() => decodeClientFrame(unhex('08')), /discriminant/);
+    assert.throws(() => decodeClientFrame(unhex('0800')), /discriminant/);
+    assert.throws(() => decodeServerFrame(unhex('0c')), /discriminant/);
+    assert.throws(() => decodeServerFrame(unhex('ff01')), /discriminant/);
+  });
+
+  test('invalid UTF-8', () => {
+    // Leave{room: <ff fe>}
+    assert.throws(() => decodeClientFrame(unhex('0202fffe')), /UTF-8/);
+    // Left{room: lone continuation byte}
+    assert.throws(() => decodeServerFrame(unhex('030180')), /UTF-8/);
+    // overlong encoding of "/" and an encoded surrogate half
+    assert.throws(() => decodeServerFrame(unhex('0302c0af')), /UTF-8/);
+    assert.throws(() => decodeServerFrame(unhex('0303eda080')), /UTF-8/);
+    // a valid multi-byte string still decodes
+    assert.equal(decodeServerFrame(unhex('0302c3a9')).room, 'é');
+  });
+
+  test('varint too long or overflowing', () => {
+    // u64 nonce with 11 bytes
+    assert.throws(() => decodeClientFrame(unhex('07' + '80'.repeat(10) + '01')), /varint/);
+    // u32 discriminant with 6 bytes
+    assert.throws(() => decodeServerFrame(unhex('808080808000')), /varint/);
+    // u16 code (GoAway) with 4 bytes, and a 3-byte u16 above 65535
+    assert.throws(() => decodeServerFrame(unhex('0b8080800100')), /varint/);
+    assert.throws(() => decodeServerFrame(unhex('0bffff0400')), /overflows u16/);
+    // u32 heartbeat overflow: 5th byte > 0x0f
+    assert.throws(() => decodeServerFrame(unhex('0001' + '0105616c696365' + '2a' + 'ffffffff10')), /overflows u32/);
+    // u64 above 2^53 - 1 is rejected rather than rounded
+    assert.throws(() => decodeClientFrame(unhex('07' + '8080808080808080' + '10')), /2\^53/); // 2^60
+    assert.throws(() => decodeClientFrame(unhex('07' + '80808080808080' + '10')), /2\^53/); // 2^53
+    assert.equal(decodeClientFrame(unhex('07' + 'ffffffffffffff' + '0f')).nonce, Number.MAX_SAFE_INTEGER);
+  });
+
+  test('vec count larger than the remaining bytes', () => {
+    assert.throws(() => decodeServerFrame(unhex('01ffffffff0f')), DecodeError);
+  });
+
+  test('valid frames of the other direction are not confused', () => {
+    assert.throws(() => decodeServerFrame(send), DecodeError);
+    assert.throws(() => decodeClientFrame(welcome), DecodeError);
+    assert.deepStrictEqual(decodeClientFrame(ping), { type: 'Ping', nonce: 1700000000123 });
+  });
+});
+
+describe('encoding rejects what it cannot represent', () => {
+  test('u64 above 2^53 - 1, negatives, fractions', () => {
+    assert.throws(() => encodeClientFrame({ type: 'Ping', nonce: 2 ** 53 }), RangeError);
+    assert.throws(() => encodeClientFrame({ type: 'Ping', nonce: -1 }), TypeError);
+    assert.throws(() => encodeClientFrame({ type: 'Ping', nonce: 1.5 }), TypeError);
+    assert.equal(hex(encodeClientFrame({ type: 'Ping', nonce: Number.MAX_SAFE_INTEGER })), '07ffffffffffffff0f');
+  });
+
+  test('u16 and u32 ranges', () => {
+    assert.throws(() => encodeClientFrame({ type: 'History', request_id: 1, room: 'a', before_seq: null, limit: 65536 }), RangeError);
+    assert.throws(() => encodeClientFrame({ type: 'Hello', version: 2 ** 32, client: 'x' }), RangeError);
+  });
+
+  test('unknown type, missing field, wrong id length, wrong types', () => {
+    assert.throws(() => encodeClientFrame({ type: 'Nope' }), TypeError);
+    assert.throws(() => encodeClientFrame({ type: 'Welcome' }), TypeError); // server-only
+    assert.throws(() => encodeClientFrame({ type: 'Leave' }), /missing/);
+    assert.throws(() => encodeClientFrame({ type: 'Send', room: 'a', client_msg_id: new Uint8Array(15), text: 'x' }), TypeError);
+    assert.throws(() => encodeClientFrame({ type: 'Typing', room: 'a', active: 1 }), TypeError);
+    assert.throws(() => encodeClientFrame({ type: 'Leave', room: 5 }), TypeError);
+    assert.throws(() => encodeClientFrame({ type: 'Leave', room: '\ud800' }), /surrogate/);
+  });
+
+  test('an omitted Option encodes as none', () => {
+    assert.equal(hex(encodeClientFrame({ type: 'Join', room: 'general' })), '010767656e6572616c00');
+  });
+});
+
+describe('stream framing', () => {
+  test('the spec example: Ping{nonce: 1} is 02 07 01 on a stream', () => {
+    const frame = encodeClientFrame({ type: 'Ping', nonce: 1 });
+    assert.equal(hex(frame), '0701');
+    assert.equal(hex(encodeStreamFrame(frame)), '020701');
+  });
+
+  test('round-trips every vector, also concatenated', () => {
+    const all = [];
+    for (const v of vectors) {
+      const framed = encodeStreamFrame(unhex(v.hex));
+      const got = decodeStreamFrame(framed);
+      assert.equal(got.consumed, framed.length);
+      assert.equal(hex(got.frame), v.hex);
+      all.push(...framed);
+    }
+    let buf = Uint8Array.from(all);
+    const out = [];
+    while (buf.length) {
+      const got = decodeStreamFrame(buf);
+      assert.ok(got);
+      out.push(hex(got.frame));
+      buf = buf.subarray(got.consumed);
+    }
+    assert.deepEqual(out, vectors.map((v) => v.hex));
+  });
+
+  test('a multi-byte length prefix', () => {
+    const body = new Uint8Array(300).fill(7);
+    const framed = encodeStreamFrame(body);
+    assert.equal(hex(framed.subarray(0, 2)), 'ac02');
+    const got = decodeStreamFrame(framed);
+    assert.equal(got.consumed, 302);
+    assert.deepStrictEqual(got.frame, body);
+  });
+
+  test('reports incomplete input as null at every cut', () => {
+    const framed = encodeStreamFrame(new Uint8Array(300).fill(1));
+    for (let cut = 0; cut < framed.length; cut++) {
+      assert.equal(decodeStreamFrame(framed.subarray(0, cut)), null, `cut at ${cut}`);
+    }
+    assert.equal(decodeStreamFrame(new Uint8Array(0)), null);
+    assert.equal(decodeStreamFrame(unhex('ffffffff')), null); // prefix may still end
+  });
+
+  test('a prefix not ending within 5 bytes is an error', () => {
+    assert.throws(() => decodeStreamFrame(unhex('ffffffffff')), /5 bytes/);
+    assert.throws(() => decodeStreamFrame(unhex('ffffffffff01')), /5 bytes/);
+  });
+
+  test('a length above the limit is an error', () => {
+    const framed = encodeStreamFrame(new Uint8Array(200));
+    assert.throws(() => decodeStreamFrame(framed, 100), /exceeds/);
+    assert.throws(() => decodeStreamFrame(unhex('8180c000'), 16384), /exceeds/); // announced, not yet there
+    assert.ok(decodeStreamFrame(framed, 200));
+  });
+});
+
+describe('helpers', () => {
+  test('idToHex / hexToId', () => {
+    const id = hexToId('6f1c8a3e52044b7d9a11e02f33c45890');
+    assert.equal(idToHex(id), '6f1c8a3e52044b7d9a11e02f33c45890');
+    assert.throws(() => hexToId('xyz'), TypeError);
+  });
+});
