@@ -79,6 +79,8 @@ pub(crate) async fn run<T: Transport>(node: Arc<Node>, transport: T, user: UserR
     node.hub.unregister(conn_id, session.room_ids());
     node.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
     announce_presence(&node, &user, false).await;
+    // Only now answer a client's close: once it sees the reply, it is counted out everywhere.
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, driver.transport.flush()).await;
 }
 
 /// Counts a connection in or out of presence and publishes the transition, if any.

@@ -6,7 +6,7 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm, access } from 'node:fs/promises';
+import { mkdtemp, rm, access, readFile } from 'node:fs/promises';
 import { constants as fsConstants } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -34,14 +34,16 @@ function freePort() {
 const delay = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** The server process, its base URL and its output (printed when something fails). */
-const server = { proc: null, base: null, dataDir: null, output: '', exited: null };
+const server = { proc: null, port: null, base: null, dataDir: null, output: '', exited: null };
 
+/** Starts the server; on a restart it reuses the port and the data dir. */
 async function startServer() {
   await access(serverBin, fsConstants.X_OK).catch(() => {
     throw new Error(`server binary not found at ${serverBin}: run \`cargo build --bin socketchat\` or set SOCKETCHAT_BIN`);
   });
-  server.dataDir = await mkdtemp(path.join(os.tmpdir(), 'socketchat-browser-'));
-  const port = await freePort();
+  if (!server.dataDir) server.dataDir = await mkdtemp(path.join(os.tmpdir(), 'socketchat-browser-'));
+  if (!server.port) server.port = await freePort();
+  const port = server.port;
   server.base = `http://127.0.0.1:${port}`;
   const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' };
   for (const k of ['DATABASE_URL', 'REDIS_URL', 'JWT_SECRET', 'SOCKETCHAT_LISTEN', 'SOCKETCHAT_DATA_DIR']) delete env[k];
@@ -78,7 +80,8 @@ async function startServer() {
   throw new Error(`server did not become healthy within 30 s (${lastError && lastError.message}):\n${server.output}`);
 }
 
-async function stopServer() {
+/** Stops the server process (SIGTERM, then SIGKILL after 5 s). */
+async function killServer() {
   const proc = server.proc;
   if (proc && proc.exitCode === null && proc.signalCode === null) {
     proc.kill('SIGTERM');
@@ -88,6 +91,10 @@ async function stopServer() {
       await server.exited;
     }
   }
+}
+
+async function stopServer() {
+  await killServer();
   if (server.dataDir) await rm(server.dataDir, { recursive: true, force: true });
 }
 
@@ -163,10 +170,12 @@ describe('SocketChat in the browser', { timeout: 120_000 }, () => {
     const res = await fetch(server.base + '/');
     assert.equal(res.status, 200);
     assert.match(res.headers.get('content-security-policy') || '', /default-src 'self'/);
+    assert.equal(await res.text(), await readFile(path.join(repoRoot, 'web/index.html'), 'utf8'), 'stale binary: rebuild it');
     for (const asset of ['/app.js', '/socketchat.js', '/style.css']) {
       const r = await fetch(server.base + asset);
       assert.equal(r.status, 200, asset);
-      await r.arrayBuffer();
+      const onDisk = await readFile(path.join(repoRoot, 'web', asset.slice(1)), 'utf8');
+      assert.equal(await r.text(), onDisk, `${asset} differs from web${asset}: the binary embeds an old copy, rebuild it`);
     }
   });
 
@@ -243,6 +252,96 @@ describe('SocketChat in the browser', { timeout: 120_000 }, () => {
     await waitFor(bob.page, (n) => document.querySelectorAll('#messages [data-seq]').length >= n, before.length);
     assert.deepEqual(await messagesOf(bob.page), before);
     await alice.page.waitForSelector(`#online [data-user="${bobName}"]`, { timeout: WAIT_MS });
+  });
+
+  test('scroll-back loads older pages without jumping, in seq order, without gaps', async () => {
+    const page = alice.page;
+    // Seed #engineering with 120 messages through a second connection of alice, using the
+    // library itself (its RateLimited handling retries past the burst of 50).
+    const seeded = await page.evaluate(async (n) => {
+      const { ChatClient } = await import('/socketchat.js');
+      const c = new ChatClient({ clientName: 'browser-test-seeder' });
+      await new Promise((resolve, reject) => {
+        c.on('welcome', resolve);
+        c.on('status', (s) => s.state === 'disconnected' && reject(new Error(s.reason)));
+        c.switchRoom('engineering');
+        c.connect();
+      });
+      for (let i = 1; i <= n; i++) c.send('engineering', `seed ${i}`);
+      const deadline = Date.now() + 30000;
+      while (c.pendingSends().length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      const left = c.pendingSends().length;
+      c.disconnect();
+      return left;
+    }, 120);
+    assert.equal(seeded, 0, 'all seed messages acknowledged');
+
+    await page.click('#channels [data-channel="engineering"]');
+    await page.waitForSelector('#channels [data-channel="engineering"][aria-current="true"]', { timeout: WAIT_MS });
+    await waitFor(page, () => document.querySelectorAll('#messages [data-seq]').length >= 50);
+    let msgs = await messagesOf(page);
+    assert.equal(msgs.at(-1).text, 'seed 120');
+    assert.ok(
+      await page.$eval('#messages', (el) => el.scrollHeight - el.scrollTop - el.clientHeight < 50),
+      'a fresh view is scrolled to the newest message',
+    );
+
+    for (let round = 0; round < 5 && msgs.length < 120; round++) {
+      const before = msgs.length;
+      // Scroll to the top and remember where the first message sits.
+      const firstSeq = await page.$eval('#messages', (el) => {
+        el.scrollTop = 0;
+        el.dispatchEvent(new Event('scroll'));
+        return Number(el.querySelector('[data-seq]').dataset.seq);
+      });
+      await waitFor(page, (n) => document.querySelectorAll('#messages [data-seq]').length > n, before);
+      await waitFor(page, () => !document.querySelector('#messages.loading'));
+      // The message that was at the top is still where the reader left it.
+      const offset = await page.$eval(
+        '#messages',
+        (el, seq) => el.querySelector(`[data-seq="${seq}"]`).getBoundingClientRect().top - el.getBoundingClientRect().top,
+        firstSeq,
+      );
+      assert.ok(Math.abs(offset - (await page.$eval('#messages', (el) => parseFloat(getComputedStyle(el).paddingTop)))) < 30, `no jump (offset ${offset})`);
+      msgs = await messagesOf(page);
+    }
+    assert.deepEqual(
+      msgs.map((m) => m.seq),
+      Array.from({ length: 120 }, (_, i) => i + 1),
+    );
+    assert.deepEqual(
+      msgs.map((m) => m.text),
+      Array.from({ length: 120 }, (_, i) => `seed ${i + 1}`),
+    );
+
+    // Back to #general: Switch with after_seq; the cached view comes back without duplicates.
+    await page.click('#channels [data-channel="general"]');
+    await waitFor(page, (t) => [...document.querySelectorAll('#messages [data-seq] .text')].some((el) => el.textContent === t), fromBob);
+    const general = await messagesOf(page);
+    assert.equal(new Set(general.map((m) => m.seq)).size, general.length);
+  });
+
+  test('a send during a server outage stays pending and is delivered after the reconnect', async () => {
+    const marks = [alice.problems.length, bob.problems.length];
+    await killServer();
+    await alice.page.waitForSelector('#status[data-state="reconnecting"]', { timeout: WAIT_MS });
+    assert.match(await alice.page.textContent('#status'), /Reconnecting in \d+s/);
+    const text = 'sent while the server was down';
+    await alice.page.fill('#message-input', text);
+    await alice.page.press('#message-input', 'Enter');
+    await alice.page.waitForSelector('#messages .pending', { timeout: WAIT_MS });
+    await startServer();
+    for (const u of [alice, bob]) {
+      await u.page.waitForSelector('#status[data-state="connected"]', { timeout: 30_000 });
+      await waitFor(u.page, (t) => [...document.querySelectorAll('#messages [data-seq] .text')].some((el) => el.textContent === t), text);
+    }
+    assert.equal(await alice.page.locator('#messages .pending').count(), 0);
+    const a = await messagesOf(alice.page);
+    assert.equal(a.filter((m) => m.text === text).length, 1, 'stored once, shown once');
+    assert.deepEqual(await messagesOf(bob.page), a);
+    // Connection failures while the server was down are expected console noise.
+    alice.problems.splice(marks[0]);
+    bob.problems.splice(marks[1]);
   });
 
   test("closing bob's page removes him from alice's online list", async () => {

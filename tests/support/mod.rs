@@ -1,0 +1,223 @@
+//! Test harness: starts a real server (embedded default) on a free loopback port in a temp data
+//! dir, and drives it with real HTTP and WebSocket clients. Everything stops when dropped.
+
+#![allow(dead_code, unreachable_pub)]
+
+use futures_util::{SinkExt, StreamExt};
+use socketchat::config::Config;
+use socketchat::server::{self, Running};
+use socketchat::wire::{self, ClientFrame, ServerFrame, Welcome};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Message, Error as WsError};
+use tokio_tungstenite::WebSocketStream;
+
+/// How long any single expected event may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestServer {
+    pub running: Option<Running>,
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(dir).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir) -> Self {
+        let config = Config::embedded("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+        let running = server::start(config).await.expect("server starts");
+        let addr = running.local_addr();
+        Self { running: Some(running), addr, http: reqwest::Client::new(), dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Stops the server and hands back its data dir (for a restart on the same data).
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await;
+        }
+        self.dir
+    }
+
+    /// Registers a user and returns its token (from the Set-Cookie header).
+    pub async fn register(&self, username: &str) -> String {
+        let response = self
+            .http
+            .post(self.url("/api/auth/register"))
+            .json(&serde_json::json!({
+                "username": username,
+                "email": format!("{username}@example.com"),
+                "password": "correct horse battery",
+            }))
+            .send()
+            .await
+            .expect("register request");
+        assert_eq!(response.status(), 201, "register {username}");
+        token_from(&response).expect("register sets the token cookie")
+    }
+
+    /// GET with the token cookie.
+    pub async fn get(&self, path: &str, token: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).header("cookie", format!("token={token}")).send().await.expect("GET")
+    }
+
+    pub async fn connect(&self, token: &str) -> Client {
+        Client::connect(self.addr, Some(token), None).await.expect("upgrade accepted")
+    }
+
+    /// Connects, says Hello, and reads Welcome and Online.
+    pub async fn connect_hello(&self, token: &str) -> (Client, Welcome) {
+        let mut client = self.connect(token).await;
+        client.hello().await;
+        let welcome = match client.recv().await {
+            ServerFrame::Welcome(w) => w,
+            other => panic!("expected Welcome, got {other:?}"),
+        };
+        assert!(matches!(client.recv().await, ServerFrame::Online(_)));
+        (client, welcome)
+    }
+}
+
+pub fn token_from(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix("token="))
+        .map(|v| v.split(';').next().unwrap_or("").to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+pub struct Client {
+    pub ws: WebSocketStream<TcpStream>,
+}
+
+impl Client {
+    /// Opens `/ws` with an optional cookie token and Origin; an HTTP refusal comes back as its status.
+    pub async fn connect(addr: SocketAddr, token: Option<&str>, origin: Option<&str>) -> Result<Self, u16> {
+        let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+        if let Some(token) = token {
+            request.headers_mut().insert("cookie", HeaderValue::from_str(&format!("token={token}")).unwrap());
+        }
+        if let Some(origin) = origin {
+            request.headers_mut().insert("origin", HeaderValue::from_str(origin).unwrap());
+        }
+        let tcp = TcpStream::connect(addr).await.expect("tcp connect");
+        tcp.set_nodelay(true).unwrap();
+        let config = WebSocketConfig::default().max_message_size(Some(4 << 20)).max_frame_size(Some(4 << 20));
+        match tokio_tungstenite::client_async_with_config(request, tcp, Some(config)).await {
+            Ok((ws, _)) => Ok(Self { ws }),
+            Err(WsError::Http(response)) => Err(response.status().as_u16()),
+            Err(e) => panic!("handshake failed: {e}"),
+        }
+    }
+
+    pub async fn hello(&mut self) {
+        self.send(&ClientFrame::Hello(wire::Hello { version: 1, client: "test".into() })).await;
+    }
+
+    pub async fn send(&mut self, frame: &ClientFrame) {
+        self.send_raw(wire::encode(frame)).await;
+    }
+
+    pub async fn send_raw(&mut self, bytes: Vec<u8>) {
+        self.ws.send(Message::Binary(bytes.into())).await.expect("send");
+    }
+
+    /// Next frame; panics on timeout or close.
+    pub async fn recv(&mut self) -> ServerFrame {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame within the wait")
+                .expect("connection open")
+                .expect("no transport error");
+            match message {
+                Message::Binary(bytes) => {
+                    return wire::decode(&bytes, usize::MAX).expect("server frames decode");
+                }
+                Message::Close(frame) => panic!("closed unexpectedly: {frame:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Next frame that `pick` accepts; others (presence, typing…) are skipped.
+    pub async fn recv_until<T>(&mut self, mut pick: impl FnMut(ServerFrame) -> Option<T>) -> T {
+        loop {
+            if let Some(found) = pick(self.recv().await) {
+                return found;
+            }
+        }
+    }
+
+    /// Closes from the client side and waits for the server's close reply, which the server
+    /// sends only after it has counted the connection out.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(WAIT, self.ws.next()).await {}
+    }
+
+    /// Reads until the server closes; returns the GoAway code (if any) and the close code.
+    pub async fn expect_close(&mut self) -> (Option<u16>, Option<u16>) {
+        let mut goaway = None;
+        loop {
+            let next = tokio::time::timeout(WAIT, self.ws.next()).await.expect("close within the wait");
+            match next {
+                Some(Ok(Message::Binary(bytes))) => {
+                    if let Ok(ServerFrame::GoAway(g)) = wire::decode::<ServerFrame>(&bytes, usize::MAX) {
+                        goaway = Some(g.code);
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => return (goaway, frame.map(|f| u16::from(f.code))),
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) => return (goaway, None),
+            }
+        }
+    }
+}
+
+pub fn join(room: &str, after_seq: Option<u64>) -> ClientFrame {
+    ClientFrame::Join(wire::Join { room: room.into(), after_seq })
+}
+
+pub fn send(room: &str, id: u8, text: &str) -> ClientFrame {
+    ClientFrame::Send(wire::Send { room: room.into(), client_msg_id: [id; 16], text: text.into() })
+}
+
+/// Joins and reads `Joined` plus the replayed messages.
+pub async fn join_and_replay(client: &mut Client, room: &str, after_seq: Option<u64>) -> (wire::Joined, Vec<wire::ChatMessage>) {
+    client.send(&join(room, after_seq)).await;
+    let joined = client.recv_until(|f| match f { ServerFrame::Joined(j) => Some(j), _ => None }).await;
+    let mut replay = Vec::new();
+    for _ in joined.replay_from..=joined.head_seq {
+        replay.push(client.recv_until(|f| match f { ServerFrame::Message(m) => Some(m), _ => None }).await);
+    }
+    (joined, replay)
+}
+
+pub async fn ack(client: &mut Client) -> wire::Ack {
+    client.recv_until(|f| match f {
+        ServerFrame::Ack(a) => Some(a),
+        ServerFrame::Error(e) => panic!("expected an Ack, got {e:?}"),
+        _ => None,
+    })
+    .await
+}
+
+pub async fn message(client: &mut Client) -> wire::ChatMessage {
+    client.recv_until(|f| match f { ServerFrame::Message(m) => Some(m), _ => None }).await
+}
