@@ -7,7 +7,11 @@ use std::path::PathBuf;
 
 /// `socketchat [serve] [options]`.
 #[derive(Debug, Parser)]
-#[command(name = "socketchat", version, about = "Real-time chat server (WebSocket, binary protocol)")]
+#[command(
+    name = "socketchat",
+    version,
+    about = "Real-time chat server (WebSocket, binary protocol)"
+)]
 pub struct Cli {
     /// What to do; `serve` when omitted.
     #[command(subcommand)]
@@ -28,11 +32,21 @@ pub enum Command {
 #[derive(Clone, Parser)]
 pub struct Config {
     /// TCP address for HTTP, the web client and WebSocket.
-    #[arg(long, env = "SOCKETCHAT_LISTEN", default_value = "127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "SOCKETCHAT_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
     pub listen: SocketAddr,
 
     /// Directory for the embedded database and the generated JWT secret.
-    #[arg(long, env = "SOCKETCHAT_DATA_DIR", default_value = "./data", global = true)]
+    #[arg(
+        long,
+        env = "SOCKETCHAT_DATA_DIR",
+        default_value = "./data",
+        global = true
+    )]
     pub data_dir: PathBuf,
 
     /// PostgreSQL URL (not supported by this version: the embedded SQLite store is used).
@@ -53,19 +67,39 @@ pub struct Config {
 
     /// Extra origins allowed to open WebSockets and call the API (comma-separated); the
     /// server's own origin is always allowed.
-    #[arg(long, env = "SOCKETCHAT_ALLOWED_ORIGINS", value_delimiter = ',', global = true)]
+    #[arg(
+        long,
+        env = "SOCKETCHAT_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        global = true
+    )]
     pub allowed_origins: Vec<String>,
 
     /// Most concurrent connections; upgrades beyond get 503.
-    #[arg(long, env = "SOCKETCHAT_MAX_CONNECTIONS", default_value_t = 10_000, global = true)]
+    #[arg(
+        long,
+        env = "SOCKETCHAT_MAX_CONNECTIONS",
+        default_value_t = 10_000,
+        global = true
+    )]
     pub max_connections: usize,
 
     /// Token lifetime in seconds.
-    #[arg(long, env = "SOCKETCHAT_TOKEN_TTL", default_value_t = 86_400, global = true)]
+    #[arg(
+        long,
+        env = "SOCKETCHAT_TOKEN_TTL",
+        default_value_t = 86_400,
+        global = true
+    )]
     pub token_ttl_secs: u64,
 
     /// Seconds to wait for connections to close on shutdown.
-    #[arg(long, env = "SOCKETCHAT_SHUTDOWN_GRACE", default_value_t = 10, global = true)]
+    #[arg(
+        long,
+        env = "SOCKETCHAT_SHUTDOWN_GRACE",
+        default_value_t = 10,
+        global = true
+    )]
     pub shutdown_grace_secs: u64,
 }
 

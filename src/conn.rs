@@ -7,7 +7,10 @@ use crate::hub::{Event, EventKind, Member, Topic};
 use crate::server::Node;
 use crate::session::{Action, Session, replay_range};
 use crate::store::StoreResult;
-use crate::wire::{self, ClientFrame, CloseCode, GoAway, MAX_CLIENT_FRAME, OUTBOUND_QUEUE, Online, ServerFrame, UserRef};
+use crate::wire::{
+    self, ClientFrame, CloseCode, GoAway, MAX_CLIENT_FRAME, OUTBOUND_QUEUE, Online, ServerFrame,
+    UserRef,
+};
 use bytes::Bytes;
 use std::future::Future;
 use std::sync::Arc;
@@ -40,11 +43,18 @@ pub(crate) trait Transport: std::marker::Send {
     /// Next inbound item.
     fn recv(&mut self) -> impl Future<Output = Inbound> + std::marker::Send;
     /// Queues one encoded frame.
-    fn feed(&mut self, frame: Bytes) -> impl Future<Output = Result<(), String>> + std::marker::Send;
+    fn feed(
+        &mut self,
+        frame: Bytes,
+    ) -> impl Future<Output = Result<(), String>> + std::marker::Send;
     /// Writes everything queued.
     fn flush(&mut self) -> impl Future<Output = Result<(), String>> + std::marker::Send;
     /// Closes with a code and reason (≤ 123 bytes).
-    fn close(&mut self, code: CloseCode, reason: &str) -> impl Future<Output = ()> + std::marker::Send;
+    fn close(
+        &mut self,
+        code: CloseCode,
+        reason: &str,
+    ) -> impl Future<Output = ()> + std::marker::Send;
 }
 
 struct Driver<T> {
@@ -55,29 +65,54 @@ struct Driver<T> {
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Runs one authenticated connection to its end. `token_exp` is the token's expiry (Unix s).
-pub(crate) async fn run<T: Transport>(node: Arc<Node>, transport: T, user: UserRef, token_exp: u64) {
+pub(crate) async fn run<T: Transport>(
+    node: Arc<Node>,
+    transport: T,
+    user: UserRef,
+    token_exp: u64,
+) {
     let conn_id = node.next_connection_id();
     let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
     let member = Arc::new(Member::new(conn_id, user.id, tx));
     node.hub.register(member.clone());
-    node.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
-    node.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+    node.metrics
+        .connections_open
+        .fetch_add(1, Ordering::Relaxed);
+    node.metrics
+        .connections_total
+        .fetch_add(1, Ordering::Relaxed);
     announce_presence(&node, &user, true).await;
     tracing::debug!(conn = conn_id, user = %user.username, "connection open");
 
     let now = Instant::now();
     let token_deadline = now + Duration::from_secs(token_exp.saturating_sub(unix_now()));
-    let mut session = Session::new(user.clone(), conn_id, node.rooms.clone(), now, token_deadline);
-    let mut driver = Driver { node: node.clone(), transport, member, user: user.clone() };
+    let mut session = Session::new(
+        user.clone(),
+        conn_id,
+        node.rooms.clone(),
+        now,
+        token_deadline,
+    );
+    let mut driver = Driver {
+        node: node.clone(),
+        transport,
+        member,
+        user: user.clone(),
+    };
     let reason = driver.run(&mut session, rx).await;
     tracing::debug!(conn = conn_id, user = %user.username, reason = %reason, "connection closed");
 
     node.hub.unregister(conn_id, session.room_ids());
-    node.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+    node.metrics
+        .connections_open
+        .fetch_sub(1, Ordering::Relaxed);
     announce_presence(&node, &user, false).await;
     // Only now answer a client's close: once it sees the reply, it is counted out everywhere.
     let _ = tokio::time::timeout(WRITE_TIMEOUT, driver.transport.flush()).await;
@@ -85,13 +120,23 @@ pub(crate) async fn run<T: Transport>(node: Arc<Node>, transport: T, user: UserR
 
 /// Counts a connection in or out of presence and publishes the transition, if any.
 async fn announce_presence(node: &Node, user: &UserRef, connected: bool) {
-    let changed =
-        if connected { node.presence.connect(user).await } else { node.presence.disconnect(user).await };
+    let changed = if connected {
+        node.presence.connect(user).await
+    } else {
+        node.presence.disconnect(user).await
+    };
     match changed {
         Ok(true) => {
-            let frame = ServerFrame::Presence(wire::PresenceEvent { user: user.clone(), online: connected });
-            let event =
-                Event { topic: Topic::Everyone, kind: EventKind::Presence, from_user: user.id, bytes: wire::encode_bytes(&frame) };
+            let frame = ServerFrame::Presence(wire::PresenceEvent {
+                user: user.clone(),
+                online: connected,
+            });
+            let event = Event {
+                topic: Topic::Everyone,
+                kind: EventKind::Presence,
+                from_user: user.id,
+                bytes: wire::encode_bytes(&frame),
+            };
             if let Err(e) = node.bus.publish(event).await {
                 tracing::warn!(error = %e, "presence change not published");
             }
@@ -117,10 +162,8 @@ impl<T: Transport> Driver<T> {
                     Err(e) => return e,
                 }
             }
-            if wrote {
-                if let Err(e) = self.flush().await {
-                    return e;
-                }
+            if wrote && let Err(e) = self.flush().await {
+                return e;
             }
             if session.is_closed() {
                 return "closed by server".into();
@@ -204,7 +247,8 @@ impl<T: Transport> Driver<T> {
                     tracing::warn!(error = %e, "presence snapshot failed");
                     Vec::new()
                 });
-                self.feed(wire::encode_bytes(&ServerFrame::Online(Online { users }))).await
+                self.feed(wire::encode_bytes(&ServerFrame::Online(Online { users })))
+                    .await
             }
             Action::Join { room_id, after_seq } => {
                 // Membership first, then the head: a message committed after the head was read
@@ -213,7 +257,11 @@ impl<T: Transport> Driver<T> {
                 let replay: StoreResult<_> = async {
                     let head = node.store.head_seq(room_id).await?;
                     let (from, to) = replay_range(after_seq, head);
-                    let messages = if from <= to { node.store.range(room_id, from, to).await? } else { Vec::new() };
+                    let messages = if from <= to {
+                        node.store.range(room_id, from, to).await?
+                    } else {
+                        Vec::new()
+                    };
                     Ok((head, messages))
                 }
                 .await;
@@ -232,8 +280,16 @@ impl<T: Transport> Driver<T> {
                 session.handle_appended(&message, result);
                 Ok(false)
             }
-            Action::History { request_id, room_id, before_seq, limit } => {
-                let result = node.store.page_before(room_id, before_seq, u32::from(limit)).await;
+            Action::History {
+                request_id,
+                room_id,
+                before_seq,
+                limit,
+            } => {
+                let result = node
+                    .store
+                    .page_before(room_id, before_seq, u32::from(limit))
+                    .await;
                 session.handle_history(request_id, room_id, result);
                 Ok(false)
             }
@@ -251,11 +307,15 @@ impl<T: Transport> Driver<T> {
             }
             Action::Close(code, reason) => {
                 let reason = truncate(&reason, 123);
-                let goaway = ServerFrame::GoAway(GoAway { code: code.code(), reason: reason.to_owned() });
+                let goaway = ServerFrame::GoAway(GoAway {
+                    code: code.code(),
+                    reason: reason.to_owned(),
+                });
                 if self.feed(wire::encode_bytes(&goaway)).await.is_ok() {
                     let _ = self.flush().await;
                 }
-                let _ = tokio::time::timeout(WRITE_TIMEOUT, self.transport.close(code, reason)).await;
+                let _ =
+                    tokio::time::timeout(WRITE_TIMEOUT, self.transport.close(code, reason)).await;
                 Ok(false)
             }
         }

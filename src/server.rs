@@ -111,7 +111,8 @@ impl Running {
         self.node.draining.store(true, Ordering::Relaxed);
         let _ = self.stop.send(true);
         let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
-        let closed = tokio::time::timeout(self.grace, self.node.connection_slots.acquire_many(all)).await;
+        let closed =
+            tokio::time::timeout(self.grace, self.node.connection_slots.acquire_many(all)).await;
         if closed.is_err() {
             tracing::warn!("shutdown grace period over with connections still open");
         }
@@ -124,15 +125,27 @@ impl Running {
 fn jwt_secret(config: &Config) -> Result<Vec<u8>, ServerError> {
     if let Some(secret) = &config.jwt_secret {
         if secret.len() < 32 {
-            return Err(ServerError::Config("JWT_SECRET must be at least 32 bytes".into()));
+            return Err(ServerError::Config(
+                "JWT_SECRET must be at least 32 bytes".into(),
+            ));
         }
         return Ok(secret.as_bytes().to_vec());
     }
     let path = config.data_dir.join("jwt_secret");
-    let io = |source| ServerError::DataDir { path: path.display().to_string(), source };
+    let io = |source| ServerError::DataDir {
+        path: path.display().to_string(),
+        source,
+    };
     match std::fs::read_to_string(&path) {
-        Ok(existing) if existing.trim().len() >= 32 => return Ok(existing.trim().as_bytes().to_vec()),
-        Ok(_) => return Err(ServerError::Config(format!("{} is shorter than 32 bytes", path.display()))),
+        Ok(existing) if existing.trim().len() >= 32 => {
+            return Ok(existing.trim().as_bytes().to_vec());
+        }
+        Ok(_) => {
+            return Err(ServerError::Config(format!(
+                "{} is shorter than 32 bytes",
+                path.display()
+            )));
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(e)),
     }
@@ -159,8 +172,10 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             "DATABASE_URL / REDIS_URL are not supported by this version; unset them to run on the embedded store".into(),
         ));
     }
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|source| ServerError::DataDir { path: config.data_dir.display().to_string(), source })?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
     let secret = jwt_secret(&config)?;
     let db_path = config.data_dir.join("socketchat.db");
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db_path)?);
@@ -170,7 +185,10 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let presence: Arc<dyn Presence> = Arc::new(LocalPresence::default());
     let writer = Writer::start(store.clone(), bus.clone(), rooms.clone());
     let (stop, shutdown) = watch::channel(false);
-    let node_id = config.node_id.clone().unwrap_or_else(|| hex::encode(rand::random::<[u8; 4]>()));
+    let node_id = config
+        .node_id
+        .clone()
+        .unwrap_or_else(|| hex::encode(rand::random::<[u8; 4]>()));
     let node = Arc::new(Node {
         node_id: node_id.clone(),
         store,
@@ -191,8 +209,14 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.listen, source })?;
+        .map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.listen,
+        source,
+    })?;
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
@@ -202,7 +226,10 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         let graceful = async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(graceful).await {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(graceful)
+            .await
+        {
             tracing::error!(error = %e, "HTTP server failed");
         }
     });

@@ -4,25 +4,54 @@ mod support;
 
 use socketchat::wire::{self, ClientFrame, CloseCode, ErrorCode, ServerFrame};
 use support::*;
+use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
 async fn upgrade_is_refused_without_a_valid_token_or_from_a_foreign_origin() {
     let server = TestServer::start().await;
     let token = server.register("alice").await;
-    assert_eq!(Client::connect(server.addr, None, None).await.err(), Some(401), "no cookie");
-    assert_eq!(Client::connect(server.addr, Some("not.a.jwt"), None).await.err(), Some(401), "garbage token");
+    assert_eq!(
+        Client::connect(server.addr, None, None).await.err(),
+        Some(401),
+        "no cookie"
+    );
+    assert_eq!(
+        Client::connect(server.addr, Some("not.a.jwt"), None)
+            .await
+            .err(),
+        Some(401),
+        "garbage token"
+    );
     let mut forged: Vec<&str> = token.split('.').collect();
     let other_sig = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
     forged[2] = other_sig;
-    assert_eq!(Client::connect(server.addr, Some(&forged.join(".")), None).await.err(), Some(401), "bad signature");
     assert_eq!(
-        Client::connect(server.addr, Some(&token), Some("http://evil.example")).await.err(),
+        Client::connect(server.addr, Some(&forged.join(".")), None)
+            .await
+            .err(),
+        Some(401),
+        "bad signature"
+    );
+    assert_eq!(
+        Client::connect(server.addr, Some(&token), Some("http://evil.example"))
+            .await
+            .err(),
         Some(403),
         "cross-site WebSocket hijacking"
     );
     let own = format!("http://{}", server.addr);
-    assert!(Client::connect(server.addr, Some(&token), Some(&own)).await.is_ok(), "own origin");
-    assert!(Client::connect(server.addr, Some(&token), None).await.is_ok(), "native client without Origin");
+    assert!(
+        Client::connect(server.addr, Some(&token), Some(&own))
+            .await
+            .is_ok(),
+        "own origin"
+    );
+    assert!(
+        Client::connect(server.addr, Some(&token), None)
+            .await
+            .is_ok(),
+        "native client without Origin"
+    );
 }
 
 #[tokio::test]
@@ -38,9 +67,17 @@ async fn logout_revokes_the_token_for_upgrades_and_the_api() {
         .await
         .unwrap();
     assert_eq!(out.status(), 204);
-    assert!(out.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    assert!(
+        out.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
     assert_eq!(server.get("/api/auth/me", &token).await.status(), 401);
-    assert_eq!(Client::connect(server.addr, Some(&token), None).await.err(), Some(401));
+    assert_eq!(
+        Client::connect(server.addr, Some(&token), None).await.err(),
+        Some(401)
+    );
 }
 
 #[tokio::test]
@@ -56,7 +93,9 @@ async fn two_users_see_each_others_messages_in_the_same_order() {
         let who = usize::from(i % 2);
         let name = ["alice", "bob"][who];
         let client = if who == 0 { &mut a } else { &mut b };
-        client.send(&send("general", i, &format!("{name} says {i}"))).await;
+        client
+            .send(&send("general", i, &format!("{name} says {i}")))
+            .await;
         // Wait for the ack, keeping the messages that arrive meanwhile.
         let acked = loop {
             match client.recv().await {
@@ -92,7 +131,9 @@ async fn frames_sent_right_after_the_upgrade_are_all_handled_in_order() {
     client.hello().await;
     client.send(&join("general", None)).await;
     for i in 0..20u8 {
-        client.send(&send("general", i, &format!("burst {i}"))).await;
+        client
+            .send(&send("general", i, &format!("burst {i}")))
+            .await;
     }
     let mut acks = Vec::new();
     while acks.len() < 20 {
@@ -102,8 +143,16 @@ async fn frames_sent_right_after_the_upgrade_are_all_handled_in_order() {
             _ => {}
         }
     }
-    assert_eq!(acks, (0..20u8).map(|i| (i, u64::from(i) + 1)).collect::<Vec<_>>());
-    let page: serde_json::Value = server.get("/api/channels/general/messages?limit=100", &token).await.json().await.unwrap();
+    assert_eq!(
+        acks,
+        (0..20u8).map(|i| (i, u64::from(i) + 1)).collect::<Vec<_>>()
+    );
+    let page: serde_json::Value = server
+        .get("/api/channels/general/messages?limit=100", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(page["messages"].as_array().unwrap().len(), 20);
 }
 
@@ -116,7 +165,11 @@ async fn a_retried_send_gets_the_identical_ack_and_is_stored_once_also_after_rec
     client.send(&send("general", 42, "only once")).await;
     let first = ack(&mut client).await;
     client.send(&send("general", 42, "only once")).await;
-    assert_eq!(ack(&mut client).await, first, "retry on the same connection");
+    assert_eq!(
+        ack(&mut client).await,
+        first,
+        "retry on the same connection"
+    );
     drop(client);
 
     let (mut again, _) = server.connect_hello(&token).await;
@@ -124,10 +177,24 @@ async fn a_retried_send_gets_the_identical_ack_and_is_stored_once_also_after_rec
     again.send(&send("general", 42, "only once")).await;
     assert_eq!(ack(&mut again).await, first, "retry after reconnect");
     again.send(&send("general", 43, "next")).await;
-    assert_eq!(ack(&mut again).await.seq, first.seq + 1, "a duplicate consumes no seq");
+    assert_eq!(
+        ack(&mut again).await.seq,
+        first.seq + 1,
+        "a duplicate consumes no seq"
+    );
 
-    let page: serde_json::Value = server.get("/api/channels/general/messages", &token).await.json().await.unwrap();
-    let texts: Vec<&str> = page["messages"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
+    let page: serde_json::Value = server
+        .get("/api/channels/general/messages", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let texts: Vec<&str> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
     assert_eq!(texts, ["only once", "next"]);
 }
 
@@ -156,12 +223,19 @@ async fn resume_after_reconnect_delivers_exactly_the_missed_messages() {
     let (mut b, _) = server.connect_hello(&tb).await;
     let (joined, replay) = join_and_replay(&mut b, "general", Some(last_seen)).await;
     assert_eq!((joined.head_seq, joined.replay_from), (8, 4));
-    assert_eq!(replay.iter().map(|m| m.seq).collect::<Vec<_>>(), [4, 5, 6, 7, 8]);
+    assert_eq!(
+        replay.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        [4, 5, 6, 7, 8]
+    );
     assert_eq!(replay[0].text, "missed 4");
     a.send(&send("general", 9, "live again")).await;
     ack(&mut a).await;
     let live = message(&mut b).await;
-    assert_eq!((live.seq, live.text.as_str()), (9, "live again"), "nothing twice, nothing skipped");
+    assert_eq!(
+        (live.seq, live.text.as_str()),
+        (9, "live again"),
+        "nothing twice, nothing skipped"
+    );
 }
 
 #[tokio::test]
@@ -174,16 +248,41 @@ async fn presence_counts_tabs_until_the_last_one_closes() {
         _ => None,
     };
     let (tab1, _) = server.connect_hello(&ta).await;
-    assert_eq!(watcher.recv_until(presence).await, ("alice".to_owned(), true));
+    assert_eq!(
+        watcher.recv_until(presence).await,
+        ("alice".to_owned(), true)
+    );
     let (tab2, _) = server.connect_hello(&ta).await;
-    let online: serde_json::Value = server.get("/api/presence/online", &tb).await.json().await.unwrap();
+    let online: serde_json::Value = server
+        .get("/api/presence/online", &tb)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(online["users"].as_array().unwrap().len(), 2);
     tab1.close().await;
     let users = |v: serde_json::Value| -> Vec<String> {
-        v["users"].as_array().unwrap().iter().map(|u| u["username"].as_str().unwrap().to_owned()).collect()
+        v["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["username"].as_str().unwrap().to_owned())
+            .collect()
     };
-    assert_eq!(users(server.get("/api/presence/online", &tb).await.json().await.unwrap()), ["alice", "bob"]);
-    watcher.send(&ClientFrame::Ping(wire::Ping { nonce: 2 })).await;
+    assert_eq!(
+        users(
+            server
+                .get("/api/presence/online", &tb)
+                .await
+                .json()
+                .await
+                .unwrap()
+        ),
+        ["alice", "bob"]
+    );
+    watcher
+        .send(&ClientFrame::Ping(wire::Ping { nonce: 2 }))
+        .await;
     let next = watcher
         .recv_until(|f| match f {
             ServerFrame::Presence(p) => Some(Some((p.user.username, p.online))),
@@ -193,38 +292,82 @@ async fn presence_counts_tabs_until_the_last_one_closes() {
         .await;
     assert_eq!(next, None, "no offline event while a tab is open");
     tab2.close().await;
-    assert_eq!(watcher.recv_until(presence).await, ("alice".to_owned(), false));
-    assert_eq!(users(server.get("/api/presence/online", &tb).await.json().await.unwrap()), ["bob"]);
+    assert_eq!(
+        watcher.recv_until(presence).await,
+        ("alice".to_owned(), false)
+    );
+    assert_eq!(
+        users(
+            server
+                .get("/api/presence/online", &tb)
+                .await
+                .json()
+                .await
+                .unwrap()
+        ),
+        ["bob"]
+    );
 }
 #[tokio::test]
 async fn only_members_may_send_or_type_and_typing_reaches_other_members() {
     let server = TestServer::start().await;
-    let (ta, tb, tc) = (server.register("alice").await, server.register("bob").await, server.register("carol").await);
+    let (ta, tb, tc) = (
+        server.register("alice").await,
+        server.register("bob").await,
+        server.register("carol").await,
+    );
     let (mut a, _) = server.connect_hello(&ta).await;
     let (mut b, _) = server.connect_hello(&tb).await;
     let (mut c, _) = server.connect_hello(&tc).await;
     a.send(&send("general", 1, "not joined")).await;
-    let err = a.recv_until(|f| match f { ServerFrame::Error(e) => Some(e), _ => None }).await;
-    assert_eq!((err.code, err.client_msg_id), (ErrorCode::NotMember.code(), Some([1; 16])));
+    let err = a
+        .recv_until(|f| match f {
+            ServerFrame::Error(e) => Some(e),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        (err.code, err.client_msg_id),
+        (ErrorCode::NotMember.code(), Some([1; 16]))
+    );
     a.send(&send("nowhere", 2, "x")).await;
-    let err = a.recv_until(|f| match f { ServerFrame::Error(e) => Some(e), _ => None }).await;
+    let err = a
+        .recv_until(|f| match f {
+            ServerFrame::Error(e) => Some(e),
+            _ => None,
+        })
+        .await;
     assert_eq!(err.code, ErrorCode::UnknownRoom.code());
 
     join_and_replay(&mut a, "general", None).await;
     join_and_replay(&mut b, "general", None).await;
     join_and_replay(&mut c, "design", None).await;
-    a.send(&ClientFrame::Typing(wire::TypingUpdate { room: "general".into(), active: true })).await;
-    let typing = b.recv_until(|f| match f { ServerFrame::Typing(t) => Some(t), _ => None }).await;
-    assert_eq!((typing.user.username.as_str(), typing.active), ("alice", true));
+    a.send(&ClientFrame::Typing(wire::TypingUpdate {
+        room: "general".into(),
+        active: true,
+    }))
+    .await;
+    let typing = b
+        .recv_until(|f| match f {
+            ServerFrame::Typing(t) => Some(t),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        (typing.user.username.as_str(), typing.active),
+        ("alice", true)
+    );
     // carol (another room) gets neither the typing nor the message; a ping proves the order.
     a.send(&send("general", 3, "for general only")).await;
     ack(&mut a).await;
     assert_eq!(message(&mut b).await.text, "for general only");
     c.send(&ClientFrame::Ping(wire::Ping { nonce: 9 })).await;
-    let first = c.recv_until(|f| match f {
-        ServerFrame::Presence(_) => None,
-        other => Some(other),
-    }).await;
+    let first = c
+        .recv_until(|f| match f {
+            ServerFrame::Presence(_) => None,
+            other => Some(other),
+        })
+        .await;
     assert!(matches!(first, ServerFrame::Pong(_)), "carol got {first:?}");
 }
 
@@ -235,33 +378,60 @@ async fn bad_frames_close_only_the_offender() {
     let (mut good, _) = server.connect_hello(&tb).await;
     join_and_replay(&mut good, "general", None).await;
 
-    let cases: Vec<(&str, Box<dyn Fn() -> tokio_tungstenite::tungstenite::Message>, CloseCode)> = vec![
-        ("garbage", Box::new(|| tokio_tungstenite::tungstenite::Message::Binary(vec![0xff, 0x00, 0x13].into())), CloseCode::BadFrame),
-        ("trailing", Box::new(|| {
-            let mut b = wire::encode(&ClientFrame::Ping(wire::Ping { nonce: 1 }));
-            b.push(0);
-            tokio_tungstenite::tungstenite::Message::Binary(b.into())
-        }), CloseCode::BadFrame),
-        ("oversized", Box::new(|| {
-            tokio_tungstenite::tungstenite::Message::Binary(wire::encode(&send("general", 1, &"x".repeat(20_000))).into())
-        }), CloseCode::FrameTooLarge),
-        ("huge", Box::new(|| tokio_tungstenite::tungstenite::Message::Binary(vec![4u8; 200_000].into())), CloseCode::FrameTooLarge),
-        ("text", Box::new(|| tokio_tungstenite::tungstenite::Message::Text("hello".into())), CloseCode::TextNotSupported),
+    let mut trailing = wire::encode(&ClientFrame::Ping(wire::Ping { nonce: 1 }));
+    trailing.push(0);
+    let oversized = wire::encode(&send("general", 1, &"x".repeat(20_000)));
+    let cases = [
+        (
+            "garbage",
+            Message::Binary(vec![0xff, 0x00, 0x13].into()),
+            CloseCode::BadFrame,
+        ),
+        (
+            "trailing",
+            Message::Binary(trailing.into()),
+            CloseCode::BadFrame,
+        ),
+        (
+            "oversized",
+            Message::Binary(oversized.into()),
+            CloseCode::FrameTooLarge,
+        ),
+        (
+            "huge",
+            Message::Binary(vec![4u8; 200_000].into()),
+            CloseCode::FrameTooLarge,
+        ),
+        (
+            "text",
+            Message::Text("hello".into()),
+            CloseCode::TextNotSupported,
+        ),
     ];
     for (name, message, code) in cases {
         let (mut bad, _) = server.connect_hello(&ta).await;
         use futures_util::SinkExt;
-        bad.ws.send(message()).await.unwrap();
+        bad.ws.send(message).await.unwrap();
         let (goaway, close) = bad.expect_close().await;
         assert_eq!(close, Some(code.code()), "{name}: close code");
         assert_eq!(goaway, Some(code.code()), "{name}: GoAway before the close");
     }
     let mut first = server.connect(&ta).await;
     first.send(&join("general", None)).await;
-    assert_eq!(first.expect_close().await.1, Some(CloseCode::HelloRequired.code()));
+    assert_eq!(
+        first.expect_close().await.1,
+        Some(CloseCode::HelloRequired.code())
+    );
     let mut v2 = server.connect(&ta).await;
-    v2.send(&ClientFrame::Hello(wire::Hello { version: 2, client: "future".into() })).await;
-    assert_eq!(v2.expect_close().await.1, Some(CloseCode::UnsupportedVersion.code()));
+    v2.send(&ClientFrame::Hello(wire::Hello {
+        version: 2,
+        client: "future".into(),
+    }))
+    .await;
+    assert_eq!(
+        v2.expect_close().await.1,
+        Some(CloseCode::UnsupportedVersion.code())
+    );
 
     // The well-behaved client never noticed.
     good.send(&send("general", 7, "still here")).await;
@@ -280,24 +450,77 @@ async fn history_pages_newest_first_over_rest_and_protocol() {
         ack(&mut client).await;
     }
     let seqs = |page: &serde_json::Value| -> Vec<u64> {
-        page["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect()
+        page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect()
     };
-    let newest: serde_json::Value = server.get("/api/channels/support/messages?limit=20", &token).await.json().await.unwrap();
+    let newest: serde_json::Value = server
+        .get("/api/channels/support/messages?limit=20", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(seqs(&newest), (26..=45).collect::<Vec<_>>());
     assert_eq!(newest["next_before"], 26);
-    let older: serde_json::Value = server.get("/api/channels/support/messages?limit=20&before=26", &token).await.json().await.unwrap();
+    let older: serde_json::Value = server
+        .get("/api/channels/support/messages?limit=20&before=26", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(seqs(&older), (6..=25).collect::<Vec<_>>());
-    let oldest: serde_json::Value = server.get("/api/channels/support/messages?limit=20&before=6", &token).await.json().await.unwrap();
+    let oldest: serde_json::Value = server
+        .get("/api/channels/support/messages?limit=20&before=6", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(seqs(&oldest), (1..=5).collect::<Vec<_>>());
     assert!(oldest["next_before"].is_null());
-    assert_eq!(server.get("/api/channels/support/messages?limit=101", &token).await.status(), 400);
-    assert_eq!(server.get("/api/channels/nope/messages", &token).await.status(), 404);
-    assert_eq!(server.get("/api/channels/support/messages", "bad").await.status(), 401);
+    assert_eq!(
+        server
+            .get("/api/channels/support/messages?limit=101", &token)
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(
+        server
+            .get("/api/channels/nope/messages", &token)
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        server
+            .get("/api/channels/support/messages", "bad")
+            .await
+            .status(),
+        401
+    );
 
-    client.send(&ClientFrame::History(wire::HistoryRequest { request_id: 5, room: "support".into(), before_seq: None, limit: 10 })).await;
-    let page = client.recv_until(|f| match f { ServerFrame::History(p) => Some(p), _ => None }).await;
+    client
+        .send(&ClientFrame::History(wire::HistoryRequest {
+            request_id: 5,
+            room: "support".into(),
+            before_seq: None,
+            limit: 10,
+        }))
+        .await;
+    let page = client
+        .recv_until(|f| match f {
+            ServerFrame::History(p) => Some(p),
+            _ => None,
+        })
+        .await;
     assert_eq!(page.request_id, 5);
-    assert_eq!(page.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), (36..=45).collect::<Vec<_>>());
+    assert_eq!(
+        page.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        (36..=45).collect::<Vec<_>>()
+    );
     assert_eq!(page.next_before, Some(36));
 }
 
@@ -308,7 +531,13 @@ async fn shutdown_tells_connections_to_reconnect_elsewhere() {
     let (mut client, _) = server.connect_hello(&token).await;
     let stopping = tokio::spawn(server.stop());
     let (goaway, close) = client.expect_close().await;
-    assert_eq!((goaway, close), (Some(CloseCode::ServerShutdown.code()), Some(CloseCode::ServerShutdown.code())));
+    assert_eq!(
+        (goaway, close),
+        (
+            Some(CloseCode::ServerShutdown.code()),
+            Some(CloseCode::ServerShutdown.code())
+        )
+    );
     stopping.await.unwrap();
 }
 
@@ -327,5 +556,8 @@ async fn messages_survive_a_restart_on_the_same_data_dir() {
     let (mut client, _) = server.connect_hello(&token).await;
     let (_, replay) = join_and_replay(&mut client, "general", Some(0)).await;
     assert_eq!(replay.len(), 1);
-    assert_eq!((replay[0].seq, replay[0].message_id, replay[0].text.as_str()), (acked.seq, acked.message_id, "durable"));
+    assert_eq!(
+        (replay[0].seq, replay[0].message_id, replay[0].text.as_str()),
+        (acked.seq, acked.message_id, "durable")
+    );
 }

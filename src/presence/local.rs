@@ -14,7 +14,9 @@ pub struct LocalPresence {
 
 impl LocalPresence {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (UserRef, usize)>> {
-        self.counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -29,7 +31,9 @@ impl Presence for LocalPresence {
 
     async fn disconnect(&self, user: &UserRef) -> Result<bool, PresenceError> {
         let mut counts = self.lock();
-        let Some(entry) = counts.get_mut(&user.id) else { return Ok(false) };
+        let Some(entry) = counts.get_mut(&user.id) else {
+            return Ok(false);
+        };
         entry.1 -= 1;
         if entry.1 == 0 {
             counts.remove(&user.id);
@@ -52,13 +56,19 @@ mod tests {
     #[tokio::test]
     async fn online_until_the_last_connection_closes() {
         let p = LocalPresence::default();
-        let alice = UserRef { id: 1, username: "alice".into() };
+        let alice = UserRef {
+            id: 1,
+            username: "alice".into(),
+        };
         assert!(p.connect(&alice).await.unwrap());
         assert!(!p.connect(&alice).await.unwrap());
         assert_eq!(p.online().await.unwrap(), vec![alice.clone()]);
         assert!(!p.disconnect(&alice).await.unwrap());
         assert!(p.disconnect(&alice).await.unwrap());
         assert!(p.online().await.unwrap().is_empty());
-        assert!(!p.disconnect(&alice).await.unwrap(), "an unknown disconnect is ignored");
+        assert!(
+            !p.disconnect(&alice).await.unwrap(),
+            "an unknown disconnect is ignored"
+        );
     }
 }

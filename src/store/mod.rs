@@ -97,7 +97,12 @@ pub trait Store: Send + Sync + 'static {
     /// Answers when the backend is usable (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
     /// Registers a user.
-    async fn create_user(&self, username: &str, email: &str, password_hash: &str) -> StoreResult<UserRecord>;
+    async fn create_user(
+        &self,
+        username: &str,
+        email: &str,
+        password_hash: &str,
+    ) -> StoreResult<UserRecord>;
     /// Looks a user up by email (case-insensitive).
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>>;
     /// Looks a user up by id.
@@ -113,7 +118,12 @@ pub trait Store: Send + Sync + 'static {
     async fn range(&self, room_id: u64, from: u64, to: u64) -> StoreResult<Vec<StoredMessage>>;
     /// Up to `limit` messages with seq below `before` (all when `None`), newest first taken,
     /// returned ascending.
-    async fn page_before(&self, room_id: u64, before: Option<u64>, limit: u32) -> StoreResult<Vec<StoredMessage>>;
+    async fn page_before(
+        &self,
+        room_id: u64,
+        before: Option<u64>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredMessage>>;
     /// Revokes a token id until `expires_at` (Unix seconds).
     async fn revoke_token(&self, jti: &str, expires_at: u64) -> StoreResult<()>;
     /// Whether a token id was revoked.

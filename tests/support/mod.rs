@@ -10,11 +10,11 @@ use socketchat::wire::{self, ClientFrame, ServerFrame, Welcome};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{Message, Error as WsError};
-use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 /// How long any single expected event may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -36,7 +36,12 @@ impl TestServer {
         let config = Config::embedded("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
         let running = server::start(config).await.expect("server starts");
         let addr = running.local_addr();
-        Self { running: Some(running), addr, http: reqwest::Client::new(), dir }
+        Self {
+            running: Some(running),
+            addr,
+            http: reqwest::Client::new(),
+            dir,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -70,11 +75,18 @@ impl TestServer {
 
     /// GET with the token cookie.
     pub async fn get(&self, path: &str, token: &str) -> reqwest::Response {
-        self.http.get(self.url(path)).header("cookie", format!("token={token}")).send().await.expect("GET")
+        self.http
+            .get(self.url(path))
+            .header("cookie", format!("token={token}"))
+            .send()
+            .await
+            .expect("GET")
     }
 
     pub async fn connect(&self, token: &str) -> Client {
-        Client::connect(self.addr, Some(token), None).await.expect("upgrade accepted")
+        Client::connect(self.addr, Some(token), None)
+            .await
+            .expect("upgrade accepted")
     }
 
     /// Connects, says Hello, and reads Welcome and Online.
@@ -107,17 +119,28 @@ pub struct Client {
 
 impl Client {
     /// Opens `/ws` with an optional cookie token and Origin; an HTTP refusal comes back as its status.
-    pub async fn connect(addr: SocketAddr, token: Option<&str>, origin: Option<&str>) -> Result<Self, u16> {
+    pub async fn connect(
+        addr: SocketAddr,
+        token: Option<&str>,
+        origin: Option<&str>,
+    ) -> Result<Self, u16> {
         let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
         if let Some(token) = token {
-            request.headers_mut().insert("cookie", HeaderValue::from_str(&format!("token={token}")).unwrap());
+            request.headers_mut().insert(
+                "cookie",
+                HeaderValue::from_str(&format!("token={token}")).unwrap(),
+            );
         }
         if let Some(origin) = origin {
-            request.headers_mut().insert("origin", HeaderValue::from_str(origin).unwrap());
+            request
+                .headers_mut()
+                .insert("origin", HeaderValue::from_str(origin).unwrap());
         }
         let tcp = TcpStream::connect(addr).await.expect("tcp connect");
         tcp.set_nodelay(true).unwrap();
-        let config = WebSocketConfig::default().max_message_size(Some(4 << 20)).max_frame_size(Some(4 << 20));
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(4 << 20))
+            .max_frame_size(Some(4 << 20));
         match tokio_tungstenite::client_async_with_config(request, tcp, Some(config)).await {
             Ok((ws, _)) => Ok(Self { ws }),
             Err(WsError::Http(response)) => Err(response.status().as_u16()),
@@ -126,7 +149,11 @@ impl Client {
     }
 
     pub async fn hello(&mut self) {
-        self.send(&ClientFrame::Hello(wire::Hello { version: 1, client: "test".into() })).await;
+        self.send(&ClientFrame::Hello(wire::Hello {
+            version: 1,
+            client: "test".into(),
+        }))
+        .await;
     }
 
     pub async fn send(&mut self, frame: &ClientFrame) {
@@ -134,7 +161,10 @@ impl Client {
     }
 
     pub async fn send_raw(&mut self, bytes: Vec<u8>) {
-        self.ws.send(Message::Binary(bytes.into())).await.expect("send");
+        self.ws
+            .send(Message::Binary(bytes.into()))
+            .await
+            .expect("send");
     }
 
     /// Next frame; panics on timeout or close.
@@ -175,14 +205,20 @@ impl Client {
     pub async fn expect_close(&mut self) -> (Option<u16>, Option<u16>) {
         let mut goaway = None;
         loop {
-            let next = tokio::time::timeout(WAIT, self.ws.next()).await.expect("close within the wait");
+            let next = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("close within the wait");
             match next {
                 Some(Ok(Message::Binary(bytes))) => {
-                    if let Ok(ServerFrame::GoAway(g)) = wire::decode::<ServerFrame>(&bytes, usize::MAX) {
+                    if let Ok(ServerFrame::GoAway(g)) =
+                        wire::decode::<ServerFrame>(&bytes, usize::MAX)
+                    {
                         goaway = Some(g.code);
                     }
                 }
-                Some(Ok(Message::Close(frame))) => return (goaway, frame.map(|f| u16::from(f.code))),
+                Some(Ok(Message::Close(frame))) => {
+                    return (goaway, frame.map(|f| u16::from(f.code)));
+                }
                 Some(Ok(_)) => {}
                 None | Some(Err(_)) => return (goaway, None),
             }
@@ -191,33 +227,62 @@ impl Client {
 }
 
 pub fn join(room: &str, after_seq: Option<u64>) -> ClientFrame {
-    ClientFrame::Join(wire::Join { room: room.into(), after_seq })
+    ClientFrame::Join(wire::Join {
+        room: room.into(),
+        after_seq,
+    })
 }
 
 pub fn send(room: &str, id: u8, text: &str) -> ClientFrame {
-    ClientFrame::Send(wire::Send { room: room.into(), client_msg_id: [id; 16], text: text.into() })
+    ClientFrame::Send(wire::Send {
+        room: room.into(),
+        client_msg_id: [id; 16],
+        text: text.into(),
+    })
 }
 
 /// Joins and reads `Joined` plus the replayed messages.
-pub async fn join_and_replay(client: &mut Client, room: &str, after_seq: Option<u64>) -> (wire::Joined, Vec<wire::ChatMessage>) {
+pub async fn join_and_replay(
+    client: &mut Client,
+    room: &str,
+    after_seq: Option<u64>,
+) -> (wire::Joined, Vec<wire::ChatMessage>) {
     client.send(&join(room, after_seq)).await;
-    let joined = client.recv_until(|f| match f { ServerFrame::Joined(j) => Some(j), _ => None }).await;
+    let joined = client
+        .recv_until(|f| match f {
+            ServerFrame::Joined(j) => Some(j),
+            _ => None,
+        })
+        .await;
     let mut replay = Vec::new();
     for _ in joined.replay_from..=joined.head_seq {
-        replay.push(client.recv_until(|f| match f { ServerFrame::Message(m) => Some(m), _ => None }).await);
+        replay.push(
+            client
+                .recv_until(|f| match f {
+                    ServerFrame::Message(m) => Some(m),
+                    _ => None,
+                })
+                .await,
+        );
     }
     (joined, replay)
 }
 
 pub async fn ack(client: &mut Client) -> wire::Ack {
-    client.recv_until(|f| match f {
-        ServerFrame::Ack(a) => Some(a),
-        ServerFrame::Error(e) => panic!("expected an Ack, got {e:?}"),
-        _ => None,
-    })
-    .await
+    client
+        .recv_until(|f| match f {
+            ServerFrame::Ack(a) => Some(a),
+            ServerFrame::Error(e) => panic!("expected an Ack, got {e:?}"),
+            _ => None,
+        })
+        .await
 }
 
 pub async fn message(client: &mut Client) -> wire::ChatMessage {
-    client.recv_until(|f| match f { ServerFrame::Message(m) => Some(m), _ => None }).await
+    client
+        .recv_until(|f| match f {
+            ServerFrame::Message(m) => Some(m),
+            _ => None,
+        })
+        .await
 }
