@@ -58,6 +58,8 @@ impl TokenKeys {
         // without leeway.
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
+        // Expired at `exp` itself (not one second later), like the connection deadline.
+        validation.reject_tokens_expiring_in_less_than = 1;
         validation.set_required_spec_claims(&["exp", "sub", "iat"]);
         Self {
             encoding: EncodingKey::from_secret(secret),

@@ -84,6 +84,14 @@ pub struct Config {
     )]
     pub max_connections: usize,
 
+    /// Sustained sends per second per connection (PROTOCOL.md § 5).
+    #[arg(long, env = "SOCKETCHAT_SEND_RATE", default_value_t = crate::wire::SEND_RATE_PER_SEC, global = true)]
+    pub send_rate_per_sec: u32,
+
+    /// Sends per connection in a burst before the rate applies.
+    #[arg(long, env = "SOCKETCHAT_SEND_BURST", default_value_t = crate::wire::SEND_BURST, global = true)]
+    pub send_burst: u32,
+
     /// Token lifetime in seconds.
     #[arg(
         long,
@@ -116,6 +124,8 @@ impl std::fmt::Debug for Config {
             .field("allowed_origins", &self.allowed_origins)
             .field("max_connections", &self.max_connections)
             .field("token_ttl_secs", &self.token_ttl_secs)
+            .field("send_rate_per_sec", &self.send_rate_per_sec)
+            .field("send_burst", &self.send_burst)
             .finish()
     }
 }

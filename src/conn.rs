@@ -20,6 +20,8 @@ use tokio::sync::mpsc;
 
 /// A write that takes longer than this means the peer stopped reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deadline for the goodbye (GoAway and close frame) to a peer that is being closed.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Events handled per turn before the transport is read again.
 const EVENTS_PER_TURN: usize = 256;
 
@@ -99,7 +101,8 @@ pub(crate) async fn run<T: Transport>(
         node.rooms.clone(),
         now,
         token_deadline,
-    );
+    )
+    .with_send_rate(node.send_burst, node.send_rate_per_sec, now);
     let mut driver = Driver {
         node: node.clone(),
         transport,
@@ -115,7 +118,7 @@ pub(crate) async fn run<T: Transport>(
         .fetch_sub(1, Ordering::Relaxed);
     announce_presence(&node, &user, false).await;
     // Only now answer a client's close: once it sees the reply, it is counted out everywhere.
-    let _ = tokio::time::timeout(WRITE_TIMEOUT, driver.transport.flush()).await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, driver.transport.flush()).await;
 }
 
 /// Counts a connection in or out of presence and publishes the transition, if any.
@@ -222,18 +225,15 @@ impl<T: Transport> Driver<T> {
 
     async fn feed(&mut self, bytes: Bytes) -> Result<bool, String> {
         self.node.metrics.frames_out.fetch_add(1, Ordering::Relaxed);
-        match tokio::time::timeout(WRITE_TIMEOUT, self.transport.feed(bytes)).await {
-            Ok(Ok(())) => Ok(true),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err("write timed out".into()),
-        }
+        let io = self.transport.feed(bytes);
+        write(&self.node, &self.member, WRITE_TIMEOUT, io)
+            .await
+            .map(|()| true)
     }
 
     async fn flush(&mut self) -> Result<(), String> {
-        match tokio::time::timeout(WRITE_TIMEOUT, self.transport.flush()).await {
-            Ok(result) => result,
-            Err(_) => Err("write timed out".into()),
-        }
+        let io = self.transport.flush();
+        write(&self.node, &self.member, WRITE_TIMEOUT, io).await
     }
 
     /// Carries out one action; `Ok(true)` when something was queued for writing.
@@ -311,13 +311,38 @@ impl<T: Transport> Driver<T> {
                     code: code.code(),
                     reason: reason.to_owned(),
                 });
-                if self.feed(wire::encode_bytes(&goaway)).await.is_ok() {
-                    let _ = self.flush().await;
+                // Best effort within a short deadline: a peer that stopped reading may never
+                // see the reason, but it is disconnected all the same.
+                let io = self.transport.feed(wire::encode_bytes(&goaway));
+                if write(&self.node, &self.member, CLOSE_TIMEOUT, io)
+                    .await
+                    .is_ok()
+                {
+                    let io = self.transport.flush();
+                    let _ = write(&self.node, &self.member, CLOSE_TIMEOUT, io).await;
                 }
                 let _ =
-                    tokio::time::timeout(WRITE_TIMEOUT, self.transport.close(code, reason)).await;
+                    tokio::time::timeout(CLOSE_TIMEOUT, self.transport.close(code, reason)).await;
                 Ok(false)
             }
+        }
+    }
+}
+
+/// Runs one write under a deadline; a kick from the hub (the peer's queue is full because it
+/// stopped reading) cuts a blocked write short instead of letting it wait out the deadline.
+async fn write(
+    node: &Node,
+    member: &Member,
+    deadline: Duration,
+    io: impl Future<Output = Result<(), String>>,
+) -> Result<(), String> {
+    tokio::select! {
+        result = tokio::time::timeout(deadline, io) => result.unwrap_or_else(|_| Err("write timed out".into())),
+        () = member.kicked() => {
+            node.metrics.slow_disconnects.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(conn = member.id, "slow consumer disconnected while a write was blocked");
+            Err("slow consumer: outbound queue full".into())
         }
     }
 }

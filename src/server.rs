@@ -72,6 +72,10 @@ pub struct Node {
     pub draining: AtomicBool,
     /// One permit per open connection.
     pub connection_slots: Arc<Semaphore>,
+    /// Sends a connection may make in a burst.
+    pub send_burst: u32,
+    /// Sustained sends per second per connection.
+    pub send_rate_per_sec: u32,
     /// Concurrent password hashes.
     pub hash_slots: Semaphore,
     next_connection: AtomicU64,
@@ -167,6 +171,11 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 
 /// Builds the node and starts serving; returns once the listener is bound.
 pub async fn start(config: Config) -> Result<Running, ServerError> {
+    if config.send_rate_per_sec == 0 || config.send_burst == 0 {
+        return Err(ServerError::Config(
+            "send rate and burst must be at least 1".into(),
+        ));
+    }
     if config.database_url.is_some() || config.redis_url.is_some() {
         return Err(ServerError::Config(
             "DATABASE_URL / REDIS_URL are not supported by this version; unset them to run on the embedded store".into(),
@@ -203,6 +212,8 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         shutdown: shutdown.clone(),
         draining: AtomicBool::new(false),
         connection_slots: Arc::new(Semaphore::new(config.max_connections)),
+        send_burst: config.send_burst,
+        send_rate_per_sec: config.send_rate_per_sec,
         hash_slots: Semaphore::new(2),
         next_connection: AtomicU64::new(1),
     });

@@ -561,3 +561,135 @@ async fn messages_survive_a_restart_on_the_same_data_dir() {
         (acked.seq, acked.message_id, "durable")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_is_disconnected_and_everyone_else_gets_everything() {
+    const WRITERS: usize = 4;
+    const PER_WRITER: usize = 750;
+    const TOTAL: usize = WRITERS * PER_WRITER;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(dir, |c| c.send_burst = 10_000).await;
+    let (ts, tw, tg) = (
+        server.register("slow").await,
+        server.register("writer").await,
+        server.register("good").await,
+    );
+
+    let mut slow = Client::connect_small_buffer(server.addr, &ts).await;
+    slow.hello().await;
+    join_and_replay(&mut slow, "general", None).await;
+    // From here on `slow` reads nothing until the writers are done.
+
+    let (mut good, _) = server.connect_hello(&tg).await;
+    join_and_replay(&mut good, "general", None).await;
+    let reader = tokio::spawn(async move {
+        let mut seqs = Vec::with_capacity(TOTAL);
+        while seqs.len() < TOTAL {
+            seqs.push(message(&mut good).await.seq);
+        }
+        seqs
+    });
+    let text = "y".repeat(3900);
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let (mut client, _) = server.connect_hello(&tw).await;
+        let text = text.clone();
+        writers.push(tokio::spawn(async move {
+            join_and_replay(&mut client, "general", None).await;
+            let mut acked = 0;
+            let mut sent = 0;
+            // Keep a window of sends in flight; the writer reads its acks (and the room's
+            // messages, which it receives as a member) as it goes.
+            while acked < PER_WRITER {
+                while sent < PER_WRITER && sent - acked < 32 {
+                    let mut id = [0u8; 16];
+                    id[..8].copy_from_slice(&((w * PER_WRITER + sent) as u64).to_be_bytes());
+                    client
+                        .send(&ClientFrame::Send(wire::Send {
+                            room: "general".into(),
+                            client_msg_id: id,
+                            text: text.clone(),
+                        }))
+                        .await;
+                    sent += 1;
+                }
+                match client.recv().await {
+                    ServerFrame::Ack(_) => acked += 1,
+                    ServerFrame::Error(e) => panic!("writer got {e:?}"),
+                    _ => {}
+                }
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let seqs = reader.await.unwrap();
+    assert_eq!(
+        seqs,
+        (1..=TOTAL as u64).collect::<Vec<_>>(),
+        "the good member got every message once, in order"
+    );
+
+    // The slow member was cut off: its stream ends before all messages arrived.
+    let mut received = 0;
+    let mut goaway = None;
+    use futures_util::StreamExt;
+    loop {
+        match tokio::time::timeout(WAIT, slow.ws.next())
+            .await
+            .expect("the slow stream ends")
+        {
+            Some(Ok(Message::Binary(bytes))) => {
+                match wire::decode::<ServerFrame>(&bytes, usize::MAX).unwrap() {
+                    ServerFrame::Message(_) => received += 1,
+                    ServerFrame::GoAway(g) => goaway = Some(g.code),
+                    _ => {}
+                }
+            }
+            Some(Ok(_)) => {}
+            None | Some(Err(_)) => break,
+        }
+    }
+    assert!(
+        received < TOTAL,
+        "slow consumer was disconnected (received {received} of {TOTAL})"
+    );
+    if let Some(code) = goaway {
+        assert_eq!(code, CloseCode::Slow.code());
+    }
+    let metrics = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("socketchat_slow_disconnects_total 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_is_closed_when_its_token_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(dir, |c| c.token_ttl_secs = 1).await;
+    let token = server.register("alice").await;
+    let (mut client, _) = server.connect_hello(&token).await;
+    let (goaway, close) = client.expect_close().await;
+    assert_eq!(
+        (goaway, close),
+        (
+            Some(CloseCode::Unauthorized.code()),
+            Some(CloseCode::Unauthorized.code())
+        )
+    );
+    assert_eq!(
+        Client::connect(server.addr, Some(&token), None).await.err(),
+        Some(401),
+        "expired token refused"
+    );
+}

@@ -88,6 +88,7 @@ pub struct Session {
     greeted: bool,
     joined: HashMap<u64, Membership>,
     sends: TokenBucket,
+    sends_per_sec: u32,
     typing: TokenBucket,
     rejections: u32,
     rejection_window: Instant,
@@ -127,6 +128,7 @@ impl Session {
             greeted: false,
             joined: HashMap::new(),
             sends: TokenBucket::new(SEND_BURST, SEND_RATE_PER_SEC, now),
+            sends_per_sec: SEND_RATE_PER_SEC,
             typing: TokenBucket::new(TYPING_BURST, TYPING_RATE_PER_SEC, now),
             rejections: 0,
             rejection_window: now,
@@ -135,6 +137,13 @@ impl Session {
             closed: false,
             out: VecDeque::new(),
         }
+    }
+
+    /// Replaces the default send rate limit (the node's configuration).
+    pub fn with_send_rate(mut self, burst: u32, per_sec: u32, now: Instant) -> Self {
+        self.sends = TokenBucket::new(burst, per_sec, now);
+        self.sends_per_sec = per_sec;
+        self
     }
 
     /// Next piece of work, in order.
@@ -259,7 +268,7 @@ impl Session {
                     max_text_bytes: MAX_TEXT_BYTES as u32,
                     max_rooms: MAX_ROOMS_PER_CONNECTION as u16,
                     max_history_page: MAX_HISTORY_PAGE,
-                    sends_per_sec: SEND_RATE_PER_SEC as u16,
+                    sends_per_sec: u16::try_from(self.sends_per_sec).unwrap_or(u16::MAX),
                 },
             })));
         self.out.push_back(Action::SendOnline);

@@ -33,7 +33,13 @@ impl TestServer {
     }
 
     pub async fn start_in(dir: tempfile::TempDir) -> Self {
-        let config = Config::embedded("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+        Self::start_with(dir, |_| {}).await
+    }
+
+    /// Starts with settings changed by `tweak`.
+    pub async fn start_with(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::embedded("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+        tweak(&mut config);
         let running = server::start(config).await.expect("server starts");
         let addr = running.local_addr();
         Self {
@@ -136,7 +142,35 @@ impl Client {
                 .headers_mut()
                 .insert("origin", HeaderValue::from_str(origin).unwrap());
         }
-        let tcp = TcpStream::connect(addr).await.expect("tcp connect");
+        Self::connect_over(
+            addr,
+            request,
+            TcpStream::connect(addr).await.expect("tcp connect"),
+        )
+        .await
+    }
+
+    /// Like `connect` with a tiny, fixed receive buffer (a client that stops reading fills
+    /// the path quickly).
+    pub async fn connect_small_buffer(addr: SocketAddr, token: &str) -> Self {
+        let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+        request.headers_mut().insert(
+            "cookie",
+            HeaderValue::from_str(&format!("token={token}")).unwrap(),
+        );
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(8 * 1024).unwrap();
+        let tcp = socket.connect(addr).await.expect("tcp connect");
+        Self::connect_over(addr, request, tcp)
+            .await
+            .expect("upgrade accepted")
+    }
+
+    async fn connect_over(
+        _addr: SocketAddr,
+        request: tokio_tungstenite::tungstenite::handshake::client::Request,
+        tcp: TcpStream,
+    ) -> Result<Self, u16> {
         tcp.set_nodelay(true).unwrap();
         let config = WebSocketConfig::default()
             .max_message_size(Some(4 << 20))
