@@ -78,8 +78,7 @@ impl TokenKeys {
             exp: now + self.ttl_secs,
             jti: hex::encode(rand::random::<[u8; 16]>()),
         };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .unwrap_or_default();
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).unwrap_or_default();
         (token, claims)
     }
 
@@ -87,9 +86,7 @@ impl TokenKeys {
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| AuthError::Invalid(e.to_string()))?;
-        data.claims
-            .user_id()
-            .ok_or_else(|| AuthError::Invalid("sub is not a user id".into()))?;
+        data.claims.user_id().ok_or_else(|| AuthError::Invalid("sub is not a user id".into()))?;
         Ok(data.claims)
     }
 
@@ -101,25 +98,16 @@ impl TokenKeys {
 
 /// Hashes a password with argon2id and a random salt (slow on purpose: call off the runtime).
 pub fn hash_password(password: &str) -> Result<String, String> {
-    Argon2::default()
-        .hash_password(password.as_bytes())
-        .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
+    Argon2::default().hash_password(password.as_bytes()).map(|h| h.to_string()).map_err(|e| e.to_string())
 }
 
 /// Checks a password against a stored PHC string; any malformed hash counts as a mismatch.
 pub fn verify_password(password: &str, phc: &str) -> bool {
-    PasswordHash::new(phc).is_ok_and(|parsed| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok()
-    })
+    PasswordHash::new(phc).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
 }
 
 /// The `token` cookie's value among all `Cookie` header values.
-pub fn token_from_cookies<'a>(
-    cookie_headers: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
+pub fn token_from_cookies<'a>(cookie_headers: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     cookie_headers
         .into_iter()
         .flat_map(|h| h.split(';'))
@@ -144,10 +132,7 @@ pub fn clearing_cookie() -> String {
 pub fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[String]) -> bool {
     let Some(origin) = origin else { return true };
     let origin = origin.trim_end_matches('/');
-    if allowed
-        .iter()
-        .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
-    {
+    if allowed.iter().any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin)) {
         return true;
     }
     let Some(host) = host else { return false };
@@ -169,10 +154,7 @@ mod tests {
     }
 
     fn now() -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
     }
 
     #[test]
@@ -192,10 +174,7 @@ mod tests {
         assert!(other.verify(&token).is_err(), "foreign signature");
         let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
         parts[2] = parts[2].chars().rev().collect();
-        assert!(
-            keys().verify(&parts.join(".")).is_err(),
-            "tampered signature"
-        );
+        assert!(keys().verify(&parts.join(".")).is_err(), "tampered signature");
         // alg=none: header {"alg":"none","typ":"JWT"}, same payload, empty signature.
         let none_header = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0";
         let unsigned = format!("{none_header}.{}.", token.split('.').nth(1).unwrap());
@@ -222,10 +201,7 @@ mod tests {
 
     #[test]
     fn token_cookie_is_found_among_others() {
-        assert_eq!(
-            token_from_cookies(["a=1; token=abc.def; b=2"]),
-            Some("abc.def")
-        );
+        assert_eq!(token_from_cookies(["a=1; token=abc.def; b=2"]), Some("abc.def"));
         assert_eq!(token_from_cookies(["a=1", "token=xyz"]), Some("xyz"));
         assert_eq!(token_from_cookies(["tokens=1; xtoken=2"]), None);
         assert_eq!(token_from_cookies(["token="]), None);
@@ -236,26 +212,10 @@ mod tests {
     fn origin_rules() {
         let allowed = vec!["https://chat.example.com".to_owned()];
         assert!(origin_allowed(None, Some("127.0.0.1:8080"), &[]));
-        assert!(origin_allowed(
-            Some("http://127.0.0.1:8080"),
-            Some("127.0.0.1:8080"),
-            &[]
-        ));
-        assert!(origin_allowed(
-            Some("https://chat.example.com"),
-            Some("10.0.0.1"),
-            &allowed
-        ));
-        assert!(!origin_allowed(
-            Some("http://evil.example"),
-            Some("127.0.0.1:8080"),
-            &allowed
-        ));
-        assert!(!origin_allowed(
-            Some("http://127.0.0.1:8080.evil"),
-            Some("127.0.0.1:8080"),
-            &[]
-        ));
+        assert!(origin_allowed(Some("http://127.0.0.1:8080"), Some("127.0.0.1:8080"), &[]));
+        assert!(origin_allowed(Some("https://chat.example.com"), Some("10.0.0.1"), &allowed));
+        assert!(!origin_allowed(Some("http://evil.example"), Some("127.0.0.1:8080"), &allowed));
+        assert!(!origin_allowed(Some("http://127.0.0.1:8080.evil"), Some("127.0.0.1:8080"), &[]));
         assert!(!origin_allowed(Some("null"), Some("127.0.0.1:8080"), &[]));
     }
 }

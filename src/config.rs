@@ -7,11 +7,7 @@ use std::path::PathBuf;
 
 /// `socketchat [serve] [options]`.
 #[derive(Debug, Parser)]
-#[command(
-    name = "socketchat",
-    version,
-    about = "Real-time chat server (WebSocket, binary protocol)"
-)]
+#[command(name = "socketchat", version, about = "Real-time chat server (WebSocket, binary protocol)")]
 pub struct Cli {
     /// What to do; `serve` when omitted.
     #[command(subcommand)]
@@ -26,32 +22,29 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (the default).
     Serve,
+    /// Apply pending PostgreSQL migrations (needs DATABASE_URL) and exit.
+    Migrate,
 }
 
 /// Server settings.
 #[derive(Clone, Parser)]
 pub struct Config {
     /// TCP address for HTTP, the web client and WebSocket.
-    #[arg(
-        long,
-        env = "SOCKETCHAT_LISTEN",
-        default_value = "127.0.0.1:8080",
-        global = true
-    )]
+    #[arg(long, env = "SOCKETCHAT_LISTEN", default_value = "127.0.0.1:8080", global = true)]
     pub listen: SocketAddr,
 
     /// Directory for the embedded database and the generated JWT secret.
-    #[arg(
-        long,
-        env = "SOCKETCHAT_DATA_DIR",
-        default_value = "./data",
-        global = true
-    )]
+    #[arg(long, env = "SOCKETCHAT_DATA_DIR", default_value = "./data", global = true)]
     pub data_dir: PathBuf,
 
-    /// PostgreSQL URL (not supported by this version: the embedded SQLite store is used).
+    /// PostgreSQL URL (`postgres://user@host:port/db`); without it the embedded SQLite store
+    /// is used. Needs `JWT_SECRET`.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
     pub database_url: Option<String>,
+
+    /// Connections in the PostgreSQL pool.
+    #[arg(long, env = "SOCKETCHAT_DB_POOL", default_value_t = 16, global = true)]
+    pub db_pool_size: usize,
 
     /// Redis URL (not supported by this version: the in-process relay is used).
     #[arg(long, env = "REDIS_URL", hide_env_values = true, global = true)]
@@ -67,21 +60,11 @@ pub struct Config {
 
     /// Extra origins allowed to open WebSockets and call the API (comma-separated); the
     /// server's own origin is always allowed.
-    #[arg(
-        long,
-        env = "SOCKETCHAT_ALLOWED_ORIGINS",
-        value_delimiter = ',',
-        global = true
-    )]
+    #[arg(long, env = "SOCKETCHAT_ALLOWED_ORIGINS", value_delimiter = ',', global = true)]
     pub allowed_origins: Vec<String>,
 
     /// Most concurrent connections; upgrades beyond get 503.
-    #[arg(
-        long,
-        env = "SOCKETCHAT_MAX_CONNECTIONS",
-        default_value_t = 10_000,
-        global = true
-    )]
+    #[arg(long, env = "SOCKETCHAT_MAX_CONNECTIONS", default_value_t = 10_000, global = true)]
     pub max_connections: usize,
 
     /// Sustained sends per second per connection (PROTOCOL.md § 5).
@@ -93,21 +76,11 @@ pub struct Config {
     pub send_burst: u32,
 
     /// Token lifetime in seconds.
-    #[arg(
-        long,
-        env = "SOCKETCHAT_TOKEN_TTL",
-        default_value_t = 86_400,
-        global = true
-    )]
+    #[arg(long, env = "SOCKETCHAT_TOKEN_TTL", default_value_t = 86_400, global = true)]
     pub token_ttl_secs: u64,
 
     /// Seconds to wait for connections to close on shutdown.
-    #[arg(
-        long,
-        env = "SOCKETCHAT_SHUTDOWN_GRACE",
-        default_value_t = 10,
-        global = true
-    )]
+    #[arg(long, env = "SOCKETCHAT_SHUTDOWN_GRACE", default_value_t = 10, global = true)]
     pub shutdown_grace_secs: u64,
 }
 

@@ -8,8 +8,7 @@ use crate::server::Node;
 use crate::session::{Action, Session, replay_range};
 use crate::store::StoreResult;
 use crate::wire::{
-    self, ClientFrame, CloseCode, GoAway, MAX_CLIENT_FRAME, OUTBOUND_QUEUE, Online, ServerFrame,
-    UserRef,
+    self, ClientFrame, CloseCode, GoAway, MAX_CLIENT_FRAME, OUTBOUND_QUEUE, Online, ServerFrame, UserRef,
 };
 use bytes::Bytes;
 use std::future::Future;
@@ -45,18 +44,11 @@ pub(crate) trait Transport: std::marker::Send {
     /// Next inbound item.
     fn recv(&mut self) -> impl Future<Output = Inbound> + std::marker::Send;
     /// Queues one encoded frame.
-    fn feed(
-        &mut self,
-        frame: Bytes,
-    ) -> impl Future<Output = Result<(), String>> + std::marker::Send;
+    fn feed(&mut self, frame: Bytes) -> impl Future<Output = Result<(), String>> + std::marker::Send;
     /// Writes everything queued.
     fn flush(&mut self) -> impl Future<Output = Result<(), String>> + std::marker::Send;
     /// Closes with a code and reason (≤ 123 bytes).
-    fn close(
-        &mut self,
-        code: CloseCode,
-        reason: &str,
-    ) -> impl Future<Output = ()> + std::marker::Send;
+    fn close(&mut self, code: CloseCode, reason: &str) -> impl Future<Output = ()> + std::marker::Send;
 }
 
 struct Driver<T> {
@@ -67,55 +59,33 @@ struct Driver<T> {
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Runs one authenticated connection to its end. `token_exp` is the token's expiry (Unix s).
-pub(crate) async fn run<T: Transport>(
-    node: Arc<Node>,
-    transport: T,
-    user: UserRef,
-    token_exp: u64,
-) {
+pub(crate) async fn run<T: Transport>(node: Arc<Node>, transport: T, user: UserRef, token_exp: u64) {
     let conn_id = node.next_connection_id();
     let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
     let member = Arc::new(Member::new(conn_id, user.id, tx));
     node.hub.register(member.clone());
-    node.metrics
-        .connections_open
-        .fetch_add(1, Ordering::Relaxed);
-    node.metrics
-        .connections_total
-        .fetch_add(1, Ordering::Relaxed);
+    node.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
+    node.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
     announce_presence(&node, &user, true).await;
     tracing::debug!(conn = conn_id, user = %user.username, "connection open");
 
     let now = Instant::now();
     let token_deadline = now + Duration::from_secs(token_exp.saturating_sub(unix_now()));
-    let mut session = Session::new(
-        user.clone(),
-        conn_id,
-        node.rooms.clone(),
+    let mut session = Session::new(user.clone(), conn_id, node.rooms.clone(), now, token_deadline).with_send_rate(
+        node.send_burst,
+        node.send_rate_per_sec,
         now,
-        token_deadline,
-    )
-    .with_send_rate(node.send_burst, node.send_rate_per_sec, now);
-    let mut driver = Driver {
-        node: node.clone(),
-        transport,
-        member,
-        user: user.clone(),
-    };
+    );
+    let mut driver = Driver { node: node.clone(), transport, member, user: user.clone() };
     let reason = driver.run(&mut session, rx).await;
     tracing::debug!(conn = conn_id, user = %user.username, reason = %reason, "connection closed");
 
     node.hub.unregister(conn_id, session.room_ids());
-    node.metrics
-        .connections_open
-        .fetch_sub(1, Ordering::Relaxed);
+    node.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
     announce_presence(&node, &user, false).await;
     // Only now answer a client's close: once it sees the reply, it is counted out everywhere.
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, driver.transport.flush()).await;
@@ -123,17 +93,10 @@ pub(crate) async fn run<T: Transport>(
 
 /// Counts a connection in or out of presence and publishes the transition, if any.
 async fn announce_presence(node: &Node, user: &UserRef, connected: bool) {
-    let changed = if connected {
-        node.presence.connect(user).await
-    } else {
-        node.presence.disconnect(user).await
-    };
+    let changed = if connected { node.presence.connect(user).await } else { node.presence.disconnect(user).await };
     match changed {
         Ok(true) => {
-            let frame = ServerFrame::Presence(wire::PresenceEvent {
-                user: user.clone(),
-                online: connected,
-            });
+            let frame = ServerFrame::Presence(wire::PresenceEvent { user: user.clone(), online: connected });
             let event = Event {
                 topic: Topic::Everyone,
                 kind: EventKind::Presence,
@@ -226,9 +189,7 @@ impl<T: Transport> Driver<T> {
     async fn feed(&mut self, bytes: Bytes) -> Result<bool, String> {
         self.node.metrics.frames_out.fetch_add(1, Ordering::Relaxed);
         let io = self.transport.feed(bytes);
-        write(&self.node, &self.member, WRITE_TIMEOUT, io)
-            .await
-            .map(|()| true)
+        write(&self.node, &self.member, WRITE_TIMEOUT, io).await.map(|()| true)
     }
 
     async fn flush(&mut self) -> Result<(), String> {
@@ -247,8 +208,7 @@ impl<T: Transport> Driver<T> {
                     tracing::warn!(error = %e, "presence snapshot failed");
                     Vec::new()
                 });
-                self.feed(wire::encode_bytes(&ServerFrame::Online(Online { users })))
-                    .await
+                self.feed(wire::encode_bytes(&ServerFrame::Online(Online { users }))).await
             }
             Action::Join { room_id, after_seq } => {
                 // Membership first, then the head: a message committed after the head was read
@@ -257,11 +217,7 @@ impl<T: Transport> Driver<T> {
                 let replay: StoreResult<_> = async {
                     let head = node.store.head_seq(room_id).await?;
                     let (from, to) = replay_range(after_seq, head);
-                    let messages = if from <= to {
-                        node.store.range(room_id, from, to).await?
-                    } else {
-                        Vec::new()
-                    };
+                    let messages = if from <= to { node.store.range(room_id, from, to).await? } else { Vec::new() };
                     Ok((head, messages))
                 }
                 .await;
@@ -280,16 +236,8 @@ impl<T: Transport> Driver<T> {
                 session.handle_appended(&message, result);
                 Ok(false)
             }
-            Action::History {
-                request_id,
-                room_id,
-                before_seq,
-                limit,
-            } => {
-                let result = node
-                    .store
-                    .page_before(room_id, before_seq, u32::from(limit))
-                    .await;
+            Action::History { request_id, room_id, before_seq, limit } => {
+                let result = node.store.page_before(room_id, before_seq, u32::from(limit)).await;
                 session.handle_history(request_id, room_id, result);
                 Ok(false)
             }
@@ -307,22 +255,15 @@ impl<T: Transport> Driver<T> {
             }
             Action::Close(code, reason) => {
                 let reason = truncate(&reason, 123);
-                let goaway = ServerFrame::GoAway(GoAway {
-                    code: code.code(),
-                    reason: reason.to_owned(),
-                });
+                let goaway = ServerFrame::GoAway(GoAway { code: code.code(), reason: reason.to_owned() });
                 // Best effort within a short deadline: a peer that stopped reading may never
                 // see the reason, but it is disconnected all the same.
                 let io = self.transport.feed(wire::encode_bytes(&goaway));
-                if write(&self.node, &self.member, CLOSE_TIMEOUT, io)
-                    .await
-                    .is_ok()
-                {
+                if write(&self.node, &self.member, CLOSE_TIMEOUT, io).await.is_ok() {
                     let io = self.transport.flush();
                     let _ = write(&self.node, &self.member, CLOSE_TIMEOUT, io).await;
                 }
-                let _ =
-                    tokio::time::timeout(CLOSE_TIMEOUT, self.transport.close(code, reason)).await;
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.transport.close(code, reason)).await;
                 Ok(false)
             }
         }

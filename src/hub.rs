@@ -59,13 +59,7 @@ pub struct Member {
 impl Member {
     /// A member that receives events on `tx`.
     pub fn new(id: u64, user_id: u64, tx: mpsc::Sender<Event>) -> Self {
-        Self {
-            id,
-            user_id,
-            tx,
-            slow: AtomicBool::new(false),
-            kick: Notify::new(),
-        }
+        Self { id, user_id, tx, slow: AtomicBool::new(false), kick: Notify::new() }
     }
 
     /// Completes once the hub found this member's queue full.
@@ -98,9 +92,7 @@ struct Inner {
 
 impl Hub {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Adds a connection to the node (it starts receiving `Everyone` events).
@@ -121,11 +113,7 @@ impl Hub {
     pub fn join(&self, room: u64, member_id: u64) {
         let mut inner = self.lock();
         if let Some(member) = inner.everyone.get(&member_id).cloned() {
-            inner
-                .rooms
-                .entry(room)
-                .or_default()
-                .insert(member_id, member);
+            inner.rooms.entry(room).or_default().insert(member_id, member);
         }
     }
 
@@ -173,12 +161,7 @@ mod tests {
     use std::sync::Arc;
 
     fn event(topic: Topic, kind: EventKind, from_user: u64) -> Event {
-        Event {
-            topic,
-            kind,
-            from_user,
-            bytes: Bytes::from_static(b"x"),
-        }
+        Event { topic, kind, from_user, bytes: Bytes::from_static(b"x") }
     }
 
     #[tokio::test]
@@ -192,10 +175,7 @@ mod tests {
         hub.deliver(&event(Topic::Room(5), EventKind::Message { seq: 1 }, 20));
         hub.deliver(&event(Topic::Room(5), EventKind::Typing, 10));
         hub.deliver(&event(Topic::Everyone, EventKind::Presence, 10));
-        assert_eq!(
-            rx_a.recv().await.unwrap().kind,
-            EventKind::Message { seq: 1 }
-        );
+        assert_eq!(rx_a.recv().await.unwrap().kind, EventKind::Message { seq: 1 });
         assert_eq!(rx_a.recv().await.unwrap().kind, EventKind::Presence);
         assert!(rx_a.try_recv().is_err(), "own typing is not echoed");
         assert_eq!(rx_b.recv().await.unwrap().kind, EventKind::Presence);
@@ -214,8 +194,6 @@ mod tests {
         for seq in 1..=3 {
             hub.deliver(&event(Topic::Room(5), EventKind::Message { seq }, 20));
         }
-        tokio::time::timeout(std::time::Duration::from_secs(5), member.kicked())
-            .await
-            .expect("kicked");
+        tokio::time::timeout(std::time::Duration::from_secs(5), member.kicked()).await.expect("kicked");
     }
 }

@@ -8,13 +8,21 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cli.config).await,
+        Command::Migrate => match socketchat::server::migrate(&cli.config).await {
+            Ok(applied) => {
+                tracing::info!(applied, "migrations applied");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!("migrate failed: {e}");
+                std::process::ExitCode::from(2)
+            }
+        },
     }
 }
 
@@ -28,9 +36,7 @@ async fn serve(config: socketchat::config::Config) -> std::process::ExitCode {
     };
     let terminate = async {
         #[cfg(unix)]
-        if let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             term.recv().await;
             return;
         }

@@ -33,60 +33,15 @@ impl Metrics {
             );
         };
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        line(
-            "connections_open",
-            "gauge",
-            "Connections open now.",
-            get(&self.connections_open),
-        );
-        line(
-            "hub_members",
-            "gauge",
-            "Connections registered in the hub.",
-            hub_connections as u64,
-        );
-        line(
-            "connections_total",
-            "counter",
-            "Connections accepted.",
-            get(&self.connections_total),
-        );
-        line(
-            "upgrades_refused_total",
-            "counter",
-            "Upgrades refused for origin or token.",
-            get(&self.upgrades_refused),
-        );
-        line(
-            "frames_in_total",
-            "counter",
-            "Frames received.",
-            get(&self.frames_in),
-        );
-        line(
-            "frames_out_total",
-            "counter",
-            "Frames sent.",
-            get(&self.frames_out),
-        );
-        line(
-            "bad_frames_total",
-            "counter",
-            "Undecodable, oversized or text frames.",
-            get(&self.bad_frames),
-        );
-        line(
-            "slow_disconnects_total",
-            "counter",
-            "Connections closed as slow consumers.",
-            get(&self.slow_disconnects),
-        );
-        line(
-            "messages_stored_total",
-            "counter",
-            "Messages stored (duplicates excluded).",
-            messages_stored,
-        );
+        line("connections_open", "gauge", "Connections open now.", get(&self.connections_open));
+        line("hub_members", "gauge", "Connections registered in the hub.", hub_connections as u64);
+        line("connections_total", "counter", "Connections accepted.", get(&self.connections_total));
+        line("upgrades_refused_total", "counter", "Upgrades refused for origin or token.", get(&self.upgrades_refused));
+        line("frames_in_total", "counter", "Frames received.", get(&self.frames_in));
+        line("frames_out_total", "counter", "Frames sent.", get(&self.frames_out));
+        line("bad_frames_total", "counter", "Undecodable, oversized or text frames.", get(&self.bad_frames));
+        line("slow_disconnects_total", "counter", "Connections closed as slow consumers.", get(&self.slow_disconnects));
+        line("messages_stored_total", "counter", "Messages stored (duplicates excluded).", messages_stored);
         out
     }
 }

@@ -40,16 +40,10 @@ impl RoomDirectory {
     /// The wire form of a stored message (room names travel, ids stay inside).
     pub fn to_wire(&self, m: &StoredMessage) -> ChatMessage {
         ChatMessage {
-            room: self
-                .by_id(m.room_id)
-                .map(|r| r.name.clone())
-                .unwrap_or_default(),
+            room: self.by_id(m.room_id).map(|r| r.name.clone()).unwrap_or_default(),
             seq: m.seq,
             message_id: m.id,
-            sender: UserRef {
-                id: m.sender_id,
-                username: m.sender_name.clone(),
-            },
+            sender: UserRef { id: m.sender_id, username: m.sender_name.clone() },
             client_msg_id: m.client_msg_id,
             sent_at_ms: m.sent_at_ms,
             text: m.text.clone(),

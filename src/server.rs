@@ -7,7 +7,7 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::presence::{LocalPresence, Presence};
 use crate::rooms::RoomDirectory;
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{PostgresStore, SqliteStore, Store, StoreError};
 use crate::writer::Writer;
 use axum::serve::ListenerExt;
 use std::net::SocketAddr;
@@ -115,8 +115,7 @@ impl Running {
         self.node.draining.store(true, Ordering::Relaxed);
         let _ = self.stop.send(true);
         let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
-        let closed =
-            tokio::time::timeout(self.grace, self.node.connection_slots.acquire_many(all)).await;
+        let closed = tokio::time::timeout(self.grace, self.node.connection_slots.acquire_many(all)).await;
         if closed.is_err() {
             tracing::warn!("shutdown grace period over with connections still open");
         }
@@ -129,26 +128,18 @@ impl Running {
 fn jwt_secret(config: &Config) -> Result<Vec<u8>, ServerError> {
     if let Some(secret) = &config.jwt_secret {
         if secret.len() < 32 {
-            return Err(ServerError::Config(
-                "JWT_SECRET must be at least 32 bytes".into(),
-            ));
+            return Err(ServerError::Config("JWT_SECRET must be at least 32 bytes".into()));
         }
         return Ok(secret.as_bytes().to_vec());
     }
     let path = config.data_dir.join("jwt_secret");
-    let io = |source| ServerError::DataDir {
-        path: path.display().to_string(),
-        source,
-    };
+    let io = |source| ServerError::DataDir { path: path.display().to_string(), source };
     match std::fs::read_to_string(&path) {
         Ok(existing) if existing.trim().len() >= 32 => {
             return Ok(existing.trim().as_bytes().to_vec());
         }
         Ok(_) => {
-            return Err(ServerError::Config(format!(
-                "{} is shorter than 32 bytes",
-                path.display()
-            )));
+            return Err(ServerError::Config(format!("{} is shorter than 32 bytes", path.display())));
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(e)),
@@ -169,35 +160,45 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     options.open(path)?.write_all(contents.as_bytes())
 }
 
+/// `socketchat migrate`: applies pending PostgreSQL migrations and exits.
+pub async fn migrate(config: &Config) -> Result<usize, ServerError> {
+    let url = config
+        .database_url
+        .as_deref()
+        .ok_or_else(|| ServerError::Config("migrate needs DATABASE_URL (the embedded store migrates itself)".into()))?;
+    Ok(PostgresStore::new(url, 1)?.migrate().await?)
+}
+
 /// Builds the node and starts serving; returns once the listener is bound.
 pub async fn start(config: Config) -> Result<Running, ServerError> {
     if config.send_rate_per_sec == 0 || config.send_burst == 0 {
+        return Err(ServerError::Config("send rate and burst must be at least 1".into()));
+    }
+    if config.redis_url.is_some() {
         return Err(ServerError::Config(
-            "send rate and burst must be at least 1".into(),
+            "REDIS_URL is not supported by this version; unset it to use the in-process relay".into(),
         ));
     }
-    if config.database_url.is_some() || config.redis_url.is_some() {
-        return Err(ServerError::Config(
-            "DATABASE_URL / REDIS_URL are not supported by this version; unset them to run on the embedded store".into(),
-        ));
+    if config.database_url.is_some() && config.jwt_secret.is_none() {
+        return Err(ServerError::Config("JWT_SECRET is required with DATABASE_URL: every node must share it".into()));
     }
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
-        path: config.data_dir.display().to_string(),
-        source,
-    })?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|source| ServerError::DataDir { path: config.data_dir.display().to_string(), source })?;
     let secret = jwt_secret(&config)?;
-    let db_path = config.data_dir.join("socketchat.db");
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db_path)?);
+    let (store, store_name): (Arc<dyn Store>, String) = match &config.database_url {
+        Some(url) => (Arc::new(PostgresStore::connect(url, config.db_pool_size).await?), "postgres".into()),
+        None => {
+            let path = config.data_dir.join("socketchat.db");
+            (Arc::new(SqliteStore::open(&path)?), path.display().to_string())
+        }
+    };
     let rooms = Arc::new(RoomDirectory::new(store.rooms().await?));
     let hub = Arc::new(Hub::default());
     let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(hub.clone()));
     let presence: Arc<dyn Presence> = Arc::new(LocalPresence::default());
     let writer = Writer::start(store.clone(), bus.clone(), rooms.clone());
     let (stop, shutdown) = watch::channel(false);
-    let node_id = config
-        .node_id
-        .clone()
-        .unwrap_or_else(|| hex::encode(rand::random::<[u8; 4]>()));
+    let node_id = config.node_id.clone().unwrap_or_else(|| hex::encode(rand::random::<[u8; 4]>()));
     let node = Arc::new(Node {
         node_id: node_id.clone(),
         store,
@@ -220,14 +221,8 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|source| ServerError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+        .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.listen, source })?;
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
@@ -237,14 +232,11 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         let graceful = async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(graceful)
-            .await
-        {
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(graceful).await {
             tracing::error!(error = %e, "HTTP server failed");
         }
     });
-    tracing::info!(node = %node_id, store = %db_path.display(), "listening on http://{addr}");
+    tracing::info!(node = %node_id, store = %store_name, "listening on http://{addr}");
     Ok(Running {
         addr,
         node,

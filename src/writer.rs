@@ -38,13 +38,8 @@ impl Writer {
     /// Stores one send; resolves after its transaction committed.
     pub async fn append(&self, message: NewMessage) -> Result<Appended, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.tx
-            .send((message, reply))
-            .await
-            .map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable("writer stopped".into()))?
+        self.tx.send((message, reply)).await.map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
+        answer.await.map_err(|_| StoreError::Unavailable("writer stopped".into()))?
     }
 
     /// Messages stored (not counting duplicates) since start.

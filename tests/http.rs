@@ -6,46 +6,21 @@ use serde_json::{Value, json};
 use support::*;
 
 async fn post(server: &TestServer, path: &str, body: Value) -> reqwest::Response {
-    server
-        .http
-        .post(server.url(path))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+    server.http.post(server.url(path)).json(&body).send().await.unwrap()
 }
 
 #[tokio::test]
 async fn registration_validates_and_refuses_duplicates() {
     let server = TestServer::start().await;
-    let bad = post(
-        &server,
-        "/api/auth/register",
-        json!({"username": "a", "email": "nope", "password": "short"}),
-    )
-    .await;
+    let bad = post(&server, "/api/auth/register", json!({"username": "a", "email": "nope", "password": "short"})).await;
     assert_eq!(bad.status(), 400);
     let body: Value = bad.json().await.unwrap();
     for field in ["username", "email", "password"] {
-        assert!(
-            body["fields"][field].is_string(),
-            "message for {field}: {body}"
-        );
+        assert!(body["fields"][field].is_string(), "message for {field}: {body}");
     }
-    let malformed = server
-        .http
-        .post(server.url("/api/auth/register"))
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
+    let malformed = server.http.post(server.url("/api/auth/register")).body("{not json").send().await.unwrap();
     assert_eq!(malformed.status(), 400);
-    assert!(
-        malformed.json::<Value>().await.unwrap()["error"]
-            .as_str()
-            .unwrap()
-            .contains("JSON")
-    );
+    assert!(malformed.json::<Value>().await.unwrap()["error"].as_str().unwrap().contains("JSON"));
 
     let ok = post(
         &server,
@@ -55,14 +30,8 @@ async fn registration_validates_and_refuses_duplicates() {
     .await;
     assert_eq!(ok.status(), 201);
     let cookie = ok.headers()["set-cookie"].to_str().unwrap().to_owned();
-    assert!(
-        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax") && cookie.contains("Path=/"),
-        "{cookie}"
-    );
-    assert_eq!(
-        ok.json::<Value>().await.unwrap()["user"]["username"],
-        "alice"
-    );
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax") && cookie.contains("Path=/"), "{cookie}");
+    assert_eq!(ok.json::<Value>().await.unwrap()["user"]["username"], "alice");
 
     let same_name = post(
         &server,
@@ -86,41 +55,20 @@ async fn registration_validates_and_refuses_duplicates() {
 async fn login_answers_one_401_for_every_failure() {
     let server = TestServer::start().await;
     server.register("alice").await;
-    let wrong_password = post(
-        &server,
-        "/api/auth/login",
-        json!({"email": "alice@example.com", "password": "wrong password"}),
-    )
-    .await;
-    let unknown = post(
-        &server,
-        "/api/auth/login",
-        json!({"email": "nobody@example.com", "password": "correct horse battery"}),
-    )
-    .await;
-    assert_eq!(
-        (wrong_password.status().as_u16(), unknown.status().as_u16()),
-        (401, 401)
-    );
-    let (a, b): (Value, Value) = (
-        wrong_password.json().await.unwrap(),
-        unknown.json().await.unwrap(),
-    );
+    let wrong_password =
+        post(&server, "/api/auth/login", json!({"email": "alice@example.com", "password": "wrong password"})).await;
+    let unknown =
+        post(&server, "/api/auth/login", json!({"email": "nobody@example.com", "password": "correct horse battery"}))
+            .await;
+    assert_eq!((wrong_password.status().as_u16(), unknown.status().as_u16()), (401, 401));
+    let (a, b): (Value, Value) = (wrong_password.json().await.unwrap(), unknown.json().await.unwrap());
     assert_eq!(a, b, "the same message whatever the cause");
-    let ok = post(
-        &server,
-        "/api/auth/login",
-        json!({"email": "ALICE@example.com", "password": "correct horse battery"}),
-    )
-    .await;
+    let ok =
+        post(&server, "/api/auth/login", json!({"email": "ALICE@example.com", "password": "correct horse battery"}))
+            .await;
     assert_eq!(ok.status(), 200);
     let token = token_from(&ok).unwrap();
-    let me: Value = server
-        .get("/api/auth/me", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let me: Value = server.get("/api/auth/me", &token).await.json().await.unwrap();
     assert_eq!(me["user"]["email"], "alice@example.com");
     assert!(me["user"].get("password_hash").is_none());
 }
@@ -142,44 +90,15 @@ async fn cross_origin_posts_are_refused() {
 #[tokio::test]
 async fn api_needs_a_session_and_lists_channels_and_presence() {
     let server = TestServer::start().await;
-    for path in [
-        "/api/auth/me",
-        "/api/channels",
-        "/api/presence/online",
-        "/api/channels/general/messages",
-    ] {
-        assert_eq!(
-            server
-                .http
-                .get(server.url(path))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            401,
-            "{path}"
-        );
+    for path in ["/api/auth/me", "/api/channels", "/api/presence/online", "/api/channels/general/messages"] {
+        assert_eq!(server.http.get(server.url(path)).send().await.unwrap().status(), 401, "{path}");
     }
     let token = server.register("alice").await;
-    let channels: Value = server
-        .get("/api/channels", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let names: Vec<&str> = channels["channels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let channels: Value = server.get("/api/channels", &token).await.json().await.unwrap();
+    let names: Vec<&str> =
+        channels["channels"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["general", "engineering", "design", "support"]);
-    let online: Value = server
-        .get("/api/presence/online", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let online: Value = server.get("/api/presence/online", &token).await.json().await.unwrap();
     assert_eq!(online["users"], json!([]));
 }
 
@@ -190,16 +109,10 @@ async fn health_readiness_metrics_and_the_web_client() {
     assert_eq!(get("/healthz").await.unwrap().status(), 200);
     assert_eq!(get("/readyz").await.unwrap().status(), 200);
     let metrics = get("/metrics").await.unwrap().text().await.unwrap();
-    assert!(
-        metrics.contains("socketchat_connections_open 0"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("socketchat_connections_open 0"), "{metrics}");
     let index = get("/").await.unwrap();
     assert_eq!(index.status(), 200);
-    let csp = index.headers()["content-security-policy"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let csp = index.headers()["content-security-policy"].to_str().unwrap().to_owned();
     assert!(csp.contains("default-src 'self'"));
     assert!(index.text().await.unwrap().contains("src=\"/app.js\""));
     for asset in ["/app.js", "/socketchat.js", "/style.css"] {

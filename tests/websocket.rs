@@ -10,48 +10,20 @@ use tokio_tungstenite::tungstenite::Message;
 async fn upgrade_is_refused_without_a_valid_token_or_from_a_foreign_origin() {
     let server = TestServer::start().await;
     let token = server.register("alice").await;
-    assert_eq!(
-        Client::connect(server.addr, None, None).await.err(),
-        Some(401),
-        "no cookie"
-    );
-    assert_eq!(
-        Client::connect(server.addr, Some("not.a.jwt"), None)
-            .await
-            .err(),
-        Some(401),
-        "garbage token"
-    );
+    assert_eq!(Client::connect(server.addr, None, None).await.err(), Some(401), "no cookie");
+    assert_eq!(Client::connect(server.addr, Some("not.a.jwt"), None).await.err(), Some(401), "garbage token");
     let mut forged: Vec<&str> = token.split('.').collect();
     let other_sig = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
     forged[2] = other_sig;
+    assert_eq!(Client::connect(server.addr, Some(&forged.join(".")), None).await.err(), Some(401), "bad signature");
     assert_eq!(
-        Client::connect(server.addr, Some(&forged.join(".")), None)
-            .await
-            .err(),
-        Some(401),
-        "bad signature"
-    );
-    assert_eq!(
-        Client::connect(server.addr, Some(&token), Some("http://evil.example"))
-            .await
-            .err(),
+        Client::connect(server.addr, Some(&token), Some("http://evil.example")).await.err(),
         Some(403),
         "cross-site WebSocket hijacking"
     );
     let own = format!("http://{}", server.addr);
-    assert!(
-        Client::connect(server.addr, Some(&token), Some(&own))
-            .await
-            .is_ok(),
-        "own origin"
-    );
-    assert!(
-        Client::connect(server.addr, Some(&token), None)
-            .await
-            .is_ok(),
-        "native client without Origin"
-    );
+    assert!(Client::connect(server.addr, Some(&token), Some(&own)).await.is_ok(), "own origin");
+    assert!(Client::connect(server.addr, Some(&token), None).await.is_ok(), "native client without Origin");
 }
 
 #[tokio::test]
@@ -67,17 +39,9 @@ async fn logout_revokes_the_token_for_upgrades_and_the_api() {
         .await
         .unwrap();
     assert_eq!(out.status(), 204);
-    assert!(
-        out.headers()["set-cookie"]
-            .to_str()
-            .unwrap()
-            .contains("Max-Age=0")
-    );
+    assert!(out.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
     assert_eq!(server.get("/api/auth/me", &token).await.status(), 401);
-    assert_eq!(
-        Client::connect(server.addr, Some(&token), None).await.err(),
-        Some(401)
-    );
+    assert_eq!(Client::connect(server.addr, Some(&token), None).await.err(), Some(401));
 }
 
 #[tokio::test]
@@ -93,9 +57,7 @@ async fn two_users_see_each_others_messages_in_the_same_order() {
         let who = usize::from(i % 2);
         let name = ["alice", "bob"][who];
         let client = if who == 0 { &mut a } else { &mut b };
-        client
-            .send(&send("general", i, &format!("{name} says {i}")))
-            .await;
+        client.send(&send("general", i, &format!("{name} says {i}"))).await;
         // Wait for the ack, keeping the messages that arrive meanwhile.
         let acked = loop {
             match client.recv().await {
@@ -131,9 +93,7 @@ async fn frames_sent_right_after_the_upgrade_are_all_handled_in_order() {
     client.hello().await;
     client.send(&join("general", None)).await;
     for i in 0..20u8 {
-        client
-            .send(&send("general", i, &format!("burst {i}")))
-            .await;
+        client.send(&send("general", i, &format!("burst {i}"))).await;
     }
     let mut acks = Vec::new();
     while acks.len() < 20 {
@@ -143,16 +103,9 @@ async fn frames_sent_right_after_the_upgrade_are_all_handled_in_order() {
             _ => {}
         }
     }
-    assert_eq!(
-        acks,
-        (0..20u8).map(|i| (i, u64::from(i) + 1)).collect::<Vec<_>>()
-    );
-    let page: serde_json::Value = server
-        .get("/api/channels/general/messages?limit=100", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    assert_eq!(acks, (0..20u8).map(|i| (i, u64::from(i) + 1)).collect::<Vec<_>>());
+    let page: serde_json::Value =
+        server.get("/api/channels/general/messages?limit=100", &token).await.json().await.unwrap();
     assert_eq!(page["messages"].as_array().unwrap().len(), 20);
 }
 
@@ -165,11 +118,7 @@ async fn a_retried_send_gets_the_identical_ack_and_is_stored_once_also_after_rec
     client.send(&send("general", 42, "only once")).await;
     let first = ack(&mut client).await;
     client.send(&send("general", 42, "only once")).await;
-    assert_eq!(
-        ack(&mut client).await,
-        first,
-        "retry on the same connection"
-    );
+    assert_eq!(ack(&mut client).await, first, "retry on the same connection");
     drop(client);
 
     let (mut again, _) = server.connect_hello(&token).await;
@@ -177,24 +126,10 @@ async fn a_retried_send_gets_the_identical_ack_and_is_stored_once_also_after_rec
     again.send(&send("general", 42, "only once")).await;
     assert_eq!(ack(&mut again).await, first, "retry after reconnect");
     again.send(&send("general", 43, "next")).await;
-    assert_eq!(
-        ack(&mut again).await.seq,
-        first.seq + 1,
-        "a duplicate consumes no seq"
-    );
+    assert_eq!(ack(&mut again).await.seq, first.seq + 1, "a duplicate consumes no seq");
 
-    let page: serde_json::Value = server
-        .get("/api/channels/general/messages", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let texts: Vec<&str> = page["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["text"].as_str().unwrap())
-        .collect();
+    let page: serde_json::Value = server.get("/api/channels/general/messages", &token).await.json().await.unwrap();
+    let texts: Vec<&str> = page["messages"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
     assert_eq!(texts, ["only once", "next"]);
 }
 
@@ -223,19 +158,12 @@ async fn resume_after_reconnect_delivers_exactly_the_missed_messages() {
     let (mut b, _) = server.connect_hello(&tb).await;
     let (joined, replay) = join_and_replay(&mut b, "general", Some(last_seen)).await;
     assert_eq!((joined.head_seq, joined.replay_from), (8, 4));
-    assert_eq!(
-        replay.iter().map(|m| m.seq).collect::<Vec<_>>(),
-        [4, 5, 6, 7, 8]
-    );
+    assert_eq!(replay.iter().map(|m| m.seq).collect::<Vec<_>>(), [4, 5, 6, 7, 8]);
     assert_eq!(replay[0].text, "missed 4");
     a.send(&send("general", 9, "live again")).await;
     ack(&mut a).await;
     let live = message(&mut b).await;
-    assert_eq!(
-        (live.seq, live.text.as_str()),
-        (9, "live again"),
-        "nothing twice, nothing skipped"
-    );
+    assert_eq!((live.seq, live.text.as_str()), (9, "live again"), "nothing twice, nothing skipped");
 }
 
 #[tokio::test]
@@ -248,41 +176,16 @@ async fn presence_counts_tabs_until_the_last_one_closes() {
         _ => None,
     };
     let (tab1, _) = server.connect_hello(&ta).await;
-    assert_eq!(
-        watcher.recv_until(presence).await,
-        ("alice".to_owned(), true)
-    );
+    assert_eq!(watcher.recv_until(presence).await, ("alice".to_owned(), true));
     let (tab2, _) = server.connect_hello(&ta).await;
-    let online: serde_json::Value = server
-        .get("/api/presence/online", &tb)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let online: serde_json::Value = server.get("/api/presence/online", &tb).await.json().await.unwrap();
     assert_eq!(online["users"].as_array().unwrap().len(), 2);
     tab1.close().await;
     let users = |v: serde_json::Value| -> Vec<String> {
-        v["users"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|u| u["username"].as_str().unwrap().to_owned())
-            .collect()
+        v["users"].as_array().unwrap().iter().map(|u| u["username"].as_str().unwrap().to_owned()).collect()
     };
-    assert_eq!(
-        users(
-            server
-                .get("/api/presence/online", &tb)
-                .await
-                .json()
-                .await
-                .unwrap()
-        ),
-        ["alice", "bob"]
-    );
-    watcher
-        .send(&ClientFrame::Ping(wire::Ping { nonce: 2 }))
-        .await;
+    assert_eq!(users(server.get("/api/presence/online", &tb).await.json().await.unwrap()), ["alice", "bob"]);
+    watcher.send(&ClientFrame::Ping(wire::Ping { nonce: 2 })).await;
     let next = watcher
         .recv_until(|f| match f {
             ServerFrame::Presence(p) => Some(Some((p.user.username, p.online))),
@@ -292,30 +195,13 @@ async fn presence_counts_tabs_until_the_last_one_closes() {
         .await;
     assert_eq!(next, None, "no offline event while a tab is open");
     tab2.close().await;
-    assert_eq!(
-        watcher.recv_until(presence).await,
-        ("alice".to_owned(), false)
-    );
-    assert_eq!(
-        users(
-            server
-                .get("/api/presence/online", &tb)
-                .await
-                .json()
-                .await
-                .unwrap()
-        ),
-        ["bob"]
-    );
+    assert_eq!(watcher.recv_until(presence).await, ("alice".to_owned(), false));
+    assert_eq!(users(server.get("/api/presence/online", &tb).await.json().await.unwrap()), ["bob"]);
 }
 #[tokio::test]
 async fn only_members_may_send_or_type_and_typing_reaches_other_members() {
     let server = TestServer::start().await;
-    let (ta, tb, tc) = (
-        server.register("alice").await,
-        server.register("bob").await,
-        server.register("carol").await,
-    );
+    let (ta, tb, tc) = (server.register("alice").await, server.register("bob").await, server.register("carol").await);
     let (mut a, _) = server.connect_hello(&ta).await;
     let (mut b, _) = server.connect_hello(&tb).await;
     let (mut c, _) = server.connect_hello(&tc).await;
@@ -326,10 +212,7 @@ async fn only_members_may_send_or_type_and_typing_reaches_other_members() {
             _ => None,
         })
         .await;
-    assert_eq!(
-        (err.code, err.client_msg_id),
-        (ErrorCode::NotMember.code(), Some([1; 16]))
-    );
+    assert_eq!((err.code, err.client_msg_id), (ErrorCode::NotMember.code(), Some([1; 16])));
     a.send(&send("nowhere", 2, "x")).await;
     let err = a
         .recv_until(|f| match f {
@@ -342,21 +225,14 @@ async fn only_members_may_send_or_type_and_typing_reaches_other_members() {
     join_and_replay(&mut a, "general", None).await;
     join_and_replay(&mut b, "general", None).await;
     join_and_replay(&mut c, "design", None).await;
-    a.send(&ClientFrame::Typing(wire::TypingUpdate {
-        room: "general".into(),
-        active: true,
-    }))
-    .await;
+    a.send(&ClientFrame::Typing(wire::TypingUpdate { room: "general".into(), active: true })).await;
     let typing = b
         .recv_until(|f| match f {
             ServerFrame::Typing(t) => Some(t),
             _ => None,
         })
         .await;
-    assert_eq!(
-        (typing.user.username.as_str(), typing.active),
-        ("alice", true)
-    );
+    assert_eq!((typing.user.username.as_str(), typing.active), ("alice", true));
     // carol (another room) gets neither the typing nor the message; a ping proves the order.
     a.send(&send("general", 3, "for general only")).await;
     ack(&mut a).await;
@@ -382,31 +258,11 @@ async fn bad_frames_close_only_the_offender() {
     trailing.push(0);
     let oversized = wire::encode(&send("general", 1, &"x".repeat(20_000)));
     let cases = [
-        (
-            "garbage",
-            Message::Binary(vec![0xff, 0x00, 0x13].into()),
-            CloseCode::BadFrame,
-        ),
-        (
-            "trailing",
-            Message::Binary(trailing.into()),
-            CloseCode::BadFrame,
-        ),
-        (
-            "oversized",
-            Message::Binary(oversized.into()),
-            CloseCode::FrameTooLarge,
-        ),
-        (
-            "huge",
-            Message::Binary(vec![4u8; 200_000].into()),
-            CloseCode::FrameTooLarge,
-        ),
-        (
-            "text",
-            Message::Text("hello".into()),
-            CloseCode::TextNotSupported,
-        ),
+        ("garbage", Message::Binary(vec![0xff, 0x00, 0x13].into()), CloseCode::BadFrame),
+        ("trailing", Message::Binary(trailing.into()), CloseCode::BadFrame),
+        ("oversized", Message::Binary(oversized.into()), CloseCode::FrameTooLarge),
+        ("huge", Message::Binary(vec![4u8; 200_000].into()), CloseCode::FrameTooLarge),
+        ("text", Message::Text("hello".into()), CloseCode::TextNotSupported),
     ];
     for (name, message, code) in cases {
         let (mut bad, _) = server.connect_hello(&ta).await;
@@ -418,20 +274,10 @@ async fn bad_frames_close_only_the_offender() {
     }
     let mut first = server.connect(&ta).await;
     first.send(&join("general", None)).await;
-    assert_eq!(
-        first.expect_close().await.1,
-        Some(CloseCode::HelloRequired.code())
-    );
+    assert_eq!(first.expect_close().await.1, Some(CloseCode::HelloRequired.code()));
     let mut v2 = server.connect(&ta).await;
-    v2.send(&ClientFrame::Hello(wire::Hello {
-        version: 2,
-        client: "future".into(),
-    }))
-    .await;
-    assert_eq!(
-        v2.expect_close().await.1,
-        Some(CloseCode::UnsupportedVersion.code())
-    );
+    v2.send(&ClientFrame::Hello(wire::Hello { version: 2, client: "future".into() })).await;
+    assert_eq!(v2.expect_close().await.1, Some(CloseCode::UnsupportedVersion.code()));
 
     // The well-behaved client never noticed.
     good.send(&send("general", 7, "still here")).await;
@@ -450,57 +296,22 @@ async fn history_pages_newest_first_over_rest_and_protocol() {
         ack(&mut client).await;
     }
     let seqs = |page: &serde_json::Value| -> Vec<u64> {
-        page["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["seq"].as_u64().unwrap())
-            .collect()
+        page["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect()
     };
-    let newest: serde_json::Value = server
-        .get("/api/channels/support/messages?limit=20", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let newest: serde_json::Value =
+        server.get("/api/channels/support/messages?limit=20", &token).await.json().await.unwrap();
     assert_eq!(seqs(&newest), (26..=45).collect::<Vec<_>>());
     assert_eq!(newest["next_before"], 26);
-    let older: serde_json::Value = server
-        .get("/api/channels/support/messages?limit=20&before=26", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let older: serde_json::Value =
+        server.get("/api/channels/support/messages?limit=20&before=26", &token).await.json().await.unwrap();
     assert_eq!(seqs(&older), (6..=25).collect::<Vec<_>>());
-    let oldest: serde_json::Value = server
-        .get("/api/channels/support/messages?limit=20&before=6", &token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let oldest: serde_json::Value =
+        server.get("/api/channels/support/messages?limit=20&before=6", &token).await.json().await.unwrap();
     assert_eq!(seqs(&oldest), (1..=5).collect::<Vec<_>>());
     assert!(oldest["next_before"].is_null());
-    assert_eq!(
-        server
-            .get("/api/channels/support/messages?limit=101", &token)
-            .await
-            .status(),
-        400
-    );
-    assert_eq!(
-        server
-            .get("/api/channels/nope/messages", &token)
-            .await
-            .status(),
-        404
-    );
-    assert_eq!(
-        server
-            .get("/api/channels/support/messages", "bad")
-            .await
-            .status(),
-        401
-    );
+    assert_eq!(server.get("/api/channels/support/messages?limit=101", &token).await.status(), 400);
+    assert_eq!(server.get("/api/channels/nope/messages", &token).await.status(), 404);
+    assert_eq!(server.get("/api/channels/support/messages", "bad").await.status(), 401);
 
     client
         .send(&ClientFrame::History(wire::HistoryRequest {
@@ -517,10 +328,7 @@ async fn history_pages_newest_first_over_rest_and_protocol() {
         })
         .await;
     assert_eq!(page.request_id, 5);
-    assert_eq!(
-        page.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
-        (36..=45).collect::<Vec<_>>()
-    );
+    assert_eq!(page.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), (36..=45).collect::<Vec<_>>());
     assert_eq!(page.next_before, Some(36));
 }
 
@@ -531,13 +339,7 @@ async fn shutdown_tells_connections_to_reconnect_elsewhere() {
     let (mut client, _) = server.connect_hello(&token).await;
     let stopping = tokio::spawn(server.stop());
     let (goaway, close) = client.expect_close().await;
-    assert_eq!(
-        (goaway, close),
-        (
-            Some(CloseCode::ServerShutdown.code()),
-            Some(CloseCode::ServerShutdown.code())
-        )
-    );
+    assert_eq!((goaway, close), (Some(CloseCode::ServerShutdown.code()), Some(CloseCode::ServerShutdown.code())));
     stopping.await.unwrap();
 }
 
@@ -569,11 +371,7 @@ async fn a_slow_consumer_is_disconnected_and_everyone_else_gets_everything() {
     const TOTAL: usize = WRITERS * PER_WRITER;
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_with(dir, |c| c.send_burst = 10_000).await;
-    let (ts, tw, tg) = (
-        server.register("slow").await,
-        server.register("writer").await,
-        server.register("good").await,
-    );
+    let (ts, tw, tg) = (server.register("slow").await, server.register("writer").await, server.register("good").await);
 
     let mut slow = Client::connect_small_buffer(server.addr, &ts).await;
     slow.hello().await;
@@ -625,52 +423,29 @@ async fn a_slow_consumer_is_disconnected_and_everyone_else_gets_everything() {
         w.await.unwrap();
     }
     let seqs = reader.await.unwrap();
-    assert_eq!(
-        seqs,
-        (1..=TOTAL as u64).collect::<Vec<_>>(),
-        "the good member got every message once, in order"
-    );
+    assert_eq!(seqs, (1..=TOTAL as u64).collect::<Vec<_>>(), "the good member got every message once, in order");
 
     // The slow member was cut off: its stream ends before all messages arrived.
     let mut received = 0;
     let mut goaway = None;
     use futures_util::StreamExt;
     loop {
-        match tokio::time::timeout(WAIT, slow.ws.next())
-            .await
-            .expect("the slow stream ends")
-        {
-            Some(Ok(Message::Binary(bytes))) => {
-                match wire::decode::<ServerFrame>(&bytes, usize::MAX).unwrap() {
-                    ServerFrame::Message(_) => received += 1,
-                    ServerFrame::GoAway(g) => goaway = Some(g.code),
-                    _ => {}
-                }
-            }
+        match tokio::time::timeout(WAIT, slow.ws.next()).await.expect("the slow stream ends") {
+            Some(Ok(Message::Binary(bytes))) => match wire::decode::<ServerFrame>(&bytes, usize::MAX).unwrap() {
+                ServerFrame::Message(_) => received += 1,
+                ServerFrame::GoAway(g) => goaway = Some(g.code),
+                _ => {}
+            },
             Some(Ok(_)) => {}
             None | Some(Err(_)) => break,
         }
     }
-    assert!(
-        received < TOTAL,
-        "slow consumer was disconnected (received {received} of {TOTAL})"
-    );
+    assert!(received < TOTAL, "slow consumer was disconnected (received {received} of {TOTAL})");
     if let Some(code) = goaway {
         assert_eq!(code, CloseCode::Slow.code());
     }
-    let metrics = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("socketchat_slow_disconnects_total 1"),
-        "{metrics}"
-    );
+    let metrics = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("socketchat_slow_disconnects_total 1"), "{metrics}");
 }
 
 #[tokio::test]
@@ -680,16 +455,6 @@ async fn a_connection_is_closed_when_its_token_expires() {
     let token = server.register("alice").await;
     let (mut client, _) = server.connect_hello(&token).await;
     let (goaway, close) = client.expect_close().await;
-    assert_eq!(
-        (goaway, close),
-        (
-            Some(CloseCode::Unauthorized.code()),
-            Some(CloseCode::Unauthorized.code())
-        )
-    );
-    assert_eq!(
-        Client::connect(server.addr, Some(&token), None).await.err(),
-        Some(401),
-        "expired token refused"
-    );
+    assert_eq!((goaway, close), (Some(CloseCode::Unauthorized.code()), Some(CloseCode::Unauthorized.code())));
+    assert_eq!(Client::connect(server.addr, Some(&token), None).await.err(), Some(401), "expired token refused");
 }

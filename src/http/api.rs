@@ -19,10 +19,7 @@ use std::sync::OnceLock;
 type ApiResult = Result<Response, ApiError>;
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn user_json(id: u64, username: &str, email: &str) -> Value {
@@ -31,8 +28,7 @@ fn user_json(id: u64, username: &str, email: &str) -> Value {
 
 /// Parses a JSON body into `T`, answering 400 with the parser's reason.
 fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
 }
 
 /// A cookie-authenticated POST from a browser must come from an allowed origin (CSRF).
@@ -42,28 +38,16 @@ fn check_origin(node: &Node, headers: &HeaderMap) -> Result<(), ApiError> {
     if auth::origin_allowed(origin, host, &node.allowed_origins) {
         Ok(())
     } else {
-        tracing::warn!(
-            origin = origin.unwrap_or(""),
-            "cross-origin API request refused"
-        );
+        tracing::warn!(origin = origin.unwrap_or(""), "cross-origin API request refused");
         Err(ApiError::new(StatusCode::FORBIDDEN, "origin not allowed"))
     }
 }
 
 /// Runs argon2 on the blocking pool, a bounded number at a time (G6: a login flood queues, it
 /// does not take every core).
-async fn hashing<T: Send + 'static>(
-    node: &Node,
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    let _permit = node
-        .hash_slots
-        .acquire()
-        .await
-        .map_err(ApiError::unavailable)?;
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(ApiError::unavailable)
+async fn hashing<T: Send + 'static>(node: &Node, work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    let _permit = node.hash_slots.acquire().await.map_err(ApiError::unavailable)?;
+    tokio::task::spawn_blocking(work).await.map_err(ApiError::unavailable)
 }
 
 fn with_cookie(status: StatusCode, cookie: String, body: Value) -> Response {
@@ -86,28 +70,18 @@ fn validate(r: &Register) -> Result<(), ApiError> {
     let email = r.email.trim();
     let valid_email = email.len() <= 254
         && !email.chars().any(char::is_whitespace)
-        && email
-            .split_once('@')
-            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'));
+        && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'));
     if !valid_email {
         err = err.field("email", "a valid email address");
     }
     if !(8..=128).contains(&r.password.chars().count()) {
         err = err.field("password", "8 to 128 characters");
     }
-    if err.fields.is_empty() {
-        Ok(())
-    } else {
-        Err(err)
-    }
+    if err.fields.is_empty() { Ok(()) } else { Err(err) }
 }
 
 /// `POST /api/auth/register`.
-pub(super) async fn register(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult {
+pub(super) async fn register(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> ApiResult {
     check_origin(&node, &headers)?;
     let form: Register = parse(&body)?;
     validate(&form)?;
@@ -115,18 +89,10 @@ pub(super) async fn register(
     let hash = hashing(&node, move || auth::hash_password(&password))
         .await?
         .map_err(|e| ApiError::unavailable(format!("hashing failed: {e}")))?;
-    let user = match node
-        .store
-        .create_user(&form.username, form.email.trim(), &hash)
-        .await
-    {
+    let user = match node.store.create_user(&form.username, form.email.trim(), &hash).await {
         Ok(user) => user,
         Err(StoreError::Conflict(field)) => {
-            let what = if field == "email" {
-                "email already registered"
-            } else {
-                "username already taken"
-            };
+            let what = if field == "email" { "email already registered" } else { "username already taken" };
             return Err(ApiError::new(StatusCode::CONFLICT, what).field(field, what));
         }
         Err(e) => return Err(ApiError::unavailable(e)),
@@ -134,11 +100,7 @@ pub(super) async fn register(
     tracing::info!(user = %user.username, id = user.id, "registered");
     let (token, _) = node.keys.issue(user.id, &user.username, unix_now());
     let cookie = auth::session_cookie(&token, node.keys.ttl_secs());
-    Ok(with_cookie(
-        StatusCode::CREATED,
-        cookie,
-        user_json(user.id, &user.username, &user.email),
-    ))
+    Ok(with_cookie(StatusCode::CREATED, cookie, user_json(user.id, &user.username, &user.email)))
 }
 
 #[derive(Deserialize)]
@@ -151,33 +113,22 @@ pub(super) struct Login {
 /// login takes as long whether or not the account exists.
 fn decoy_hash() -> &'static str {
     static DECOY: OnceLock<String> = OnceLock::new();
-    DECOY.get_or_init(|| {
-        auth::hash_password(&hex::encode(rand::random::<[u8; 16]>())).unwrap_or_default()
-    })
+    DECOY.get_or_init(|| auth::hash_password(&hex::encode(rand::random::<[u8; 16]>())).unwrap_or_default())
 }
 
 /// `POST /api/auth/login`.
-pub(super) async fn login(
-    State(node): State<Arc<Node>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult {
+pub(super) async fn login(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> ApiResult {
     check_origin(&node, &headers)?;
     let form: Login = parse(&body)?;
     let refused = || ApiError::new(StatusCode::UNAUTHORIZED, "invalid email or password");
     if form.email.len() > 254 || form.password.len() > 1024 {
         return Err(refused());
     }
-    let user = node
-        .store
-        .user_by_email(form.email.trim())
-        .await
-        .map_err(ApiError::unavailable)?;
+    let user = node.store.user_by_email(form.email.trim()).await.map_err(ApiError::unavailable)?;
     let phc = user.as_ref().map(|u| u.password_hash.clone());
     let password = form.password;
     let ok = hashing(&node, move || {
-        let matched =
-            auth::verify_password(&password, phc.as_deref().unwrap_or_else(|| decoy_hash()));
+        let matched = auth::verify_password(&password, phc.as_deref().unwrap_or_else(|| decoy_hash()));
         matched && phc.is_some()
     })
     .await?;
@@ -187,27 +138,16 @@ pub(super) async fn login(
     };
     let (token, _) = node.keys.issue(user.id, &user.username, unix_now());
     let cookie = auth::session_cookie(&token, node.keys.ttl_secs());
-    Ok(with_cookie(
-        StatusCode::OK,
-        cookie,
-        user_json(user.id, &user.username, &user.email),
-    ))
+    Ok(with_cookie(StatusCode::OK, cookie, user_json(user.id, &user.username, &user.email)))
 }
 
 /// `POST /api/auth/logout`: revokes the token (when there is a valid one) and clears the cookie.
 pub(super) async fn logout(State(node): State<Arc<Node>>, headers: HeaderMap) -> ApiResult {
     check_origin(&node, &headers)?;
     if let Ok(claims) = authenticate(&node, &headers).await {
-        node.store
-            .revoke_token(&claims.jti, claims.exp)
-            .await
-            .map_err(ApiError::unavailable)?;
+        node.store.revoke_token(&claims.jti, claims.exp).await.map_err(ApiError::unavailable)?;
     }
-    Ok((
-        StatusCode::NO_CONTENT,
-        [(header::SET_COOKIE, auth::clearing_cookie())],
-    )
-        .into_response())
+    Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, auth::clearing_cookie())]).into_response())
 }
 
 /// `GET /api/auth/me`.
@@ -227,11 +167,7 @@ pub(super) async fn channels(State(node): State<Arc<Node>>, headers: HeaderMap) 
     authenticate(&node, &headers).await?;
     let mut out = Vec::new();
     for room in node.rooms.all() {
-        let head = node
-            .store
-            .head_seq(room.id)
-            .await
-            .map_err(ApiError::unavailable)?;
+        let head = node.store.head_seq(room.id).await.map_err(ApiError::unavailable)?;
         out.push(json!({ "name": room.name, "topic": room.topic, "head_seq": head }));
     }
     Ok(Json(json!({ "channels": out })).into_response())
@@ -246,32 +182,19 @@ pub(super) async fn history(
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult {
     authenticate(&node, &headers).await?;
-    let room = node
-        .rooms
-        .by_name(&name)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such channel"))?;
-    let number = |key: &'static str| -> Result<Option<u64>, ApiError> {
-        query
-            .get(key)
-            .map(|v| v.parse::<u64>())
-            .transpose()
-            .map_err(|_| {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid query")
-                    .field(key, "a non-negative integer")
+    let room = node.rooms.by_name(&name).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such channel"))?;
+    let number =
+        |key: &'static str| -> Result<Option<u64>, ApiError> {
+            query.get(key).map(|v| v.parse::<u64>()).transpose().map_err(|_| {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid query").field(key, "a non-negative integer")
             })
-    };
+        };
     let before = number("before")?;
     let limit = number("limit")?.unwrap_or(50);
     if !(1..=u64::from(MAX_HISTORY_PAGE)).contains(&limit) {
-        return Err(
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid query").field("limit", "1 to 100")
-        );
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid query").field("limit", "1 to 100"));
     }
-    let page = node
-        .store
-        .page_before(room.id, before, limit as u32)
-        .await
-        .map_err(ApiError::unavailable)?;
+    let page = node.store.page_before(room.id, before, limit as u32).await.map_err(ApiError::unavailable)?;
     let next_before = page.first().map(|m| m.seq).filter(|seq| *seq > 1);
     let messages: Vec<Value> = page
         .iter()
@@ -293,11 +216,7 @@ pub(super) async fn history(
 /// `GET /api/presence/online`.
 pub(super) async fn online(State(node): State<Arc<Node>>, headers: HeaderMap) -> ApiResult {
     authenticate(&node, &headers).await?;
-    let users = node
-        .presence
-        .online()
-        .await
-        .map_err(ApiError::unavailable)?;
+    let users = node.presence.online().await.map_err(ApiError::unavailable)?;
     Ok(Json(json!({ "users": users.iter().map(|u| json!({"id": u.id, "username": u.username})).collect::<Vec<_>>() }))
         .into_response())
 }
@@ -325,8 +244,7 @@ pub(super) async fn readyz(State(node): State<Arc<Node>>) -> Response {
 pub(super) async fn metrics(State(node): State<Arc<Node>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        node.metrics
-            .render(node.hub.connections(), node.writer.stored()),
+        node.metrics.render(node.hub.connections(), node.writer.stored()),
     )
         .into_response()
 }

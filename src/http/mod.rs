@@ -29,11 +29,7 @@ pub(crate) struct ApiError {
 impl ApiError {
     /// An error with a status and a message.
     pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-            fields: BTreeMap::new(),
-        }
+        Self { status, message: message.into(), fields: BTreeMap::new() }
     }
 
     /// Adds a per-field message.
@@ -44,10 +40,7 @@ impl ApiError {
 
     fn unavailable(e: impl std::fmt::Display) -> Self {
         tracing::warn!(error = %e, "request failed: backend unavailable");
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "temporarily unavailable, retry shortly",
-        )
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable, retry shortly")
     }
 }
 
@@ -64,29 +57,15 @@ impl IntoResponse for ApiError {
 
 /// Checks the `token` cookie: signature, algorithm, expiry, revocation.
 pub(crate) async fn authenticate(node: &Node, headers: &HeaderMap) -> Result<Claims, ApiError> {
-    let cookies = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok());
-    let token = auth::token_from_cookies(cookies)
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "not logged in"))?;
+    let cookies = headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok());
+    let token =
+        auth::token_from_cookies(cookies).ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "not logged in"))?;
     let claims = node.keys.verify(token).map_err(|e| {
         tracing::info!(error = %e, "token refused");
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "session expired or invalid; log in again",
-        )
+        ApiError::new(StatusCode::UNAUTHORIZED, "session expired or invalid; log in again")
     })?;
-    if node
-        .store
-        .is_revoked(&claims.jti)
-        .await
-        .map_err(ApiError::unavailable)?
-    {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "session expired or invalid; log in again",
-        ));
+    if node.store.is_revoked(&claims.jti).await.map_err(ApiError::unavailable)? {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "session expired or invalid; log in again"));
     }
     Ok(claims)
 }
@@ -99,14 +78,8 @@ async fn security_headers(mut response: Response) -> Response {
             "default-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
         ),
     );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     response
 }

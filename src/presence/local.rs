@@ -14,9 +14,7 @@ pub struct LocalPresence {
 
 impl LocalPresence {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (UserRef, usize)>> {
-        self.counts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -56,19 +54,13 @@ mod tests {
     #[tokio::test]
     async fn online_until_the_last_connection_closes() {
         let p = LocalPresence::default();
-        let alice = UserRef {
-            id: 1,
-            username: "alice".into(),
-        };
+        let alice = UserRef { id: 1, username: "alice".into() };
         assert!(p.connect(&alice).await.unwrap());
         assert!(!p.connect(&alice).await.unwrap());
         assert_eq!(p.online().await.unwrap(), vec![alice.clone()]);
         assert!(!p.disconnect(&alice).await.unwrap());
         assert!(p.disconnect(&alice).await.unwrap());
         assert!(p.online().await.unwrap().is_empty());
-        assert!(
-            !p.disconnect(&alice).await.unwrap(),
-            "an unknown disconnect is ignored"
-        );
+        assert!(!p.disconnect(&alice).await.unwrap(), "an unknown disconnect is ignored");
     }
 }

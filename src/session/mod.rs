@@ -208,9 +208,7 @@ impl Session {
             };
         }
         match frame {
-            ClientFrame::Hello(_) => {
-                self.reply_error(error(ErrorCode::AlreadyGreeted, "Hello was already sent"))
-            }
+            ClientFrame::Hello(_) => self.reply_error(error(ErrorCode::AlreadyGreeted, "Hello was already sent")),
             ClientFrame::Join(join) => self.join(join),
             ClientFrame::Leave(Leave { room }) => {
                 if let Some(room_id) = self.room_id(&room, None) {
@@ -219,18 +217,9 @@ impl Session {
             }
             ClientFrame::Switch(join) => {
                 if let Some(target) = self.room_id(&join.room, None) {
-                    let others: Vec<u64> = self
-                        .joined
-                        .keys()
-                        .copied()
-                        .filter(|id| *id != target)
-                        .collect();
+                    let others: Vec<u64> = self.joined.keys().copied().filter(|id| *id != target).collect();
                     for room_id in others {
-                        let name = self
-                            .rooms
-                            .by_id(room_id)
-                            .map(|r| r.name.clone())
-                            .unwrap_or_default();
+                        let name = self.rooms.by_id(room_id).map(|r| r.name.clone()).unwrap_or_default();
                         self.leave(room_id, name);
                     }
                     self.join(join);
@@ -247,39 +236,31 @@ impl Session {
         if hello.version != PROTOCOL_VERSION {
             return self.close(
                 CloseCode::UnsupportedVersion,
-                format!(
-                    "protocol version {} is not supported; this server speaks {PROTOCOL_VERSION}",
-                    hello.version
-                ),
+                format!("protocol version {} is not supported; this server speaks {PROTOCOL_VERSION}", hello.version),
             );
         }
         if hello.client.len() > MAX_CLIENT_NAME_BYTES {
             return self.close(CloseCode::BadFrame, "client name longer than 64 bytes");
         }
         self.greeted = true;
-        self.out
-            .push_back(Action::Send(ServerFrame::Welcome(Welcome {
-                version: PROTOCOL_VERSION,
-                user: self.user.clone(),
-                connection_id: self.connection_id,
-                heartbeat_ms: HEARTBEAT_MS,
-                limits: Limits {
-                    max_frame_bytes: MAX_CLIENT_FRAME as u32,
-                    max_text_bytes: MAX_TEXT_BYTES as u32,
-                    max_rooms: MAX_ROOMS_PER_CONNECTION as u16,
-                    max_history_page: MAX_HISTORY_PAGE,
-                    sends_per_sec: u16::try_from(self.sends_per_sec).unwrap_or(u16::MAX),
-                },
-            })));
+        self.out.push_back(Action::Send(ServerFrame::Welcome(Welcome {
+            version: PROTOCOL_VERSION,
+            user: self.user.clone(),
+            connection_id: self.connection_id,
+            heartbeat_ms: HEARTBEAT_MS,
+            limits: Limits {
+                max_frame_bytes: MAX_CLIENT_FRAME as u32,
+                max_text_bytes: MAX_TEXT_BYTES as u32,
+                max_rooms: MAX_ROOMS_PER_CONNECTION as u16,
+                max_history_page: MAX_HISTORY_PAGE,
+                sends_per_sec: u16::try_from(self.sends_per_sec).unwrap_or(u16::MAX),
+            },
+        })));
         self.out.push_back(Action::SendOnline);
     }
 
     /// Resolves a room name, replying `UnknownRoom`/`BadRequest` when it does not resolve.
-    fn room_id(
-        &mut self,
-        name: &str,
-        context: Option<(Option<ClientMsgId>, Option<u32>)>,
-    ) -> Option<u64> {
+    fn room_id(&mut self, name: &str, context: Option<(Option<ClientMsgId>, Option<u32>)>) -> Option<u64> {
         let found = self.rooms.by_name(name).map(|r| r.id);
         if found.is_none() {
             let (code, message) = if name.is_empty() || name.len() > MAX_ROOM_NAME_BYTES {
@@ -303,15 +284,11 @@ impl Session {
             return;
         };
         if !self.joined.contains_key(&room_id) && self.joined.len() >= MAX_ROOMS_PER_CONNECTION {
-            let mut frame = error(
-                ErrorCode::TooManyRooms,
-                "already in 32 rooms; leave one first",
-            );
+            let mut frame = error(ErrorCode::TooManyRooms, "already in 32 rooms; leave one first");
             frame.room = Some(room);
             return self.reply_error(frame);
         }
-        self.joined
-            .insert(room_id, Membership::Joining { held: Vec::new() });
+        self.joined.insert(room_id, Membership::Joining { held: Vec::new() });
         self.out.push_back(Action::Join { room_id, after_seq });
     }
 
@@ -319,8 +296,7 @@ impl Session {
         if self.joined.remove(&room_id).is_some() {
             self.out.push_back(Action::Leave { room_id });
         }
-        self.out
-            .push_back(Action::Send(ServerFrame::Left(Left { room })));
+        self.out.push_back(Action::Send(ServerFrame::Left(Left { room })));
     }
 
     /// Counts a rejected request; too many in one window is a flood.
@@ -336,15 +312,7 @@ impl Session {
         self.reply_error(frame);
     }
 
-    fn send(
-        &mut self,
-        now: Instant,
-        Send {
-            room,
-            client_msg_id,
-            text,
-        }: Send,
-    ) {
+    fn send(&mut self, now: Instant, Send { room, client_msg_id, text }: Send) {
         let Some(room_id) = self.room_id(&room, Some((Some(client_msg_id), None))) else {
             return;
         };
@@ -354,16 +322,10 @@ impl Session {
             frame
         };
         if !self.joined.contains_key(&room_id) {
-            return self.reply_error(context(error(
-                ErrorCode::NotMember,
-                "join the room before sending",
-            )));
+            return self.reply_error(context(error(ErrorCode::NotMember, "join the room before sending")));
         }
         if text.trim().is_empty() || text.len() > MAX_TEXT_BYTES {
-            return self.reply_error(context(error(
-                ErrorCode::InvalidText,
-                "text must be 1 to 4000 bytes",
-            )));
+            return self.reply_error(context(error(ErrorCode::InvalidText, "text must be 1 to 4000 bytes")));
         }
         if let Err(wait) = self.sends.take(now) {
             let mut frame = context(error(ErrorCode::RateLimited, "too many sends"));
@@ -379,15 +341,7 @@ impl Session {
         }));
     }
 
-    fn history(
-        &mut self,
-        HistoryRequest {
-            request_id,
-            room,
-            before_seq,
-            limit,
-        }: HistoryRequest,
-    ) {
+    fn history(&mut self, HistoryRequest { request_id, room, before_seq, limit }: HistoryRequest) {
         let Some(room_id) = self.room_id(&room, Some((None, Some(request_id)))) else {
             return;
         };
@@ -398,12 +352,7 @@ impl Session {
             return self.reply_error(frame);
         }
         let limit = limit.min(MAX_HISTORY_PAGE);
-        self.out.push_back(Action::History {
-            request_id,
-            room_id,
-            before_seq,
-            limit,
-        });
+        self.out.push_back(Action::History { request_id, room_id, before_seq, limit });
     }
 
     fn typing(&mut self, now: Instant, TypingUpdate { room, active }: TypingUpdate) {
@@ -421,11 +370,7 @@ impl Session {
             frame.retry_after_ms = Some(wait);
             return self.reject(now, frame);
         }
-        let frame = ServerFrame::Typing(TypingEvent {
-            room,
-            user: self.user.clone(),
-            active,
-        });
+        let frame = ServerFrame::Typing(TypingEvent { room, user: self.user.clone(), active });
         self.out.push_back(Action::PublishTyping { room_id, frame });
     }
 
@@ -434,25 +379,15 @@ impl Session {
         let Some(membership) = self.joined.get_mut(&room_id) else {
             return;
         };
-        let Membership::Joining { held } =
-            std::mem::replace(membership, Membership::Live { last_seq: head_seq })
+        let Membership::Joining { held } = std::mem::replace(membership, Membership::Live { last_seq: head_seq })
         else {
             return;
         };
-        let room = self
-            .rooms
-            .by_id(room_id)
-            .map(|r| r.name.clone())
-            .unwrap_or_default();
+        let room = self.rooms.by_id(room_id).map(|r| r.name.clone()).unwrap_or_default();
         let replay_from = replay.first().map_or(head_seq + 1, |m| m.seq);
-        self.out.push_back(Action::Send(ServerFrame::Joined(Joined {
-            room,
-            head_seq,
-            replay_from,
-        })));
+        self.out.push_back(Action::Send(ServerFrame::Joined(Joined { room, head_seq, replay_from })));
         for m in &replay {
-            self.out
-                .push_back(Action::Send(ServerFrame::Message(self.rooms.to_wire(m))));
+            self.out.push_back(Action::Send(ServerFrame::Message(self.rooms.to_wire(m))));
         }
         let mut last_seq = head_seq;
         for (seq, bytes) in held {
@@ -477,21 +412,15 @@ impl Session {
 
     /// The writer answered a send.
     pub fn handle_appended(&mut self, sent: &NewMessage, result: Result<Appended, StoreError>) {
-        let room = self
-            .rooms
-            .by_id(sent.room_id)
-            .map(|r| r.name.clone())
-            .unwrap_or_default();
+        let room = self.rooms.by_id(sent.room_id).map(|r| r.name.clone()).unwrap_or_default();
         match result {
-            Ok(Appended { message, .. }) => {
-                self.out.push_back(Action::Send(ServerFrame::Ack(Ack {
-                    room,
-                    client_msg_id: message.client_msg_id,
-                    seq: message.seq,
-                    message_id: message.id,
-                    sent_at_ms: message.sent_at_ms,
-                })))
-            }
+            Ok(Appended { message, .. }) => self.out.push_back(Action::Send(ServerFrame::Ack(Ack {
+                room,
+                client_msg_id: message.client_msg_id,
+                seq: message.seq,
+                message_id: message.id,
+                sent_at_ms: message.sent_at_ms,
+            }))),
             Err(err) => {
                 let mut frame = error(ErrorCode::Unavailable, format!("not stored: {err}"));
                 frame.room = Some(room);
@@ -503,28 +432,18 @@ impl Session {
     }
 
     /// The store answered a history request.
-    pub fn handle_history(
-        &mut self,
-        request_id: u32,
-        room_id: u64,
-        result: Result<Vec<StoredMessage>, StoreError>,
-    ) {
-        let room = self
-            .rooms
-            .by_id(room_id)
-            .map(|r| r.name.clone())
-            .unwrap_or_default();
+    pub fn handle_history(&mut self, request_id: u32, room_id: u64, result: Result<Vec<StoredMessage>, StoreError>) {
+        let room = self.rooms.by_id(room_id).map(|r| r.name.clone()).unwrap_or_default();
         match result {
             Ok(page) => {
                 let next_before = page.first().map(|m| m.seq).filter(|seq| *seq > 1);
                 let messages = page.iter().map(|m| self.rooms.to_wire(m)).collect();
-                self.out
-                    .push_back(Action::Send(ServerFrame::History(HistoryPage {
-                        request_id,
-                        room,
-                        messages,
-                        next_before,
-                    })));
+                self.out.push_back(Action::Send(ServerFrame::History(HistoryPage {
+                    request_id,
+                    room,
+                    messages,
+                    next_before,
+                })));
             }
             Err(err) => {
                 let mut frame = error(ErrorCode::Unavailable, format!("history failed: {err}"));
@@ -570,9 +489,7 @@ impl Session {
     pub fn handle_timeout(&mut self, now: Instant) {
         if now >= self.token_deadline {
             self.close(CloseCode::Unauthorized, "token expired");
-        } else if now.duration_since(self.last_rx)
-            >= Duration::from_millis(u64::from(IDLE_TIMEOUT_MS))
-        {
+        } else if now.duration_since(self.last_rx) >= Duration::from_millis(u64::from(IDLE_TIMEOUT_MS)) {
             self.close(CloseCode::IdleTimeout, "no frame received for 75 s");
         }
     }
@@ -589,10 +506,7 @@ impl Session {
 
     /// The client sent a WebSocket text message.
     pub fn handle_text(&mut self) {
-        self.close(
-            CloseCode::TextNotSupported,
-            "text messages are not supported; send binary frames",
-        );
+        self.close(CloseCode::TextNotSupported, "text messages are not supported; send binary frames");
     }
 }
 

@@ -14,12 +14,7 @@ pub struct TokenBucket {
 impl TokenBucket {
     /// A full bucket.
     pub fn new(burst: u32, per_sec: u32, now: Instant) -> Self {
-        Self {
-            tokens: f64::from(burst),
-            burst: f64::from(burst),
-            per_sec: f64::from(per_sec),
-            last: now,
-        }
+        Self { tokens: f64::from(burst), burst: f64::from(burst), per_sec: f64::from(per_sec), last: now }
     }
 
     /// Takes a token, or says in how many ms one will be there.
@@ -49,10 +44,7 @@ mod tests {
         assert_eq!(b.take(t0), Err(500));
         assert!(b.take(t0 + Duration::from_millis(500)).is_ok());
         assert!(b.take(t0 + Duration::from_millis(500)).is_err());
-        assert!(
-            (0..3).all(|_| b.take(t0 + Duration::from_secs(60)).is_ok()),
-            "refill caps at burst"
-        );
+        assert!((0..3).all(|_| b.take(t0 + Duration::from_secs(60)).is_ok()), "refill caps at burst");
         assert!(b.take(t0 + Duration::from_secs(60)).is_err());
     }
 }

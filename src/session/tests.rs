@@ -10,20 +10,13 @@ fn rooms() -> Arc<RoomDirectory> {
         ["general", "design"]
             .iter()
             .enumerate()
-            .map(|(i, n)| Room {
-                id: i as u64 + 1,
-                name: (*n).into(),
-                topic: String::new(),
-            })
+            .map(|(i, n)| Room { id: i as u64 + 1, name: (*n).into(), topic: String::new() })
             .collect(),
     ))
 }
 
 fn alice() -> UserRef {
-    UserRef {
-        id: 10,
-        username: "alice".into(),
-    }
+    UserRef { id: 10, username: "alice".into() }
 }
 
 fn session(now: Instant) -> Session {
@@ -36,13 +29,7 @@ fn drain(s: &mut Session) -> Vec<Action> {
 
 fn greeted(now: Instant) -> Session {
     let mut s = session(now);
-    s.handle_frame(
-        now,
-        ClientFrame::Hello(Hello {
-            version: 1,
-            client: "test".into(),
-        }),
-    );
+    s.handle_frame(now, ClientFrame::Hello(Hello { version: 1, client: "test".into() }));
     drain(&mut s);
     s
 }
@@ -77,13 +64,7 @@ fn error_code(action: &Action) -> Option<u16> {
 }
 
 fn join(s: &mut Session, now: Instant, room: &str, after_seq: Option<u64>) -> Vec<Action> {
-    s.handle_frame(
-        now,
-        ClientFrame::Join(Join {
-            room: room.into(),
-            after_seq,
-        }),
-    );
+    s.handle_frame(now, ClientFrame::Join(Join { room: room.into(), after_seq }));
     drain(s)
 }
 
@@ -92,81 +73,36 @@ fn hello_must_come_first_and_gets_welcome_then_online() {
     let now = Instant::now();
     let mut s = session(now);
     s.handle_frame(now, ClientFrame::Ping(Ping { nonce: 1 }));
-    assert!(matches!(
-        drain(&mut s).as_slice(),
-        [Action::Close(CloseCode::HelloRequired, _)]
-    ));
+    assert!(matches!(drain(&mut s).as_slice(), [Action::Close(CloseCode::HelloRequired, _)]));
     assert!(s.is_closed());
 
     let mut s = session(now);
-    s.handle_frame(
-        now,
-        ClientFrame::Hello(Hello {
-            version: 1,
-            client: "t".into(),
-        }),
-    );
+    s.handle_frame(now, ClientFrame::Hello(Hello { version: 1, client: "t".into() }));
     let actions = drain(&mut s);
-    assert!(
-        matches!(&actions[0], Action::Send(ServerFrame::Welcome(w)) if w.user == alice() && w.connection_id == 99)
-    );
+    assert!(matches!(&actions[0], Action::Send(ServerFrame::Welcome(w)) if w.user == alice() && w.connection_id == 99));
     assert_eq!(actions[1], Action::SendOnline);
-    s.handle_frame(
-        now,
-        ClientFrame::Hello(Hello {
-            version: 1,
-            client: "t".into(),
-        }),
-    );
-    assert_eq!(
-        error_code(&drain(&mut s)[0]),
-        Some(ErrorCode::AlreadyGreeted.code())
-    );
+    s.handle_frame(now, ClientFrame::Hello(Hello { version: 1, client: "t".into() }));
+    assert_eq!(error_code(&drain(&mut s)[0]), Some(ErrorCode::AlreadyGreeted.code()));
 }
 
 #[test]
 fn unsupported_version_is_terminal() {
     let now = Instant::now();
     let mut s = session(now);
-    s.handle_frame(
-        now,
-        ClientFrame::Hello(Hello {
-            version: 2,
-            client: "t".into(),
-        }),
-    );
-    assert!(matches!(
-        drain(&mut s).as_slice(),
-        [Action::Close(CloseCode::UnsupportedVersion, _)]
-    ));
+    s.handle_frame(now, ClientFrame::Hello(Hello { version: 2, client: "t".into() }));
+    assert!(matches!(drain(&mut s).as_slice(), [Action::Close(CloseCode::UnsupportedVersion, _)]));
 }
 
 #[test]
 fn frames_right_after_hello_are_all_handled_in_order() {
     let now = Instant::now();
     let mut s = session(now);
-    s.handle_frame(
-        now,
-        ClientFrame::Hello(Hello {
-            version: 1,
-            client: "t".into(),
-        }),
-    );
-    s.handle_frame(
-        now,
-        ClientFrame::Join(Join {
-            room: "general".into(),
-            after_seq: None,
-        }),
-    );
+    s.handle_frame(now, ClientFrame::Hello(Hello { version: 1, client: "t".into() }));
+    s.handle_frame(now, ClientFrame::Join(Join { room: "general".into(), after_seq: None }));
     for i in 0..20u8 {
         s.handle_frame(
             now,
-            ClientFrame::Send(Send {
-                room: "general".into(),
-                client_msg_id: [i; 16],
-                text: "x".into(),
-            }),
+            ClientFrame::Send(Send { room: "general".into(), client_msg_id: [i; 16], text: "x".into() }),
         );
     }
     let appends: Vec<u8> = drain(&mut s)
@@ -184,28 +120,15 @@ fn replay_range_covers_what_was_missed_up_to_the_limit() {
     assert_eq!(replay_range(None, 10), (11, 10));
     assert_eq!(replay_range(Some(4), 10), (5, 10));
     assert_eq!(replay_range(Some(10), 10), (11, 10));
-    assert_eq!(
-        replay_range(Some(50), 10),
-        (11, 10),
-        "a client ahead of the store gets nothing"
-    );
-    assert_eq!(
-        replay_range(Some(0), 10_000),
-        (10_000 - MAX_REPLAY + 1, 10_000)
-    );
+    assert_eq!(replay_range(Some(50), 10), (11, 10), "a client ahead of the store gets nothing");
+    assert_eq!(replay_range(Some(0), 10_000), (10_000 - MAX_REPLAY + 1, 10_000));
 }
 
 #[test]
 fn join_replays_then_releases_held_live_events_without_duplicates() {
     let now = Instant::now();
     let mut s = greeted(now);
-    assert_eq!(
-        join(&mut s, now, "general", Some(1)),
-        vec![Action::Join {
-            room_id: 1,
-            after_seq: Some(1)
-        }]
-    );
+    assert_eq!(join(&mut s, now, "general", Some(1)), vec![Action::Join { room_id: 1, after_seq: Some(1) }]);
     // Live events arrive while the replay is read: 3 is also in the replay, 4 and 5 are not.
     s.handle_event(live(3));
     s.handle_event(live(4));
@@ -213,74 +136,37 @@ fn join_replays_then_releases_held_live_events_without_duplicates() {
     assert!(drain(&mut s).is_empty(), "held until the replay is sent");
     s.handle_joined(1, 3, vec![stored(2), stored(3)]);
     let actions = drain(&mut s);
-    assert!(
-        matches!(&actions[0], Action::Send(ServerFrame::Joined(j)) if j.head_seq == 3 && j.replay_from == 2)
-    );
+    assert!(matches!(&actions[0], Action::Send(ServerFrame::Joined(j)) if j.head_seq == 3 && j.replay_from == 2));
     assert!(matches!(&actions[1], Action::Send(ServerFrame::Message(m)) if m.seq == 2));
     assert!(matches!(&actions[2], Action::Send(ServerFrame::Message(m)) if m.seq == 3));
-    assert_eq!(
-        actions[3..],
-        [
-            Action::Forward(Bytes::from(vec![4])),
-            Action::Forward(Bytes::from(vec![5]))
-        ]
-    );
+    assert_eq!(actions[3..], [Action::Forward(Bytes::from(vec![4])), Action::Forward(Bytes::from(vec![5]))]);
     s.handle_event(live(5));
     s.handle_event(live(6));
-    assert_eq!(
-        drain(&mut s),
-        vec![Action::Forward(Bytes::from(vec![6]))],
-        "seq 5 is not sent twice"
-    );
+    assert_eq!(drain(&mut s), vec![Action::Forward(Bytes::from(vec![6]))], "seq 5 is not sent twice");
 }
 
 #[test]
 fn only_members_send_and_type_and_sends_are_validated() {
     let now = Instant::now();
     let mut s = greeted(now);
-    let send = |text: &str, room: &str| {
-        ClientFrame::Send(Send {
-            room: room.into(),
-            client_msg_id: CMID,
-            text: text.into(),
-        })
-    };
+    let send =
+        |text: &str, room: &str| ClientFrame::Send(Send { room: room.into(), client_msg_id: CMID, text: text.into() });
     s.handle_frame(now, send("hi", "general"));
     let a = drain(&mut s);
     assert_eq!(error_code(&a[0]), Some(ErrorCode::NotMember.code()));
     assert!(matches!(&a[0], Action::Send(ServerFrame::Error(e)) if e.client_msg_id == Some(CMID)));
-    s.handle_frame(
-        now,
-        ClientFrame::Typing(TypingUpdate {
-            room: "general".into(),
-            active: true,
-        }),
-    );
-    assert_eq!(
-        error_code(&drain(&mut s)[0]),
-        Some(ErrorCode::NotMember.code())
-    );
+    s.handle_frame(now, ClientFrame::Typing(TypingUpdate { room: "general".into(), active: true }));
+    assert_eq!(error_code(&drain(&mut s)[0]), Some(ErrorCode::NotMember.code()));
     s.handle_frame(now, send("hi", "nope"));
-    assert_eq!(
-        error_code(&drain(&mut s)[0]),
-        Some(ErrorCode::UnknownRoom.code())
-    );
+    assert_eq!(error_code(&drain(&mut s)[0]), Some(ErrorCode::UnknownRoom.code()));
 
     join(&mut s, now, "general", None);
     s.handle_frame(now, send("   ", "general"));
-    assert_eq!(
-        error_code(&drain(&mut s)[0]),
-        Some(ErrorCode::InvalidText.code())
-    );
+    assert_eq!(error_code(&drain(&mut s)[0]), Some(ErrorCode::InvalidText.code()));
     s.handle_frame(now, send(&"x".repeat(MAX_TEXT_BYTES + 1), "general"));
-    assert_eq!(
-        error_code(&drain(&mut s)[0]),
-        Some(ErrorCode::InvalidText.code())
-    );
+    assert_eq!(error_code(&drain(&mut s)[0]), Some(ErrorCode::InvalidText.code()));
     s.handle_frame(now, send("hello", "general"));
-    assert!(
-        matches!(&drain(&mut s)[..], [Action::Append(m)] if m.text == "hello" && m.sender_id == 10)
-    );
+    assert!(matches!(&drain(&mut s)[..], [Action::Append(m)] if m.text == "hello" && m.sender_id == 10));
 }
 
 #[test]
@@ -293,11 +179,7 @@ fn sends_are_rate_limited_and_a_flood_closes() {
     for i in 0..(SEND_BURST + 5) {
         s.handle_frame(
             now,
-            ClientFrame::Send(Send {
-                room: "general".into(),
-                client_msg_id: [i as u8; 16],
-                text: "x".into(),
-            }),
+            ClientFrame::Send(Send { room: "general".into(), client_msg_id: [i as u8; 16], text: "x".into() }),
         );
         for a in drain(&mut s) {
             match a {
@@ -313,17 +195,8 @@ fn sends_are_rate_limited_and_a_flood_closes() {
     assert_eq!((appended, limited), (SEND_BURST, 5));
     let mut closed = false;
     for _ in 0..FLOOD_REJECTIONS {
-        s.handle_frame(
-            now,
-            ClientFrame::Send(Send {
-                room: "general".into(),
-                client_msg_id: CMID,
-                text: "x".into(),
-            }),
-        );
-        closed |= drain(&mut s)
-            .iter()
-            .any(|a| matches!(a, Action::Close(CloseCode::Flood, _)));
+        s.handle_frame(now, ClientFrame::Send(Send { room: "general".into(), client_msg_id: CMID, text: "x".into() }));
+        closed |= drain(&mut s).iter().any(|a| matches!(a, Action::Close(CloseCode::Flood, _)));
     }
     assert!(closed);
 }
@@ -333,32 +206,18 @@ fn switch_leaves_every_other_room_then_joins() {
     let now = Instant::now();
     let mut s = greeted(now);
     join(&mut s, now, "general", None);
-    s.handle_frame(
-        now,
-        ClientFrame::Switch(Join {
-            room: "design".into(),
-            after_seq: Some(3),
-        }),
-    );
+    s.handle_frame(now, ClientFrame::Switch(Join { room: "design".into(), after_seq: Some(3) }));
     assert_eq!(
         drain(&mut s),
         vec![
             Action::Leave { room_id: 1 },
-            Action::Send(ServerFrame::Left(Left {
-                room: "general".into()
-            })),
-            Action::Join {
-                room_id: 2,
-                after_seq: Some(3)
-            },
+            Action::Send(ServerFrame::Left(Left { room: "general".into() })),
+            Action::Join { room_id: 2, after_seq: Some(3) },
         ]
     );
     assert_eq!(s.room_ids().collect::<Vec<_>>(), vec![2]);
     s.handle_event(live(9));
-    assert!(
-        drain(&mut s).is_empty(),
-        "events of a left room are dropped"
-    );
+    assert!(drain(&mut s).is_empty(), "events of a left room are dropped");
 }
 
 #[test]
@@ -367,23 +226,14 @@ fn idle_and_expired_connections_are_closed() {
     let mut s = greeted(now);
     s.handle_timeout(now + Duration::from_secs(10));
     assert!(drain(&mut s).is_empty());
-    assert_eq!(
-        s.poll_timeout(),
-        now + Duration::from_millis(IDLE_TIMEOUT_MS.into())
-    );
+    assert_eq!(s.poll_timeout(), now + Duration::from_millis(IDLE_TIMEOUT_MS.into()));
     s.handle_timeout(now + Duration::from_millis(IDLE_TIMEOUT_MS.into()));
-    assert!(matches!(
-        drain(&mut s).as_slice(),
-        [Action::Close(CloseCode::IdleTimeout, _)]
-    ));
+    assert!(matches!(drain(&mut s).as_slice(), [Action::Close(CloseCode::IdleTimeout, _)]));
 
     let mut s = Session::new(alice(), 1, rooms(), now, now + Duration::from_secs(5));
     assert_eq!(s.poll_timeout(), now + Duration::from_secs(5));
     s.handle_timeout(now + Duration::from_secs(5));
-    assert!(matches!(
-        drain(&mut s).as_slice(),
-        [Action::Close(CloseCode::Unauthorized, _)]
-    ));
+    assert!(matches!(drain(&mut s).as_slice(), [Action::Close(CloseCode::Unauthorized, _)]));
 }
 
 #[test]
@@ -392,43 +242,26 @@ fn history_limit_is_clamped_and_next_cursor_points_older() {
     let mut s = greeted(now);
     s.handle_frame(
         now,
-        ClientFrame::History(HistoryRequest {
-            request_id: 4,
-            room: "general".into(),
-            before_seq: None,
-            limit: 1000,
-        }),
+        ClientFrame::History(HistoryRequest { request_id: 4, room: "general".into(), before_seq: None, limit: 1000 }),
     );
     assert_eq!(
         drain(&mut s),
-        vec![Action::History {
-            request_id: 4,
-            room_id: 1,
-            before_seq: None,
-            limit: MAX_HISTORY_PAGE
-        }]
+        vec![Action::History { request_id: 4, room_id: 1, before_seq: None, limit: MAX_HISTORY_PAGE }]
     );
     s.handle_history(4, 1, Ok(vec![stored(5), stored(6)]));
     assert!(
         matches!(&drain(&mut s)[0], Action::Send(ServerFrame::History(p)) if p.next_before == Some(5) && p.messages.len() == 2)
     );
     s.handle_history(4, 1, Ok(vec![stored(1)]));
-    assert!(
-        matches!(&drain(&mut s)[0], Action::Send(ServerFrame::History(p)) if p.next_before.is_none())
-    );
+    assert!(matches!(&drain(&mut s)[0], Action::Send(ServerFrame::History(p)) if p.next_before.is_none()));
 }
 
 #[test]
 fn store_failures_become_retryable_errors_never_acks() {
     let now = Instant::now();
     let mut s = greeted(now);
-    let m = NewMessage {
-        room_id: 1,
-        sender_id: 10,
-        sender_name: "alice".into(),
-        client_msg_id: CMID,
-        text: "x".into(),
-    };
+    let m =
+        NewMessage { room_id: 1, sender_id: 10, sender_name: "alice".into(), client_msg_id: CMID, text: "x".into() };
     s.handle_appended(&m, Err(StoreError::Unavailable("down".into())));
     let a = drain(&mut s);
     assert!(matches!(&a[0], Action::Send(ServerFrame::Error(e))

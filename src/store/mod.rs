@@ -2,8 +2,10 @@
 //! backend (`sqlite` is the embedded default). Every method is one round trip or one
 //! transaction; `append` takes a batch so that one commit covers many sends (group commit).
 
+pub mod postgres;
 mod sqlite;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -97,12 +99,7 @@ pub trait Store: Send + Sync + 'static {
     /// Answers when the backend is usable (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
     /// Registers a user.
-    async fn create_user(
-        &self,
-        username: &str,
-        email: &str,
-        password_hash: &str,
-    ) -> StoreResult<UserRecord>;
+    async fn create_user(&self, username: &str, email: &str, password_hash: &str) -> StoreResult<UserRecord>;
     /// Looks a user up by email (case-insensitive).
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>>;
     /// Looks a user up by id.
@@ -118,17 +115,9 @@ pub trait Store: Send + Sync + 'static {
     async fn range(&self, room_id: u64, from: u64, to: u64) -> StoreResult<Vec<StoredMessage>>;
     /// Up to `limit` messages with seq below `before` (all when `None`), newest first taken,
     /// returned ascending.
-    async fn page_before(
-        &self,
-        room_id: u64,
-        before: Option<u64>,
-        limit: u32,
-    ) -> StoreResult<Vec<StoredMessage>>;
+    async fn page_before(&self, room_id: u64, before: Option<u64>, limit: u32) -> StoreResult<Vec<StoredMessage>>;
     /// Revokes a token id until `expires_at` (Unix seconds).
     async fn revoke_token(&self, jti: &str, expires_at: u64) -> StoreResult<()>;
     /// Whether a token id was revoked.
     async fn is_revoked(&self, jti: &str) -> StoreResult<bool>;
 }
-
-#[cfg(test)]
-pub(crate) mod conformance;

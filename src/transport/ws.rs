@@ -61,61 +61,36 @@ pub(crate) async fn upgrade(State(node): State<Arc<Node>>, mut req: Request) -> 
             key.to_owned()
         }
         _ => {
-            return ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "expected a WebSocket upgrade (version 13)",
-            )
-            .into_response();
+            return ApiError::new(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade (version 13)").into_response();
         }
     };
     let origin = header_str(headers, header::ORIGIN);
-    if !auth::origin_allowed(
-        origin,
-        header_str(headers, header::HOST),
-        &node.allowed_origins,
-    ) {
-        tracing::warn!(
-            origin = origin.unwrap_or(""),
-            "cross-origin WebSocket upgrade refused"
-        );
-        node.metrics
-            .upgrades_refused
-            .fetch_add(1, Ordering::Relaxed);
+    if !auth::origin_allowed(origin, header_str(headers, header::HOST), &node.allowed_origins) {
+        tracing::warn!(origin = origin.unwrap_or(""), "cross-origin WebSocket upgrade refused");
+        node.metrics.upgrades_refused.fetch_add(1, Ordering::Relaxed);
         return ApiError::new(StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
     let claims = match authenticate(&node, headers).await {
         Ok(claims) => claims,
         Err(e) => {
-            node.metrics
-                .upgrades_refused
-                .fetch_add(1, Ordering::Relaxed);
+            node.metrics.upgrades_refused.fetch_add(1, Ordering::Relaxed);
             return e.into_response();
         }
     };
     if node.draining.load(Ordering::Relaxed) {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server shutting down")
-            .into_response();
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server shutting down").into_response();
     }
     let Ok(slot) = node.connection_slots.clone().try_acquire_owned() else {
         tracing::warn!("connection limit reached, upgrade refused");
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too many connections")
-            .into_response();
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
     };
-    let user = UserRef {
-        id: claims.user_id().unwrap_or_default(),
-        username: claims.name.clone(),
-    };
+    let user = UserRef { id: claims.user_id().unwrap_or_default(), username: claims.name.clone() };
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let _slot = slot;
         match on_upgrade.await {
             Ok(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(config()),
-                )
-                .await;
+                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config())).await;
                 conn::run(node, WsTransport { ws }, user, claims.exp).await;
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
@@ -125,10 +100,7 @@ pub(crate) async fn upgrade(State(node): State<Arc<Node>>, mut req: Request) -> 
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "upgrade")
         .header(header::UPGRADE, "websocket")
-        .header(
-            header::SEC_WEBSOCKET_ACCEPT,
-            derive_accept_key(key.as_bytes()),
-        )
+        .header(header::SEC_WEBSOCKET_ACCEPT, derive_accept_key(key.as_bytes()))
         .body(Body::empty())
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
@@ -148,18 +120,13 @@ where
             Some(Ok(Message::Text(_))) => Inbound::Text,
             Some(Ok(Message::Close(_))) => Inbound::Closed(None),
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Inbound::Activity,
-            Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, .. }))) => {
-                Inbound::TooLarge(size)
-            }
+            Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, .. }))) => Inbound::TooLarge(size),
             Some(Err(e)) => Inbound::Closed(Some(e.to_string())),
         }
     }
 
     async fn feed(&mut self, frame: Bytes) -> Result<(), String> {
-        self.ws
-            .feed(Message::Binary(frame))
-            .await
-            .map_err(|e| e.to_string())
+        self.ws.feed(Message::Binary(frame)).await.map_err(|e| e.to_string())
     }
 
     async fn flush(&mut self) -> Result<(), String> {
@@ -167,10 +134,7 @@ where
     }
 
     async fn close(&mut self, code: CloseCode, reason: &str) {
-        let frame = CloseFrame {
-            code: WsCloseCode::from(code.code()),
-            reason: reason.to_owned().into(),
-        };
+        let frame = CloseFrame { code: WsCloseCode::from(code.code()), reason: reason.to_owned().into() };
         let _ = self.ws.close(Some(frame)).await;
     }
 }

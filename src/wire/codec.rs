@@ -41,13 +41,9 @@ pub fn encode_bytes<T: Serialize>(frame: &T) -> Bytes {
 /// Decodes exactly one frame of at most `max` bytes.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, DecodeError> {
     if bytes.len() > max {
-        return Err(DecodeError::TooLarge {
-            len: bytes.len(),
-            max,
-        });
+        return Err(DecodeError::TooLarge { len: bytes.len(), max });
     }
-    let (frame, rest) =
-        postcard::take_from_bytes(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    let (frame, rest) = postcard::take_from_bytes(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
         return Err(DecodeError::Trailing(rest.len()));
     }
@@ -83,16 +79,10 @@ pub fn decode_stream_frame(buf: &[u8], max: usize) -> Result<Option<(usize, &[u8
                 return Err(DecodeError::TooLarge { len, max });
             }
             let start = i + 1;
-            return Ok(buf
-                .get(start..start + len)
-                .map(|frame| (start + len, frame)));
+            return Ok(buf.get(start..start + len).map(|frame| (start + len, frame)));
         }
     }
-    if buf.len() >= 5 {
-        Err(DecodeError::BadLength)
-    } else {
-        Ok(None)
-    }
+    if buf.len() >= 5 { Err(DecodeError::BadLength) } else { Ok(None) }
 }
 
 #[cfg(test)]
@@ -107,38 +97,24 @@ mod tests {
         let framed = encode_stream_frame(&frame);
         assert_eq!(framed[0] as usize, frame.len());
         for cut in 0..framed.len() {
-            assert_eq!(
-                decode_stream_frame(&framed[..cut], MAX_CLIENT_FRAME),
-                Ok(None)
-            );
+            assert_eq!(decode_stream_frame(&framed[..cut], MAX_CLIENT_FRAME), Ok(None));
         }
-        let (used, got) = decode_stream_frame(&framed, MAX_CLIENT_FRAME)
-            .unwrap()
-            .unwrap();
+        let (used, got) = decode_stream_frame(&framed, MAX_CLIENT_FRAME).unwrap().unwrap();
         assert_eq!((used, got), (framed.len(), frame.as_slice()));
     }
 
     #[test]
     fn stream_prefix_over_limit_or_invalid_is_an_error() {
         let big = encode_stream_frame(&[0u8; 200]);
-        assert_eq!(
-            decode_stream_frame(&big, 100),
-            Err(DecodeError::TooLarge { len: 200, max: 100 })
-        );
-        assert_eq!(
-            decode_stream_frame(&[0xff; 6], 100),
-            Err(DecodeError::BadLength)
-        );
+        assert_eq!(decode_stream_frame(&big, 100), Err(DecodeError::TooLarge { len: 200, max: 100 }));
+        assert_eq!(decode_stream_frame(&[0xff; 6], 100), Err(DecodeError::BadLength));
     }
 
     #[test]
     fn trailing_bytes_are_rejected() {
         let mut bytes = encode(&ClientFrame::Ping(Ping { nonce: 1 }));
         bytes.push(0);
-        assert_eq!(
-            decode::<ClientFrame>(&bytes, MAX_CLIENT_FRAME),
-            Err(DecodeError::Trailing(1))
-        );
+        assert_eq!(decode::<ClientFrame>(&bytes, MAX_CLIENT_FRAME), Err(DecodeError::Trailing(1)));
     }
 
     proptest! {

@@ -43,15 +43,8 @@ where
 {
     let frame: T = serde_json::from_value(frame_json.clone()).expect("vector frame parses");
     let bytes = hex::decode(hex_bytes).expect("vector hex");
-    assert_eq!(
-        hex::encode(encode(&frame)),
-        hex_bytes,
-        "encoding of {frame:?}"
-    );
-    assert_eq!(
-        decode::<T>(&bytes, usize::MAX).expect("vector decodes"),
-        frame
-    );
+    assert_eq!(hex::encode(encode(&frame)), hex_bytes, "encoding of {frame:?}");
+    assert_eq!(decode::<T>(&bytes, usize::MAX).expect("vector decodes"), frame);
     frame
 }
 
@@ -72,14 +65,6 @@ fn codec_matches_every_vector_and_every_frame_type_has_one() {
             other => panic!("unknown direction {other:?}"),
         }
     }
-    assert_eq!(
-        client.len(),
-        8,
-        "client frame types with vectors: {client:?}"
-    );
-    assert_eq!(
-        server.len(),
-        12,
-        "server frame types with vectors: {server:?}"
-    );
+    assert_eq!(client.len(), 8, "client frame types with vectors: {client:?}");
+    assert_eq!(server.len(), 12, "server frame types with vectors: {server:?}");
 }

@@ -34,6 +34,7 @@ function freePort() {
   });
 }
 
+let killOnExitInstalled = false;
 const delay = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** The server process, its base URL and its output (printed when something fails). */
@@ -62,6 +63,11 @@ async function startServer() {
   proc.stdout.on('data', keep);
   proc.stderr.on('data', keep);
   server.exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
+  if (!killOnExitInstalled) {
+    // Should the test process end without running `after` (Ctrl-C), take the server along.
+    process.on('exit', () => server.proc && server.proc.exitCode === null && server.proc.kill('SIGKILL'));
+    killOnExitInstalled = true;
+  }
   let exitInfo = null;
   server.exited.then((info) => {
     exitInfo = info;
@@ -166,7 +172,16 @@ describe('SocketChat in the browser', { timeout: 120_000 }, () => {
     await startServer();
     browser = await chromium.launch({
       executablePath: chromiumPath,
-      args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        // A routed (fulfilled) page has no IP address and counts as public: let it reach 127.0.0.1.
+        ...(webFromDisk ? ['--disable-features=LocalNetworkAccessChecks'] : []),
+      ],
     });
     alice = await openUser(browser, aliceName);
     bob = await openUser(browser, bobName);
@@ -184,6 +199,7 @@ describe('SocketChat in the browser', { timeout: 120_000 }, () => {
     const res = await fetch(server.base + '/');
     assert.equal(res.status, 200);
     assert.match(res.headers.get('content-security-policy') || '', /default-src 'self'/);
+    await res.arrayBuffer();
     for (const [asset, file] of Object.entries(ASSETS)) {
       const r = await fetch(server.base + asset);
       assert.equal(r.status, 200, asset);

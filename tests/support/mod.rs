@@ -3,6 +3,9 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod conformance;
+pub mod postgres;
+
 use futures_util::{SinkExt, StreamExt};
 use socketchat::config::Config;
 use socketchat::server::{self, Running};
@@ -42,12 +45,7 @@ impl TestServer {
         tweak(&mut config);
         let running = server::start(config).await.expect("server starts");
         let addr = running.local_addr();
-        Self {
-            running: Some(running),
-            addr,
-            http: reqwest::Client::new(),
-            dir,
-        }
+        Self { running: Some(running), addr, http: reqwest::Client::new(), dir }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -81,18 +79,11 @@ impl TestServer {
 
     /// GET with the token cookie.
     pub async fn get(&self, path: &str, token: &str) -> reqwest::Response {
-        self.http
-            .get(self.url(path))
-            .header("cookie", format!("token={token}"))
-            .send()
-            .await
-            .expect("GET")
+        self.http.get(self.url(path)).header("cookie", format!("token={token}")).send().await.expect("GET")
     }
 
     pub async fn connect(&self, token: &str) -> Client {
-        Client::connect(self.addr, Some(token), None)
-            .await
-            .expect("upgrade accepted")
+        Client::connect(self.addr, Some(token), None).await.expect("upgrade accepted")
     }
 
     /// Connects, says Hello, and reads Welcome and Online.
@@ -125,45 +116,26 @@ pub struct Client {
 
 impl Client {
     /// Opens `/ws` with an optional cookie token and Origin; an HTTP refusal comes back as its status.
-    pub async fn connect(
-        addr: SocketAddr,
-        token: Option<&str>,
-        origin: Option<&str>,
-    ) -> Result<Self, u16> {
+    pub async fn connect(addr: SocketAddr, token: Option<&str>, origin: Option<&str>) -> Result<Self, u16> {
         let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
         if let Some(token) = token {
-            request.headers_mut().insert(
-                "cookie",
-                HeaderValue::from_str(&format!("token={token}")).unwrap(),
-            );
+            request.headers_mut().insert("cookie", HeaderValue::from_str(&format!("token={token}")).unwrap());
         }
         if let Some(origin) = origin {
-            request
-                .headers_mut()
-                .insert("origin", HeaderValue::from_str(origin).unwrap());
+            request.headers_mut().insert("origin", HeaderValue::from_str(origin).unwrap());
         }
-        Self::connect_over(
-            addr,
-            request,
-            TcpStream::connect(addr).await.expect("tcp connect"),
-        )
-        .await
+        Self::connect_over(addr, request, TcpStream::connect(addr).await.expect("tcp connect")).await
     }
 
     /// Like `connect` with a tiny, fixed receive buffer (a client that stops reading fills
     /// the path quickly).
     pub async fn connect_small_buffer(addr: SocketAddr, token: &str) -> Self {
         let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
-        request.headers_mut().insert(
-            "cookie",
-            HeaderValue::from_str(&format!("token={token}")).unwrap(),
-        );
+        request.headers_mut().insert("cookie", HeaderValue::from_str(&format!("token={token}")).unwrap());
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.set_recv_buffer_size(8 * 1024).unwrap();
         let tcp = socket.connect(addr).await.expect("tcp connect");
-        Self::connect_over(addr, request, tcp)
-            .await
-            .expect("upgrade accepted")
+        Self::connect_over(addr, request, tcp).await.expect("upgrade accepted")
     }
 
     async fn connect_over(
@@ -172,9 +144,7 @@ impl Client {
         tcp: TcpStream,
     ) -> Result<Self, u16> {
         tcp.set_nodelay(true).unwrap();
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(4 << 20))
-            .max_frame_size(Some(4 << 20));
+        let config = WebSocketConfig::default().max_message_size(Some(4 << 20)).max_frame_size(Some(4 << 20));
         match tokio_tungstenite::client_async_with_config(request, tcp, Some(config)).await {
             Ok((ws, _)) => Ok(Self { ws }),
             Err(WsError::Http(response)) => Err(response.status().as_u16()),
@@ -183,11 +153,7 @@ impl Client {
     }
 
     pub async fn hello(&mut self) {
-        self.send(&ClientFrame::Hello(wire::Hello {
-            version: 1,
-            client: "test".into(),
-        }))
-        .await;
+        self.send(&ClientFrame::Hello(wire::Hello { version: 1, client: "test".into() })).await;
     }
 
     pub async fn send(&mut self, frame: &ClientFrame) {
@@ -195,10 +161,7 @@ impl Client {
     }
 
     pub async fn send_raw(&mut self, bytes: Vec<u8>) {
-        self.ws
-            .send(Message::Binary(bytes.into()))
-            .await
-            .expect("send");
+        self.ws.send(Message::Binary(bytes.into())).await.expect("send");
     }
 
     /// Next frame; panics on timeout or close.
@@ -239,14 +202,10 @@ impl Client {
     pub async fn expect_close(&mut self) -> (Option<u16>, Option<u16>) {
         let mut goaway = None;
         loop {
-            let next = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("close within the wait");
+            let next = tokio::time::timeout(WAIT, self.ws.next()).await.expect("close within the wait");
             match next {
                 Some(Ok(Message::Binary(bytes))) => {
-                    if let Ok(ServerFrame::GoAway(g)) =
-                        wire::decode::<ServerFrame>(&bytes, usize::MAX)
-                    {
+                    if let Ok(ServerFrame::GoAway(g)) = wire::decode::<ServerFrame>(&bytes, usize::MAX) {
                         goaway = Some(g.code);
                     }
                 }
@@ -261,18 +220,11 @@ impl Client {
 }
 
 pub fn join(room: &str, after_seq: Option<u64>) -> ClientFrame {
-    ClientFrame::Join(wire::Join {
-        room: room.into(),
-        after_seq,
-    })
+    ClientFrame::Join(wire::Join { room: room.into(), after_seq })
 }
 
 pub fn send(room: &str, id: u8, text: &str) -> ClientFrame {
-    ClientFrame::Send(wire::Send {
-        room: room.into(),
-        client_msg_id: [id; 16],
-        text: text.into(),
-    })
+    ClientFrame::Send(wire::Send { room: room.into(), client_msg_id: [id; 16], text: text.into() })
 }
 
 /// Joins and reads `Joined` plus the replayed messages.

@@ -1,6 +1,6 @@
 //! The store contract, as test functions every backend must pass (`run_all`).
 
-use super::*;
+use socketchat::store::*;
 
 fn msg(room_id: u64, sender: &UserRecord, id: u8, text: &str) -> NewMessage {
     NewMessage {
@@ -13,7 +13,7 @@ fn msg(room_id: u64, sender: &UserRecord, id: u8, text: &str) -> NewMessage {
 }
 
 /// Runs every contract test against `store` (which must be freshly migrated).
-pub(crate) async fn run_all(store: &dyn Store) {
+pub async fn run_all(store: &dyn Store) {
     seeded_rooms(store).await;
     let (alice, bob) = users(store).await;
     append_assigns_gap_free_seqs_and_dedupes(store, &alice, &bob).await;

@@ -1,0 +1,366 @@
+//! PostgreSQL store: a deadpool of tokio-postgres connections, every statement prepared once per
+//! connection (`prepare_cached`) and parameterised. `append` writes a whole batch in one
+//! transaction with array (`unnest`) statements, pipelined, and commits once (group commit).
+//!
+//! Seqs stay gap-free and in commit order across any number of nodes: a batch first locks the
+//! rows of its rooms (`FOR UPDATE`, in id order so two batches never deadlock), and only then
+//! looks for duplicates, so nothing can be inserted into those rooms between the duplicate check
+//! and the insert. A rolled-back batch returns its seqs with the lock.
+
+use super::{Appended, NewMessage, Room, Store, StoreError, StoreResult, StoredMessage, UserRecord};
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+
+/// Migrations, applied in order; each is recorded in `schema_migrations`.
+const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "init", include_str!("../../migrations/postgres/0001_init.sql"))];
+
+/// Any number that identifies our migration lock among other advisory locks.
+const MIGRATION_LOCK: i64 = 0x736f_636b_6574_6368; // "socketch"
+
+/// Columns of a stored message, joined with its sender's name.
+const MESSAGE_COLUMNS: &str = "m.id, m.room_id, m.seq, m.sender_id, u.username, m.client_msg_id, m.text, m.sent_at_ms";
+
+/// The range read of a join's replay (also checked with EXPLAIN by the tests).
+pub const RANGE_SQL: &str = "SELECT m.id, m.room_id, m.seq, m.sender_id, u.username, m.client_msg_id, m.text, m.sent_at_ms \
+     FROM messages m JOIN users u ON u.id = m.sender_id \
+     WHERE m.room_id = $1 AND m.seq BETWEEN $2 AND $3 ORDER BY m.seq";
+
+/// The history page read (also checked with EXPLAIN by the tests).
+pub const PAGE_SQL: &str = "SELECT m.id, m.room_id, m.seq, m.sender_id, u.username, m.client_msg_id, m.text, m.sent_at_ms \
+     FROM messages m JOIN users u ON u.id = m.sender_id \
+     WHERE m.room_id = $1 AND m.seq < $2 ORDER BY m.seq DESC LIMIT $3";
+
+/// PostgreSQL-backed [`Store`].
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        unavailable(e)
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        unavailable(e)
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn message_row(row: &tokio_postgres::Row) -> StoredMessage {
+    let cmid: &[u8] = row.get(5);
+    StoredMessage {
+        id: row.get::<_, i64>(0) as u64,
+        room_id: row.get::<_, i64>(1) as u64,
+        seq: row.get::<_, i64>(2) as u64,
+        sender_id: row.get::<_, i64>(3) as u64,
+        sender_name: row.get(4),
+        client_msg_id: cmid.try_into().unwrap_or([0; 16]),
+        text: row.get(6),
+        sent_at_ms: row.get::<_, i64>(7) as u64,
+    }
+}
+
+fn user_row(row: &tokio_postgres::Row) -> UserRecord {
+    UserRecord { id: row.get::<_, i64>(0) as u64, username: row.get(1), email: row.get(2), password_hash: row.get(3) }
+}
+
+/// Clamps a client-supplied u64 into PostgreSQL's bigint.
+fn big(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl PostgresStore {
+    /// Builds the pool (connections are made lazily) for a `postgres://` URL.
+    pub fn new(url: &str, max_connections: usize) -> StoreResult<Self> {
+        let mut config =
+            tokio_postgres::Config::from_str(url).map_err(|e| StoreError::Unavailable(format!("DATABASE_URL: {e}")))?;
+        config.connect_timeout(Duration::from_secs(5));
+        config.application_name("socketchat");
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(max_connections)
+            .wait_timeout(Some(Duration::from_secs(5)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(unavailable)?;
+        Ok(Self { pool })
+    }
+
+    /// Connects, retrying with backoff (1 s doubling to 30 s) and logging why, until the
+    /// database answers; then applies pending migrations.
+    pub async fn connect(url: &str, max_connections: usize) -> StoreResult<Self> {
+        let store = Self::new(url, max_connections)?;
+        let mut delay = Duration::from_secs(1);
+        loop {
+            match store.migrate().await {
+                Ok(applied) => {
+                    if applied > 0 {
+                        tracing::info!(applied, "database migrated");
+                    }
+                    return Ok(store);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "PostgreSQL not usable yet");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    /// Applies pending migrations under an advisory lock (two nodes starting together take
+    /// turns); returns how many were applied.
+    pub async fn migrate(&self) -> StoreResult<usize> {
+        let mut client = self.pool.get().await?;
+        client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
+        let result = async {
+            client
+                .batch_execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (
+                        version integer PRIMARY KEY,
+                        name text NOT NULL,
+                        applied_at timestamptz NOT NULL DEFAULT now())",
+                )
+                .await?;
+            let done: Vec<i32> =
+                client.query("SELECT version FROM schema_migrations", &[]).await?.iter().map(|r| r.get(0)).collect();
+            let mut applied = 0;
+            for (version, name, sql) in MIGRATIONS.iter().filter(|(v, _, _)| !done.contains(v)) {
+                let tx = client.transaction().await?;
+                tx.batch_execute(sql).await?;
+                tx.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", &[version, name]).await?;
+                tx.commit().await?;
+                applied += 1;
+            }
+            Ok::<_, StoreError>(applied)
+        }
+        .await;
+        client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await?;
+        result
+    }
+
+    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Vec<tokio_postgres::Row>> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(sql).await?;
+        Ok(client.query(&stmt, params).await?)
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.query("SELECT 1", &[]).await.map(|_| ())
+    }
+
+    async fn create_user(&self, username: &str, email: &str, password_hash: &str) -> StoreResult<UserRecord> {
+        let client = self.pool.get().await?;
+        let stmt = client
+            .prepare_cached(
+                "INSERT INTO users (username, email, password_hash) VALUES ($1, $2, $3)
+                 RETURNING id, username, email, password_hash",
+            )
+            .await?;
+        match client.query_one(&stmt, &[&username, &email, &password_hash]).await {
+            Ok(row) => Ok(user_row(&row)),
+            Err(e) => Err(conflict_field(&e).map_or_else(|| e.into(), StoreError::Conflict)),
+        }
+    }
+
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>> {
+        let rows = self
+            .query("SELECT id, username, email, password_hash FROM users WHERE lower(email) = lower($1)", &[&email])
+            .await?;
+        Ok(rows.first().map(user_row))
+    }
+
+    async fn user_by_id(&self, id: u64) -> StoreResult<Option<UserRecord>> {
+        let rows =
+            self.query("SELECT id, username, email, password_hash FROM users WHERE id = $1", &[&big(id)]).await?;
+        Ok(rows.first().map(user_row))
+    }
+
+    async fn rooms(&self) -> StoreResult<Vec<Room>> {
+        let rows = self.query("SELECT id, name, topic FROM rooms ORDER BY id", &[]).await?;
+        Ok(rows.iter().map(|r| Room { id: r.get::<_, i64>(0) as u64, name: r.get(1), topic: r.get(2) }).collect())
+    }
+
+    async fn append(&self, batch: Vec<NewMessage>) -> StoreResult<Vec<Appended>> {
+        let mut client = self.pool.get().await?;
+        let lock =
+            client.prepare_cached("SELECT id, last_seq FROM rooms WHERE id = ANY($1) ORDER BY id FOR UPDATE").await?;
+        let existing = client
+            .prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS}
+                 FROM unnest($1::bigint[], $2::bigint[], $3::bytea[]) AS k(room_id, sender_id, client_msg_id)
+                 JOIN messages m ON m.room_id = k.room_id AND m.sender_id = k.sender_id
+                                AND m.client_msg_id = k.client_msg_id
+                 JOIN users u ON u.id = m.sender_id"
+            ))
+            .await?;
+        let insert = client
+            .prepare_cached(
+                "INSERT INTO messages (room_id, seq, sender_id, client_msg_id, text, sent_at_ms)
+                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bytea[], $5::text[], $6::bigint[])
+                 RETURNING room_id, seq, id",
+            )
+            .await?;
+        let advance = client
+            .prepare_cached(
+                "UPDATE rooms SET last_seq = v.last_seq
+                 FROM unnest($1::bigint[], $2::bigint[]) AS v(id, last_seq) WHERE rooms.id = v.id",
+            )
+            .await?;
+
+        let rooms: Vec<i64> = {
+            let mut ids: Vec<i64> = batch.iter().map(|m| big(m.room_id)).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        };
+        let key_rooms: Vec<i64> = batch.iter().map(|m| big(m.room_id)).collect();
+        let key_senders: Vec<i64> = batch.iter().map(|m| big(m.sender_id)).collect();
+        let key_ids: Vec<&[u8]> = batch.iter().map(|m| &m.client_msg_id[..]).collect();
+
+        let tx = client.transaction().await?;
+        // Pipelined: the server runs them in order, so the duplicate check sees every batch
+        // that committed before this one got its room locks.
+        let lock_params: [&(dyn ToSql + Sync); 1] = [&rooms];
+        let existing_params: [&(dyn ToSql + Sync); 3] = [&key_rooms, &key_senders, &key_ids];
+        let (locked, found) = tokio::try_join!(tx.query(&lock, &lock_params), tx.query(&existing, &existing_params))?;
+        let mut last_seq: HashMap<u64, u64> =
+            locked.iter().map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64)).collect();
+        let stored: HashMap<(u64, u64, [u8; 16]), StoredMessage> =
+            found.iter().map(message_row).map(|m| ((m.room_id, m.sender_id, m.client_msg_id), m)).collect();
+
+        // Each send is either already stored, or new (a repeat inside the batch points at the
+        // same new row and is a duplicate of it).
+        enum Slot {
+            Stored(StoredMessage),
+            New(usize),
+        }
+        let at = now_ms();
+        let mut fresh: Vec<StoredMessage> = Vec::new();
+        let mut fresh_index: HashMap<(u64, u64, [u8; 16]), usize> = HashMap::new();
+        let mut slots: Vec<(Slot, bool)> = Vec::with_capacity(batch.len());
+        for m in batch {
+            let key = (m.room_id, m.sender_id, m.client_msg_id);
+            if let Some(original) = stored.get(&key) {
+                slots.push((Slot::Stored(original.clone()), true));
+            } else if let Some(&k) = fresh_index.get(&key) {
+                slots.push((Slot::New(k), true));
+            } else {
+                let seq = last_seq.get_mut(&m.room_id).ok_or_else(|| unavailable(format!("no room {}", m.room_id)))?;
+                *seq += 1;
+                fresh_index.insert(key, fresh.len());
+                slots.push((Slot::New(fresh.len()), false));
+                fresh.push(StoredMessage {
+                    id: 0,
+                    room_id: m.room_id,
+                    seq: *seq,
+                    sender_id: m.sender_id,
+                    sender_name: m.sender_name,
+                    client_msg_id: m.client_msg_id,
+                    text: m.text,
+                    sent_at_ms: at as u64,
+                });
+            }
+        }
+
+        if !fresh.is_empty() {
+            let rooms: Vec<i64> = fresh.iter().map(|m| big(m.room_id)).collect();
+            let seqs: Vec<i64> = fresh.iter().map(|m| big(m.seq)).collect();
+            let senders: Vec<i64> = fresh.iter().map(|m| big(m.sender_id)).collect();
+            let ids: Vec<&[u8]> = fresh.iter().map(|m| &m.client_msg_id[..]).collect();
+            let texts: Vec<&str> = fresh.iter().map(|m| m.text.as_str()).collect();
+            let times: Vec<i64> = vec![at; fresh.len()];
+            let (head_rooms, heads): (Vec<i64>, Vec<i64>) =
+                last_seq.iter().map(|(room, seq)| (big(*room), big(*seq))).unzip();
+            let insert_params: [&(dyn ToSql + Sync); 6] = [&rooms, &seqs, &senders, &ids, &texts, &times];
+            let advance_params: [&(dyn ToSql + Sync); 2] = [&head_rooms, &heads];
+            let (inserted, _) =
+                tokio::try_join!(tx.query(&insert, &insert_params), tx.execute(&advance, &advance_params))?;
+            let assigned: HashMap<(u64, u64), u64> = inserted
+                .iter()
+                .map(|r| ((r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64), r.get::<_, i64>(2) as u64))
+                .collect();
+            for m in &mut fresh {
+                m.id = assigned.get(&(m.room_id, m.seq)).copied().ok_or_else(|| unavailable("insert lost a row"))?;
+            }
+        }
+        tx.commit().await?;
+        Ok(slots
+            .into_iter()
+            .map(|(slot, duplicate)| {
+                let message = match slot {
+                    Slot::Stored(m) => m,
+                    Slot::New(k) => fresh[k].clone(),
+                };
+                Appended { message, duplicate }
+            })
+            .collect())
+    }
+
+    async fn head_seq(&self, room_id: u64) -> StoreResult<u64> {
+        let rows = self.query("SELECT last_seq FROM rooms WHERE id = $1", &[&big(room_id)]).await?;
+        Ok(rows.first().map(|r| r.get::<_, i64>(0) as u64).unwrap_or(0))
+    }
+
+    async fn range(&self, room_id: u64, from: u64, to: u64) -> StoreResult<Vec<StoredMessage>> {
+        let rows = self.query(RANGE_SQL, &[&big(room_id), &big(from), &big(to)]).await?;
+        Ok(rows.iter().map(message_row).collect())
+    }
+
+    async fn page_before(&self, room_id: u64, before: Option<u64>, limit: u32) -> StoreResult<Vec<StoredMessage>> {
+        let before = big(before.unwrap_or(u64::MAX));
+        let rows = self.query(PAGE_SQL, &[&big(room_id), &before, &i64::from(limit)]).await?;
+        let mut page: Vec<StoredMessage> = rows.iter().map(message_row).collect();
+        page.reverse();
+        Ok(page)
+    }
+
+    async fn revoke_token(&self, jti: &str, expires_at: u64) -> StoreResult<()> {
+        let now = now_ms() / 1000;
+        self.query("DELETE FROM revoked_tokens WHERE expires_at < $1", &[&now]).await?;
+        self.query(
+            "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING",
+            &[&jti, &big(expires_at)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn is_revoked(&self, jti: &str) -> StoreResult<bool> {
+        Ok(!self.query("SELECT 1 FROM revoked_tokens WHERE jti = $1", &[&jti]).await?.is_empty())
+    }
+}
+
+/// Maps a unique violation on `users` to the field it concerns.
+fn conflict_field(e: &tokio_postgres::Error) -> Option<&'static str> {
+    let db = e.as_db_error()?;
+    if db.code() != &SqlState::UNIQUE_VIOLATION {
+        return None;
+    }
+    match db.constraint() {
+        Some("users_username_key") => Some("username"),
+        Some("users_email_key") => Some("email"),
+        _ => None,
+    }
+}

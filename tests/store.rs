@@ -1,0 +1,75 @@
+//! The store contract, run against every backend: the embedded SQLite file and a real
+//! PostgreSQL that the harness starts.
+
+mod support;
+
+use socketchat::store::{NewMessage, PostgresStore, SqliteStore, Store, postgres};
+use support::{conformance, postgres::Postgres};
+
+#[tokio::test]
+async fn sqlite_passes_the_store_conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("chat.db")).unwrap();
+    conformance::run_all(&store).await;
+}
+
+#[tokio::test]
+async fn sqlite_reopens_without_reseeding() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chat.db");
+    let first = SqliteStore::open(&path).unwrap();
+    first.create_user("keep", "keep@example.com", "h").await.unwrap();
+    drop(first);
+    let again = SqliteStore::open(&path).unwrap();
+    assert_eq!(again.rooms().await.unwrap().len(), 4);
+    assert!(again.user_by_email("KEEP@example.com").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn postgres_passes_the_store_conformance_suite() {
+    let pg = Postgres::start();
+    let store = PostgresStore::connect(&pg.url(), 4).await.unwrap();
+    conformance::run_all(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_migrations_run_once_even_when_nodes_start_together() {
+    let pg = Postgres::start();
+    let stores: Vec<PostgresStore> = (0..4).map(|_| PostgresStore::new(&pg.url(), 2).unwrap()).collect();
+    let applied = futures_util::future::join_all(stores.iter().map(|s| s.migrate())).await;
+    let total: usize = applied.into_iter().map(|r| r.expect("migrate")).sum();
+    assert_eq!(total, 1, "exactly one node applied the migration");
+    assert_eq!(stores[0].migrate().await.unwrap(), 0, "nothing left to apply");
+    let names: Vec<String> = stores[0].rooms().await.unwrap().into_iter().map(|r| r.name).collect();
+    assert_eq!(names, ["general", "engineering", "design", "support"], "seeded once");
+}
+
+#[tokio::test]
+async fn postgres_history_and_resume_reads_use_the_room_seq_index() {
+    let pg = Postgres::start();
+    let store = PostgresStore::connect(&pg.url(), 4).await.unwrap();
+    let user = store.create_user("alice", "alice@example.com", "h").await.unwrap();
+    for batch in 0..10u32 {
+        let messages = (0..1000u32)
+            .map(|i| {
+                let n = batch * 1000 + i;
+                let mut id = [0u8; 16];
+                id[..4].copy_from_slice(&n.to_be_bytes());
+                NewMessage { room_id: 1, sender_id: user.id, sender_name: "alice".into(), client_msg_id: id, text: format!("m{n}") }
+            })
+            .collect();
+        store.append(messages).await.unwrap();
+    }
+    let (client, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client.batch_execute("ANALYZE").await.unwrap();
+    let plan = |rows: Vec<tokio_postgres::Row>| rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>().join("\n");
+    let range = plan(client.query(&format!("EXPLAIN {}", postgres::RANGE_SQL), &[&1i64, &5000i64, &5050i64]).await.unwrap());
+    let page = plan(client.query(&format!("EXPLAIN {}", postgres::PAGE_SQL), &[&1i64, &7000i64, &50i64]).await.unwrap());
+    for (name, plan) in [("range", &range), ("page", &page)] {
+        assert!(plan.contains("Index Scan") && plan.contains("_pkey"), "{name} uses the (room_id, seq) key:\n{plan}");
+        assert!(!plan.contains("Seq Scan on messages"), "{name} scans no partition:\n{plan}");
+        assert_eq!(plan.matches("on messages_p").count(), 1, "{name} touches one partition:\n{plan}");
+    }
+    assert_eq!(store.range(1, 5000, 5050).await.unwrap().len(), 51);
+}

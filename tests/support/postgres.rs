@@ -1,0 +1,130 @@
+//! A throwaway PostgreSQL 15 cluster per test: `initdb` into a temp dir, `postgres` on a free
+//! loopback port, stopped (and its files removed) when dropped. Runs as the `postgres` user
+//! when the tests run as root (PostgreSQL refuses root).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = "/usr/lib/postgresql/15/bin";
+
+pub struct Postgres {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+}
+
+/// Runs a PostgreSQL binary, as `postgres` when we are root.
+fn pg_command(binary: &str) -> Command {
+    let path = format!("{BIN}/{binary}");
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", &path]);
+        c
+    } else {
+        Command::new(path)
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Postgres {
+    /// Initialises and starts a cluster, and creates the database `socketchat`.
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new().prefix("socketchat-pg-").tempdir().expect("temp dir");
+        if is_root() {
+            let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status().unwrap();
+            assert!(status.success(), "chown for postgres");
+        }
+        let data = dir.path().join("data");
+        let out = pg_command("initdb")
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "-D"])
+            .arg(&data)
+            .output()
+            .expect("initdb runs (is the postgresql package installed?)");
+        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let mut pg = Self { port: free_port(), dir, child: None };
+        pg.spawn();
+        let out = pg_command("createdb")
+            .args(["-h", "127.0.0.1", "-p", &pg.port.to_string(), "-U", "postgres", "socketchat"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "createdb: {}", String::from_utf8_lossy(&out.stderr));
+        pg
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Starts the server and returns once it logs that it accepts connections.
+    fn spawn(&mut self) {
+        let mut child = pg_command("postgres")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-p", &self.port.to_string(), "-k"])
+            .arg(self.dir.path())
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200", "-c", "fsync=on"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("postgres starts");
+        let stderr = child.stderr.take().unwrap();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut ready = Some(ready_tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("ready to accept connections") {
+                    if let Some(tx) = ready.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        });
+        ready_rx.recv_timeout(Duration::from_secs(60)).expect("postgres ready within 60 s");
+        self.child = Some(child);
+    }
+
+    /// Stops the server (fast shutdown) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let out = pg_command("pg_ctl").arg("-D").arg(self.data()).args(["-m", "fast", "-w", "stop"]).output();
+            if !out.map(|o| o.status.success()).unwrap_or(false) {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops and starts again on the same port and data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn start_again(&mut self) {
+        self.spawn();
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/socketchat", self.port)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
