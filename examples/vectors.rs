@@ -17,63 +17,16 @@ fn line<T: Serialize>(name: &str, direction: &str, frame: &T) {
 }
 
 fn main() {
-    let id: ClientMsgId = [
-        0x6f, 0x1c, 0x8a, 0x3e, 0x52, 0x04, 0x4b, 0x7d, 0x9a, 0x11, 0xe0, 0x2f, 0x33, 0xc4, 0x58,
-        0x90,
-    ];
-    let alice = UserRef {
-        id: 1,
-        username: "alice".into(),
-    };
+    let id: ClientMsgId =
+        [0x6f, 0x1c, 0x8a, 0x3e, 0x52, 0x04, 0x4b, 0x7d, 0x9a, 0x11, 0xe0, 0x2f, 0x33, 0xc4, 0x58, 0x90];
+    let alice = UserRef { id: 1, username: "alice".into() };
     let c = "client_to_server";
-    line(
-        "hello",
-        c,
-        &ClientFrame::Hello(Hello {
-            version: 1,
-            client: "web/1.0".into(),
-        }),
-    );
-    line(
-        "join_live",
-        c,
-        &ClientFrame::Join(Join {
-            room: "general".into(),
-            after_seq: None,
-        }),
-    );
-    line(
-        "join_resume",
-        c,
-        &ClientFrame::Join(Join {
-            room: "general".into(),
-            after_seq: Some(300),
-        }),
-    );
-    line(
-        "leave",
-        c,
-        &ClientFrame::Leave(Leave {
-            room: "design".into(),
-        }),
-    );
-    line(
-        "switch",
-        c,
-        &ClientFrame::Switch(Join {
-            room: "support".into(),
-            after_seq: Some(0),
-        }),
-    );
-    line(
-        "send",
-        c,
-        &ClientFrame::Send(Send {
-            room: "general".into(),
-            client_msg_id: id,
-            text: "héllo <b>".into(),
-        }),
-    );
+    line("hello", c, &ClientFrame::Hello(Hello { version: 1, client: "web/1.0".into() }));
+    line("join_live", c, &ClientFrame::Join(Join { room: "general".into(), after_seq: None }));
+    line("join_resume", c, &ClientFrame::Join(Join { room: "general".into(), after_seq: Some(300) }));
+    line("leave", c, &ClientFrame::Leave(Leave { room: "design".into() }));
+    line("switch", c, &ClientFrame::Switch(Join { room: "support".into(), after_seq: Some(0) }));
+    line("send", c, &ClientFrame::Send(Send { room: "general".into(), client_msg_id: id, text: "héllo <b>".into() }));
     line(
         "history",
         c,
@@ -87,28 +40,10 @@ fn main() {
     line(
         "history_newest",
         c,
-        &ClientFrame::History(HistoryRequest {
-            request_id: 8,
-            room: "general".into(),
-            before_seq: None,
-            limit: 100,
-        }),
+        &ClientFrame::History(HistoryRequest { request_id: 8, room: "general".into(), before_seq: None, limit: 100 }),
     );
-    line(
-        "typing",
-        c,
-        &ClientFrame::Typing(TypingUpdate {
-            room: "general".into(),
-            active: true,
-        }),
-    );
-    line(
-        "ping",
-        c,
-        &ClientFrame::Ping(Ping {
-            nonce: 1_700_000_000_123,
-        }),
-    );
+    line("typing", c, &ClientFrame::Typing(TypingUpdate { room: "general".into(), active: true }));
+    line("ping", c, &ClientFrame::Ping(Ping { nonce: 1_700_000_000_123 }));
 
     let s = "server_to_client";
     line(
@@ -131,37 +66,11 @@ fn main() {
     line(
         "online",
         s,
-        &ServerFrame::Online(Online {
-            users: vec![
-                alice.clone(),
-                UserRef {
-                    id: 2,
-                    username: "bob".into(),
-                },
-            ],
-        }),
+        &ServerFrame::Online(Online { users: vec![alice.clone(), UserRef { id: 2, username: "bob".into() }] }),
     );
-    line(
-        "online_empty",
-        s,
-        &ServerFrame::Online(Online { users: vec![] }),
-    );
-    line(
-        "joined",
-        s,
-        &ServerFrame::Joined(Joined {
-            room: "general".into(),
-            head_seq: 305,
-            replay_from: 301,
-        }),
-    );
-    line(
-        "left",
-        s,
-        &ServerFrame::Left(Left {
-            room: "design".into(),
-        }),
-    );
+    line("online_empty", s, &ServerFrame::Online(Online { users: vec![] }));
+    line("joined", s, &ServerFrame::Joined(Joined { room: "general".into(), head_seq: 305, replay_from: 301 }));
+    line("left", s, &ServerFrame::Left(Left { room: "design".into() }));
     line(
         "ack",
         s,
@@ -206,27 +115,10 @@ fn main() {
     line(
         "typing_event",
         s,
-        &ServerFrame::Typing(TypingEvent {
-            room: "general".into(),
-            user: alice.clone(),
-            active: false,
-        }),
+        &ServerFrame::Typing(TypingEvent { room: "general".into(), user: alice.clone(), active: false }),
     );
-    line(
-        "presence",
-        s,
-        &ServerFrame::Presence(PresenceEvent {
-            user: alice,
-            online: true,
-        }),
-    );
-    line(
-        "pong",
-        s,
-        &ServerFrame::Pong(Ping {
-            nonce: 1_700_000_000_123,
-        }),
-    );
+    line("presence", s, &ServerFrame::Presence(PresenceEvent { user: alice, online: true }));
+    line("pong", s, &ServerFrame::Pong(Ping { nonce: 1_700_000_000_123 }));
     line(
         "error",
         s,
@@ -242,9 +134,6 @@ fn main() {
     line(
         "goaway",
         s,
-        &ServerFrame::GoAway(GoAway {
-            code: CloseCode::Slow.code(),
-            reason: "outbound queue full".into(),
-        }),
+        &ServerFrame::GoAway(GoAway { code: CloseCode::Slow.code(), reason: "outbound queue full".into() }),
     );
 }

@@ -55,7 +55,13 @@ async fn postgres_history_and_resume_reads_use_the_room_seq_index() {
                 let n = batch * 1000 + i;
                 let mut id = [0u8; 16];
                 id[..4].copy_from_slice(&n.to_be_bytes());
-                NewMessage { room_id: 1, sender_id: user.id, sender_name: "alice".into(), client_msg_id: id, text: format!("m{n}") }
+                NewMessage {
+                    room_id: 1,
+                    sender_id: user.id,
+                    sender_name: "alice".into(),
+                    client_msg_id: id,
+                    text: format!("m{n}"),
+                }
             })
             .collect();
         store.append(messages).await.unwrap();
@@ -63,9 +69,12 @@ async fn postgres_history_and_resume_reads_use_the_room_seq_index() {
     let (client, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
     client.batch_execute("ANALYZE").await.unwrap();
-    let plan = |rows: Vec<tokio_postgres::Row>| rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>().join("\n");
-    let range = plan(client.query(&format!("EXPLAIN {}", postgres::RANGE_SQL), &[&1i64, &5000i64, &5050i64]).await.unwrap());
-    let page = plan(client.query(&format!("EXPLAIN {}", postgres::PAGE_SQL), &[&1i64, &7000i64, &50i64]).await.unwrap());
+    let plan =
+        |rows: Vec<tokio_postgres::Row>| rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>().join("\n");
+    let range =
+        plan(client.query(&format!("EXPLAIN {}", postgres::RANGE_SQL), &[&1i64, &5000i64, &5050i64]).await.unwrap());
+    let page =
+        plan(client.query(&format!("EXPLAIN {}", postgres::PAGE_SQL), &[&1i64, &7000i64, &50i64]).await.unwrap());
     for (name, plan) in [("range", &range), ("page", &page)] {
         assert!(plan.contains("Index Scan") && plan.contains("_pkey"), "{name} uses the (room_id, seq) key:\n{plan}");
         assert!(!plan.contains("Seq Scan on messages"), "{name} scans no partition:\n{plan}");

@@ -124,7 +124,7 @@ function showFormErrors(form, result, fallback) {
   }
   const formSlot = form.querySelector('[data-error-for="form"]');
   const message = typeof data.error === 'string' ? data.error : fallback;
-  if (formSlot && (!shownOnField || data.error)) formSlot.textContent = message;
+  if (formSlot && !shownOnField) formSlot.textContent = message;
 }
 
 async function submitAuth(form, path, body, okStatus) {

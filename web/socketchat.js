@@ -501,6 +501,8 @@ function defaultUrl() {
 }
 
 const WS_OPEN = 1;
+/** Sends transmitted but not yet acknowledged, at most (keeps a long offline queue from flooding). */
+const MAX_SENDS_IN_FLIGHT = 32;
 
 /**
  * A SocketChat connection that survives reconnects.
@@ -562,8 +564,17 @@ export class ChatClient extends EventTarget {
     this.lastSeq = new Map();
     /** room → queue of after_seq values of Join/Switch requests awaiting their Joined. */
     this.joinRequests = new Map();
-    /** hex(client_msg_id) → {room, client_msg_id, text, retryTimer, tries} */
+    /**
+     * Outbox, in send order: hex(client_msg_id) → {room, client_msg_id, text, state, rejoins}.
+     * state 'queued' = to be (re)transmitted, 'sent' = transmitted on the current connection.
+     */
     this.pending = new Map();
+    /** No send is transmitted before this time (after RateLimited / Unavailable). */
+    this.sendPausedUntil = 0;
+    /** After a RateLimited, sends are paced at the server's rate until this time. */
+    this.pacingUntil = 0;
+    this.lastSendAt = 0;
+    this.pumpTimer = null;
     /** request_id → {resolve, reject, room} */
     this.historyRequests = new Map();
     this.nextRequestId = 1;
@@ -628,7 +639,6 @@ export class ChatClient extends EventTarget {
   /** Forgets everything about the session (for logout). */
   reset() {
     this.disconnect('logged out');
-    for (const p of this.pending.values()) clearTimeout(p.retryTimer);
     this.pending.clear();
     this.lastSeq.clear();
     this.joinRequests.clear();
@@ -660,7 +670,7 @@ export class ChatClient extends EventTarget {
         const room = this.currentRoom;
         const after = this.lastSeq.get(room) ?? null;
         this._requestJoin(room, after, 'Join');
-        this._resendPending(room);
+        this._pump();
       }
     };
     ws.onmessage = (ev) => {
@@ -696,6 +706,10 @@ export class ChatClient extends EventTarget {
     }
     clearInterval(this.heartbeatTimer);
     this.heartbeatTimer = null;
+    clearTimeout(this.pumpTimer);
+    this.pumpTimer = null;
+    // Whatever was transmitted but not acknowledged is sent again (same id) after reconnect.
+    for (const p of this.pending.values()) p.state = 'queued';
     this.joinRequests.clear();
     for (const [id, req] of this.historyRequests) {
       req.reject(new Error('connection closed'));
@@ -779,15 +793,37 @@ export class ChatClient extends EventTarget {
     return true;
   }
 
-  _resendPending(room) {
-    for (const p of this.pending.values()) {
-      if (p.room === room && !p.retryTimer) this._transmit(p);
+  /**
+   * Transmits queued sends of the current room in send order. Normally all at once; while
+   * paused after a RateLimited/Unavailable error nothing, and for a while after a RateLimited
+   * one at a time at the server's sustained rate, so retries neither reorder much nor flood.
+   */
+  _pump() {
+    clearTimeout(this.pumpTimer);
+    this.pumpTimer = null;
+    if (!this.ws || this.ws.readyState !== WS_OPEN || this.currentRoom === null) return;
+    const now = Date.now();
+    if (now < this.sendPausedUntil) {
+      this.pumpTimer = setTimeout(() => this._pump(), this.sendPausedUntil - now);
+      return;
     }
-  }
-
-  _transmit(p) {
-    p.tries += 1;
-    return this._sendFrame({ type: 'Send', room: p.room, client_msg_id: p.client_msg_id, text: p.text });
+    const pacing = now < this.pacingUntil;
+    const rate = (this.limits && this.limits.sends_per_sec) || 20;
+    const interval = Math.ceil(1000 / rate) + 5;
+    let inFlight = 0;
+    for (const p of this.pending.values()) if (p.state === 'sent') inFlight += 1;
+    for (const p of this.pending.values()) {
+      if (p.state !== 'queued' || p.room !== this.currentRoom) continue;
+      if (inFlight >= MAX_SENDS_IN_FLIGHT) return; // continued when an Ack arrives
+      if (pacing && now - this.lastSendAt < interval) {
+        this.pumpTimer = setTimeout(() => this._pump(), interval - (now - this.lastSendAt));
+        return;
+      }
+      if (!this._sendFrame({ type: 'Send', room: p.room, client_msg_id: p.client_msg_id, text: p.text })) return;
+      p.state = 'sent';
+      inFlight += 1;
+      this.lastSendAt = now;
+    }
   }
 
   _startHeartbeat(ms) {
@@ -834,8 +870,12 @@ export class ChatClient extends EventTarget {
         const queue = this.joinRequests.get(frame.room);
         const after = queue && queue.length ? queue.shift() : null;
         const first = after === null;
-        const stale = !first && frame.replay_from > after + 1;
-        this._emit('joined', { ...frame, after_seq: after, first, stale });
+        // A head below what we already have means the room's history was reset on the server:
+        // our seqs are meaningless there, so start over like a first visit.
+        const reset = !first && frame.head_seq < after;
+        if (reset) this.lastSeq.delete(frame.room);
+        const stale = !first && (reset || frame.replay_from > after + 1);
+        this._emit('joined', { ...frame, after_seq: after, first, stale, reset });
         return;
       }
       case 'Left':
@@ -888,8 +928,9 @@ export class ChatClient extends EventTarget {
     const key = idToHex(id);
     const p = this.pending.get(key);
     if (!p) return;
-    clearTimeout(p.retryTimer);
     this.pending.delete(key);
+    if (this.pending.size === 0) this.pacingUntil = 0;
+    else if (p.state === 'sent' && !this.pumpTimer) this._pump();
   }
 
   _handleError(frame) {
@@ -903,29 +944,34 @@ export class ChatClient extends EventTarget {
       }
     }
     let retrying = false;
-    if (frame.client_msg_id !== null) {
-      const key = idToHex(frame.client_msg_id);
-      const p = this.pending.get(key);
-      if (p) {
-        const retryable = frame.code === ErrorCode.RateLimited || frame.code === ErrorCode.Unavailable;
-        const rejoin = frame.code === ErrorCode.NotMember && p.room === this.currentRoom;
-        if ((retryable || rejoin) && p.tries < 20) {
-          retrying = true;
-          const delay = frame.retry_after_ms ?? (retryable ? 1000 : 0);
-          clearTimeout(p.retryTimer);
-          p.retryTimer = setTimeout(() => {
-            p.retryTimer = null;
-            if (!this.pending.has(key) || !this.connected) return; // resent on reconnect
-            if (rejoin && p.room === this.currentRoom) {
-              this._requestJoin(p.room, this.lastSeq.get(p.room) ?? null, 'Join');
-            }
-            if (p.room === this.currentRoom) this._transmit(p);
-          }, delay);
-        } else if (!rejoin) {
-          clearTimeout(p.retryTimer);
-          this.pending.delete(key);
-          this._emit('send_failed', { room: p.room, client_msg_id: p.client_msg_id, text: p.text, code: frame.code, message: frame.message });
+    const key = frame.client_msg_id !== null ? idToHex(frame.client_msg_id) : null;
+    const p = key !== null ? this.pending.get(key) : undefined;
+    if (p) {
+      const now = Date.now();
+      if (frame.code === ErrorCode.RateLimited || frame.code === ErrorCode.Unavailable) {
+        // Retry with the same client_msg_id after retry_after_ms (§ 4.1).
+        retrying = true;
+        p.state = 'queued';
+        const wait = frame.retry_after_ms ?? 1000;
+        this.sendPausedUntil = Math.max(this.sendPausedUntil, now + wait);
+        if (frame.code === ErrorCode.RateLimited) this.pacingUntil = now + wait + 5000;
+        this._pump();
+      } else if (frame.code === ErrorCode.NotMember && p.room === this.currentRoom && p.rejoins < 3) {
+        // Join first, then retry with the same client_msg_id (§ 4.1).
+        retrying = true;
+        p.rejoins += 1;
+        p.state = 'queued';
+        if (p.rejoins === 1 || !this.joinRequests.get(p.room)?.length) {
+          this._requestJoin(p.room, this.lastSeq.get(p.room) ?? null, 'Join');
         }
+        this._pump();
+      } else if (frame.code === ErrorCode.NotMember && p.room !== this.currentRoom) {
+        // Sent just before a switch: stays queued and goes out when the room is current again.
+        p.state = 'queued';
+        retrying = true;
+      } else {
+        this.pending.delete(key);
+        this._emit('send_failed', { room: p.room, client_msg_id: p.client_msg_id, text: p.text, code: frame.code, message: frame.message });
       }
     }
     this._emit('error', { ...frame, retrying });
@@ -941,7 +987,7 @@ export class ChatClient extends EventTarget {
     const after = this.lastSeq.get(room) ?? null;
     if (this.ws && this.ws.readyState === WS_OPEN) {
       this._requestJoin(room, after, 'Switch');
-      this._resendPending(room);
+      this._pump();
     }
     return after;
   }
@@ -958,9 +1004,8 @@ export class ChatClient extends EventTarget {
   send(room, text) {
     const client_msg_id = newClientMsgId();
     const key = idToHex(client_msg_id);
-    const p = { room, client_msg_id, text, retryTimer: null, tries: 0 };
-    this.pending.set(key, p);
-    if (room === this.currentRoom) this._transmit(p);
+    this.pending.set(key, { room, client_msg_id, text, state: 'queued', rejoins: 0 });
+    this._pump();
     return { client_msg_id, key };
   }
 

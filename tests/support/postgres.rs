@@ -82,10 +82,10 @@ impl Postgres {
         std::thread::spawn(move || {
             let mut ready = Some(ready_tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("ready to accept connections") {
-                    if let Some(tx) = ready.take() {
-                        let _ = tx.send(());
-                    }
+                if line.contains("ready to accept connections")
+                    && let Some(tx) = ready.take()
+                {
+                    let _ = tx.send(());
                 }
             }
         });

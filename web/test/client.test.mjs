@@ -102,7 +102,7 @@ describe('ChatClient', () => {
 
     const joined = waitFor(client, 'joined');
     ws.deliver({ type: 'Joined', room: 'general', head_seq: 12, replay_from: 13 });
-    assert.deepEqual(await joined, { type: 'Joined', room: 'general', head_seq: 12, replay_from: 13, after_seq: null, first: true, stale: false });
+    assert.deepEqual(await joined, { type: 'Joined', room: 'general', head_seq: 12, replay_from: 13, after_seq: null, first: true, stale: false, reset: false });
   });
 
   test('switchRoom sends Switch with the highest seq received, marks gaps as stale', async () => {
@@ -127,6 +127,31 @@ describe('ChatClient', () => {
     assert.equal(j.after_seq, 4);
     assert.equal(j.first, false);
     assert.equal(j.stale, true);
+    assert.equal(j.reset, false);
+  });
+
+  test('a head below after_seq (history reset on the server) is stale and forgets the old seq', async () => {
+    client = newClient();
+    client.switchRoom('general');
+    client.connect();
+    let ws = FakeWebSocket.last();
+    ws.open();
+    ws.deliver(welcome());
+    ws.deliver({ type: 'Joined', room: 'general', head_seq: 0, replay_from: 1 });
+    ws.deliver(msg(1));
+    ws.deliver(msg(2));
+    ws.serverClose(4000, 'restart');
+    await waitFor(client, 'status', (s) => s.state === 'connecting');
+    ws = FakeWebSocket.last();
+    ws.open();
+    assert.deepEqual(ws.sent[1], { type: 'Join', room: 'general', after_seq: 2 });
+    ws.deliver(welcome());
+    const joined = waitFor(client, 'joined');
+    ws.deliver({ type: 'Joined', room: 'general', head_seq: 1, replay_from: 2 });
+    const j = await joined;
+    assert.equal(j.stale, true);
+    assert.equal(j.reset, true);
+    assert.equal(client.highestSeq('general'), null);
   });
 
   test('history() resolves with the matching page and rejects on Error', async () => {
@@ -211,6 +236,39 @@ describe('ChatClient', () => {
     ws.deliver({ type: 'Error', code: 4, message: 'too long', room: 'general', client_msg_id: bad.client_msg_id, request_id: null, retry_after_ms: null });
     assert.equal((await failed).code, 4);
     assert.equal(client.pendingSends().length, 1);
+  });
+
+  test('at most 32 sends are in flight; acks release the next ones in order', () => {
+    client = newClient();
+    client.switchRoom('general');
+    client.connect();
+    const ws = FakeWebSocket.last();
+    ws.open();
+    ws.deliver(welcome());
+    const ids = [];
+    for (let i = 0; i < 40; i++) ids.push(client.send('general', `n${i}`).client_msg_id);
+    const sends = () => ws.sent.filter((f) => f.type === 'Send');
+    assert.equal(sends().length, 32);
+    ws.deliver({ type: 'Ack', room: 'general', client_msg_id: ids[0], seq: 1, message_id: 1, sent_at_ms: 1 });
+    ws.deliver({ type: 'Ack', room: 'general', client_msg_id: ids[1], seq: 2, message_id: 2, sent_at_ms: 1 });
+    assert.deepEqual(sends().map((f) => f.text), Array.from({ length: 34 }, (_, i) => `n${i}`));
+  });
+
+  test('sends after a RateLimited go out again in send order', async () => {
+    client = newClient();
+    client.switchRoom('general');
+    client.connect();
+    const ws = FakeWebSocket.last();
+    ws.open();
+    ws.deliver(welcome());
+    const ids = [0, 1, 2].map((i) => client.send('general', `r${i}`).client_msg_id);
+    const n = ws.sent.length;
+    for (const id of ids.slice(1)) {
+      ws.deliver({ type: 'Error', code: 5, message: 'slow down', room: 'general', client_msg_id: id, request_id: null, retry_after_ms: 20 });
+    }
+    assert.equal(ws.sent.length, n, 'nothing is sent while paused');
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(ws.sent.slice(n).map((f) => f.text), ['r1', 'r2']);
   });
 
   test('terminal close 4505: no reconnect, unauthorized event', async () => {
