@@ -42,6 +42,10 @@ pub struct Config {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
     pub database_url: Option<String>,
 
+    /// Group-commit writers; rooms are spread over them, each commits its batches in order.
+    #[arg(long, env = "SOCKETCHAT_WRITERS", default_value_t = 2, global = true)]
+    pub writers: usize,
+
     /// Connections in the PostgreSQL pool.
     #[arg(long, env = "SOCKETCHAT_DB_POOL", default_value_t = 16, global = true)]
     pub db_pool_size: usize,

@@ -24,7 +24,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// The exposition text.
-    pub fn render(&self, hub_connections: usize, messages_stored: u64) -> String {
+    pub fn render(&self, hub_connections: usize, writer: &crate::writer::Counters) -> String {
         let mut out = String::new();
         let mut line = |name: &str, kind: &str, help: &str, value: u64| {
             let _ = writeln!(
@@ -41,7 +41,9 @@ impl Metrics {
         line("frames_out_total", "counter", "Frames sent.", get(&self.frames_out));
         line("bad_frames_total", "counter", "Undecodable, oversized or text frames.", get(&self.bad_frames));
         line("slow_disconnects_total", "counter", "Connections closed as slow consumers.", get(&self.slow_disconnects));
-        line("messages_stored_total", "counter", "Messages stored (duplicates excluded).", messages_stored);
+        line("messages_stored_total", "counter", "Messages stored (duplicates excluded).", get(&writer.stored));
+        line("store_batches_total", "counter", "Group-commit batches sent to the store.", get(&writer.batches));
+        line("store_sends_total", "counter", "Sends handed to the store, duplicates included.", get(&writer.sends));
         out
     }
 }

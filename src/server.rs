@@ -196,7 +196,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let hub = Arc::new(Hub::default());
     let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(hub.clone()));
     let presence: Arc<dyn Presence> = Arc::new(LocalPresence::default());
-    let writer = Writer::start(store.clone(), bus.clone(), rooms.clone());
+    let writer = Writer::start(store.clone(), bus.clone(), rooms.clone(), config.writers);
     let (stop, shutdown) = watch::channel(false);
     let node_id = config.node_id.clone().unwrap_or_else(|| hex::encode(rand::random::<[u8; 4]>()));
     let node = Arc::new(Node {

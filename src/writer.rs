@@ -1,7 +1,7 @@
-//! The send path's single writer: takes sends from every connection, stores whatever has queued
-//! up in one transaction (group commit), then — only after the commit — publishes each new
-//! message, encoded once, and answers each sender. Publishing here, in commit order, keeps every
-//! room's live stream in seq order.
+//! The send path's writers: each takes the sends for its share of the rooms from every
+//! connection, stores whatever has queued up in one transaction (group commit), then — only
+//! after the commit — publishes each new message, encoded once, and answers each sender.
+//! Publishing here, in commit order, keeps every room's live stream in seq order.
 
 use crate::bus::Bus;
 use crate::hub::{Event, EventKind, Topic};
@@ -10,10 +10,14 @@ use crate::store::{Appended, NewMessage, Store, StoreError};
 use crate::wire::{ServerFrame, encode_bytes};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// Most sends committed in one transaction.
 const MAX_BATCH: usize = 512;
+/// A batch that has not committed by then is reported unavailable (its senders retry; a late
+/// commit is then found as the original row, so nothing is stored twice).
+const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Sends waiting for the writer before senders wait too (backpressure, G6).
 const QUEUE: usize = 8192;
 
@@ -22,29 +26,47 @@ type Reply = oneshot::Sender<Result<Appended, StoreError>>;
 /// Handle to the writer task.
 #[derive(Clone)]
 pub struct Writer {
-    tx: mpsc::Sender<(NewMessage, Reply)>,
-    stored: Arc<AtomicU64>,
+    shards: Arc<[mpsc::Sender<(NewMessage, Reply)>]>,
+    counters: Arc<Counters>,
+}
+
+/// What the writer has done since start.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Messages stored (duplicates excluded).
+    pub stored: AtomicU64,
+    /// Transactions (batches) committed or attempted.
+    pub batches: AtomicU64,
+    /// Sends handed to the store, duplicates included.
+    pub sends: AtomicU64,
 }
 
 impl Writer {
-    /// Starts the writer task.
-    pub fn start(store: Arc<dyn Store>, bus: Arc<dyn Bus>, rooms: Arc<RoomDirectory>) -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let stored = Arc::new(AtomicU64::new(0));
-        tokio::spawn(run(rx, store, bus, rooms, stored.clone()));
-        Self { tx, stored }
+    /// Starts `shards` writer tasks. A room always goes to the same shard, so each room's sends
+    /// are committed and published in order, while different rooms commit in parallel.
+    pub fn start(store: Arc<dyn Store>, bus: Arc<dyn Bus>, rooms: Arc<RoomDirectory>, shards: usize) -> Self {
+        let counters = Arc::new(Counters::default());
+        let shards: Vec<_> = (0..shards.max(1))
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(QUEUE);
+                tokio::spawn(run(rx, store.clone(), bus.clone(), rooms.clone(), counters.clone()));
+                tx
+            })
+            .collect();
+        Self { shards: shards.into(), counters }
     }
 
     /// Stores one send; resolves after its transaction committed.
     pub async fn append(&self, message: NewMessage) -> Result<Appended, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.tx.send((message, reply)).await.map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
+        let shard = &self.shards[(message.room_id % self.shards.len() as u64) as usize];
+        shard.send((message, reply)).await.map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
         answer.await.map_err(|_| StoreError::Unavailable("writer stopped".into()))?
     }
 
-    /// Messages stored (not counting duplicates) since start.
-    pub fn stored(&self) -> u64 {
-        self.stored.load(Ordering::Relaxed)
+    /// The writer's counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
     }
 }
 
@@ -53,16 +75,21 @@ async fn run(
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
     rooms: Arc<RoomDirectory>,
-    stored: Arc<AtomicU64>,
+    counters: Arc<Counters>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (messages, replies): (Vec<NewMessage>, Vec<Reply>) = batch.drain(..).unzip();
-        match store.append(messages).await {
+        counters.batches.fetch_add(1, Ordering::Relaxed);
+        counters.sends.fetch_add(messages.len() as u64, Ordering::Relaxed);
+        let outcome = tokio::time::timeout(APPEND_TIMEOUT, store.append(messages))
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("store did not answer in time".into())));
+        match outcome {
             Ok(results) => {
                 for (appended, reply) in results.into_iter().zip(replies) {
                     if !appended.duplicate {
-                        stored.fetch_add(1, Ordering::Relaxed);
+                        counters.stored.fetch_add(1, Ordering::Relaxed);
                         let m = &appended.message;
                         let event = Event {
                             topic: Topic::Room(m.room_id),

@@ -283,9 +283,11 @@ export function encodeServerFrame(frame) {
 
 /** Thrown for any bytes that are not exactly one valid frame. */
 export class DecodeError extends Error {
-  constructor(message) {
+  /** @param {string} message @param {string} [kind] 'unknown_frame' for an unknown discriminant */
+  constructor(message, kind = 'malformed') {
     super(message);
     this.name = 'DecodeError';
+    this.kind = kind;
   }
 }
 
@@ -398,7 +400,7 @@ function decodeFrame(variants, input, side) {
   const r = new Reader(toUint8Array(input));
   const index = r.varint('u32', 'discriminant');
   const variant = variants[index];
-  if (!variant) throw new DecodeError(`unknown ${side} frame discriminant ${index}`);
+  if (!variant) throw new DecodeError(`unknown ${side} frame discriminant ${index}`, 'unknown_frame');
   const [type, fields] = variant;
   const frame = decodeFields(r, fields, { type }, type);
   if (r.remaining() !== 0) throw new DecodeError(`${r.remaining()} trailing bytes after ${type} frame`);
@@ -685,6 +687,9 @@ export class ChatClient extends EventTarget {
         frame = decodeServerFrame(ev.data);
       } catch (err) {
         this._emit('protocol_error', { message: err.message });
+        // A frame type from a newer server is skipped (one message is one frame, so nothing
+        // else is lost); any other undecodable frame means we cannot trust the stream.
+        if (err.kind !== 'unknown_frame') this._fail(4500, `undecodable frame from server: ${err.message}`);
         return;
       }
       this._handleFrame(frame);
@@ -696,6 +701,21 @@ export class ChatClient extends EventTarget {
       if (this.ws !== ws) return;
       this._handleClose(ev.code, ev.reason);
     };
+  }
+
+  /** Ends the session for good from the client side (terminal, no reconnect). */
+  _fail(code, reason) {
+    const ws = this.ws;
+    this.stopped = true;
+    this._teardown('failed');
+    if (ws) {
+      try {
+        ws.close(code, reason.slice(0, 120));
+      } catch {
+        /* ignore */
+      }
+    }
+    this._setStatus('disconnected', { code, reason, terminal: true });
   }
 
   _teardown(_why) {

@@ -1,16 +1,16 @@
 //! PostgreSQL store: a deadpool of tokio-postgres connections, every statement prepared once per
-//! connection (`prepare_cached`) and parameterised. `append` writes a whole batch in one
-//! transaction with array (`unnest`) statements, pipelined, and commits once (group commit).
+//! connection (`prepare_cached`) and parameterised. `append` stores a whole batch with one call
+//! of the `socketchat_append` function (arrays in, one row per send out) that commits once:
+//! group commit in one round trip.
 //!
-//! Seqs stay gap-free and in commit order across any number of nodes: a batch first locks the
-//! rows of its rooms (`FOR UPDATE`, in id order so two batches never deadlock), and only then
+//! Seqs stay gap-free and in commit order across any number of nodes: the function first locks
+//! the rows of its rooms (`FOR UPDATE`, in id order so two batches never deadlock), and only then
 //! looks for duplicates, so nothing can be inserted into those rooms between the duplicate check
 //! and the insert. A rolled-back batch returns its seqs with the lock.
 
 use super::{Appended, NewMessage, Room, Store, StoreError, StoreResult, StoredMessage, UserRecord};
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_postgres::NoTls;
@@ -18,22 +18,26 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
 /// Migrations, applied in order; each is recorded in `schema_migrations`.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "init", include_str!("../../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
+    (2, "append_function", include_str!("../../migrations/postgres/0002_append_function.sql")),
+];
+
+/// The send path: see `migrations/postgres/0002_append_function.sql`.
+const APPEND_SQL: &str =
+    "SELECT ord, message_id, seq, sent_at_ms, body, duplicate FROM socketchat_append($1, $2, $3, $4, $5)";
 
 /// Any number that identifies our migration lock among other advisory locks.
 const MIGRATION_LOCK: i64 = 0x736f_636b_6574_6368; // "socketch"
 
-/// Columns of a stored message, joined with its sender's name.
-const MESSAGE_COLUMNS: &str = "m.id, m.room_id, m.seq, m.sender_id, u.username, m.client_msg_id, m.text, m.sent_at_ms";
-
 /// The range read of a join's replay (also checked with EXPLAIN by the tests).
-pub const RANGE_SQL: &str = "SELECT m.id, m.room_id, m.seq, m.sender_id, u.username, m.client_msg_id, m.text, m.sent_at_ms \
-     FROM messages m JOIN users u ON u.id = m.sender_id \
+pub const RANGE_SQL: &str = "SELECT m.id, m.room_id, m.seq, m.sender_id, coalesce(u.username, '[deleted]'), m.client_msg_id, m.text, m.sent_at_ms \
+     FROM messages m LEFT JOIN users u ON u.id = m.sender_id \
      WHERE m.room_id = $1 AND m.seq BETWEEN $2 AND $3 ORDER BY m.seq";
 
 /// The history page read (also checked with EXPLAIN by the tests).
-pub const PAGE_SQL: &str = "SELECT m.id, m.room_id, m.seq, m.sender_id, u.username, m.client_msg_id, m.text, m.sent_at_ms \
-     FROM messages m JOIN users u ON u.id = m.sender_id \
+pub const PAGE_SQL: &str = "SELECT m.id, m.room_id, m.seq, m.sender_id, coalesce(u.username, '[deleted]'), m.client_msg_id, m.text, m.sent_at_ms \
+     FROM messages m LEFT JOIN users u ON u.id = m.sender_id \
      WHERE m.room_id = $1 AND m.seq < $2 ORDER BY m.seq DESC LIMIT $3";
 
 /// PostgreSQL-backed [`Store`].
@@ -203,117 +207,30 @@ impl Store for PostgresStore {
     }
 
     async fn append(&self, batch: Vec<NewMessage>) -> StoreResult<Vec<Appended>> {
-        let mut client = self.pool.get().await?;
-        let lock =
-            client.prepare_cached("SELECT id, last_seq FROM rooms WHERE id = ANY($1) ORDER BY id FOR UPDATE").await?;
-        let existing = client
-            .prepare_cached(&format!(
-                "SELECT {MESSAGE_COLUMNS}
-                 FROM unnest($1::bigint[], $2::bigint[], $3::bytea[]) AS k(room_id, sender_id, client_msg_id)
-                 JOIN messages m ON m.room_id = k.room_id AND m.sender_id = k.sender_id
-                                AND m.client_msg_id = k.client_msg_id
-                 JOIN users u ON u.id = m.sender_id"
-            ))
-            .await?;
-        let insert = client
-            .prepare_cached(
-                "INSERT INTO messages (room_id, seq, sender_id, client_msg_id, text, sent_at_ms)
-                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bytea[], $5::text[], $6::bigint[])
-                 RETURNING room_id, seq, id",
-            )
-            .await?;
-        let advance = client
-            .prepare_cached(
-                "UPDATE rooms SET last_seq = v.last_seq
-                 FROM unnest($1::bigint[], $2::bigint[]) AS v(id, last_seq) WHERE rooms.id = v.id",
-            )
-            .await?;
-
-        let rooms: Vec<i64> = {
-            let mut ids: Vec<i64> = batch.iter().map(|m| big(m.room_id)).collect();
-            ids.sort_unstable();
-            ids.dedup();
-            ids
-        };
-        let key_rooms: Vec<i64> = batch.iter().map(|m| big(m.room_id)).collect();
-        let key_senders: Vec<i64> = batch.iter().map(|m| big(m.sender_id)).collect();
-        let key_ids: Vec<&[u8]> = batch.iter().map(|m| &m.client_msg_id[..]).collect();
-
-        let tx = client.transaction().await?;
-        // Pipelined: the server runs them in order, so the duplicate check sees every batch
-        // that committed before this one got its room locks.
-        let lock_params: [&(dyn ToSql + Sync); 1] = [&rooms];
-        let existing_params: [&(dyn ToSql + Sync); 3] = [&key_rooms, &key_senders, &key_ids];
-        let (locked, found) = tokio::try_join!(tx.query(&lock, &lock_params), tx.query(&existing, &existing_params))?;
-        let mut last_seq: HashMap<u64, u64> =
-            locked.iter().map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64)).collect();
-        let stored: HashMap<(u64, u64, [u8; 16]), StoredMessage> =
-            found.iter().map(message_row).map(|m| ((m.room_id, m.sender_id, m.client_msg_id), m)).collect();
-
-        // Each send is either already stored, or new (a repeat inside the batch points at the
-        // same new row and is a duplicate of it).
-        enum Slot {
-            Stored(StoredMessage),
-            New(usize),
+        let rooms: Vec<i64> = batch.iter().map(|m| big(m.room_id)).collect();
+        let senders: Vec<i64> = batch.iter().map(|m| big(m.sender_id)).collect();
+        let ids: Vec<&[u8]> = batch.iter().map(|m| &m.client_msg_id[..]).collect();
+        let texts: Vec<&str> = batch.iter().map(|m| m.text.as_str()).collect();
+        // One round trip; outside a transaction block the call commits when it returns.
+        let rows = self.query(APPEND_SQL, &[&rooms, &senders, &ids, &texts, &now_ms()]).await?;
+        if rows.len() != batch.len() {
+            return Err(unavailable(format!("append returned {} rows for {} sends", rows.len(), batch.len())));
         }
-        let at = now_ms();
-        let mut fresh: Vec<StoredMessage> = Vec::new();
-        let mut fresh_index: HashMap<(u64, u64, [u8; 16]), usize> = HashMap::new();
-        let mut slots: Vec<(Slot, bool)> = Vec::with_capacity(batch.len());
-        for m in batch {
-            let key = (m.room_id, m.sender_id, m.client_msg_id);
-            if let Some(original) = stored.get(&key) {
-                slots.push((Slot::Stored(original.clone()), true));
-            } else if let Some(&k) = fresh_index.get(&key) {
-                slots.push((Slot::New(k), true));
-            } else {
-                let seq = last_seq.get_mut(&m.room_id).ok_or_else(|| unavailable(format!("no room {}", m.room_id)))?;
-                *seq += 1;
-                fresh_index.insert(key, fresh.len());
-                slots.push((Slot::New(fresh.len()), false));
-                fresh.push(StoredMessage {
-                    id: 0,
+        Ok(rows
+            .iter()
+            .zip(batch)
+            .map(|(row, m)| Appended {
+                message: StoredMessage {
+                    id: row.get::<_, i64>(1) as u64,
                     room_id: m.room_id,
-                    seq: *seq,
+                    seq: row.get::<_, i64>(2) as u64,
                     sender_id: m.sender_id,
                     sender_name: m.sender_name,
                     client_msg_id: m.client_msg_id,
-                    text: m.text,
-                    sent_at_ms: at as u64,
-                });
-            }
-        }
-
-        if !fresh.is_empty() {
-            let rooms: Vec<i64> = fresh.iter().map(|m| big(m.room_id)).collect();
-            let seqs: Vec<i64> = fresh.iter().map(|m| big(m.seq)).collect();
-            let senders: Vec<i64> = fresh.iter().map(|m| big(m.sender_id)).collect();
-            let ids: Vec<&[u8]> = fresh.iter().map(|m| &m.client_msg_id[..]).collect();
-            let texts: Vec<&str> = fresh.iter().map(|m| m.text.as_str()).collect();
-            let times: Vec<i64> = vec![at; fresh.len()];
-            let (head_rooms, heads): (Vec<i64>, Vec<i64>) =
-                last_seq.iter().map(|(room, seq)| (big(*room), big(*seq))).unzip();
-            let insert_params: [&(dyn ToSql + Sync); 6] = [&rooms, &seqs, &senders, &ids, &texts, &times];
-            let advance_params: [&(dyn ToSql + Sync); 2] = [&head_rooms, &heads];
-            let (inserted, _) =
-                tokio::try_join!(tx.query(&insert, &insert_params), tx.execute(&advance, &advance_params))?;
-            let assigned: HashMap<(u64, u64), u64> = inserted
-                .iter()
-                .map(|r| ((r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64), r.get::<_, i64>(2) as u64))
-                .collect();
-            for m in &mut fresh {
-                m.id = assigned.get(&(m.room_id, m.seq)).copied().ok_or_else(|| unavailable("insert lost a row"))?;
-            }
-        }
-        tx.commit().await?;
-        Ok(slots
-            .into_iter()
-            .map(|(slot, duplicate)| {
-                let message = match slot {
-                    Slot::Stored(m) => m,
-                    Slot::New(k) => fresh[k].clone(),
-                };
-                Appended { message, duplicate }
+                    text: row.get(4),
+                    sent_at_ms: row.get::<_, i64>(3) as u64,
+                },
+                duplicate: row.get(5),
             })
             .collect())
     }

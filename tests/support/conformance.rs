@@ -18,6 +18,7 @@ pub async fn run_all(store: &dyn Store) {
     let (alice, bob) = users(store).await;
     append_assigns_gap_free_seqs_and_dedupes(store, &alice, &bob).await;
     paging_and_ranges(store, &alice).await;
+    a_batch_with_an_unknown_room_stores_nothing(store, &alice).await;
     revocation(store).await;
 }
 
@@ -90,4 +91,14 @@ async fn revocation(store: &dyn Store) {
     store.revoke_token("jti-1", u64::from(u32::MAX)).await.unwrap();
     assert!(store.is_revoked("jti-1").await.unwrap());
     assert!(!store.is_revoked("jti-2").await.unwrap());
+}
+
+async fn a_batch_with_an_unknown_room_stores_nothing(store: &dyn Store, alice: &UserRecord) {
+    let general = store.rooms().await.unwrap()[0].id;
+    let head = store.head_seq(general).await.unwrap();
+    let result =
+        store.append(vec![msg(general, alice, 200, "would be fine"), msg(999_999, alice, 201, "no such room")]).await;
+    assert!(result.is_err(), "an unknown room fails the batch");
+    assert_eq!(store.head_seq(general).await.unwrap(), head, "all or nothing: no seq consumed");
+    assert_eq!(store.range(general, head + 1, head + 10).await.unwrap(), vec![]);
 }

@@ -362,6 +362,27 @@ describe('ChatClient', () => {
     assert.equal(ws.sent.length, n, 'no pings after disconnect');
   });
 
+  test('an unknown frame type is skipped; a malformed frame ends the session', async () => {
+    client = newClient();
+    client.connect();
+    const ws = FakeWebSocket.last();
+    ws.open();
+    ws.deliver(welcome());
+    const problems = [];
+    client.on('protocol_error', (p) => problems.push(p.message));
+    ws.onmessage({ data: new Uint8Array([42, 1, 2]).buffer });
+    assert.equal(client.state, 'connected');
+    const pong = waitFor(client, 'pong');
+    ws.deliver({ type: 'Pong', nonce: 9 });
+    assert.equal((await pong).nonce, 9);
+    ws.onmessage({ data: new Uint8Array([9, 1, 0]).buffer }); // Pong with a trailing byte
+    assert.equal(problems.length, 2);
+    assert.equal(client.state, 'disconnected');
+    assert.equal(ws.closedByClient.code, 4500);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(FakeWebSocket.instances.length, 1, 'no reconnect');
+  });
+
   test('disconnect() stops reconnecting', async () => {
     client = newClient();
     client.connect();

@@ -129,6 +129,8 @@ describe('malformed input throws', () => {
     assert.throws(() => decodeClientFrame(unhex('0800')), /discriminant/);
     assert.throws(() => decodeServerFrame(unhex('0c')), /discriminant/);
     assert.throws(() => decodeServerFrame(unhex('ff01')), /discriminant/);
+    assert.throws(() => decodeServerFrame(unhex('0c')), (err) => err instanceof DecodeError && err.kind === 'unknown_frame');
+    assert.throws(() => decodeServerFrame(unhex('0980')), (err) => err instanceof DecodeError && err.kind === 'malformed');
   });
 
   test('invalid UTF-8', () => {

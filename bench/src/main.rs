@@ -1,0 +1,207 @@
+//! `socketchat-load`: load scenarios for SocketChat.
+//!
+//! `store`: acknowledged sends per second through the server's send path below the transport —
+//! the group-commit writer and the store (PostgreSQL or SQLite) — with N concurrent senders,
+//! each waiting for its ack before sending again, spread over R rooms. `--mode single` bypasses
+//! the writer and commits every send on its own (the baseline group commit is measured against).
+//! Prints one JSON line per run.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use socketchat::bus::LocalBus;
+use socketchat::hub::Hub;
+use socketchat::rooms::RoomDirectory;
+use socketchat::store::{NewMessage, PostgresStore, SqliteStore, Store};
+use socketchat::writer::Writer;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(name = "socketchat-load", about = "SocketChat load scenarios")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Acked sends per second through the writer and the store.
+    Store(StoreArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum Mode {
+    /// Through the group-commit writer (what the server does).
+    Group,
+    /// One transaction per send, no batching (baseline).
+    Single,
+}
+
+#[derive(Parser)]
+struct StoreArgs {
+    /// PostgreSQL URL; without it a SQLite file in a temp dir is used.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// Concurrent senders, each with one send in flight.
+    #[arg(long, default_value_t = 64)]
+    senders: usize,
+    /// Rooms the senders are spread over.
+    #[arg(long, default_value_t = 1)]
+    rooms: usize,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// Message text length in bytes.
+    #[arg(long, default_value_t = 100)]
+    text_bytes: usize,
+    /// Group commit or one commit per send.
+    #[arg(long, value_enum, default_value_t = Mode::Group)]
+    mode: Mode,
+    /// Group-commit writers (rooms are spread over them), as `--writers` of the server.
+    #[arg(long, default_value_t = 2)]
+    writers: usize,
+    /// PostgreSQL pool size.
+    #[arg(long, default_value_t = 16)]
+    pool: usize,
+}
+
+fn cpu_seconds() -> f64 {
+    // utime + stime of this process, from /proc (Linux).
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    f64::from(sorted[i]) / 1000.0
+}
+
+async fn store_scenario(args: StoreArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let tmp = tempdir();
+    let store: Arc<dyn Store> = match &args.database_url {
+        Some(url) => {
+            let store = PostgresStore::connect(url, args.pool).await?;
+            let (db, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            db.execute(
+                "INSERT INTO rooms (name) SELECT format('bench-%s', g) FROM generate_series(1, $1::int) g
+                 ON CONFLICT (name) DO NOTHING",
+                &[&(args.rooms as i32)],
+            )
+            .await?;
+            Arc::new(store)
+        }
+        None => Arc::new(SqliteStore::open(&tmp.join("bench.db"))?),
+    };
+    let all = store.rooms().await?;
+    let mut rooms: Vec<u64> = all.iter().filter(|r| r.name.starts_with("bench-")).map(|r| r.id).collect();
+    if rooms.len() < args.rooms {
+        rooms = all.iter().map(|r| r.id).collect();
+    }
+    rooms.truncate(args.rooms);
+    if rooms.len() < args.rooms {
+        return Err(format!("only {} rooms available", rooms.len()).into());
+    }
+    let name = format!("load{:08x}", rand::random::<u32>());
+    let user = store.create_user(&name, &format!("{name}@bench.invalid"), "not a real hash").await?;
+    let hub = Arc::new(Hub::default());
+    let writer =
+        Writer::start(store.clone(), Arc::new(LocalBus::new(hub)), Arc::new(RoomDirectory::new(all)), args.writers);
+
+    let start = Instant::now();
+    let measure_from = start + Duration::from_secs(args.warmup);
+    let end = measure_from + Duration::from_secs(args.seconds);
+    let text = "x".repeat(args.text_bytes);
+    let cpu_before = cpu_seconds();
+    let mut tasks = Vec::new();
+    for s in 0..args.senders {
+        let (store, writer, text, room) = (store.clone(), writer.clone(), text.clone(), rooms[s % rooms.len()]);
+        let (user_id, username, mode) = (user.id, user.username.clone(), args.mode);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies_us: Vec<u32> = Vec::new();
+            let mut errors = 0u64;
+            let mut n = 0u64;
+            loop {
+                let now = Instant::now();
+                if now >= end {
+                    break;
+                }
+                let mut id = [0u8; 16];
+                id[..8].copy_from_slice(&(s as u64).to_be_bytes());
+                id[8..].copy_from_slice(&n.to_be_bytes());
+                n += 1;
+                let message = NewMessage {
+                    room_id: room,
+                    sender_id: user_id,
+                    sender_name: username.clone(),
+                    client_msg_id: id,
+                    text: text.clone(),
+                };
+                let ok = match mode {
+                    Mode::Group => writer.append(message).await.is_ok(),
+                    Mode::Single => store.append(vec![message]).await.is_ok(),
+                };
+                let done = Instant::now();
+                if now >= measure_from && done <= end {
+                    if ok {
+                        latencies_us.push(done.duration_since(now).as_micros().min(u128::from(u32::MAX)) as u32);
+                    } else {
+                        errors += 1;
+                    }
+                }
+            }
+            (latencies_us, errors)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await?;
+        latencies.extend(l);
+        errors += e;
+    }
+    let cpu = cpu_seconds() - cpu_before;
+    latencies.sort_unstable();
+    let acked = latencies.len() as f64;
+    let c = writer.counters();
+    let batches = c.batches.load(std::sync::atomic::Ordering::Relaxed).max(1);
+    let avg_batch = (c.sends.load(std::sync::atomic::Ordering::Relaxed) as f64 / batches as f64 * 10.0).round() / 10.0;
+    let report = serde_json::json!({
+        "scenario": "store",
+        "backend": if args.database_url.is_some() { "postgres" } else { "sqlite" },
+        "mode": if args.mode == Mode::Group { "group" } else { "single" },
+        "senders": args.senders,
+        "rooms": args.rooms,
+        "seconds": args.seconds,
+        "acked_per_sec": (acked / args.seconds as f64).round(),
+        "ack_p50_ms": percentile(&latencies, 0.50),
+        "ack_p99_ms": percentile(&latencies, 0.99),
+        "errors": errors,
+        "writers": args.writers,
+        "avg_batch": avg_batch,
+        "generator_cpu_s": (cpu * 100.0).round() / 100.0,
+    });
+    println!("{report}");
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("socketchat-bench-{:08x}", rand::random::<u32>()));
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    match Cli::parse().scenario {
+        Scenario::Store(args) => store_scenario(args).await,
+    }
+}

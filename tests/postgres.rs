@@ -1,0 +1,170 @@
+//! Nodes on a shared, real PostgreSQL: concurrent writers with retries across nodes, and a
+//! database restart in the middle of a send loop.
+
+mod support;
+
+use socketchat::wire::{self, ClientFrame, ErrorCode, ServerFrame};
+use std::collections::{BTreeMap, HashMap};
+use support::postgres::Postgres;
+use support::*;
+
+const SECRET: &str = "a test secret that is long enough for HS256 keys";
+
+async fn node(pg: &Postgres) -> TestServer {
+    let url = pg.url();
+    TestServer::start_with(tempfile::tempdir().unwrap(), move |c| {
+        c.database_url = Some(url);
+        c.jwt_secret = Some(SECRET.into());
+        c.send_burst = 100_000;
+    })
+    .await
+}
+
+fn cmid(client: usize, n: usize) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&(client as u64).to_be_bytes());
+    id[8..].copy_from_slice(&(n as u64).to_be_bytes());
+    id
+}
+
+/// Sends and waits for the answer to this send: Ok(ack) or Err(error frame).
+async fn send_for_ack(
+    client: &mut Client,
+    room: &str,
+    id: [u8; 16],
+    text: &str,
+) -> Result<wire::Ack, wire::ErrorFrame> {
+    client.send(&ClientFrame::Send(wire::Send { room: room.into(), client_msg_id: id, text: text.into() })).await;
+    client
+        .recv_until(|f| match f {
+            ServerFrame::Ack(a) if a.client_msg_id == id => Some(Ok(a)),
+            ServerFrame::Error(e) if e.client_msg_id == Some(id) => Some(Err(e)),
+            _ => None,
+        })
+        .await
+}
+
+/// (room name, seq, message id, client_msg_id, sent_at_ms) of every stored message.
+type Row = (String, i64, i64, Vec<u8>, i64);
+
+async fn stored_rows(pg: &Postgres) -> Vec<Row> {
+    let (db, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    db.query(
+        "SELECT r.name, m.seq, m.id, m.client_msg_id, m.sent_at_ms FROM messages m JOIN rooms r ON r.id = m.room_id ORDER BY r.name, m.seq",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_with_retries_and_duplicates_keep_every_room_gap_free() {
+    const CLIENTS: usize = 6;
+    const SENDS: usize = 60;
+    let pg = Postgres::start();
+    let (a, b) = (node(&pg).await, node(&pg).await);
+    let token = a.register("alice").await;
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let (home, other) = if c % 2 == 0 { (a.addr, b.addr) } else { (b.addr, a.addr) };
+        let token = token.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut main = Client::connect(home, Some(&token), None).await.unwrap();
+            let mut retry = Client::connect(other, Some(&token), None).await.unwrap();
+            for client in [&mut main, &mut retry] {
+                client.hello().await;
+                for room in ["general", "design"] {
+                    join_and_replay(client, room, None).await;
+                }
+            }
+            let mut acks = Vec::new();
+            for n in 0..SENDS {
+                let room = if n % 3 == 0 { "design" } else { "general" };
+                let id = cmid(c, n);
+                let first = send_for_ack(&mut main, room, id, &format!("c{c} n{n}")).await.expect("ack");
+                acks.push((room.to_owned(), first.clone()));
+                if n % 4 == 0 {
+                    // A retry of the same send on the other node: the identical ack.
+                    let again = send_for_ack(&mut retry, room, id, &format!("c{c} n{n}")).await.expect("ack");
+                    assert_eq!(again, first, "retry on the other node");
+                }
+            }
+            acks
+        }));
+    }
+    let mut acks = Vec::new();
+    for t in tasks {
+        acks.extend(t.await.unwrap());
+    }
+    let rows = stored_rows(&pg).await;
+    assert_eq!(rows.len(), CLIENTS * SENDS, "one row per distinct send, no duplicates");
+    let mut per_room: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for (room, seq, ..) in &rows {
+        per_room.entry(room.clone()).or_default().push(*seq);
+    }
+    for (room, seqs) in &per_room {
+        assert_eq!(*seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "{room}: seqs 1..N");
+    }
+    let by_key: HashMap<(String, i64), &Row> = rows.iter().map(|r| ((r.0.clone(), r.1), r)).collect();
+    for (room, ack) in &acks {
+        let row = by_key[&(room.clone(), ack.seq as i64)];
+        assert_eq!(
+            (row.2 as u64, row.3.as_slice(), row.4 as u64),
+            (ack.message_id, &ack.client_msg_id[..], ack.sent_at_ms),
+            "the ack matches the stored row"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_during_a_send_loop_loses_nothing_and_duplicates_nothing() {
+    const SENDS: usize = 120;
+    let mut pg = Postgres::start();
+    let server = node(&pg).await;
+    let token = server.register("alice").await;
+    let (mut client, _) = server.connect_hello(&token).await;
+    join_and_replay(&mut client, "general", None).await;
+
+    let mut acks = Vec::new();
+    let mut unavailable = 0;
+    let mut readyz_while_down = None;
+    for n in 0..SENDS {
+        if n == SENDS / 3 {
+            pg.stop();
+            let status = server.http.get(server.url("/readyz")).send().await.unwrap().status().as_u16();
+            readyz_while_down = Some(status);
+        }
+        let id = cmid(0, n);
+        loop {
+            match send_for_ack(&mut client, "general", id, &format!("n{n}")).await {
+                Ok(ack) => {
+                    acks.push(ack);
+                    break;
+                }
+                Err(e) => {
+                    assert_eq!(e.code, ErrorCode::Unavailable.code(), "only retryable errors: {e:?}");
+                    unavailable += 1;
+                    if unavailable == 3 {
+                        pg.start_again();
+                    }
+                    // The protocol says when to retry; do as a client must.
+                    tokio::time::sleep(std::time::Duration::from_millis(e.retry_after_ms.unwrap_or(1000).into())).await;
+                }
+            }
+        }
+    }
+    assert_eq!(readyz_while_down, Some(503), "/readyz says 503 while the database is down");
+    assert!(unavailable >= 3, "sends failed (retryably) while the database was down");
+    assert_eq!(server.http.get(server.url("/readyz")).send().await.unwrap().status(), 200);
+
+    let rows = stored_rows(&pg).await;
+    assert_eq!(rows.len(), SENDS, "every send stored exactly once");
+    assert_eq!(rows.iter().map(|r| r.1).collect::<Vec<_>>(), (1..=SENDS as i64).collect::<Vec<_>>(), "gap-free");
+    for (ack, row) in acks.iter().zip(&rows) {
+        assert_eq!((ack.seq as i64, ack.message_id as i64, &ack.client_msg_id[..]), (row.1, row.2, row.3.as_slice()));
+    }
+}
