@@ -60,6 +60,7 @@ fn main() {
                 max_rooms: 32,
                 max_history_page: 100,
                 sends_per_sec: 20,
+                send_burst: 50,
             },
         }),
     );

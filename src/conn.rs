@@ -62,11 +62,22 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// Runs one authenticated connection to its end. `token_exp` is the token's expiry (Unix s).
-pub(crate) async fn run<T: Transport>(node: Arc<Node>, transport: T, user: UserRef, token_exp: u64) {
+/// Who a connection is, from its verified token.
+pub(crate) struct Credentials {
+    /// The user.
+    pub(crate) user: UserRef,
+    /// Token id (revocation closes the connection).
+    pub(crate) token_id: String,
+    /// Token expiry, Unix seconds (the connection closes then).
+    pub(crate) expires_at: u64,
+}
+
+/// Runs one authenticated connection to its end.
+pub(crate) async fn run<T: Transport>(node: Arc<Node>, transport: T, credentials: Credentials) {
+    let Credentials { user, token_id, expires_at: token_exp } = credentials;
     let conn_id = node.next_connection_id();
     let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
-    let member = Arc::new(Member::new(conn_id, user.id, tx));
+    let member = Arc::new(Member::new(conn_id, user.id, token_id, tx));
     node.hub.register(member.clone());
     node.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
     node.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
@@ -180,6 +191,7 @@ impl<T: Transport> Driver<T> {
                     tracing::warn!(user = %self.user.username, "slow consumer disconnected");
                     session.handle_slow();
                 }
+                () = self.member.revoked() => session.handle_revoked(),
                 _ = shutdown.changed() => session.handle_shutdown(),
                 () = &mut sleep => session.handle_timeout(Instant::now()),
             }

@@ -29,6 +29,9 @@ pub enum EventKind {
     Typing,
     /// Presence change.
     Presence,
+    /// A token was revoked (logout): `bytes` holds its id; the user's connections that
+    /// authenticated with it are closed. Never forwarded.
+    Revoke,
 }
 
 /// One encoded event on its way to members.
@@ -51,15 +54,23 @@ pub struct Member {
     pub id: u64,
     /// Authenticated user.
     pub user_id: u64,
+    /// Id of the token the connection authenticated with.
+    pub token_id: String,
     tx: mpsc::Sender<Event>,
     slow: AtomicBool,
     kick: Notify,
+    revoke: Notify,
 }
 
 impl Member {
     /// A member that receives events on `tx`.
-    pub fn new(id: u64, user_id: u64, tx: mpsc::Sender<Event>) -> Self {
-        Self { id, user_id, tx, slow: AtomicBool::new(false), kick: Notify::new() }
+    pub fn new(id: u64, user_id: u64, token_id: String, tx: mpsc::Sender<Event>) -> Self {
+        Self { id, user_id, token_id, tx, slow: AtomicBool::new(false), kick: Notify::new(), revoke: Notify::new() }
+    }
+
+    /// Completes once the connection's token was revoked.
+    pub async fn revoked(&self) {
+        self.revoke.notified().await;
     }
 
     /// Completes once the hub found this member's queue full.
@@ -142,10 +153,15 @@ impl Hub {
             },
         };
         for member in members.values() {
-            if event.kind == EventKind::Typing && member.user_id == event.from_user {
-                continue;
+            match event.kind {
+                EventKind::Typing if member.user_id == event.from_user => {}
+                EventKind::Revoke => {
+                    if member.user_id == event.from_user && member.token_id.as_bytes() == &event.bytes[..] {
+                        member.revoke.notify_one();
+                    }
+                }
+                _ => member.offer(event),
             }
-            member.offer(event);
         }
     }
 
@@ -169,8 +185,8 @@ mod tests {
         let hub = Hub::default();
         let (tx_a, mut rx_a) = mpsc::channel(8);
         let (tx_b, mut rx_b) = mpsc::channel(8);
-        hub.register(Arc::new(Member::new(1, 10, tx_a)));
-        hub.register(Arc::new(Member::new(2, 20, tx_b)));
+        hub.register(Arc::new(Member::new(1, 10, "t1".into(), tx_a)));
+        hub.register(Arc::new(Member::new(2, 20, "t2".into(), tx_b)));
         hub.join(5, 1);
         hub.deliver(&event(Topic::Room(5), EventKind::Message { seq: 1 }, 20));
         hub.deliver(&event(Topic::Room(5), EventKind::Typing, 10));
@@ -185,10 +201,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_revocation_reaches_only_connections_of_that_token() {
+        let hub = Hub::default();
+        let (tx, mut rx) = mpsc::channel(8);
+        let same_token = Arc::new(Member::new(1, 10, "jti-a".into(), tx.clone()));
+        let other_token = Arc::new(Member::new(2, 10, "jti-b".into(), tx));
+        hub.register(same_token.clone());
+        hub.register(other_token.clone());
+        let revoke = Event { topic: Topic::Everyone, kind: EventKind::Revoke, from_user: 10, bytes: Bytes::from_static(b"jti-a") };
+        hub.deliver(&revoke);
+        tokio::time::timeout(std::time::Duration::from_secs(5), same_token.revoked()).await.expect("revoked");
+        assert!(rx.try_recv().is_err(), "a revocation is never forwarded");
+        let not_yet = tokio::time::timeout(std::time::Duration::from_millis(50), other_token.revoked()).await;
+        assert!(not_yet.is_err(), "another token of the same user stays");
+    }
+
+    #[tokio::test]
     async fn a_full_queue_kicks_the_member_instead_of_growing() {
         let hub = Hub::default();
         let (tx, _rx) = mpsc::channel(2);
-        let member = Arc::new(Member::new(1, 10, tx));
+        let member = Arc::new(Member::new(1, 10, "t1".into(), tx));
         hub.register(member.clone());
         hub.join(5, 1);
         for seq in 1..=3 {

@@ -27,21 +27,29 @@ async fn upgrade_is_refused_without_a_valid_token_or_from_a_foreign_origin() {
 }
 
 #[tokio::test]
-async fn logout_revokes_the_token_for_upgrades_and_the_api() {
+async fn logout_revokes_the_token_for_upgrades_the_api_and_open_connections() {
     let server = TestServer::start().await;
     let token = server.register("alice").await;
-    assert_eq!(server.get("/api/auth/me", &token).await.status(), 200);
-    let out = server
+    // A second login of the same user: another token, which logout must not touch.
+    let other = server
         .http
-        .post(server.url("/api/auth/logout"))
-        .header("cookie", format!("token={token}"))
+        .post(server.url("/api/auth/login"))
+        .json(&serde_json::json!({"email": "alice@example.com", "password": "correct horse battery"}))
         .send()
         .await
         .unwrap();
+    let other = token_from(&other).unwrap();
+    let (mut live, _) = server.connect_hello(&token).await;
+    let (mut kept, _) = server.connect_hello(&other).await;
+    assert_eq!(server.get("/api/auth/me", &token).await.status(), 200);
+    let out = server.http.post(server.url("/api/auth/logout")).header("cookie", format!("token={token}")).send().await.unwrap();
     assert_eq!(out.status(), 204);
     assert!(out.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    assert_eq!(live.expect_close().await, (Some(CloseCode::Unauthorized.code()), Some(CloseCode::Unauthorized.code())));
     assert_eq!(server.get("/api/auth/me", &token).await.status(), 401);
     assert_eq!(Client::connect(server.addr, Some(&token), None).await.err(), Some(401));
+    kept.send(&ClientFrame::Ping(wire::Ping { nonce: 3 })).await;
+    kept.recv_until(|f| matches!(f, ServerFrame::Pong(_)).then_some(())).await;
 }
 
 #[tokio::test]

@@ -67,6 +67,7 @@ const Limits = struct([
   ['max_rooms', 'u16'],
   ['max_history_page', 'u16'],
   ['sends_per_sec', 'u16'],
+  ['send_burst', 'u16'],
 ]);
 const ChatMessageFields = [
   ['room', 'string'],

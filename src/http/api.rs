@@ -2,6 +2,7 @@
 
 use super::{ApiError, authenticate};
 use crate::auth;
+use crate::hub::{Event, EventKind, Topic};
 use crate::server::Node;
 use crate::store::StoreError;
 use crate::wire::MAX_HISTORY_PAGE;
@@ -146,6 +147,16 @@ pub(super) async fn logout(State(node): State<Arc<Node>>, headers: HeaderMap) ->
     check_origin(&node, &headers)?;
     if let Ok(claims) = authenticate(&node, &headers).await {
         node.store.revoke_token(&claims.jti, claims.exp).await.map_err(ApiError::unavailable)?;
+        // Close the connections that authenticated with this token, on every node.
+        let revoke = Event {
+            topic: Topic::Everyone,
+            kind: EventKind::Revoke,
+            from_user: claims.user_id().unwrap_or_default(),
+            bytes: claims.jti.clone().into_bytes().into(),
+        };
+        if let Err(e) = node.bus.publish(revoke).await {
+            tracing::warn!(error = %e, "revocation not relayed; open connections stay until expiry");
+        }
     }
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, auth::clearing_cookie())]).into_response())
 }

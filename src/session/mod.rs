@@ -89,6 +89,7 @@ pub struct Session {
     joined: HashMap<u64, Membership>,
     sends: TokenBucket,
     sends_per_sec: u32,
+    send_burst: u32,
     typing: TokenBucket,
     rejections: u32,
     rejection_window: Instant,
@@ -129,6 +130,7 @@ impl Session {
             joined: HashMap::new(),
             sends: TokenBucket::new(SEND_BURST, SEND_RATE_PER_SEC, now),
             sends_per_sec: SEND_RATE_PER_SEC,
+            send_burst: SEND_BURST,
             typing: TokenBucket::new(TYPING_BURST, TYPING_RATE_PER_SEC, now),
             rejections: 0,
             rejection_window: now,
@@ -143,6 +145,7 @@ impl Session {
     pub fn with_send_rate(mut self, burst: u32, per_sec: u32, now: Instant) -> Self {
         self.sends = TokenBucket::new(burst, per_sec, now);
         self.sends_per_sec = per_sec;
+        self.send_burst = burst;
         self
     }
 
@@ -254,6 +257,7 @@ impl Session {
                 max_rooms: MAX_ROOMS_PER_CONNECTION as u16,
                 max_history_page: MAX_HISTORY_PAGE,
                 sends_per_sec: u16::try_from(self.sends_per_sec).unwrap_or(u16::MAX),
+                send_burst: u16::try_from(self.send_burst).unwrap_or(u16::MAX),
             },
         })));
         self.out.push_back(Action::SendOnline);
@@ -497,6 +501,11 @@ impl Session {
     /// The hub found the outbound queue full.
     pub fn handle_slow(&mut self) {
         self.close(CloseCode::Slow, "outbound queue full");
+    }
+
+    /// The connection's token was revoked (logout).
+    pub fn handle_revoked(&mut self) {
+        self.close(CloseCode::Unauthorized, "token revoked");
     }
 
     /// The node is shutting down.

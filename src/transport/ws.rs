@@ -91,7 +91,8 @@ pub(crate) async fn upgrade(State(node): State<Arc<Node>>, mut req: Request) -> 
         match on_upgrade.await {
             Ok(upgraded) => {
                 let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config())).await;
-                conn::run(node, WsTransport { ws }, user, claims.exp).await;
+                let credentials = conn::Credentials { user, token_id: claims.jti, expires_at: claims.exp };
+                conn::run(node, WsTransport { ws }, credentials).await;
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }

@@ -143,6 +143,8 @@ pub struct Limits {
     pub max_history_page: u16,
     /// Sustained sends per second.
     pub sends_per_sec: u16,
+    /// Sends accepted in a burst before `sends_per_sec` applies.
+    pub send_burst: u16,
 }
 
 /// Answer to `Hello`.

@@ -45,7 +45,7 @@ class FakeWebSocket {
 
 const alice = { id: 1, username: 'alice' };
 const bob = { id: 2, username: 'bob' };
-const limits = { max_frame_bytes: 16384, max_text_bytes: 4000, max_rooms: 32, max_history_page: 100, sends_per_sec: 20 };
+const limits = { max_frame_bytes: 16384, max_text_bytes: 4000, max_rooms: 32, max_history_page: 100, sends_per_sec: 20, send_burst: 50 };
 const welcome = (heartbeat_ms = 25000) => ({ type: 'Welcome', version: 1, user: alice, connection_id: 7, heartbeat_ms, limits });
 const msg = (seq, sender = bob, extra = {}) => ({
   type: 'Message',
