@@ -208,7 +208,12 @@ mod tests {
         let other_token = Arc::new(Member::new(2, 10, "jti-b".into(), tx));
         hub.register(same_token.clone());
         hub.register(other_token.clone());
-        let revoke = Event { topic: Topic::Everyone, kind: EventKind::Revoke, from_user: 10, bytes: Bytes::from_static(b"jti-a") };
+        let revoke = Event {
+            topic: Topic::Everyone,
+            kind: EventKind::Revoke,
+            from_user: 10,
+            bytes: Bytes::from_static(b"jti-a"),
+        };
         hub.deliver(&revoke);
         tokio::time::timeout(std::time::Duration::from_secs(5), same_token.revoked()).await.expect("revoked");
         assert!(rx.try_recv().is_err(), "a revocation is never forwarded");

@@ -42,7 +42,13 @@ async fn logout_revokes_the_token_for_upgrades_the_api_and_open_connections() {
     let (mut live, _) = server.connect_hello(&token).await;
     let (mut kept, _) = server.connect_hello(&other).await;
     assert_eq!(server.get("/api/auth/me", &token).await.status(), 200);
-    let out = server.http.post(server.url("/api/auth/logout")).header("cookie", format!("token={token}")).send().await.unwrap();
+    let out = server
+        .http
+        .post(server.url("/api/auth/logout"))
+        .header("cookie", format!("token={token}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(out.status(), 204);
     assert!(out.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
     assert_eq!(live.expect_close().await, (Some(CloseCode::Unauthorized.code()), Some(CloseCode::Unauthorized.code())));
