@@ -168,3 +168,26 @@ async fn a_database_restart_during_a_send_loop_loses_nothing_and_duplicates_noth
         assert_eq!((ack.seq as i64, ack.message_id as i64, &ack.client_msg_id[..]), (row.1, row.2, row.3.as_slice()));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_before_its_database_waits_for_it() {
+    let mut pg = Postgres::init();
+    let url = pg.url();
+    let dir = tempfile::tempdir().unwrap();
+    // The database does not run yet: without retrying, start() would fail at once.
+    let starting = tokio::spawn(async move {
+        TestServer::start_with(dir, move |c| {
+            c.database_url = Some(url);
+            c.jwt_secret = Some(SECRET.into());
+        })
+        .await
+    });
+    pg.start_again();
+    pg.create_database();
+    let server = starting.await.expect("the node started once the database was there");
+    assert_eq!(server.http.get(server.url("/readyz")).send().await.unwrap().status(), 200);
+    let token = server.register("late").await;
+    let (mut client, _) = server.connect_hello(&token).await;
+    join_and_replay(&mut client, "general", None).await;
+    assert_eq!(send_for_ack(&mut client, "general", cmid(1, 1), "hello").await.unwrap().seq, 1);
+}

@@ -39,6 +39,14 @@ fn free_port() -> u16 {
 impl Postgres {
     /// Initialises and starts a cluster, and creates the database `socketchat`.
     pub fn start() -> Self {
+        let mut pg = Self::init();
+        pg.spawn();
+        pg.create_database();
+        pg
+    }
+
+    /// Initialises a cluster without starting it (`start_again`, then `create_database`).
+    pub fn init() -> Self {
         let dir = tempfile::Builder::new().prefix("socketchat-pg-").tempdir().expect("temp dir");
         if is_root() {
             let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status().unwrap();
@@ -51,14 +59,16 @@ impl Postgres {
             .output()
             .expect("initdb runs (is the postgresql package installed?)");
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
-        let mut pg = Self { port: free_port(), dir, child: None };
-        pg.spawn();
+        Self { port: free_port(), dir, child: None }
+    }
+
+    /// Creates the database `socketchat` in the running cluster.
+    pub fn create_database(&self) {
         let out = pg_command("createdb")
-            .args(["-h", "127.0.0.1", "-p", &pg.port.to_string(), "-U", "postgres", "socketchat"])
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "socketchat"])
             .output()
             .unwrap();
         assert!(out.status.success(), "createdb: {}", String::from_utf8_lossy(&out.stderr));
-        pg
     }
 
     fn data(&self) -> PathBuf {
