@@ -33,6 +33,19 @@ pub struct Config {
     #[arg(long, env = "SOCKETCHAT_LISTEN", default_value = "127.0.0.1:8080", global = true)]
     pub listen: SocketAddr,
 
+    /// UDP address for HTTP/3 + WebTransport (`/wt`), or `off`.
+    #[arg(long, env = "SOCKETCHAT_WT_LISTEN", default_value = "127.0.0.1:4433", global = true)]
+    pub wt_listen: MaybeAddr,
+
+    /// PEM certificate chain for HTTP/3 (with `--tls-key`); without both, a short-lived
+    /// self-signed certificate is generated and published by hash.
+    #[arg(long, env = "SOCKETCHAT_TLS_CERT", global = true)]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for `--tls-cert`.
+    #[arg(long, env = "SOCKETCHAT_TLS_KEY", global = true)]
+    pub tls_key: Option<PathBuf>,
+
     /// Directory for the embedded database and the generated JWT secret.
     #[arg(long, env = "SOCKETCHAT_DATA_DIR", default_value = "./data", global = true)]
     pub data_dir: PathBuf,
@@ -93,6 +106,8 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("listen", &self.listen)
+            .field("wt_listen", &self.wt_listen)
+            .field("tls_cert", &self.tls_cert)
             .field("data_dir", &self.data_dir)
             .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
@@ -107,12 +122,28 @@ impl std::fmt::Debug for Config {
     }
 }
 
+/// A socket address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaybeAddr(pub Option<SocketAddr>);
+
+impl std::str::FromStr for MaybeAddr {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        if value.eq_ignore_ascii_case("off") {
+            return Ok(Self(None));
+        }
+        value.parse().map(|a| Self(Some(a))).map_err(|e| format!("{value}: {e} (or `off`)"))
+    }
+}
+
 impl Config {
     /// Defaults for an embedded node in `data_dir` on `listen` (tests and embedding).
     pub fn embedded(listen: SocketAddr, data_dir: PathBuf) -> Self {
         let mut config = Config::parse_from(["socketchat"]);
         config.listen = listen;
         config.data_dir = data_dir;
+        config.wt_listen = MaybeAddr(Some(SocketAddr::new(listen.ip(), 0)));
         config
     }
 }

@@ -33,8 +33,8 @@ pub(crate) enum Inbound {
     Text,
     /// Transport-level traffic (pings): the peer is alive; flush pending control replies.
     Activity,
-    /// A frame over the transport's hard limit.
-    TooLarge(usize),
+    /// Bytes that cannot be a frame (over the limit, or broken stream framing).
+    Malformed(wire::DecodeError),
     /// The peer closed, or the transport failed.
     Closed(Option<String>),
 }
@@ -164,10 +164,10 @@ impl<T: Transport> Driver<T> {
                         self.node.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
                         session.handle_text();
                     }
-                    Inbound::TooLarge(len) => {
-                        tracing::warn!(user = %self.user.username, len, "oversized frame");
+                    Inbound::Malformed(e) => {
+                        tracing::warn!(user = %self.user.username, error = %e, "malformed input");
                         self.node.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
-                        session.handle_malformed(&wire::DecodeError::TooLarge { len, max: MAX_CLIENT_FRAME });
+                        session.handle_malformed(&e);
                     }
                     Inbound::Activity => {
                         session.handle_activity(Instant::now());

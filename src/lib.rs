@@ -9,12 +9,14 @@
 //! - [`auth`]: JWT cookies, argon2id passwords, origin checks.
 //! - [`hub`]: node-local rooms → member queues; bounded fan-out of shared bytes.
 //! - `conn`: the async connection driver that carries out a session's actions.
-//! - [`transport`]: thin adapters (`ws`) that authenticate the upgrade and move frames.
+//! - [`transport`]: thin adapters (`ws`, `wt`) that authenticate the upgrade and move frames;
+//!   `certs` holds the HTTP/3 certificate.
 //! - [`store`]: durable state behind the `Store` trait (`sqlite` embedded).
 //! - [`writer`]: group commit of sends, then publish in commit order.
 //! - [`bus`]: relay between nodes (`local` in-process); pushes events into the hub.
 //! - [`presence`]: connection counting per user (`local` in-process).
 //! - [`rooms`]: room directory (name ↔ id).
+//! - [`tickets`]: single-use WebTransport tickets.
 //! - `http`: REST API, health, metrics, the embedded web client.
 //! - [`server`]: wiring and lifecycle (start, drain, stop).
 
@@ -30,6 +32,7 @@ pub mod rooms;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod tickets;
 pub mod transport;
 pub mod wire;
 pub mod writer;

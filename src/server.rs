@@ -8,6 +8,8 @@ use crate::metrics::Metrics;
 use crate::presence::{LocalPresence, Presence};
 use crate::rooms::RoomDirectory;
 use crate::store::{PostgresStore, SqliteStore, Store, StoreError};
+use crate::tickets::Tickets;
+use crate::transport::certs::Certificates;
 use crate::writer::Writer;
 use axum::serve::ListenerExt;
 use std::net::SocketAddr;
@@ -31,6 +33,9 @@ pub enum ServerError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The HTTP/3 certificate could not be loaded or made.
+    #[error("{0}")]
+    Certificate(#[from] crate::transport::certs::CertError),
     /// The store could not be opened.
     #[error("store: {0}")]
     Store(#[from] StoreError),
@@ -79,6 +84,12 @@ pub struct Node {
     /// Concurrent password hashes.
     pub hash_slots: Semaphore,
     next_connection: AtomicU64,
+    /// WebTransport tickets.
+    pub tickets: Tickets,
+    /// Port of the TCP listener (the web client's origin).
+    pub http_port: u16,
+    /// The HTTP/3 certificate and UDP port, when WebTransport is on.
+    pub webtransport: Option<(Arc<Certificates>, u16)>,
 }
 
 impl Node {
@@ -169,6 +180,17 @@ pub async fn migrate(config: &Config) -> Result<usize, ServerError> {
     Ok(PostgresStore::new(url, 1)?.migrate().await?)
 }
 
+/// Replaces the generated HTTP/3 certificate before it expires.
+async fn rotate_certificates(certs: Arc<Certificates>) {
+    loop {
+        tokio::time::sleep(crate::transport::certs::ROTATE_AFTER).await;
+        if let Err(e) = certs.rotate() {
+            tracing::error!(error = %e, "certificate rotation failed; retrying in an hour");
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+    }
+}
+
 /// Builds the node and starts serving; returns once the listener is bound.
 pub async fn start(config: Config) -> Result<Running, ServerError> {
     if config.send_rate_per_sec == 0 || config.send_burst == 0 {
@@ -193,6 +215,26 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         }
     };
     let rooms = Arc::new(RoomDirectory::new(store.rooms().await?));
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.listen, source })?;
+    let webtransport = match config.wt_listen.0 {
+        None => None,
+        Some(wt_addr) => {
+            let certs = Arc::new(match (&config.tls_cert, &config.tls_key) {
+                (Some(cert), Some(key)) => Certificates::from_pem(cert, key)?,
+                (None, None) => Certificates::generated(config.data_dir.join("certs").join("wt-cert.pem"))?,
+                _ => return Err(ServerError::Config("--tls-cert and --tls-key go together".into())),
+            });
+            let endpoint = crate::transport::wt::endpoint(wt_addr, certs.clone())
+                .map_err(|e| ServerError::Config(format!("cannot listen on udp {wt_addr}: {e}")))?;
+            let port = endpoint.local_addr().map(|a| a.port()).unwrap_or(wt_addr.port());
+            Some((endpoint, certs, port))
+        }
+    };
+
     let hub = Arc::new(Hub::default());
     let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(hub.clone()));
     let presence: Arc<dyn Presence> = Arc::new(LocalPresence::default());
@@ -217,12 +259,24 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         send_rate_per_sec: config.send_rate_per_sec,
         hash_slots: Semaphore::new(2),
         next_connection: AtomicU64::new(1),
+        tickets: Tickets::default(),
+        http_port: addr.port(),
+        webtransport: webtransport.as_ref().map(|(_, certs, port)| (certs.clone(), *port)),
     });
-
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.listen, source })?;
+    if let Some((endpoint, certs, port)) = webtransport {
+        tokio::spawn(crate::transport::wt::serve(node.clone(), endpoint.clone()));
+        if certs.is_generated() {
+            tokio::spawn(rotate_certificates(certs));
+        }
+        let mut stopped = node.shutdown.clone();
+        tokio::spawn(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+            // Sessions get their GoAway from the drain; then the endpoint stops.
+            endpoint.wait_idle().await;
+            endpoint.close(0u32.into(), b"server stopped");
+        });
+        tracing::info!(node = %node.node_id, "WebTransport on udp/{port} at /wt");
+    }
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });

@@ -5,12 +5,16 @@ use crate::auth;
 use crate::hub::{Event, EventKind, Topic};
 use crate::server::Node;
 use crate::store::StoreError;
+use crate::tickets::{Grant, TICKET_TTL};
 use crate::wire::MAX_HISTORY_PAGE;
+use crate::wire::UserRef;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -230,6 +234,44 @@ pub(super) async fn online(State(node): State<Arc<Node>>, headers: HeaderMap) ->
     let users = node.presence.online().await.map_err(ApiError::unavailable)?;
     Ok(Json(json!({ "users": users.iter().map(|u| json!({"id": u.id, "username": u.username})).collect::<Vec<_>>() }))
         .into_response())
+}
+
+/// `GET /api/transport`: where clients connect, and the certificate hash to pin for
+/// WebTransport when the certificate is self-signed.
+pub(super) async fn transport(State(node): State<Arc<Node>>, headers: HeaderMap) -> Response {
+    let host = super::request_host(&headers).unwrap_or("127.0.0.1");
+    let http_host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or(host);
+    let hashes: Vec<Value> = node
+        .webtransport
+        .as_ref()
+        .and_then(|(certs, _)| certs.hash())
+        .map(|hash| json!({ "algorithm": "sha-256", "value": BASE64.encode(hash) }))
+        .into_iter()
+        .collect();
+    Json(json!({
+        "websocket": format!("ws://{http_host}/ws"),
+        "webtransport": super::webtransport_url(&node, &headers),
+        "cert_hashes": hashes,
+    }))
+    .into_response()
+}
+
+/// `POST /api/auth/ticket`: a single-use ticket for a WebTransport CONNECT (browsers send no
+/// cookies there), bound to this session's token and this Origin.
+pub(super) async fn ticket(State(node): State<Arc<Node>>, headers: HeaderMap) -> ApiResult {
+    check_origin(&node, &headers)?;
+    let claims = authenticate(&node, &headers).await?;
+    let grant = Grant {
+        user: UserRef { id: claims.user_id().unwrap_or_default(), username: claims.name.clone() },
+        token_id: claims.jti.clone(),
+        token_expires_at: claims.exp,
+        origin: headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_owned),
+    };
+    let ticket = node.tickets.issue(grant, std::time::Instant::now()).map_err(|e| {
+        tracing::warn!(error = %e, "ticket refused");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too many pending tickets, retry shortly")
+    })?;
+    Ok(Json(json!({ "ticket": ticket, "expires_in_ms": TICKET_TTL.as_millis() as u64 })).into_response())
 }
 
 /// `GET /healthz`: the process answers.

@@ -8,7 +8,9 @@ use crate::auth::{self, Claims};
 use crate::server::Node;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
@@ -70,14 +72,38 @@ pub(crate) async fn authenticate(node: &Node, headers: &HeaderMap) -> Result<Cla
     Ok(claims)
 }
 
-async fn security_headers(mut response: Response) -> Response {
+/// The host (without port) a request was addressed to.
+pub(crate) fn request_host(headers: &HeaderMap) -> Option<&str> {
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    Some(match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) && !name.ends_with(':') => name,
+        _ => host,
+    })
+}
+
+/// The WebTransport URL for a request that reached us as `headers`' Host: same host name, the
+/// UDP port.
+pub(crate) fn webtransport_url(node: &Node, headers: &HeaderMap) -> Option<String> {
+    let (_, port) = node.webtransport.as_ref()?;
+    Some(format!("https://{}:{port}/wt", request_host(headers)?))
+}
+
+async fn security_headers(State(node): State<Arc<Node>>, request: Request, next: Next) -> Response {
+    let wt_origin = webtransport_url(&node, request.headers()).map(|url| url.trim_end_matches("/wt").to_owned());
+    let mut response = next.run(request).await;
     let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
-        ),
+    let connect = wt_origin.as_deref().map(|o| format!(" {o}")).unwrap_or_default();
+    let csp = format!(
+        "default-src 'self'; connect-src 'self'{connect}; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
     );
+    if let Ok(csp) = HeaderValue::from_str(&csp) {
+        h.insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
+    if let Some((_, port)) = &node.webtransport
+        && let Ok(alt) = HeaderValue::from_str(&format!("h3=\":{port}\"; ma=86400"))
+    {
+        h.insert(header::ALT_SVC, alt);
+    }
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
@@ -101,9 +127,11 @@ pub(crate) fn router(node: Arc<Node>) -> Router {
         .route("/api/channels", get(api::channels))
         .route("/api/channels/{name}/messages", get(api::history))
         .route("/api/presence/online", get(api::online))
+        .route("/api/transport", get(api::transport))
+        .route("/api/auth/ticket", post(api::ticket))
         .route("/ws", get(crate::transport::ws::upgrade))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::middleware::from_fn_with_state(node.clone(), security_headers))
         .with_state(node)
 }

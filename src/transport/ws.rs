@@ -6,7 +6,7 @@ use crate::auth;
 use crate::conn::{self, Inbound, Transport};
 use crate::http::{ApiError, authenticate};
 use crate::server::Node;
-use crate::wire::{CloseCode, MAX_CLIENT_FRAME, UserRef};
+use crate::wire::{CloseCode, DecodeError, MAX_CLIENT_FRAME, UserRef};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -121,7 +121,9 @@ where
             Some(Ok(Message::Text(_))) => Inbound::Text,
             Some(Ok(Message::Close(_))) => Inbound::Closed(None),
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Inbound::Activity,
-            Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, .. }))) => Inbound::TooLarge(size),
+            Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
+                Inbound::Malformed(DecodeError::TooLarge { len: size, max: max_size })
+            }
             Some(Err(e)) => Inbound::Closed(Some(e.to_string())),
         }
     }

@@ -53,6 +53,12 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, Decode
 /// Prefixes a frame's bytes with its length as a varint, for byte streams.
 pub fn encode_stream_frame(frame: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(frame.len() + 5);
+    put_stream_frame(&mut out, frame);
+    out
+}
+
+/// Appends a frame with its length prefix to `out` (stream framing without a copy per frame).
+pub fn put_stream_frame(out: &mut Vec<u8>, frame: &[u8]) {
     let mut n = frame.len() as u64;
     loop {
         let byte = (n & 0x7f) as u8;
@@ -64,7 +70,6 @@ pub fn encode_stream_frame(frame: &[u8]) -> Vec<u8> {
         out.push(byte | 0x80);
     }
     out.extend_from_slice(frame);
-    out
 }
 
 /// Finds the first complete length-prefixed frame in `buf`: `Ok(Some((consumed, frame)))`,

@@ -6,7 +6,9 @@ mod codes;
 mod frames;
 mod limits;
 
-pub use codec::{DecodeError, decode, decode_stream_frame, encode, encode_bytes, encode_stream_frame};
+pub use codec::{
+    DecodeError, decode, decode_stream_frame, encode, encode_bytes, encode_stream_frame, put_stream_frame,
+};
 pub use codes::{CloseCode, ErrorCode};
 pub use frames::*;
 pub use limits::*;

@@ -1,0 +1,210 @@
+//! WebTransport over HTTP/3 at `/wt` (UDP): QUIC by quinn, HTTP/3 by h3, sessions by
+//! h3-webtransport. The CONNECT request is authenticated **before** the session is accepted
+//! (a `token` cookie from native clients, or a single-use `ticket` from browsers, which send no
+//! cookies here) and its Origin checked; a refusal is a 401/403 answer on the request stream.
+//! The client then opens one bidirectional stream that carries length-prefixed frames
+//! (PROTOCOL.md § 1.3) to the same connection driver as WebSocket.
+
+use crate::auth;
+use crate::conn::{self, Credentials, Inbound, Transport};
+use crate::server::Node;
+use crate::transport::certs::Certificates;
+use crate::wire::{CloseCode, MAX_CLIENT_FRAME, UserRef, decode_stream_frame, put_stream_frame};
+use axum::http::{self, Method, Request, Response, StatusCode};
+use bytes::{Buf, Bytes, BytesMut};
+use h3::ext::Protocol;
+use h3::server::RequestStream;
+use h3_webtransport::server::{AcceptedBi, WebTransportSession};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The client must open its stream this soon after the session is accepted.
+const STREAM_WAIT: Duration = Duration::from_secs(10);
+/// Read granularity of the stream buffer.
+const READ_CHUNK: usize = 4 * 1024;
+
+type H3Conn = h3_quinn::Connection;
+type WtStream = h3_webtransport::stream::BidiStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+
+/// Builds the QUIC endpoint: TLS 1.3 only, ALPN `h3`, the swappable certificate.
+pub(crate) fn endpoint(addr: std::net::SocketAddr, certs: Arc<Certificates>) -> Result<quinn::Endpoint, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(certs);
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    tls.max_early_data_size = u32::MAX;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| e.to_string())?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_idle_timeout(Some(
+        Duration::from_secs(90).try_into().map_err(|e: quinn::VarIntBoundsExceeded| e.to_string())?,
+    ));
+    transport.keep_alive_interval(Some(Duration::from_secs(20)));
+    config.transport_config(Arc::new(transport));
+    quinn::Endpoint::server(config, addr).map_err(|e| e.to_string())
+}
+
+/// Accepts QUIC connections until the endpoint closes.
+pub(crate) async fn serve(node: Arc<Node>, endpoint: quinn::Endpoint) {
+    while let Some(incoming) = endpoint.accept().await {
+        let node = node.clone();
+        tokio::spawn(async move {
+            if let Err(e) = session(node, incoming).await {
+                tracing::debug!(error = %e, "WebTransport connection ended");
+            }
+        });
+    }
+}
+
+async fn refuse(mut stream: RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>, status: StatusCode) {
+    if let Ok(response) = Response::builder().status(status).body(()) {
+        let _ = stream.send_response(response).await;
+        let _ = stream.finish().await;
+    }
+}
+
+fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
+}
+
+/// Decides who a CONNECT request is, before any session exists.
+async fn authorize(node: &Node, req: &Request<()>) -> Result<Credentials, (StatusCode, &'static str)> {
+    let headers = req.headers();
+    let origin = headers.get(http::header::ORIGIN).and_then(|v| v.to_str().ok());
+    // The page that may connect is served by our TCP listener: same host as this request, the
+    // HTTP port.
+    let page = req.uri().authority().map(|a| format!("{}:{}", a.host(), node.http_port));
+    if !auth::origin_allowed(origin, page.as_deref(), &node.allowed_origins) {
+        return Err((StatusCode::FORBIDDEN, "origin not allowed"));
+    }
+    if let Some(ticket) = req.uri().query().and_then(|q| query_param(q, "ticket")) {
+        let grant = node.tickets.redeem(ticket, origin, Instant::now()).map_err(|e| {
+            tracing::info!(error = %e, "WebTransport ticket refused");
+            (StatusCode::UNAUTHORIZED, "invalid ticket")
+        })?;
+        if node.store.is_revoked(&grant.token_id).await.unwrap_or(true) {
+            return Err((StatusCode::UNAUTHORIZED, "session revoked"));
+        }
+        return Ok(Credentials { user: grant.user, token_id: grant.token_id, expires_at: grant.token_expires_at });
+    }
+    let cookies: Vec<&str> = headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).collect();
+    let headers_map = {
+        let mut h = http::HeaderMap::new();
+        if !cookies.is_empty()
+            && let Ok(v) = http::HeaderValue::from_str(&cookies.join("; "))
+        {
+            h.insert(http::header::COOKIE, v);
+        }
+        h
+    };
+    let claims =
+        crate::http::authenticate(node, &headers_map).await.map_err(|_| (StatusCode::UNAUTHORIZED, "not logged in"))?;
+    Ok(Credentials {
+        user: UserRef { id: claims.user_id().unwrap_or_default(), username: claims.name.clone() },
+        token_id: claims.jti,
+        expires_at: claims.exp,
+    })
+}
+
+async fn session(node: Arc<Node>, incoming: quinn::Incoming) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let quic = incoming.await?;
+    let mut h3_conn: h3::server::Connection<H3Conn, Bytes> = h3::server::builder()
+        .enable_webtransport(true)
+        .enable_extended_connect(true)
+        .enable_datagram(true)
+        .max_webtransport_sessions(1)
+        .send_grease(true)
+        .build(h3_quinn::Connection::new(quic.clone()))
+        .await?;
+    let Some(resolver) = h3_conn.accept().await? else { return Ok(()) };
+    let (req, stream) = resolver.resolve_request().await?;
+    let is_wt = req.method() == Method::CONNECT && req.extensions().get::<Protocol>() == Some(&Protocol::WEB_TRANSPORT);
+    if !is_wt || req.uri().path() != "/wt" {
+        refuse(stream, if is_wt { StatusCode::NOT_FOUND } else { StatusCode::BAD_REQUEST }).await;
+        return Ok(());
+    }
+    let credentials = match authorize(&node, &req).await {
+        Ok(credentials) => credentials,
+        Err((status, why)) => {
+            tracing::warn!(status = status.as_u16(), why, "WebTransport CONNECT refused");
+            node.metrics.upgrades_refused.fetch_add(1, Ordering::Relaxed);
+            refuse(stream, status).await;
+            return Ok(());
+        }
+    };
+    if node.draining.load(Ordering::Relaxed) {
+        refuse(stream, StatusCode::SERVICE_UNAVAILABLE).await;
+        return Ok(());
+    }
+    let Ok(slot) = node.connection_slots.clone().try_acquire_owned() else {
+        refuse(stream, StatusCode::SERVICE_UNAVAILABLE).await;
+        return Ok(());
+    };
+    let session = WebTransportSession::accept(req, stream, h3_conn).await?;
+    let stream = match tokio::time::timeout(STREAM_WAIT, session.accept_bi()).await {
+        Ok(Ok(Some(AcceptedBi::BidiStream(_, stream)))) => stream,
+        _ => {
+            quic.close(CloseCode::BadFrame.code().into(), b"expected one bidirectional stream");
+            return Ok(());
+        }
+    };
+    let transport =
+        WtTransport { stream, read: BytesMut::with_capacity(READ_CHUNK), write: Vec::new(), quic, _session: session };
+    conn::run(node, transport, credentials).await;
+    drop(slot);
+    Ok(())
+}
+
+struct WtTransport {
+    stream: WtStream,
+    read: BytesMut,
+    write: Vec<u8>,
+    quic: quinn::Connection,
+    _session: WebTransportSession<H3Conn, Bytes>,
+}
+
+impl Transport for WtTransport {
+    async fn recv(&mut self) -> Inbound {
+        loop {
+            match decode_stream_frame(&self.read, MAX_CLIENT_FRAME) {
+                Ok(Some((used, frame))) => {
+                    let frame = Bytes::copy_from_slice(frame);
+                    self.read.advance(used);
+                    return Inbound::Frame(frame);
+                }
+                Ok(None) => {}
+                Err(e) => return Inbound::Malformed(e),
+            }
+            self.read.reserve(READ_CHUNK);
+            match self.stream.read_buf(&mut self.read).await {
+                Ok(0) => return Inbound::Closed(None),
+                Ok(_) => {}
+                Err(e) => return Inbound::Closed(Some(e.to_string())),
+            }
+        }
+    }
+
+    async fn feed(&mut self, frame: Bytes) -> Result<(), String> {
+        put_stream_frame(&mut self.write, &frame);
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), String> {
+        if self.write.is_empty() {
+            return Ok(());
+        }
+        self.stream.write_all(&self.write).await.map_err(|e| e.to_string())?;
+        self.write.clear();
+        self.stream.flush().await.map_err(|e| e.to_string())
+    }
+
+    async fn close(&mut self, code: CloseCode, reason: &str) {
+        let _ = self.flush().await;
+        self.quic.close(code.code().into(), reason.as_bytes());
+    }
+}
