@@ -92,6 +92,10 @@ pub struct Config {
     #[arg(long, env = "SOCKETCHAT_SEND_BURST", default_value_t = crate::wire::SEND_BURST, global = true)]
     pub send_burst: u32,
 
+    /// Lifetime of a WebTransport ticket in milliseconds.
+    #[arg(long, env = "SOCKETCHAT_TICKET_TTL_MS", default_value_t = 30_000, global = true)]
+    pub ticket_ttl_ms: u64,
+
     /// Token lifetime in seconds.
     #[arg(long, env = "SOCKETCHAT_TOKEN_TTL", default_value_t = 86_400, global = true)]
     pub token_ttl_secs: u64,

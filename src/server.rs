@@ -259,7 +259,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         send_rate_per_sec: config.send_rate_per_sec,
         hash_slots: Semaphore::new(2),
         next_connection: AtomicU64::new(1),
-        tickets: Tickets::default(),
+        tickets: Tickets::new(Duration::from_millis(config.ticket_ttl_ms)),
         http_port: addr.port(),
         webtransport: webtransport.as_ref().map(|(_, certs, port)| (certs.clone(), *port)),
     });

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// How long a ticket may wait to be used.
+/// How long a ticket may wait to be used, by default.
 pub const TICKET_TTL: Duration = Duration::from_secs(30);
 /// Outstanding tickets per node before new ones are refused (G6).
 const MAX_OUTSTANDING: usize = 10_000;
@@ -41,13 +41,30 @@ pub enum TicketError {
 }
 
 /// The node's tickets.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Tickets {
     outstanding: Mutex<HashMap<String, (Grant, Instant)>>,
+    ttl: Duration,
+}
+
+impl Default for Tickets {
+    fn default() -> Self {
+        Self::new(TICKET_TTL)
+    }
 }
 
 impl Tickets {
-    /// Issues a ticket for `grant`, valid until `now + TICKET_TTL`.
+    /// Tickets that live `ttl`.
+    pub fn new(ttl: Duration) -> Self {
+        Self { outstanding: Mutex::new(HashMap::new()), ttl }
+    }
+
+    /// How long a ticket lives.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Issues a ticket for `grant`, valid until `now + ttl`.
     pub fn issue(&self, grant: Grant, now: Instant) -> Result<String, TicketError> {
         let mut map = self.outstanding.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|_, (_, expires)| *expires > now);
@@ -55,7 +72,7 @@ impl Tickets {
             return Err(TicketError::Full);
         }
         let ticket = hex::encode(rand::random::<[u8; 24]>());
-        map.insert(ticket.clone(), (grant, now + TICKET_TTL));
+        map.insert(ticket.clone(), (grant, now + self.ttl));
         Ok(ticket)
     }
 

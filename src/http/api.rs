@@ -5,7 +5,7 @@ use crate::auth;
 use crate::hub::{Event, EventKind, Topic};
 use crate::server::Node;
 use crate::store::StoreError;
-use crate::tickets::{Grant, TICKET_TTL};
+use crate::tickets::Grant;
 use crate::wire::MAX_HISTORY_PAGE;
 use crate::wire::UserRef;
 use axum::Json;
@@ -271,7 +271,7 @@ pub(super) async fn ticket(State(node): State<Arc<Node>>, headers: HeaderMap) ->
         tracing::warn!(error = %e, "ticket refused");
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too many pending tickets, retry shortly")
     })?;
-    Ok(Json(json!({ "ticket": ticket, "expires_in_ms": TICKET_TTL.as_millis() as u64 })).into_response())
+    Ok(Json(json!({ "ticket": ticket, "expires_in_ms": node.tickets.ttl().as_millis() as u64 })).into_response())
 }
 
 /// `GET /healthz`: the process answers.

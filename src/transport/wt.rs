@@ -22,6 +22,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The client must open its stream this soon after the session is accepted.
 const STREAM_WAIT: Duration = Duration::from_secs(10);
+/// How long a closing session waits for the peer to read the GoAway and hang up.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// Read granularity of the stream buffer.
 const READ_CHUNK: usize = 4 * 1024;
 
@@ -205,6 +207,10 @@ impl Transport for WtTransport {
 
     async fn close(&mut self, code: CloseCode, reason: &str) {
         let _ = self.flush().await;
+        // A QUIC close drops stream data still in flight, GoAway included: end the stream,
+        // give the peer a moment to read it and hang up itself, then close.
+        let _ = self.stream.shutdown().await;
+        let _ = tokio::time::timeout(CLOSE_LINGER, self.quic.closed()).await;
         self.quic.close(code.code().into(), reason.as_bytes());
     }
 }

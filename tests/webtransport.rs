@@ -1,0 +1,264 @@
+//! WebTransport over HTTP/3 against the real server, with a client nobody here wrote
+//! (wtransport, on quinn) that pins the published certificate hash as browsers do.
+
+mod support;
+
+use base64::Engine;
+use socketchat::wire::{self, ClientFrame, CloseCode, ServerFrame};
+use std::time::Duration;
+use support::*;
+use wtransport::endpoint::ConnectOptions;
+use wtransport::tls::Sha256Digest;
+use wtransport::{ClientConfig, Endpoint};
+
+struct WtClient {
+    _conn: wtransport::Connection,
+    send: wtransport::SendStream,
+    recv: wtransport::RecvStream,
+    buf: Vec<u8>,
+}
+
+async fn transport_info(server: &TestServer) -> (String, [u8; 32]) {
+    let info: serde_json::Value =
+        server.http.get(server.url("/api/transport")).send().await.unwrap().json().await.unwrap();
+    let url = info["webtransport"].as_str().expect("webtransport offered").to_owned();
+    let hash = info["cert_hashes"][0]["value"].as_str().expect("a pinned hash");
+    let hash: [u8; 32] = base64::engine::general_purpose::STANDARD.decode(hash).unwrap().try_into().unwrap();
+    (url, hash)
+}
+
+/// Opens a session (`query` appended to the /wt URL, extra request headers) and its stream.
+async fn wt_connect(server: &TestServer, query: &str, headers: &[(&str, String)]) -> Result<WtClient, String> {
+    let (url, hash) = transport_info(server).await;
+    let config =
+        ClientConfig::builder().with_bind_default().with_server_certificate_hashes([Sha256Digest::new(hash)]).build();
+    let endpoint = Endpoint::client(config).unwrap();
+    let mut options = ConnectOptions::builder(format!("{url}{query}"));
+    for (k, v) in headers {
+        options = options.add_header(*k, v.clone());
+    }
+    let conn = tokio::time::timeout(WAIT, endpoint.connect(options.build()))
+        .await
+        .map_err(|_| "connect timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let (send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())?;
+    Ok(WtClient { _conn: conn, send, recv, buf: Vec::new() })
+}
+
+impl WtClient {
+    async fn send_raw(&mut self, bytes: &[u8]) {
+        self.send.write_all(bytes).await.unwrap();
+    }
+
+    async fn send(&mut self, frame: &ClientFrame) {
+        self.send_raw(&wire::encode_stream_frame(&wire::encode(frame))).await;
+    }
+
+    /// Next frame, or `None` when the stream or session ended.
+    async fn next(&mut self) -> Option<ServerFrame> {
+        loop {
+            if let Some((used, frame)) = wire::decode_stream_frame(&self.buf, usize::MAX).unwrap() {
+                let frame = wire::decode(frame, usize::MAX).expect("server frames decode");
+                self.buf.drain(..used);
+                return Some(frame);
+            }
+            let mut chunk = [0u8; 4096];
+            match tokio::time::timeout(WAIT, self.recv.read(&mut chunk)).await.expect("data within the wait") {
+                Ok(Some(n)) => self.buf.extend_from_slice(&chunk[..n]),
+                _ => return None,
+            }
+        }
+    }
+
+    async fn recv_until<T>(&mut self, mut pick: impl FnMut(ServerFrame) -> Option<T>) -> T {
+        loop {
+            if let Some(found) = pick(self.next().await.expect("session open")) {
+                return found;
+            }
+        }
+    }
+
+    /// Reads until the session ends; returns the GoAway code.
+    async fn goaway(&mut self) -> Option<u16> {
+        let mut code = None;
+        while let Some(frame) = self.next().await {
+            if let ServerFrame::GoAway(g) = frame {
+                code = Some(g.code);
+            }
+        }
+        code
+    }
+
+    async fn hello(&mut self) -> wire::Welcome {
+        self.send(&ClientFrame::Hello(wire::Hello { version: 1, client: "wt-test".into() })).await;
+        self.recv_until(|f| match f {
+            ServerFrame::Welcome(w) => Some(w),
+            _ => None,
+        })
+        .await
+    }
+}
+
+fn cookie(token: &str) -> (&'static str, String) {
+    ("cookie", format!("token={token}"))
+}
+
+async fn ticket(server: &TestServer, token: &str, origin: Option<&str>) -> String {
+    let mut request = server.http.post(server.url("/api/auth/ticket")).header("cookie", format!("token={token}"));
+    if let Some(origin) = origin {
+        request = request.header("origin", origin);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.json::<serde_json::Value>().await.unwrap()["ticket"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_client_authenticates_with_its_cookie_and_chats_with_a_websocket_user() {
+    let server = TestServer::start().await;
+    let (ta, tb) = (server.register("alice").await, server.register("bob").await);
+    let mut wt = wt_connect(&server, "", &[cookie(&ta)]).await.expect("session accepted");
+    assert_eq!(wt.hello().await.user.username, "alice");
+    let (mut ws, _) = server.connect_hello(&tb).await;
+    wt.send(&join("general", None)).await;
+    wt.recv_until(|f| matches!(f, ServerFrame::Joined(_)).then_some(())).await;
+    join_and_replay(&mut ws, "general", None).await;
+
+    wt.send(&send("general", 1, "over QUIC")).await;
+    let acked = wt
+        .recv_until(|f| match f {
+            ServerFrame::Ack(a) => Some(a),
+            _ => None,
+        })
+        .await;
+    ws.send(&send("general", 2, "over TCP")).await;
+    let mut on_ws = Vec::new();
+    let mut ws_acked = false;
+    while !ws_acked || on_ws.len() < 2 {
+        match ws.recv().await {
+            ServerFrame::Ack(_) => ws_acked = true,
+            ServerFrame::Message(m) => on_ws.push((m.seq, m.text)),
+            _ => {}
+        }
+    }
+    let mut on_wt = Vec::new();
+    while on_wt.len() < 2 {
+        if let ServerFrame::Message(m) = wt.next().await.unwrap() {
+            on_wt.push((m.seq, m.text));
+        }
+    }
+    assert_eq!(on_wt, on_ws, "both transports see the same messages in the same order");
+    assert_eq!(on_wt[0], (acked.seq, "over QUIC".to_owned()));
+
+    // The same idempotency over either transport: alice retries her QUIC send over WebSocket.
+    let (mut alice_ws, _) = server.connect_hello(&ta).await;
+    join_and_replay(&mut alice_ws, "general", Some(2)).await;
+    alice_ws.send(&send("general", 1, "over QUIC")).await;
+    assert_eq!(ack(&mut alice_ws).await, acked, "the identical ack");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_works_once_from_its_origin_and_resume_works_over_webtransport() {
+    let server = TestServer::start().await;
+    let token = server.register("alice").await;
+    let origin = format!("http://{}", server.addr);
+    let t = ticket(&server, &token, Some(&origin)).await;
+    let mut wt =
+        wt_connect(&server, &format!("?ticket={t}"), &[("origin", origin.clone())]).await.expect("ticket accepted");
+    assert_eq!(wt.hello().await.user.username, "alice");
+    wt.send(&join("general", None)).await;
+    wt.recv_until(|f| matches!(f, ServerFrame::Joined(_)).then_some(())).await;
+    for i in 1..=3u8 {
+        wt.send(&send("general", i, &format!("m{i}"))).await;
+        wt.recv_until(|f| matches!(f, ServerFrame::Ack(_)).then_some(())).await;
+    }
+    drop(wt);
+
+    let reuse = wt_connect(&server, &format!("?ticket={t}"), &[("origin", origin.clone())]).await;
+    assert!(reuse.is_err(), "a ticket works once");
+
+    let other_origin = ticket(&server, &token, Some(&origin)).await;
+    let foreign =
+        wt_connect(&server, &format!("?ticket={other_origin}"), &[("origin", "http://evil.example".into())]).await;
+    assert!(foreign.is_err(), "a ticket is bound to its origin (and a foreign origin is refused)");
+
+    let fresh = ticket(&server, &token, Some(&origin)).await;
+    let mut wt = wt_connect(&server, &format!("?ticket={fresh}"), &[("origin", origin)]).await.expect("fresh ticket");
+    wt.hello().await;
+    wt.send(&join("general", Some(1))).await;
+    let joined = wt
+        .recv_until(|f| match f {
+            ServerFrame::Joined(j) => Some(j),
+            _ => None,
+        })
+        .await;
+    assert_eq!((joined.replay_from, joined.head_seq), (2, 3));
+    let replay: Vec<u64> = vec![
+        wt.recv_until(|f| match f {
+            ServerFrame::Message(m) => Some(m.seq),
+            _ => None,
+        })
+        .await,
+        wt.recv_until(|f| match f {
+            ServerFrame::Message(m) => Some(m.seq),
+            _ => None,
+        })
+        .await,
+    ];
+    assert_eq!(replay, [2, 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_without_valid_credentials_are_refused_before_they_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(dir, |c| c.ticket_ttl_ms = 200).await;
+    let token = server.register("alice").await;
+    assert!(wt_connect(&server, "", &[]).await.is_err(), "no credentials");
+    assert!(wt_connect(&server, "", &[cookie("not.a.token")]).await.is_err(), "bad token");
+    assert!(wt_connect(&server, "?ticket=00ff", &[]).await.is_err(), "made-up ticket");
+    let own = format!("http://{}", server.addr);
+    assert!(
+        wt_connect(&server, "", &[cookie(&token), ("origin", "http://evil.example".into())]).await.is_err(),
+        "foreign origin"
+    );
+    assert!(wt_connect(&server, "", &[cookie(&token), ("origin", own.clone())]).await.is_ok(), "own origin");
+    let expired = ticket(&server, &token, Some(&own)).await;
+    // The ticket lives 200 ms in this server; the test is about time passing.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(wt_connect(&server, &format!("?ticket={expired}"), &[("origin", own)]).await.is_err(), "expired ticket");
+    let metrics = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("socketchat_upgrades_refused_total 5"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbled_or_oversized_stream_data_closes_only_that_session() {
+    let server = TestServer::start().await;
+    let (ta, tb) = (server.register("alice").await, server.register("bob").await);
+    let mut good = wt_connect(&server, "", &[cookie(&tb)]).await.unwrap();
+    good.hello().await;
+    good.send(&join("general", None)).await;
+    good.recv_until(|f| matches!(f, ServerFrame::Joined(_)).then_some(())).await;
+
+    let mut oversized = wt_connect(&server, "", &[cookie(&ta)]).await.unwrap();
+    oversized.hello().await;
+    oversized.send_raw(&wire::encode_stream_frame(&vec![4u8; 100_000])[..8]).await;
+    assert_eq!(oversized.goaway().await, Some(CloseCode::FrameTooLarge.code()));
+
+    let mut garbled = wt_connect(&server, "", &[cookie(&ta)]).await.unwrap();
+    garbled.hello().await;
+    garbled.send_raw(&[3, 0xff, 0x13, 0x37]).await;
+    assert_eq!(garbled.goaway().await, Some(CloseCode::BadFrame.code()));
+
+    let mut bad_prefix = wt_connect(&server, "", &[cookie(&ta)]).await.unwrap();
+    bad_prefix.send_raw(&[0xff; 6]).await;
+    assert_eq!(bad_prefix.goaway().await, Some(CloseCode::BadFrame.code()));
+
+    good.send(&send("general", 9, "unharmed")).await;
+    let m = good
+        .recv_until(|f| match f {
+            ServerFrame::Message(m) => Some(m),
+            _ => None,
+        })
+        .await;
+    assert_eq!(m.text, "unharmed");
+}
