@@ -157,4 +157,19 @@ mod tests {
         assert!(GENERATED_VALIDITY < Duration::from_secs(14 * 24 * 3600));
         assert!(ROTATE_AFTER + Duration::from_secs(24 * 3600) < GENERATED_VALIDITY);
     }
+
+    #[test]
+    fn operator_pem_files_load_and_publish_no_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert =
+            rcgen::CertificateParams::new(vec!["chat.example.com".to_owned()]).unwrap().self_signed(&key).unwrap();
+        std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
+        let certs = Certificates::from_pem(&dir.path().join("cert.pem"), &dir.path().join("key.pem")).unwrap();
+        assert_eq!(certs.hash(), None);
+        assert!(!certs.is_generated());
+        std::fs::write(dir.path().join("empty.pem"), "").unwrap();
+        assert!(Certificates::from_pem(&dir.path().join("empty.pem"), &dir.path().join("key.pem")).is_err());
+    }
 }
