@@ -262,3 +262,57 @@ async fn garbled_or_oversized_stream_data_closes_only_that_session() {
         .await;
     assert_eq!(m.text, "unharmed");
 }
+
+/// Interop: Python's aioquic (an HTTP/3 stack nobody here wrote) opens a session, joins, sends
+/// and receives; a WebSocket member of the room sees the same message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aioquic_client_chats_over_webtransport() {
+    let server = TestServer::start().await;
+    let (ta, tb) = (server.register("alice").await, server.register("bob").await);
+    let (mut ws, _) = server.connect_hello(&tb).await;
+    join_and_replay(&mut ws, "general", None).await;
+    let (url, _) = transport_info(&server).await;
+    let ca = server.dir.path().join("certs").join("wt-cert.pem");
+    let run = |args: Vec<String>| {
+        // scripts/test points this at a venv with aioquic.
+        tokio::process::Command::new(std::env::var("SOCKETCHAT_PYTHON").unwrap_or_else(|_| "python3".into()))
+            .arg("tests/interop/aioquic_client.py")
+            .args(args)
+            .kill_on_drop(true)
+            .output()
+    };
+    let output = run(vec![
+        "--url".into(),
+        url.clone(),
+        "--cookie".into(),
+        format!("token={ta}"),
+        "--ca-cert".into(),
+        ca.display().to_string(),
+        "--room".into(),
+        "general".into(),
+    ])
+    .await
+    .expect("python3 runs (scripts/test installs aioquic)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap_or_else(|_| {
+        panic!("one JSON line; stdout: {stdout}; stderr: {}", String::from_utf8_lossy(&output.stderr))
+    });
+    assert_eq!(report["ok"], true, "aioquic: {report}; stderr: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success());
+    let seen = message(&mut ws).await;
+    assert_eq!((seen.seq, seen.message_id), (report["seq"].as_u64().unwrap(), report["message_id"].as_u64().unwrap()));
+    assert_eq!((seen.sender.username.as_str(), seen.text.as_str()), ("alice", "from aioquic"));
+
+    // The same client without credentials is refused.
+    let refused = run(vec![
+        "--url".into(),
+        url,
+        "--cookie".into(),
+        "token=bad".into(),
+        "--ca-cert".into(),
+        ca.display().to_string(),
+    ])
+    .await
+    .unwrap();
+    assert!(!refused.status.success(), "refused without a valid token");
+}
