@@ -20,7 +20,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The client must open its stream this soon after the session is accepted.
+/// The client must send its CONNECT this soon after the handshake, and open its stream this
+/// soon after the session is accepted.
 const STREAM_WAIT: Duration = Duration::from_secs(10);
 /// How long a closing session waits for the peer to read the GoAway and hang up.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
@@ -123,8 +124,26 @@ async fn session(node: Arc<Node>, incoming: quinn::Incoming) -> Result<(), Box<d
         .send_grease(true)
         .build(h3_quinn::Connection::new(quic.clone()))
         .await?;
-    let Some(resolver) = h3_conn.accept().await? else { return Ok(()) };
-    let (req, stream) = resolver.resolve_request().await?;
+    // A QUIC connection that does not ask for a session soon is dropped (keep-alives would
+    // otherwise hold it open forever).
+    let request = tokio::time::timeout(STREAM_WAIT, async {
+        match h3_conn.accept().await? {
+            Some(resolver) => {
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Some(resolver.resolve_request().await?))
+            }
+            None => Ok(None),
+        }
+    })
+    .await;
+    let (req, stream) = match request {
+        Ok(Ok(Some(request))) => request,
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            quic.close(0u32.into(), b"no request");
+            return Ok(());
+        }
+    };
     let is_wt = req.method() == Method::CONNECT && req.extensions().get::<Protocol>() == Some(&Protocol::WEB_TRANSPORT);
     if !is_wt || req.uri().path() != "/wt" {
         refuse(stream, if is_wt { StatusCode::NOT_FOUND } else { StatusCode::BAD_REQUEST }).await;
