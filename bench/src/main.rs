@@ -26,6 +26,89 @@ struct Cli {
 enum Scenario {
     /// Acked sends per second through the writer and the store.
     Store(StoreArgs),
+    /// Memory of idle WebSocket connections on a running server.
+    Idle(IdleArgs),
+}
+
+#[derive(Parser)]
+struct IdleArgs {
+    /// The server's HTTP address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: std::net::SocketAddr,
+    /// The server's process id (its resident memory is read from /proc).
+    #[arg(long)]
+    pid: u32,
+    /// Connections to open.
+    #[arg(long, default_value_t = 2000)]
+    connections: usize,
+}
+
+fn resident_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Opens N WebSocket connections (Hello, Join general) and reports the server's resident
+/// memory before and after, per connection.
+async fn idle_scenario(args: IdleArgs) -> Result<(), Box<dyn std::error::Error>> {
+    use futures_util::{SinkExt, StreamExt};
+    use socketchat::wire::{self, ClientFrame, ServerFrame};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest, http::HeaderValue};
+    let http = reqwest::Client::new();
+    let name = format!("idle{:08x}", rand::random::<u32>());
+    let response = http
+        .post(format!("http://{}/api/auth/register", args.addr))
+        .json(&serde_json::json!({"username": name, "email": format!("{name}@bench.invalid"), "password": "bench password"}))
+        .send()
+        .await?;
+    let cookie = response
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .ok_or("no cookie")?
+        .to_owned();
+    let before = resident_kib(args.pid);
+    let mut held = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections {
+        let mut request = format!("ws://{}/ws", args.addr).into_client_request()?;
+        request.headers_mut().insert("cookie", HeaderValue::from_str(&cookie)?);
+        let tcp = tokio::net::TcpStream::connect(args.addr).await?;
+        let (mut ws, _) = tokio_tungstenite::client_async(request, tcp).await?;
+        for frame in [
+            ClientFrame::Hello(wire::Hello { version: 1, client: "idle".into() }),
+            ClientFrame::Join(wire::Join { room: "general".into(), after_seq: None }),
+        ] {
+            ws.send(Message::Binary(wire::encode(&frame).into())).await?;
+        }
+        // Wait until the join took effect, so the server holds the full per-connection state.
+        while let Some(message) = ws.next().await {
+            if let Message::Binary(bytes) = message? {
+                if let Ok(ServerFrame::Joined(_)) = wire::decode::<ServerFrame>(&bytes, usize::MAX) {
+                    break;
+                }
+            }
+        }
+        held.push(ws);
+    }
+    let after = resident_kib(args.pid);
+    let per = (after.saturating_sub(before)) as f64 / args.connections as f64;
+    println!(
+        "{}",
+        serde_json::json!({
+            "scenario": "idle",
+            "connections": args.connections,
+            "server_rss_before_kib": before,
+            "server_rss_after_kib": after,
+            "kib_per_connection": (per * 10.0).round() / 10.0,
+        })
+    );
+    drop(held);
+    Ok(())
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -203,5 +286,6 @@ fn tempdir() -> std::path::PathBuf {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     match Cli::parse().scenario {
         Scenario::Store(args) => store_scenario(args).await,
+        Scenario::Idle(args) => idle_scenario(args).await,
     }
 }
