@@ -1,5 +1,5 @@
 // SocketChat web UI. No framework, no build step; runs under
-// `default-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self' data:`,
+// `default-src 'self'; connect-src 'self' <WebTransport origin>; style-src 'self'; img-src 'self' data:`,
 // so nothing inline. User-supplied text only ever goes through textContent.
 import { ChatClient, ErrorCode, MAX_TEXT_BYTES, idToHex, utf8Length } from './socketchat.js';
 
@@ -11,9 +11,17 @@ const ERROR_LINE_MS = 8000;
 const NEAR_TOP_PX = 48;
 const NEAR_BOTTOM_PX = 48;
 
+// Query parameters for tests and debugging: `?transport=websocket` (or `webtransport`, `auto`)
+// chooses the transport policy; `?test-hooks` exposes the client as `window.__socketchat.client`.
+const params = new URLSearchParams(location.search);
+const TRANSPORT_MODES = ['auto', 'websocket', 'webtransport'];
+const transportMode = TRANSPORT_MODES.includes(params.get('transport')) ? params.get('transport') : 'auto';
+const TRANSPORT_LABELS = { webtransport: 'WebTransport', websocket: 'WebSocket' };
+
 const $ = (sel) => document.querySelector(sel);
 const els = {
   status: $('#status'),
+  transport: $('#transport'),
   me: $('#me'),
   logout: $('#logout'),
   authView: $('#auth-view'),
@@ -101,6 +109,7 @@ function showAuth(notice) {
   els.authNotice.textContent = notice || '';
   els.authNotice.hidden = !notice;
   setStatusText('idle', '');
+  renderTransport(null);
   els.loginForm.querySelector('input')?.focus();
 }
 
@@ -211,12 +220,17 @@ async function enterChat(user) {
   renderChannels();
 
   client = new ChatClient({
+    transport: transportMode,
     checkAuth: async () => {
       const r = await api('GET', '/api/auth/me');
       return r.status !== 401;
     },
   });
   client.on('status', onStatus);
+  client.on('transport', (t) => renderTransport(t.transport));
+  client.on('transport_fallback', (f) => {
+    els.transport.title = `WebTransport failed (${f.error}); using WebSocket`;
+  });
   client.on('welcome', (w) => {
     state.me = { ...state.me, id: w.user.id, username: w.user.username };
     els.me.textContent = w.user.username;
@@ -328,9 +342,22 @@ function setStatusText(stateName, text, title = '') {
   els.status.title = title;
 }
 
+/** Shows the transport of the connection next to the status ('webtransport' | 'websocket'). */
+function renderTransport(kind) {
+  const label = kind ? TRANSPORT_LABELS[kind] : '';
+  els.transport.textContent = label || '';
+  els.transport.dataset.transport = kind || '';
+  els.transport.hidden = !label;
+  if (kind === 'webtransport') els.transport.title = 'Connected over WebTransport (HTTP/3)';
+  else if (kind === 'websocket' && !els.transport.title.startsWith('WebTransport failed')) els.transport.title = 'Connected over WebSocket';
+}
+
 function onStatus(s) {
   clearInterval(statusTimer);
   statusTimer = null;
+  // The transport badge stays, dimmed, while not connected (it names the last transport).
+  if (s.state === 'connected') delete els.transport.dataset.stale;
+  else els.transport.dataset.stale = '';
   switch (s.state) {
     case 'connecting':
       setStatusText('connecting', s.attempt ? 'Reconnecting…' : 'Connecting…');
@@ -776,6 +803,14 @@ els.input.addEventListener('input', () => {
 // ---------------------------------------------------------------------------------------------
 // Start
 // ---------------------------------------------------------------------------------------------
+
+if (params.has('test-hooks')) {
+  window.__socketchat = {
+    get client() {
+      return client;
+    },
+  };
+}
 
 async function boot() {
   let result = null;

@@ -447,13 +447,90 @@ export function decodeStreamFrame(buf, maxFrameBytes = MAX_SERVER_FRAME) {
     len += (b & 0x7f) * scale;
     scale *= 0x80;
     if ((b & 0x80) === 0) {
-      if (len > maxFrameBytes) throw new DecodeError(`stream frame of ${len} bytes exceeds the limit of ${maxFrameBytes}`);
+      if (len > maxFrameBytes) throw new DecodeError(`stream frame of ${len} bytes exceeds the limit of ${maxFrameBytes}`, 'too_large');
       const start = i + 1;
       if (bytes.length < start + len) return null;
       return { frame: bytes.slice(start, start + len), consumed: start + len };
     }
   }
   throw new DecodeError('stream length prefix longer than 5 bytes');
+}
+
+/**
+ * Reassembles length-prefixed frames (§ 1.3) from a byte stream that arrives in arbitrary
+ * chunks: a frame may be split over several chunks and a chunk may hold several frames.
+ * `push(chunk)` returns the frames completed by that chunk, in order. The buffer holds at most
+ * one incomplete frame, whose announced length was already checked against `maxFrameBytes`;
+ * a longer length (or a prefix over 5 bytes) throws DecodeError, after which the reader is
+ * unusable (the stream cannot be resynchronised).
+ */
+export class StreamFrameReader {
+  constructor(maxFrameBytes = MAX_SERVER_FRAME) {
+    this.maxFrameBytes = maxFrameBytes;
+    this.buf = new Uint8Array(0);
+    this.start = 0;
+    this.end = 0;
+    this.failed = null;
+  }
+
+  /** Bytes received but not yet returned as a frame. */
+  get buffered() {
+    return this.end - this.start;
+  }
+
+  push(chunk) {
+    if (this.failed) throw this.failed;
+    const bytes = toUint8Array(chunk);
+    const frames = [];
+    try {
+      if (this.buffered === 0) {
+        // Common case: decode straight from the chunk, keep only an incomplete tail.
+        const used = this._drain(bytes, frames);
+        this._append(bytes.subarray(used));
+      } else {
+        this._append(bytes);
+        this.start += this._drain(this.buf.subarray(this.start, this.end), frames);
+        if (this.start === this.end) this.start = this.end = 0;
+      }
+    } catch (err) {
+      this.failed = err;
+      this.buf = new Uint8Array(0);
+      this.start = this.end = 0;
+      throw err;
+    }
+    return frames;
+  }
+
+  _drain(bytes, frames) {
+    let pos = 0;
+    for (;;) {
+      const next = decodeStreamFrame(bytes.subarray(pos), this.maxFrameBytes);
+      if (next === null) return pos;
+      frames.push(next.frame);
+      pos += next.consumed;
+    }
+  }
+
+  _append(bytes) {
+    if (bytes.length === 0) return;
+    if (this.end + bytes.length > this.buf.length) {
+      const live = this.end - this.start;
+      const need = live + bytes.length;
+      if (need <= this.buf.length) {
+        this.buf.copyWithin(0, this.start, this.end);
+      } else {
+        let size = Math.max(64, this.buf.length);
+        while (size < need) size *= 2;
+        const next = new Uint8Array(size);
+        next.set(this.buf.subarray(this.start, this.end));
+        this.buf = next;
+      }
+      this.start = 0;
+      this.end = live;
+    }
+    this.buf.set(bytes, this.end);
+    this.end += bytes.length;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -507,8 +584,350 @@ const WS_OPEN = 1;
 /** Sends transmitted but not yet acknowledged, at most (keeps a long offline queue from flooding). */
 const MAX_SENDS_IN_FLIGHT = 32;
 
+// ---------------------------------------------------------------------------------------------
+// Transports: one small adapter per transport, one session logic (ChatClient) on top.
+//
+// An adapter carries whole frames (Uint8Array, no length prefix) both ways:
+//   conn.start({open, frame, text, fatal, close})   callbacks; `open` may be called at once
+//   conn.isOpen                                      true while frames can be sent
+//   conn.send(bytes)                                 one frame
+//   conn.close(code, reason)                         ends it; no callback follows
+//   conn.detach()                                    no callback follows (already closing)
+// `close(code, reason)` reports the end of a connection the client did not close itself.
+// ---------------------------------------------------------------------------------------------
+
+/** How long a WebTransport attempt may take before falling back to WebSocket (ms). */
+export const WEBTRANSPORT_TIMEOUT_MS = 5000;
+/** After a failed WebTransport attempt, WebSocket is used for this long (ms). */
+export const WEBTRANSPORT_RETRY_AFTER_MS = 60000;
+
+/** WebSocket: one binary message is one frame (§ 1.2). */
+export class WebSocketConnection {
+  constructor(WebSocketImpl, url) {
+    this.kind = 'websocket';
+    this.ws = new WebSocketImpl(url);
+    this.ws.binaryType = 'arraybuffer';
+    this.handlers = null;
+  }
+
+  start(handlers) {
+    this.handlers = handlers;
+    const ws = this.ws;
+    ws.onopen = () => this.handlers?.open();
+    ws.onmessage = (ev) => {
+      if (!this.handlers) return;
+      if (typeof ev.data === 'string') this.handlers.text('text message from server');
+      else this.handlers.frame(ev.data);
+    };
+    ws.onerror = () => {
+      /* the close event follows */
+    };
+    ws.onclose = (ev) => this.handlers?.close(ev.code, ev.reason);
+  }
+
+  get isOpen() {
+    return this.ws.readyState === WS_OPEN;
+  }
+
+  send(bytes) {
+    this.ws.send(bytes);
+  }
+
+  detach() {
+    this.handlers = null;
+    const ws = this.ws;
+    ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+  }
+
+  close(code, reason) {
+    this.detach();
+    try {
+      this.ws.close(code, reason);
+    } catch {
+      /* already closed */
+    }
+  }
+
+  /** Closes the socket but keeps the callbacks: its end is reported like any other. */
+  drop() {
+    try {
+      this.ws.close(4000, 'dropped by the client');
+    } catch {
+      /* already closed */
+    }
+  }
+}
+
+function timeoutError(ms) {
+  const err = new Error(`WebTransport not ready within ${ms} ms`);
+  err.name = 'TimeoutError';
+  return err;
+}
+
+function errorText(err) {
+  if (err === undefined || err === null) return 'unknown error';
+  return err.message ? `${err.name && err.name !== 'Error' ? err.name + ': ' : ''}${err.message}` : String(err);
+}
+
 /**
- * A SocketChat connection that survives reconnects.
+ * WebTransport: one bidirectional stream opened by the client carries every frame in both
+ * directions, each prefixed by its length (§ 1.3). The session is established by
+ * `WebTransportConnection.establish()`, which resolves only once the stream exists.
+ */
+export class WebTransportConnection {
+  /**
+   * @param {Function} WebTransportImpl the WebTransport constructor
+   * @param {string} url `https://…/wt?ticket=…`
+   * @param {object} options passed to the constructor (serverCertificateHashes)
+   * @param {number} timeoutMs establishment deadline
+   * @param {AbortSignal} [signal] gives up the attempt
+   * @returns {Promise<WebTransportConnection>} rejects when the session or stream fails
+   */
+  static async establish(WebTransportImpl, url, options, timeoutMs = WEBTRANSPORT_TIMEOUT_MS, signal = undefined) {
+    const conn = new WebTransportConnection();
+    let timer = null;
+    const deadline = abortable(
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(timeoutError(timeoutMs)), timeoutMs);
+      }),
+      signal,
+    );
+    deadline.catch(() => {});
+    try {
+      conn.wt = new WebTransportImpl(url, options);
+      // Observe `closed` at once so an early failure is never an unhandled rejection.
+      conn.closedInfo = Promise.resolve(conn.wt.closed).then(
+        (info) => ({ clean: true, code: info?.closeCode ?? 0, reason: info?.reason ?? '' }),
+        (err) => ({ clean: false, code: 0, reason: errorText(err) }),
+      );
+      await Promise.race([conn.wt.ready, deadline]);
+      const stream = await Promise.race([conn.wt.createBidirectionalStream(), deadline]);
+      conn.reader = stream.readable.getReader();
+      conn.writer = stream.writable.getWriter();
+      conn.writer.closed.catch(() => {});
+      conn.ready = true;
+      return conn;
+    } catch (err) {
+      conn._abort(err);
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  constructor() {
+    this.kind = 'webtransport';
+    this.wt = null;
+    this.reader = null;
+    this.writer = null;
+    this.closedInfo = null;
+    this.ready = false;
+    this.handlers = null;
+    this.ended = false;
+    this.framer = new StreamFrameReader(MAX_SERVER_FRAME);
+  }
+
+  _abort(err) {
+    this.ended = true;
+    try {
+      this.wt?.close({ closeCode: 0, reason: errorText(err).slice(0, 100) });
+    } catch {
+      /* not open */
+    }
+  }
+
+  start(handlers) {
+    this.handlers = handlers;
+    const readDone = this._readLoop();
+    // The end is reported once, after whatever the stream still delivered (a GoAway comes
+    // just before the server closes the connection).
+    this.closedInfo.then(async (info) => {
+      await Promise.race([readDone, delay(200)]);
+      this._finish(info);
+    });
+    readDone.then(async (why) => {
+      if (why === null) return; // detached
+      const info = await Promise.race([this.closedInfo, delay(200).then(() => null)]);
+      this._finish(info ?? { clean: false, code: 0, reason: why });
+    });
+    this.handlers.open();
+  }
+
+  async _readLoop() {
+    try {
+      for (;;) {
+        const { value, done } = await this.reader.read();
+        if (!this.handlers) return null;
+        if (done) return 'stream ended by the server';
+        let frames;
+        try {
+          frames = this.framer.push(value);
+        } catch (err) {
+          this.handlers.fatal(`bad stream framing from server: ${err.message}`, err.kind === 'too_large' ? 4501 : 4500);
+          return null;
+        }
+        for (const f of frames) {
+          if (!this.handlers) return null;
+          this.handlers.frame(f);
+        }
+      }
+    } catch (err) {
+      return this.handlers ? errorText(err) : null;
+    }
+  }
+
+  _finish(info) {
+    if (this.ended) return;
+    this.ended = true;
+    const handlers = this.handlers;
+    this.handlers = null;
+    try {
+      this.wt.close({ closeCode: 0, reason: '' });
+    } catch {
+      /* already closed */
+    }
+    if (!handlers) return;
+    // A browser sees the server's connection close as an error without a code: what counts
+    // is the GoAway read before it (ChatClient), so report a drop. A session close capsule
+    // carrying one of our close codes is honoured.
+    const code = info.clean && info.code >= 4000 && info.code <= 4999 ? info.code : 1006;
+    handlers.close(code, info.reason || 'WebTransport session closed');
+  }
+
+  get isOpen() {
+    return this.ready && !this.ended;
+  }
+
+  send(bytes) {
+    this.writer.write(encodeStreamFrame(bytes)).catch(() => {
+      /* the session's end is reported by the read side */
+    });
+  }
+
+  detach() {
+    this.handlers = null;
+  }
+
+  /** Closes the session but keeps the callbacks: its end is reported like any other. */
+  drop() {
+    try {
+      this.wt.close({ closeCode: 0, reason: 'dropped by the client' });
+    } catch {
+      /* already closed */
+    }
+  }
+
+  close(code, reason) {
+    this.handlers = null;
+    if (this.ended) return;
+    this.ended = true;
+    // End our side of the stream first (FIN after any queued frames): a server that watches
+    // only the stream sees the end even if the session close is not acted upon.
+    this.writer.close().catch(() => {});
+    try {
+      this.wt.close({ closeCode: code, reason: String(reason ?? '').slice(0, 120) });
+    } catch {
+      /* already closed */
+    }
+  }
+}
+
+const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** `promise`, or a rejection as soon as `signal` aborts. */
+function abortable(promise, signal) {
+  if (!signal) return Promise.resolve(promise);
+  if (signal.aborted) return Promise.reject(new Error('attempt abandoned'));
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(new Error('attempt abandoned'));
+    signal.addEventListener('abort', onAbort, { once: true });
+    Promise.resolve(promise).then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
+}
+
+/** Decodes standard base64 into bytes. */
+export function base64ToBytes(text) {
+  const bin = globalThis.atob(text);
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
+}
+
+/**
+ * Which transport to try first for one connection attempt.
+ * @param {object} p
+ * @param {'auto'|'websocket'|'webtransport'} p.mode the client's `transport` option
+ * @param {object|null} p.info `GET /api/transport` answer, null when it could not be fetched
+ * @param {boolean} p.hasWebTransport whether the WebTransport API exists here
+ * @param {number} p.now current time (ms)
+ * @param {number} p.webTransportBlockedUntil no WebTransport attempt before this time
+ * @returns {{transport: 'webtransport'|'websocket', why: string}}
+ */
+export function chooseTransport({ mode = 'auto', info, hasWebTransport, now, webTransportBlockedUntil = 0 }) {
+  if (mode === 'websocket') return { transport: 'websocket', why: 'WebSocket forced' };
+  if (!hasWebTransport) return { transport: 'websocket', why: 'no WebTransport API' };
+  if (!info || typeof info.webtransport !== 'string' || info.webtransport === '') {
+    return { transport: 'websocket', why: info ? 'server offers no WebTransport' : 'transport info unavailable' };
+  }
+  if (mode !== 'webtransport' && now < webTransportBlockedUntil) {
+    return { transport: 'websocket', why: 'WebTransport failed recently' };
+  }
+  return { transport: 'webtransport', why: mode === 'webtransport' ? 'WebTransport forced' : 'offered by the server' };
+}
+
+/** `new WebTransport()` options from `GET /api/transport`'s cert_hashes (sha-256 only). */
+export function webTransportOptions(info) {
+  const hashes = Array.isArray(info && info.cert_hashes) ? info.cert_hashes : [];
+  const serverCertificateHashes = hashes
+    .filter((h) => h && h.algorithm === 'sha-256' && typeof h.value === 'string')
+    .map((h) => ({ algorithm: 'sha-256', value: base64ToBytes(h.value) }));
+  return serverCertificateHashes.length ? { serverCertificateHashes } : {};
+}
+
+/** `url?ticket=…` (or `&ticket=…` when the URL has a query already). */
+export function webTransportUrl(base, ticket) {
+  return `${base}${base.includes('?') ? '&' : '?'}ticket=${encodeURIComponent(ticket)}`;
+}
+
+async function fetchJson(path, init) {
+  const res = await globalThis.fetch(path, {
+    credentials: 'same-origin',
+    headers: { accept: 'application/json' },
+    signal: AbortSignal.timeout(WEBTRANSPORT_TIMEOUT_MS),
+    ...init,
+  });
+  if (!res.ok) {
+    await res.body?.cancel();
+    throw new Error(`${init?.method ?? 'GET'} ${path} answered ${res.status}`);
+  }
+  return res.json();
+}
+
+/** `GET /api/transport` (same origin). */
+export function fetchTransportInfo() {
+  return fetchJson('/api/transport');
+}
+
+/** `POST /api/auth/ticket` (same origin, cookie-authenticated) → the ticket string. */
+export async function fetchTicket() {
+  const body = await fetchJson('/api/auth/ticket', { method: 'POST' });
+  if (!body || typeof body.ticket !== 'string' || body.ticket === '') throw new Error('no ticket in the answer');
+  return body.ticket;
+}
+
+
+/**
+ * A SocketChat connection that survives reconnects, over WebTransport when the server offers
+ * it and the browser can, else over WebSocket.
  *
  * Events (each an EventTarget event with the payload in `event.detail`, also delivered to
  * `client.on(type, fn)` listeners as `fn(detail)`):
@@ -522,6 +941,10 @@ const MAX_SENDS_IN_FLIGHT = 32;
  * - `send_failed` `{room, client_msg_id, code, message}`: a pending send was given up.
  * - `unauthorized` `{code, reason}`: the session ended (4505 or the token is gone); log in again.
  * - `frame`: every decoded server frame, before its specific event.
+ * - `transport` `{transport, previous}`: the transport of the open connection changed
+ *   (`'webtransport'` | `'websocket'`); `client.transport` holds the current one.
+ * - `transport_fallback` `{error, retry_webtransport_at}`: a WebTransport attempt failed and
+ *   this attempt goes on over WebSocket (and later ones too until `retry_webtransport_at`).
  */
 export class ChatClient extends EventTarget {
   /**
@@ -534,6 +957,16 @@ export class ChatClient extends EventTarget {
    * @param {() => Promise<boolean>} [opts.checkAuth] asked before reconnecting when the last
    *   attempt never got a Welcome (a refused upgrade looks like a network error to a browser);
    *   resolve false when the session is gone, and the client stops with `unauthorized`.
+   * @param {'auto'|'websocket'|'webtransport'} [opts.transport] 'auto' (default): WebTransport
+   *   when offered and available, with WebSocket as the fallback; 'websocket': never
+   *   WebTransport; 'webtransport': try WebTransport first even right after a failure
+   * @param {() => Promise<object>} [opts.transportInfo] fetches `GET /api/transport`; default
+   *   a same-origin fetch in a page (without `url`), none elsewhere (then WebSocket only)
+   * @param {() => Promise<string>} [opts.getTicket] `POST /api/auth/ticket` → ticket
+   * @param {Function} [opts.WebTransport] WebTransport constructor (default the global one)
+   * @param {number} [opts.webTransportTimeoutMs] establishment deadline (5000)
+   * @param {number} [opts.webTransportRetryAfterMs] WebSocket only for this long after a
+   *   WebTransport failure (60000)
    * @param {Object<string, Function>} [opts.on] event callbacks by type
    */
   constructor(opts = {}) {
@@ -545,9 +978,26 @@ export class ChatClient extends EventTarget {
     this.maxDelayMs = opts.maxDelayMs ?? 10000;
     this.checkAuth = opts.checkAuth ?? null;
     this.random = opts.random ?? Math.random;
+    this.transportMode = opts.transport ?? 'auto';
+    const inPage = !!globalThis.location && typeof globalThis.fetch === 'function';
+    this.transportInfo = opts.transportInfo ?? (inPage && !opts.url ? fetchTransportInfo : null);
+    this.getTicket = opts.getTicket ?? fetchTicket;
+    this.WebTransportImpl = opts.WebTransport ?? globalThis.WebTransport;
+    this.webTransportTimeoutMs = opts.webTransportTimeoutMs ?? WEBTRANSPORT_TIMEOUT_MS;
+    this.webTransportRetryAfterMs = opts.webTransportRetryAfterMs ?? WEBTRANSPORT_RETRY_AFTER_MS;
+    /** No WebTransport attempt before this time (set by a failure, unless forced). */
+    this.webTransportBlockedUntil = 0;
+    /** Transport of the open (or last open) connection: 'webtransport' | 'websocket' | null. */
+    this.transport = null;
+    /** What the last attempt decided and why: {transport, why}. */
+    this.lastTransportChoice = null;
 
     this.state = 'idle';
-    this.ws = null;
+    /** Adapter of the current connection (opening or open), or null. */
+    this.conn = null;
+    /** Bumped whenever an attempt in progress must be abandoned. */
+    this.openToken = 0;
+    this.openAbort = null;
     this.stopped = true;
     this.welcomed = false;
     this.welcome = null;
@@ -627,15 +1077,9 @@ export class ChatClient extends EventTarget {
     if (typeof globalThis.removeEventListener === 'function') {
       globalThis.removeEventListener('online', this._onBrowserOnline);
     }
-    const ws = this.ws;
+    const conn = this.conn;
     this._teardown('disconnected');
-    if (ws) {
-      try {
-        ws.close(1000, reason);
-      } catch {
-        /* already closed */
-      }
-    }
+    if (conn) conn.close(1000, reason);
     this._setStatus('disconnected', { reason, code: 1000, terminal: false });
   }
 
@@ -654,76 +1098,160 @@ export class ChatClient extends EventTarget {
     this.welcomed = false;
     this.lastGoAway = null;
     this._setStatus('connecting', { attempt: this.attempt });
-    let ws;
-    try {
-      ws = new this.WebSocketImpl(this.url ?? defaultUrl());
-    } catch (err) {
-      this._handleClose(1006, String(err && err.message ? err.message : err));
+    const token = ++this.openToken;
+    const canTryWebTransport =
+      this.transportMode !== 'websocket' && typeof this.transportInfo === 'function' && typeof this.WebTransportImpl === 'function';
+    if (!canTryWebTransport) {
+      this.lastTransportChoice = chooseTransport({
+        mode: this.transportMode,
+        info: null,
+        hasWebTransport: typeof this.WebTransportImpl === 'function',
+        now: Date.now(),
+      });
+      this._openWebSocket();
       return;
     }
-    ws.binaryType = 'arraybuffer';
-    this.ws = ws;
-    ws.onopen = () => {
-      if (this.ws !== ws) return;
-      this.lastRxAt = Date.now();
-      this.connectedAt = Date.now();
-      this._sendFrame({ type: 'Hello', version: PROTOCOL_VERSION, client: this.clientName });
-      // Frames sent right after Hello are processed in order (§ 1.2): re-join and resend now.
-      if (this.currentRoom !== null) {
-        const room = this.currentRoom;
-        const after = this.lastSeq.get(room) ?? null;
-        this._requestJoin(room, after, 'Join');
-        this._pump();
-      }
-    };
-    ws.onmessage = (ev) => {
-      if (this.ws !== ws) return;
-      this.lastRxAt = Date.now();
-      if (typeof ev.data === 'string') {
-        this._emit('protocol_error', { message: 'text message from server' });
-        return;
-      }
-      let frame;
+    this._openPreferred(token);
+  }
+
+  /** Asks the server what it offers, tries WebTransport when it should, else WebSocket. */
+  async _openPreferred(token) {
+    const stale = () => this.stopped || token !== this.openToken;
+    const abort = new AbortController();
+    this.openAbort = abort;
+    let info = null;
+    try {
+      info = await abortable(this.transportInfo(), abort.signal);
+    } catch {
+      info = null; // the WebSocket attempt will tell whether the server is there at all
+    }
+    if (stale()) return;
+    const choice = chooseTransport({
+      mode: this.transportMode,
+      info,
+      hasWebTransport: true,
+      now: Date.now(),
+      webTransportBlockedUntil: this.webTransportBlockedUntil,
+    });
+    this.lastTransportChoice = choice;
+    if (choice.transport === 'webtransport') {
       try {
-        frame = decodeServerFrame(ev.data);
-      } catch (err) {
-        this._emit('protocol_error', { message: err.message });
-        // A frame type from a newer server is skipped (one message is one frame, so nothing
-        // else is lost); any other undecodable frame means we cannot trust the stream.
-        if (err.kind !== 'unknown_frame') this._fail(4500, `undecodable frame from server: ${err.message}`);
+        const ticket = await abortable(this.getTicket(), abort.signal);
+        if (stale()) return;
+        const conn = await WebTransportConnection.establish(
+          this.WebTransportImpl,
+          webTransportUrl(info.webtransport, ticket),
+          webTransportOptions(info),
+          this.webTransportTimeoutMs,
+          abort.signal,
+        );
+        if (stale()) {
+          conn.close(1000, 'superseded');
+          return;
+        }
+        this.openAbort = null;
+        this._attach(conn);
         return;
+      } catch (err) {
+        if (stale()) return;
+        this.webTransportBlockedUntil = Date.now() + this.webTransportRetryAfterMs;
+        this.lastTransportChoice = { transport: 'websocket', why: `WebTransport failed: ${errorText(err)}` };
+        this._emit('transport_fallback', { error: errorText(err), retry_webtransport_at: this.webTransportBlockedUntil });
       }
-      this._handleFrame(frame);
-    };
-    ws.onerror = () => {
-      /* the close event follows */
-    };
-    ws.onclose = (ev) => {
-      if (this.ws !== ws) return;
-      this._handleClose(ev.code, ev.reason);
-    };
+    }
+    this.openAbort = null;
+    this._openWebSocket();
+  }
+
+  _openWebSocket() {
+    let conn;
+    try {
+      conn = new WebSocketConnection(this.WebSocketImpl, this.url ?? defaultUrl());
+    } catch (err) {
+      this._handleClose(1006, errorText(err));
+      return;
+    }
+    this._attach(conn);
+  }
+
+  /** Makes `conn` the current connection and wires its callbacks to the session logic. */
+  _attach(conn) {
+    this.conn = conn;
+    const current = () => this.conn === conn;
+    conn.start({
+      open: () => current() && this._onTransportOpen(conn),
+      frame: (bytes) => current() && this._onFrameBytes(bytes),
+      text: (message) => current() && this._emit('protocol_error', { message }),
+      fatal: (message, code = 4500) => {
+        if (!current()) return;
+        this._emit('protocol_error', { message });
+        this._fail(code, message);
+      },
+      close: (code, reason) => current() && this._handleClose(code, reason),
+    });
+  }
+
+  _onTransportOpen(conn) {
+    this.lastRxAt = Date.now();
+    this.connectedAt = Date.now();
+    if (this.transport !== conn.kind) {
+      const previous = this.transport;
+      this.transport = conn.kind;
+      this._emit('transport', { transport: conn.kind, previous });
+    }
+    this._sendFrame({ type: 'Hello', version: PROTOCOL_VERSION, client: this.clientName });
+    // Frames sent right after Hello are processed in order (§ 1.2): re-join and resend now.
+    if (this.currentRoom !== null) {
+      const room = this.currentRoom;
+      const after = this.lastSeq.get(room) ?? null;
+      this._requestJoin(room, after, 'Join');
+      this._pump();
+    }
+  }
+
+  _onFrameBytes(bytes) {
+    this.lastRxAt = Date.now();
+    let frame;
+    try {
+      frame = decodeServerFrame(bytes);
+    } catch (err) {
+      this._emit('protocol_error', { message: err.message });
+      // A frame type from a newer server is skipped (frames are delimited by the transport,
+      // so nothing else is lost); any other undecodable frame means we cannot trust the stream.
+      if (err.kind !== 'unknown_frame') this._fail(4500, `undecodable frame from server: ${err.message}`);
+      return;
+    }
+    this._handleFrame(frame);
+  }
+
+  /**
+   * Ends the current connection as if the network had dropped it (for tests and debugging):
+   * the client reconnects and resumes like after any drop. Returns false when not connected.
+   */
+  dropConnection() {
+    const conn = this.conn;
+    if (!conn || this.stopped) return false;
+    conn.drop();
+    return true;
   }
 
   /** Ends the session for good from the client side (terminal, no reconnect). */
   _fail(code, reason) {
-    const ws = this.ws;
+    const conn = this.conn;
     this.stopped = true;
     this._teardown('failed');
-    if (ws) {
-      try {
-        ws.close(code, reason.slice(0, 120));
-      } catch {
-        /* ignore */
-      }
-    }
+    if (conn) conn.close(code, reason.slice(0, 120));
     this._setStatus('disconnected', { code, reason, terminal: true });
   }
 
   _teardown(_why) {
-    const ws = this.ws;
-    this.ws = null;
-    if (ws) {
-      ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+    const conn = this.conn;
+    this.conn = null;
+    if (conn) conn.detach();
+    this.openToken += 1;
+    if (this.openAbort) {
+      this.openAbort.abort();
+      this.openAbort = null;
     }
     clearInterval(this.heartbeatTimer);
     this.heartbeatTimer = null;
@@ -741,6 +1269,10 @@ export class ChatClient extends EventTarget {
   _handleClose(code, reason) {
     const welcomed = this.welcomed;
     const uptime = Date.now() - this.connectedAt;
+    if (!welcomed && this.conn && this.conn.kind === 'webtransport' && this.transportMode === 'auto') {
+      // The session opened but died before Welcome: as good as a failed attempt.
+      this.webTransportBlockedUntil = Date.now() + this.webTransportRetryAfterMs;
+    }
     if (this.lastGoAway && (!reason || code === 1006)) {
       code = this.lastGoAway.code;
       reason = this.lastGoAway.reason;
@@ -801,9 +1333,9 @@ export class ChatClient extends EventTarget {
   }
 
   _sendFrame(frame) {
-    const ws = this.ws;
-    if (!ws || ws.readyState !== WS_OPEN) return false;
-    ws.send(encodeClientFrame(frame));
+    const conn = this.conn;
+    if (!conn || !conn.isOpen) return false;
+    conn.send(encodeClientFrame(frame));
     return true;
   }
 
@@ -822,7 +1354,7 @@ export class ChatClient extends EventTarget {
   _pump() {
     clearTimeout(this.pumpTimer);
     this.pumpTimer = null;
-    if (!this.ws || this.ws.readyState !== WS_OPEN || this.currentRoom === null) return;
+    if (!this.conn || !this.conn.isOpen || this.currentRoom === null) return;
     const now = Date.now();
     if (now < this.sendPausedUntil) {
       this.pumpTimer = setTimeout(() => this._pump(), this.sendPausedUntil - now);
@@ -851,15 +1383,11 @@ export class ChatClient extends EventTarget {
     clearInterval(this.heartbeatTimer);
     const interval = Math.max(100, ms || 25000);
     this.heartbeatTimer = setInterval(() => {
-      const ws = this.ws;
-      if (!ws) return;
+      const conn = this.conn;
+      if (!conn) return;
       if (Date.now() - this.lastRxAt > 2 * interval + 5000) {
         // Nothing (not even a Pong) for two heartbeats: the connection is dead.
-        try {
-          ws.close(4000, 'heartbeat timeout');
-        } catch {
-          /* ignore */
-        }
+        conn.close(4000, 'heartbeat timeout');
         this._handleClose(1006, 'heartbeat timeout');
         return;
       }
@@ -878,7 +1406,7 @@ export class ChatClient extends EventTarget {
         this.limits = frame.limits;
         this.connectedAt = Date.now();
         this._startHeartbeat(frame.heartbeat_ms);
-        this._setStatus('connected', { user: frame.user });
+        this._setStatus('connected', { user: frame.user, transport: this.transport });
         this._emit('welcome', frame);
         return;
       case 'Online':
@@ -1006,7 +1534,7 @@ export class ChatClient extends EventTarget {
   switchRoom(room) {
     this.currentRoom = room;
     const after = this.lastSeq.get(room) ?? null;
-    if (this.ws && this.ws.readyState === WS_OPEN) {
+    if (this.conn && this.conn.isOpen) {
       this._requestJoin(room, after, 'Switch');
       this._pump();
     }

@@ -278,6 +278,25 @@ class WebTransportClient(QuicConnectionProtocol if AIOQUIC_IMPORT_ERROR is None 
             self.terminated.set_result(reason)
         if not self.response.done():
             self.response.set_exception(Failure(reason))
+            self.response.exception()  # retrieved: no "never retrieved" warning if unused
+
+    async def until(self, awaitable, what: str):
+        """Awaits `awaitable` unless the connection ends first (then Failure)."""
+        task = asyncio.ensure_future(awaitable)
+        try:
+            done, _ = await asyncio.wait({task, self.terminated}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not task.done():
+                task.cancel()
+        if task in done and task.exception() is None:
+            return task.result()
+        if not task.cancelled() and task.done():
+            error = task.exception()
+            if not self.terminated.done():
+                raise Failure(f"{what}: {type(error).__name__}: {error}")
+        # A close event carries the reason (e.g. the TLS alert for a certificate mismatch).
+        await asyncio.sleep(0)
+        raise Failure(f"{what}: {self.terminated.result()}")
 
     # -- actions -----------------------------------------------------------------------------
 
@@ -314,13 +333,11 @@ class WebTransportClient(QuicConnectionProtocol if AIOQUIC_IMPORT_ERROR is None 
         self._quic.send_stream_data(self.stream_id, data, end_stream=False)
         self.transmit()
 
-    async def next_frame(self) -> bytes:
-        get = asyncio.ensure_future(self.frames.get())
-        done, _ = await asyncio.wait({get, self.terminated}, return_when=asyncio.FIRST_COMPLETED)
-        if get in done:
-            return get.result()
-        get.cancel()
-        raise Failure(self.terminated.result())
+    async def next_frame(self, what: str) -> bytes:
+        return await self.until(self.frames.get(), what)
+
+
+STAGE = {"now": "starting"}
 
 
 async def run(args) -> dict:
@@ -346,9 +363,17 @@ async def run(args) -> dict:
     if args.ca_cert:
         try:
             with open(args.ca_cert, "rb") as f:
-                configuration.load_verify_locations(cadata=f.read())
+                pem = f.read()
         except OSError as exc:
             raise Failure(f"cannot read --ca-cert: {exc}") from exc
+        from cryptography import x509
+
+        try:
+            if not x509.load_pem_x509_certificates(pem):
+                raise ValueError("no certificate")
+        except ValueError as exc:
+            raise Failure(f"--ca-cert {args.ca_cert} holds no PEM certificate ({exc})") from exc
+        configuration.load_verify_locations(cadata=pem)
     elif args.insecure:
         import ssl
 
@@ -370,30 +395,28 @@ async def run(args) -> dict:
     quic = QuicConnection(configuration=configuration)
     transport, protocol = await loop.create_datagram_endpoint(lambda: WebTransportClient(quic), sock=sock)
     try:
+        STAGE["now"] = "the QUIC handshake"
         protocol.connect(addr)
-        connected = asyncio.ensure_future(protocol.wait_connected())
-        done, _ = await asyncio.wait({connected, protocol.terminated}, return_when=asyncio.FIRST_COMPLETED)
-        if connected not in done:
-            connected.cancel()
-            raise Failure(f"QUIC handshake failed: {protocol.terminated.result()}")
-        connected.result()
+        await protocol.until(protocol.wait_connected(), "QUIC handshake failed")
 
         # Extended CONNECT needs the server's SETTINGS (ENABLE_CONNECT_PROTOCOL, WebTransport).
-        settings = asyncio.ensure_future(protocol.settings_event.wait())
-        done, _ = await asyncio.wait({settings, protocol.terminated}, return_when=asyncio.FIRST_COMPLETED)
-        if settings not in done:
-            settings.cancel()
-            raise Failure(f"no HTTP/3 SETTINGS from the server: {protocol.terminated.result()}")
+        STAGE["now"] = "the server's HTTP/3 SETTINGS"
+        await protocol.until(protocol.settings_event.wait(), "no HTTP/3 SETTINGS from the server")
         received = protocol.h3.received_settings or {}
         if received.get(0x08) != 1:  # SETTINGS_ENABLE_CONNECT_PROTOCOL
             raise Failure(f"server SETTINGS lack ENABLE_CONNECT_PROTOCOL: {received}")
 
+        STAGE["now"] = "the answer to CONNECT"
         protocol.open_session(authority, path, args.cookie, args.origin)
-        headers = await protocol.response
+        try:
+            headers = await protocol.response
+        except Failure as exc:
+            raise Failure(f"no answer to CONNECT: {exc}") from None
         status = headers.get(b":status", b"").decode()
         if status != "200":
             raise Failure(f"CONNECT {path.split('?')[0]} answered {status or 'no status'}")
 
+        STAGE["now"] = "Welcome, Ack and Message"
         protocol.open_stream()
         client_msg_id = os.urandom(16)
         # Frames sent right after Hello are processed in order (section 1.2).
@@ -402,7 +425,7 @@ async def run(args) -> dict:
         ack = None
         message = None
         while ack is None or message is None:
-            frame = decode_server_frame(await protocol.next_frame())
+            frame = decode_server_frame(await protocol.next_frame("session ended before Ack and Message"))
             kind = frame["type"]
             if kind == "Ack" and frame["client_msg_id"] == client_msg_id:
                 ack = frame
@@ -423,7 +446,7 @@ async def run(args) -> dict:
         try:
             protocol._quic.close(error_code=ErrorCode.H3_NO_ERROR, reason_phrase="done")
             protocol.transmit()
-            await asyncio.wait_for(protocol.wait_closed(), 1.0)
+            await asyncio.wait_for(protocol.wait_closed(), 0.5)
         except Exception:
             pass
         transport.close()
@@ -448,7 +471,7 @@ def main() -> int:
         try:
             result = asyncio.run(asyncio.wait_for(run(args), args.timeout))
         except (asyncio.TimeoutError, TimeoutError):
-            result = {"ok": False, "error": f"timeout after {args.timeout:g} s"}
+            result = {"ok": False, "error": f"timeout after {args.timeout:g} s waiting for {STAGE['now']}"}
         except Failure as exc:
             result = {"ok": False, "error": str(exc)}
         except Exception as exc:  # anything unexpected still yields one JSON line
