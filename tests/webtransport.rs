@@ -303,16 +303,33 @@ async fn an_aioquic_client_chats_over_webtransport() {
     assert_eq!((seen.seq, seen.message_id), (report["seq"].as_u64().unwrap(), report["message_id"].as_u64().unwrap()));
     assert_eq!((seen.sender.username.as_str(), seen.text.as_str()), ("alice", "from aioquic"));
 
-    // The same client without credentials is refused.
-    let refused = run(vec![
+    // Refusals are answered on the CONNECT stream with their status, before any session.
+    let ca = ca.display().to_string();
+    let refused =
+        run(vec!["--url".into(), url.clone(), "--cookie".into(), "token=bad".into(), "--ca-cert".into(), ca.clone()])
+            .await
+            .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stdout).contains("answered 401"),
+        "{}",
+        String::from_utf8_lossy(&refused.stdout)
+    );
+    let foreign = run(vec![
         "--url".into(),
         url,
         "--cookie".into(),
-        "token=bad".into(),
+        format!("token={ta}"),
+        "--origin".into(),
+        "http://evil.example".into(),
         "--ca-cert".into(),
-        ca.display().to_string(),
+        ca,
     ])
     .await
     .unwrap();
-    assert!(!refused.status.success(), "refused without a valid token");
+    assert!(
+        String::from_utf8_lossy(&foreign.stdout).contains("answered 403"),
+        "{}",
+        String::from_utf8_lossy(&foreign.stdout)
+    );
 }

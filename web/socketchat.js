@@ -588,12 +588,17 @@ const MAX_SENDS_IN_FLIGHT = 32;
 // Transports: one small adapter per transport, one session logic (ChatClient) on top.
 //
 // An adapter carries whole frames (Uint8Array, no length prefix) both ways:
-//   conn.start({open, frame, text, fatal, close})   callbacks; `open` may be called at once
-//   conn.isOpen                                      true while frames can be sent
-//   conn.send(bytes)                                 one frame
-//   conn.close(code, reason)                         ends it; no callback follows
-//   conn.detach()                                    no callback follows (already closing)
-// `close(code, reason)` reports the end of a connection the client did not close itself.
+//   conn.kind                     'websocket' | 'webtransport'
+//   conn.start(handlers)          wires the callbacks below; `open` may be called at once
+//   conn.isOpen                   true while frames can be sent
+//   conn.send(bytes)              sends one frame
+//   conn.close(code, reason)      ends the connection; no callback follows
+//   conn.detach()                 no callback follows any more (the connection is left as is)
+//   conn.drop()                   ends the connection underneath; `close` is reported (tests)
+// handlers: open(), frame(bytes), text(message) for a WebSocket text message (skipped),
+// fatal(message, code) for unreadable stream framing, close(code, reason) when the connection
+// ended without the client closing it (a WebTransport session reports 1006 unless the
+// session close carried a 4xxx code: the GoAway read before it is what counts).
 // ---------------------------------------------------------------------------------------------
 
 /** How long a WebTransport attempt may take before falling back to WebSocket (ms). */
@@ -1036,6 +1041,16 @@ export class ChatClient extends EventTarget {
     this._onBrowserOnline = () => {
       if (this.state === 'reconnecting') this._reconnectNow();
     };
+    this._onPageHide = () => {
+      // Unlike a WebSocket, a WebTransport session is not ended by the page going away (the
+      // browser may keep its QUIC connection until it idles out), so the server would keep
+      // the user online: end it here. Should the page come back (back/forward cache), the
+      // client reconnects like after any drop.
+      const conn = this.conn;
+      if (!conn || conn.kind !== 'webtransport' || this.stopped) return;
+      conn.close(1001, 'page closed');
+      this._handleClose(1001, 'page closed');
+    };
   }
 
   /** Subscribes `fn(detail)` to an event type; returns an unsubscribe function. */
@@ -1065,6 +1080,7 @@ export class ChatClient extends EventTarget {
     this.attempt = 0;
     if (typeof globalThis.addEventListener === 'function') {
       globalThis.addEventListener('online', this._onBrowserOnline);
+      globalThis.addEventListener('pagehide', this._onPageHide);
     }
     this._open();
   }
@@ -1076,6 +1092,7 @@ export class ChatClient extends EventTarget {
     this.reconnectTimer = null;
     if (typeof globalThis.removeEventListener === 'function') {
       globalThis.removeEventListener('online', this._onBrowserOnline);
+      globalThis.removeEventListener('pagehide', this._onPageHide);
     }
     const conn = this.conn;
     this._teardown('disconnected');

@@ -45,9 +45,9 @@ pub(crate) fn endpoint(addr: std::net::SocketAddr, certs: Arc<Certificates>) -> 
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
     transport.max_idle_timeout(Some(
-        Duration::from_secs(90).try_into().map_err(|e: quinn::VarIntBoundsExceeded| e.to_string())?,
+        Duration::from_secs(30).try_into().map_err(|e: quinn::VarIntBoundsExceeded| e.to_string())?,
     ));
-    transport.keep_alive_interval(Some(Duration::from_secs(20)));
+    transport.keep_alive_interval(Some(Duration::from_secs(10)));
     config.transport_config(Arc::new(transport));
     quinn::Endpoint::server(config, addr).map_err(|e| e.to_string())
 }
@@ -64,11 +64,18 @@ pub(crate) async fn serve(node: Arc<Node>, endpoint: quinn::Endpoint) {
     }
 }
 
-async fn refuse(mut stream: RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>, status: StatusCode) {
+/// Answers a CONNECT with an error status, then lingers so the answer is delivered before the
+/// connection goes (a QUIC close drops data in flight).
+async fn refuse(
+    mut stream: RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>,
+    status: StatusCode,
+    quic: &quinn::Connection,
+) {
     if let Ok(response) = Response::builder().status(status).body(()) {
         let _ = stream.send_response(response).await;
         let _ = stream.finish().await;
     }
+    let _ = tokio::time::timeout(CLOSE_LINGER, quic.closed()).await;
 }
 
 fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
@@ -146,7 +153,7 @@ async fn session(node: Arc<Node>, incoming: quinn::Incoming) -> Result<(), Box<d
     };
     let is_wt = req.method() == Method::CONNECT && req.extensions().get::<Protocol>() == Some(&Protocol::WEB_TRANSPORT);
     if !is_wt || req.uri().path() != "/wt" {
-        refuse(stream, if is_wt { StatusCode::NOT_FOUND } else { StatusCode::BAD_REQUEST }).await;
+        refuse(stream, if is_wt { StatusCode::NOT_FOUND } else { StatusCode::BAD_REQUEST }, &quic).await;
         return Ok(());
     }
     let credentials = match authorize(&node, &req).await {
@@ -154,16 +161,16 @@ async fn session(node: Arc<Node>, incoming: quinn::Incoming) -> Result<(), Box<d
         Err((status, why)) => {
             tracing::warn!(status = status.as_u16(), why, "WebTransport CONNECT refused");
             node.metrics.upgrades_refused.fetch_add(1, Ordering::Relaxed);
-            refuse(stream, status).await;
+            refuse(stream, status, &quic).await;
             return Ok(());
         }
     };
     if node.draining.load(Ordering::Relaxed) {
-        refuse(stream, StatusCode::SERVICE_UNAVAILABLE).await;
+        refuse(stream, StatusCode::SERVICE_UNAVAILABLE, &quic).await;
         return Ok(());
     }
     let Ok(slot) = node.connection_slots.clone().try_acquire_owned() else {
-        refuse(stream, StatusCode::SERVICE_UNAVAILABLE).await;
+        refuse(stream, StatusCode::SERVICE_UNAVAILABLE, &quic).await;
         return Ok(());
     };
     let session = WebTransportSession::accept(req, stream, h3_conn).await?;
@@ -202,10 +209,15 @@ impl Transport for WtTransport {
                 Err(e) => return Inbound::Malformed(e),
             }
             self.read.reserve(READ_CHUNK);
-            match self.stream.read_buf(&mut self.read).await {
-                Ok(0) => return Inbound::Closed(None),
-                Ok(_) => {}
-                Err(e) => return Inbound::Closed(Some(e.to_string())),
+            // The connection closing (the browser closed the session or the page) ends the
+            // session even when the stream itself was left open.
+            tokio::select! {
+                read = self.stream.read_buf(&mut self.read) => match read {
+                    Ok(0) => return Inbound::Closed(None),
+                    Ok(_) => {}
+                    Err(e) => return Inbound::Closed(Some(e.to_string())),
+                },
+                closed = self.quic.closed() => return Inbound::Closed(Some(closed.to_string())),
             }
         }
     }

@@ -50,8 +50,11 @@ async function startServer() {
   const port = server.port;
   server.base = `http://127.0.0.1:${port}`;
   const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' };
-  for (const k of ['DATABASE_URL', 'REDIS_URL', 'JWT_SECRET', 'SOCKETCHAT_LISTEN', 'SOCKETCHAT_DATA_DIR']) delete env[k];
-  const proc = spawn(serverBin, ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', server.dataDir], {
+  for (const k of ['DATABASE_URL', 'REDIS_URL', 'JWT_SECRET', 'SOCKETCHAT_LISTEN', 'SOCKETCHAT_DATA_DIR', 'SOCKETCHAT_WT_LISTEN']) delete env[k];
+  // This suite is the WebSocket one (webtransport.test.mjs covers WebTransport): without
+  // `--wt-listen off` the server would also take the fixed default UDP port 4433.
+  const args = ['serve', '--listen', `127.0.0.1:${port}`, '--wt-listen', 'off', '--data-dir', server.dataDir];
+  const proc = spawn(serverBin, args, {
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -215,6 +218,7 @@ describe('SocketChat in the browser', { timeout: 120_000 }, () => {
     await registerThroughUi(bob, bobName);
     for (const u of [alice, bob]) {
       await u.page.waitForSelector('#channels [data-channel="general"][aria-current="true"]', { timeout: WAIT_MS });
+      assert.equal(await u.page.textContent('#transport'), 'WebSocket', `${u.name}: the server offers no WebTransport here`);
       for (const ch of ['general', 'engineering', 'design', 'support']) {
         assert.equal(await u.page.locator(`#channels [data-channel="${ch}"]`).count(), 1, `${u.name} sees #${ch}`);
       }

@@ -76,8 +76,8 @@ def option_u64(value: int | None) -> bytes:
     return b"\x00" if value is None else b"\x01" + varint(value)
 
 
-def hello() -> bytes:
-    return varint(0) + varint(PROTOCOL_VERSION) + string(CLIENT_NAME)
+def hello(client: str = CLIENT_NAME) -> bytes:
+    return varint(0) + varint(PROTOCOL_VERSION) + string(client)
 
 
 def join(room: str, after_seq: int | None) -> bytes:
@@ -215,6 +215,46 @@ class StreamFrames:
                 return frames
             frames.append(bytes(self.buf[start : start + length]))
             del self.buf[: start + length]
+
+
+def self_test() -> dict:
+    """Checks the hand-written codec against protocol/vectors/frames.jsonl."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "protocol" / "vectors" / "frames.jsonl"
+    vectors = {v["name"]: v for v in map(json.loads, path.read_text().splitlines()) if v}
+    checked = 0
+
+    def expect(name: str, got: bytes) -> None:
+        nonlocal checked
+        want = bytes.fromhex(vectors[name]["hex"])
+        if got != want:
+            raise Failure(f"vector {name}: encoded {got.hex()}, spec says {want.hex()}")
+        checked += 1
+
+    v = vectors["hello"]["frame"]["Hello"]
+    expect("hello", varint(0) + varint(v["version"]) + string(v["client"]))
+    for name in ("join_live", "join_resume"):
+        v = vectors[name]["frame"]["Join"]
+        expect(name, join(v["room"], v["after_seq"]))
+    v = vectors["send"]["frame"]["Send"]
+    expect("send", send(v["room"], bytes(v["client_msg_id"]), v["text"]))
+    for name in ("ack", "message", "error", "goaway", "joined"):
+        vector = vectors[name]
+        (kind, fields), = vector["frame"].items()
+        frame = decode_server_frame(bytes.fromhex(vector["hex"]))
+        for key, value in fields.items():
+            got = frame.get(key)
+            if isinstance(got, bytes):
+                got = list(got)
+            if got != value:
+                raise Failure(f"vector {name}: decoded {key}={got!r}, spec says {value!r}")
+        checked += 1
+    data = stream_frame(bytes.fromhex(vectors["ping"]["hex"]))
+    frames = StreamFrames().push(data[:1]) + StreamFrames().push(data)
+    if frames != [bytes.fromhex(vectors["ping"]["hex"])]:
+        raise Failure("stream framing")
+    return {"ok": True, "vectors_checked": checked}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -453,7 +493,18 @@ async def run(args) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    if sys.argv[1:] == ["--self-test"]:
+        try:
+            result = self_test()
+        except Failure as exc:
+            result = {"ok": False, "error": str(exc)}
+        print(json.dumps(result), flush=True)
+        return 0 if result["ok"] else 1
+
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="--self-test alone checks the frame codec against protocol/vectors and exits.",
+    )
     parser.add_argument("--url", required=True, help="https://host:port/wt")
     auth = parser.add_mutually_exclusive_group(required=True)
     auth.add_argument("--cookie", help="Cookie header value, e.g. token=<JWT> (native-client path)")
