@@ -87,10 +87,10 @@ async fn idle_scenario(args: IdleArgs) -> Result<(), Box<dyn std::error::Error>>
         }
         // Wait until the join took effect, so the server holds the full per-connection state.
         while let Some(message) = ws.next().await {
-            if let Message::Binary(bytes) = message? {
-                if let Ok(ServerFrame::Joined(_)) = wire::decode::<ServerFrame>(&bytes, usize::MAX) {
-                    break;
-                }
+            if let Message::Binary(bytes) = message?
+                && let Ok(ServerFrame::Joined(_)) = wire::decode::<ServerFrame>(&bytes, usize::MAX)
+            {
+                break;
             }
         }
         held.push(ws);
