@@ -142,12 +142,17 @@ impl std::str::FromStr for MaybeAddr {
 }
 
 impl Config {
-    /// Defaults for an embedded node in `data_dir` on `listen` (tests and embedding).
+    /// Defaults for an embedded node in `data_dir` on `listen`, HTTP/3 on a free UDP port of the
+    /// same address (tests and embedding).
     pub fn embedded(listen: SocketAddr, data_dir: PathBuf) -> Self {
         let mut config = Config::parse_from(["socketchat"]);
         config.listen = listen;
         config.data_dir = data_dir;
         config.wt_listen = MaybeAddr(Some(SocketAddr::new(listen.ip(), 0)));
+        // Embedded means embedded, whatever the environment says.
+        config.database_url = None;
+        config.redis_url = None;
+        config.jwt_secret = None;
         config
     }
 }
