@@ -244,8 +244,9 @@ impl<T: Transport> Driver<T> {
                 Ok(false)
             }
             Action::Append(message) => {
-                let result = node.writer.append(message.clone()).await;
-                session.handle_appended(&message, result);
+                let (room_id, client_msg_id) = (message.room_id, message.client_msg_id);
+                let result = node.writer.append(message).await;
+                session.handle_appended(room_id, client_msg_id, result);
                 Ok(false)
             }
             Action::History { request_id, room_id, before_seq, limit } => {

@@ -414,9 +414,9 @@ impl Session {
         self.reply_error(frame);
     }
 
-    /// The writer answered a send.
-    pub fn handle_appended(&mut self, sent: &NewMessage, result: Result<Appended, StoreError>) {
-        let room = self.rooms.by_id(sent.room_id).map(|r| r.name.clone()).unwrap_or_default();
+    /// The writer answered the send `client_msg_id` to `room_id`.
+    pub fn handle_appended(&mut self, room_id: u64, client_msg_id: ClientMsgId, result: Result<Appended, StoreError>) {
+        let room = self.rooms.by_id(room_id).map(|r| r.name.clone()).unwrap_or_default();
         match result {
             Ok(Appended { message, .. }) => self.out.push_back(Action::Send(ServerFrame::Ack(Ack {
                 room,
@@ -428,7 +428,7 @@ impl Session {
             Err(err) => {
                 let mut frame = error(ErrorCode::Unavailable, format!("not stored: {err}"));
                 frame.room = Some(room);
-                frame.client_msg_id = Some(sent.client_msg_id);
+                frame.client_msg_id = Some(client_msg_id);
                 frame.retry_after_ms = Some(1000);
                 self.reply_error(frame);
             }

@@ -260,9 +260,7 @@ fn history_limit_is_clamped_and_next_cursor_points_older() {
 fn store_failures_become_retryable_errors_never_acks() {
     let now = Instant::now();
     let mut s = greeted(now);
-    let m =
-        NewMessage { room_id: 1, sender_id: 10, sender_name: "alice".into(), client_msg_id: CMID, text: "x".into() };
-    s.handle_appended(&m, Err(StoreError::Unavailable("down".into())));
+    s.handle_appended(1, CMID, Err(StoreError::Unavailable("down".into())));
     let a = drain(&mut s);
     assert!(matches!(&a[0], Action::Send(ServerFrame::Error(e))
         if e.code == ErrorCode::Unavailable.code() && e.client_msg_id == Some(CMID) && e.retry_after_ms.is_some()));
