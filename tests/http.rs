@@ -114,6 +114,13 @@ async fn health_readiness_metrics_and_the_web_client() {
     assert_eq!(index.status(), 200);
     let csp = index.headers()["content-security-policy"].to_str().unwrap().to_owned();
     assert!(csp.contains("default-src 'self'"));
+    let transport: Value = get("/api/transport").await.unwrap().json().await.unwrap();
+    let wt = transport["webtransport"].as_str().expect("WebTransport offered");
+    let wt_origin = wt.trim_end_matches("/wt");
+    assert!(csp.contains(&format!("connect-src 'self' {wt_origin}")), "the page may open {wt_origin}: {csp}");
+    let port = wt_origin.rsplit(':').next().unwrap();
+    assert_eq!(index.headers()["alt-svc"].to_str().unwrap(), format!("h3=\":{port}\"; ma=86400"));
+    assert_eq!(transport["websocket"], format!("ws://{}/ws", server.addr));
     assert!(index.text().await.unwrap().contains("src=\"/app.js\""));
     for asset in ["/app.js", "/socketchat.js", "/style.css"] {
         assert_eq!(get(asset).await.unwrap().status(), 200, "{asset}");
