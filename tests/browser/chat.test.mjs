@@ -6,160 +6,14 @@
 // instead of the copies embedded in the binary (UI work without rebuilding the server).
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtemp, rm, access, readFile } from 'node:fs/promises';
-import { constants as fsConstants } from 'node:fs';
-import net from 'node:net';
-import os from 'node:os';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
 
-const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
-const serverBin = path.resolve(repoRoot, process.env.SOCKETCHAT_BIN || 'target/debug/socketchat');
-const chromiumPath = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
-const WAIT_MS = 15_000;
-const webFromDisk = process.env.SOCKETCHAT_WEB_FROM_DISK === '1';
-const ASSETS = { '/': 'index.html', '/app.js': 'app.js', '/socketchat.js': 'socketchat.js', '/style.css': 'style.css' };
+import { ASSETS, Server, WAIT_MS, launchBrowser, messagesOf, openUser, registerThroughUi, repoRoot, tearDown, waitFor, webFromDisk } from './harness.mjs';
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-let killOnExitInstalled = false;
-const delay = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** The server process, its base URL and its output (printed when something fails). */
-const server = { proc: null, port: null, base: null, dataDir: null, output: '', exited: null };
-
-/** Starts the server; on a restart it reuses the port and the data dir. */
-async function startServer() {
-  await access(serverBin, fsConstants.X_OK).catch(() => {
-    throw new Error(`server binary not found at ${serverBin}: run \`cargo build --bin socketchat\` or set SOCKETCHAT_BIN`);
-  });
-  if (!server.dataDir) server.dataDir = await mkdtemp(path.join(os.tmpdir(), 'socketchat-browser-'));
-  if (!server.port) server.port = await freePort();
-  const port = server.port;
-  server.base = `http://127.0.0.1:${port}`;
-  const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' };
-  for (const k of ['DATABASE_URL', 'REDIS_URL', 'JWT_SECRET', 'SOCKETCHAT_LISTEN', 'SOCKETCHAT_DATA_DIR', 'SOCKETCHAT_WT_LISTEN']) delete env[k];
-  // This suite is the WebSocket one (webtransport.test.mjs covers WebTransport): without
-  // `--wt-listen off` the server would also take the fixed default UDP port 4433.
-  const args = ['serve', '--listen', `127.0.0.1:${port}`, '--wt-listen', 'off', '--data-dir', server.dataDir];
-  const proc = spawn(serverBin, args, {
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  server.proc = proc;
-  const keep = (chunk) => {
-    server.output += chunk.toString();
-    if (server.output.length > 200_000) server.output = server.output.slice(-100_000);
-  };
-  proc.stdout.on('data', keep);
-  proc.stderr.on('data', keep);
-  server.exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
-  if (!killOnExitInstalled) {
-    // Should the test process end without running `after` (Ctrl-C), take the server along.
-    process.on('exit', () => server.proc && server.proc.exitCode === null && server.proc.kill('SIGKILL'));
-    killOnExitInstalled = true;
-  }
-  let exitInfo = null;
-  server.exited.then((info) => {
-    exitInfo = info;
-  });
-
-  const deadline = Date.now() + 30_000;
-  let lastError = null;
-  while (Date.now() < deadline) {
-    if (exitInfo) throw new Error(`server exited early (${JSON.stringify(exitInfo)}):\n${server.output}`);
-    try {
-      const res = await fetch(`${server.base}/healthz`, { signal: AbortSignal.timeout(1000) });
-      if (res.status === 200) return;
-      lastError = new Error(`/healthz answered ${res.status}`);
-    } catch (err) {
-      lastError = err;
-    }
-    await delay(100);
-  }
-  throw new Error(`server did not become healthy within 30 s (${lastError && lastError.message}):\n${server.output}`);
-}
-
-/** Stops the server process (SIGTERM, then SIGKILL after 5 s). */
-async function killServer() {
-  const proc = server.proc;
-  if (proc && proc.exitCode === null && proc.signalCode === null) {
-    proc.kill('SIGTERM');
-    const done = await Promise.race([server.exited, delay(5000).then(() => null)]);
-    if (!done) {
-      proc.kill('SIGKILL');
-      await server.exited;
-    }
-  }
-}
-
-async function stopServer() {
-  await killServer();
-  if (server.dataDir) await rm(server.dataDir, { recursive: true, force: true });
-}
-
-/** A user in its own browser context, with its console problems collected. */
-async function openUser(browser, name) {
-  const context = await browser.newContext();
-  if (webFromDisk) {
-    await context.route(
-      (url) => url.origin === server.base && Object.hasOwn(ASSETS, url.pathname),
-      async (route) => {
-        const pathname = new URL(route.request().url()).pathname;
-        const response = await route.fetch(); // keep the server's headers (CSP)
-        const body = await readFile(path.join(repoRoot, 'web', ASSETS[pathname]), 'utf8');
-        await route.fulfill({ response, body });
-      },
-    );
-  }
-  const page = await context.newPage();
-  const problems = [];
-  page.on('pageerror', (err) => problems.push(`pageerror: ${err.message}`));
-  page.on('console', (msg) => {
-    const text = msg.text();
-    if (msg.type() === 'error' || /Content Security Policy|Refused to/i.test(text)) problems.push(`console ${msg.type()}: ${text}`);
-  });
-  return { name, context, page, problems };
-}
-
-function waitFor(page, fn, arg) {
-  return page.waitForFunction(fn, arg, { timeout: WAIT_MS, polling: 50 });
-}
-
-/** [{seq, author, text}] of the confirmed messages in #messages, in DOM order. */
-function messagesOf(page) {
-  return page.$$eval('#messages [data-seq]', (els) =>
-    els.map((el) => ({
-      seq: Number(el.dataset.seq),
-      author: el.querySelector('.author').textContent,
-      text: el.querySelector('.text').textContent,
-    })),
-  );
-}
-
-async function registerThroughUi(user, username) {
-  const { page } = user;
-  await page.goto(server.base + '/');
-  await page.waitForSelector('#register-form', { state: 'visible', timeout: WAIT_MS });
-  await page.fill('#register-username', username);
-  await page.fill('#register-email', `${username}@example.test`);
-  await page.fill('#register-password', 'correct horse battery');
-  await page.click('#register-form button[type="submit"]');
-  await waitFor(page, (u) => document.querySelector('#me')?.textContent === u, username);
-  await page.waitForSelector('#status[data-state="connected"]', { timeout: WAIT_MS });
-}
+// This suite is the WebSocket one (webtransport.test.mjs covers WebTransport): the server runs
+// with `--wt-listen off`.
+const server = new Server({ tmpPrefix: 'socketchat-browser-', webTransport: false });
 
 describe('SocketChat in the browser', { timeout: 120_000 }, () => {
   let browser;
@@ -172,31 +26,14 @@ describe('SocketChat in the browser', { timeout: 120_000 }, () => {
   let bob;
 
   before(async () => {
-    await startServer();
-    browser = await chromium.launch({
-      executablePath: chromiumPath,
-      args: [
-        '--no-sandbox',
-        '--disable-gpu',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        // A routed (fulfilled) page has no IP address and counts as public: let it reach 127.0.0.1.
-        ...(webFromDisk ? ['--disable-features=LocalNetworkAccessChecks'] : []),
-      ],
-    });
-    alice = await openUser(browser, aliceName);
-    bob = await openUser(browser, bobName);
+    await server.start();
+    // A routed (fulfilled) page has no IP address and counts as public: let it reach 127.0.0.1.
+    browser = await launchBrowser(webFromDisk ? ['--disable-features=LocalNetworkAccessChecks'] : []);
+    alice = await openUser(browser, aliceName, { webFromDiskFor: webFromDisk ? server : null });
+    bob = await openUser(browser, bobName, { webFromDiskFor: webFromDisk ? server : null });
   });
 
-  after(async () => {
-    try {
-      if (browser) await browser.close();
-    } finally {
-      await stopServer();
-    }
-  });
+  after(() => tearDown(browser, server));
 
   test('the page is served with a CSP and the four assets', async () => {
     const res = await fetch(server.base + '/');
@@ -214,8 +51,8 @@ describe('SocketChat in the browser', { timeout: 120_000 }, () => {
   });
 
   test('two users register through the UI and land in #general', async () => {
-    await registerThroughUi(alice, aliceName);
-    await registerThroughUi(bob, bobName);
+    await registerThroughUi(alice, server.base);
+    await registerThroughUi(bob, server.base);
     for (const u of [alice, bob]) {
       await u.page.waitForSelector('#channels [data-channel="general"][aria-current="true"]', { timeout: WAIT_MS });
       assert.equal(await u.page.textContent('#transport'), 'WebSocket', `${u.name}: the server offers no WebTransport here`);
@@ -359,14 +196,14 @@ describe('SocketChat in the browser', { timeout: 120_000 }, () => {
 
   test('a send during a server outage stays pending and is delivered after the reconnect', async () => {
     const marks = [alice.problems.length, bob.problems.length];
-    await killServer();
+    await server.kill();
     await alice.page.waitForSelector('#status[data-state="reconnecting"]', { timeout: WAIT_MS });
     assert.match(await alice.page.textContent('#status'), /Reconnecting in \d+s/);
     const text = 'sent while the server was down';
     await alice.page.fill('#message-input', text);
     await alice.page.press('#message-input', 'Enter');
     await alice.page.waitForSelector('#messages .pending', { timeout: WAIT_MS });
-    await startServer();
+    await server.start();
     for (const u of [alice, bob]) {
       await u.page.waitForSelector('#status[data-state="connected"]', { timeout: 30_000 });
       await waitFor(u.page, (t) => [...document.querySelectorAll('#messages [data-seq] .text')].some((el) => el.textContent === t), text);

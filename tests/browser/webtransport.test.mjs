@@ -13,167 +13,19 @@
 // /usr/bin/chromium).
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtemp, rm, access, readFile } from 'node:fs/promises';
-import { constants as fsConstants } from 'node:fs';
-import dgram from 'node:dgram';
-import net from 'node:net';
-import os from 'node:os';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
 
-const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
-const serverBin = path.resolve(repoRoot, process.env.SOCKETCHAT_BIN || 'target/debug/socketchat');
-const chromiumPath = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
-const WAIT_MS = 15_000;
-const delay = (ms) => new Promise((r) => setTimeout(r, ms));
+import { Server, WAIT_MS, launchBrowser, messagesOf, openUser, registerThroughUi, repoRoot, tearDown, waitFor } from './harness.mjs';
 
-function freeTcpPort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
+const server = new Server({ tmpPrefix: 'socketchat-wt-browser-', webTransport: true });
 
-function freeUdpPort() {
-  return new Promise((resolve, reject) => {
-    const sock = dgram.createSocket('udp4');
-    sock.unref();
-    sock.on('error', reject);
-    sock.bind(0, '127.0.0.1', () => {
-      const { port } = sock.address();
-      sock.close(() => resolve(port));
-    });
-  });
-}
-
-const server = { proc: null, port: null, base: null, wtPort: null, dataDir: null, output: '', exited: null };
-
-function serverLogTail(n = 6000) {
-  return server.output.slice(-n);
-}
-
-let killOnExitInstalled = false;
-
-/** Starts the server; a restart reuses its ports and data dir. */
-async function startServer() {
-  await access(serverBin, fsConstants.X_OK).catch(() => {
-    throw new Error(`server binary not found at ${serverBin}: run \`cargo build --bin socketchat\` or set SOCKETCHAT_BIN`);
-  });
-  if (!server.dataDir) server.dataDir = await mkdtemp(path.join(os.tmpdir(), 'socketchat-wt-browser-'));
-  if (!server.port) server.port = await freeTcpPort();
-  if (!server.wtPort) server.wtPort = await freeUdpPort();
-  const port = server.port;
-  server.base = `http://127.0.0.1:${port}`;
-  const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' };
-  for (const k of Object.keys(env)) if (k.startsWith('SOCKETCHAT_')) delete env[k];
-  for (const k of ['DATABASE_URL', 'REDIS_URL', 'JWT_SECRET']) delete env[k];
-  const args = ['serve', '--listen', `127.0.0.1:${port}`, '--wt-listen', `127.0.0.1:${server.wtPort}`, '--data-dir', server.dataDir];
-  const proc = spawn(serverBin, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  server.proc = proc;
-  const keep = (chunk) => {
-    server.output += chunk.toString();
-    if (server.output.length > 200_000) server.output = server.output.slice(-100_000);
-  };
-  proc.stdout.on('data', keep);
-  proc.stderr.on('data', keep);
-  server.exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
-  if (!killOnExitInstalled) {
-    process.on('exit', () => server.proc && server.proc.exitCode === null && server.proc.kill('SIGKILL'));
-    killOnExitInstalled = true;
-  }
-  let exitInfo = null;
-  server.exited.then((info) => {
-    exitInfo = info;
-  });
-  const deadline = Date.now() + 30_000;
-  let lastError = null;
-  while (Date.now() < deadline) {
-    if (exitInfo) throw new Error(`server exited early (${JSON.stringify(exitInfo)}):\n${server.output}`);
-    try {
-      const res = await fetch(`${server.base}/healthz`, { signal: AbortSignal.timeout(1000) });
-      await res.arrayBuffer();
-      if (res.status === 200) return;
-      lastError = new Error(`/healthz answered ${res.status}`);
-    } catch (err) {
-      lastError = err;
-    }
-    await delay(100);
-  }
-  throw new Error(`server did not become healthy within 30 s (${lastError && lastError.message}):\n${server.output}`);
-}
-
-/** Stops the server process (SIGTERM, then SIGKILL after 5 s). */
-async function killServer() {
-  const proc = server.proc;
-  if (proc && proc.exitCode === null && proc.signalCode === null) {
-    proc.kill('SIGTERM');
-    const done = await Promise.race([server.exited, delay(5000).then(() => null)]);
-    if (!done) {
-      proc.kill('SIGKILL');
-      await server.exited;
-    }
-  }
-}
-
-async function stopServer() {
-  await killServer();
-  if (server.dataDir) await rm(server.dataDir, { recursive: true, force: true });
-}
-
-async function openUser(browser, name, query) {
-  const context = await browser.newContext();
-  const page = await context.newPage();
-  const problems = [];
-  page.on('pageerror', (err) => problems.push(`pageerror: ${err.message}`));
-  page.on('console', (msg) => {
-    const text = msg.text();
-    // Failed HTTP requests are judged by URL below (the console line does not name it).
-    if (/^Failed to load resource: the server responded with a status of/.test(text)) return;
-    if (msg.type() === 'error' || /Content Security Policy|Refused to/i.test(text)) problems.push(`console ${msg.type()}: ${text}`);
-  });
-  page.on('response', (res) => {
-    const url = new URL(res.url());
-    // Before logging in, the page asks /api/auth/me and is answered 401: expected.
-    if (res.status() >= 400 && !(url.pathname === '/api/auth/me' && res.status() === 401)) {
-      problems.push(`HTTP ${res.status()} for ${res.request().method()} ${url.pathname}`);
-    }
-  });
-  return { name, context, page, problems, query };
-}
-
-function waitFor(page, fn, arg, timeout = WAIT_MS) {
-  return page.waitForFunction(fn, arg, { timeout, polling: 50 });
-}
-
-/** [{seq, author, text}] of the confirmed messages in #messages, in DOM order. */
-function messagesOf(page) {
-  return page.$$eval('#messages [data-seq]', (els) =>
-    els.map((el) => ({
-      seq: Number(el.dataset.seq),
-      author: el.querySelector('.author').textContent,
-      text: el.querySelector('.text').textContent,
-    })),
-  );
-}
+/** Failed HTTP requests are judged by URL (the console line does not name it). */
+const userOptions = (query) => ({ query, httpProblems: true });
 
 async function register(user) {
-  const { page, name } = user;
-  await page.goto(`${server.base}/${user.query}`);
-  await page.waitForSelector('#register-form', { state: 'visible', timeout: WAIT_MS });
-  await page.fill('#register-username', name);
-  await page.fill('#register-email', `${name}@example.test`);
-  await page.fill('#register-password', 'correct horse battery');
-  await page.click('#register-form button[type="submit"]');
-  await waitFor(page, (u) => document.querySelector('#me')?.textContent === u, name);
-  await page.waitForSelector('#status[data-state="connected"]', { timeout: WAIT_MS });
-  await page.waitForSelector('#channels [data-channel="general"][aria-current="true"]', { timeout: WAIT_MS });
+  await registerThroughUi(user, server.base);
+  await user.page.waitForSelector('#channels [data-channel="general"][aria-current="true"]', { timeout: WAIT_MS });
 }
 
 async function say(user, text) {
@@ -208,23 +60,14 @@ describe('SocketChat over WebTransport in the browser', { timeout: 120_000 }, ()
   const sent = [];
 
   before(async () => {
-    await startServer();
-    browser = await chromium.launch({
-      executablePath: chromiumPath,
-      // QUIC stays on: WebTransport runs over HTTP/3.
-      args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
-    a = await openUser(browser, `wta_${suffix}`, '?test-hooks');
-    b = await openUser(browser, `wsb_${suffix}`, '?transport=websocket&test-hooks');
+    await server.start();
+    // QUIC stays on: WebTransport runs over HTTP/3.
+    browser = await launchBrowser();
+    a = await openUser(browser, `wta_${suffix}`, userOptions('?test-hooks'));
+    b = await openUser(browser, `wsb_${suffix}`, userOptions('?transport=websocket&test-hooks'));
   });
 
-  after(async () => {
-    try {
-      if (browser) await browser.close();
-    } finally {
-      await stopServer();
-    }
-  });
+  after(() => tearDown(browser, server));
 
   test('the server offers WebTransport with a pinned certificate and allows it in the CSP', async () => {
     const res = await fetch(`${server.base}/api/transport`);
@@ -251,7 +94,7 @@ describe('SocketChat over WebTransport in the browser', { timeout: 120_000 }, ()
     await register(b);
     await waitFor(a.page, () => document.querySelector('#transport')?.textContent === 'WebTransport').catch(async (err) => {
       const why = await a.page.evaluate(() => JSON.stringify(window.__socketchat.client.lastTransportChoice));
-      throw new Error(`A is not on WebTransport (#transport: ${await a.page.textContent('#transport')}, choice ${why}): ${err.message}\n${serverLogTail()}`);
+      throw new Error(`A is not on WebTransport (#transport: ${await a.page.textContent('#transport')}, choice ${why}): ${err.message}\n${server.logTail()}`);
     });
     assert.equal(await a.page.isVisible('#transport'), true);
     assert.equal(await a.page.evaluate(() => window.__socketchat.client.transport), 'webtransport');
@@ -357,7 +200,7 @@ describe('SocketChat over WebTransport in the browser', { timeout: 120_000 }, ()
   });
 
   test('a browser given a wrong certificate hash falls back to WebSocket', async () => {
-    const c = await openUser(browser, `fbc_${suffix}`, '?test-hooks');
+    const c = await openUser(browser, `fbc_${suffix}`, userOptions('?test-hooks'));
     try {
       await c.context.route('**/api/transport', async (route) => {
         const response = await route.fetch();
@@ -381,12 +224,12 @@ describe('SocketChat over WebTransport in the browser', { timeout: 120_000 }, ()
 
   test('a server restart: a send made while it is down is delivered once; A is back on WebTransport', async () => {
     const marks = [a.problems.length, b.problems.length];
-    await killServer();
+    await server.kill();
     await a.page.waitForSelector('#status[data-state="reconnecting"]', { timeout: WAIT_MS });
     const text = 'a while the server was down';
     await say(a, text);
     await a.page.waitForSelector('#messages .pending', { timeout: WAIT_MS });
-    await startServer();
+    await server.start();
     for (const u of [a, b]) {
       await u.page.waitForSelector('#status[data-state="connected"]', { timeout: 30_000 });
       await waitForTexts(u, [text], 30_000);

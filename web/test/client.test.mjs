@@ -3,76 +3,8 @@
 import { test, describe, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { ChatClient, encodeServerFrame, decodeClientFrame, idToHex } from '../socketchat.js';
-
-class FakeWebSocket {
-  static instances = [];
-  constructor(url) {
-    this.url = url;
-    this.readyState = 0;
-    this.sent = [];
-    this.binaryType = 'blob';
-    this.closedByClient = null;
-    FakeWebSocket.instances.push(this);
-  }
-  send(bytes) {
-    assert.equal(this.readyState, 1, 'send on an open socket only');
-    assert.ok(bytes instanceof Uint8Array);
-    this.sent.push(decodeClientFrame(bytes));
-  }
-  close(code, reason) {
-    this.closedByClient = { code, reason };
-    this.readyState = 3;
-  }
-  // --- server side ---
-  open() {
-    this.readyState = 1;
-    this.onopen?.({});
-  }
-  deliver(frame) {
-    const bytes = encodeServerFrame(frame);
-    // A browser with binaryType 'arraybuffer' delivers an ArrayBuffer.
-    this.onmessage?.({ data: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) });
-  }
-  serverClose(code, reason = '') {
-    this.readyState = 3;
-    this.onclose?.({ code, reason, wasClean: code !== 1006 });
-  }
-  static last() {
-    return FakeWebSocket.instances[FakeWebSocket.instances.length - 1];
-  }
-}
-
-const alice = { id: 1, username: 'alice' };
-const bob = { id: 2, username: 'bob' };
-const limits = { max_frame_bytes: 16384, max_text_bytes: 4000, max_rooms: 32, max_history_page: 100, sends_per_sec: 20, send_burst: 50 };
-const welcome = (heartbeat_ms = 25000) => ({ type: 'Welcome', version: 1, user: alice, connection_id: 7, heartbeat_ms, limits });
-const msg = (seq, sender = bob, extra = {}) => ({
-  type: 'Message',
-  room: 'general',
-  seq,
-  message_id: 100 + seq,
-  sender,
-  client_msg_id: new Uint8Array(16).fill(seq),
-  sent_at_ms: 1795000000000 + seq,
-  text: `m${seq}`,
-  ...extra,
-});
-
-function waitFor(client, type, pred = () => true, timeoutMs = 3000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      off();
-      reject(new Error(`timeout waiting for ${type}`));
-    }, timeoutMs);
-    const off = client.on(type, (detail) => {
-      if (!pred(detail)) return;
-      clearTimeout(timer);
-      off();
-      resolve(detail);
-    });
-  });
-}
+import { ChatClient, idToHex } from '../socketchat.js';
+import { FakeWebSocket, alice, message as msg, waitFor, welcome } from '../test-support/fakes.mjs';
 
 function newClient(opts = {}) {
   FakeWebSocket.instances = [];
