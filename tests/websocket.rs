@@ -220,32 +220,17 @@ async fn only_members_may_send_or_type_and_typing_reaches_other_members() {
     let (mut b, _) = server.connect_hello(&tb).await;
     let (mut c, _) = server.connect_hello(&tc).await;
     a.send(&send("general", 1, "not joined")).await;
-    let err = a
-        .recv_until(|f| match f {
-            ServerFrame::Error(e) => Some(e),
-            _ => None,
-        })
-        .await;
+    let err = a.recv_until(pick::error).await;
     assert_eq!((err.code, err.client_msg_id), (ErrorCode::NotMember.code(), Some([1; 16])));
     a.send(&send("nowhere", 2, "x")).await;
-    let err = a
-        .recv_until(|f| match f {
-            ServerFrame::Error(e) => Some(e),
-            _ => None,
-        })
-        .await;
+    let err = a.recv_until(pick::error).await;
     assert_eq!(err.code, ErrorCode::UnknownRoom.code());
 
     join_and_replay(&mut a, "general", None).await;
     join_and_replay(&mut b, "general", None).await;
     join_and_replay(&mut c, "design", None).await;
     a.send(&ClientFrame::Typing(wire::TypingUpdate { room: "general".into(), active: true })).await;
-    let typing = b
-        .recv_until(|f| match f {
-            ServerFrame::Typing(t) => Some(t),
-            _ => None,
-        })
-        .await;
+    let typing = b.recv_until(pick::typing).await;
     assert_eq!((typing.user.username.as_str(), typing.active), ("alice", true));
     // carol (another room) gets neither the typing nor the message; a ping proves the order.
     a.send(&send("general", 3, "for general only")).await;
@@ -335,12 +320,7 @@ async fn history_pages_newest_first_over_rest_and_protocol() {
             limit: 10,
         }))
         .await;
-    let page = client
-        .recv_until(|f| match f {
-            ServerFrame::History(p) => Some(p),
-            _ => None,
-        })
-        .await;
+    let page = client.recv_until(pick::history).await;
     assert_eq!(page.request_id, 5);
     assert_eq!(page.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), (36..=45).collect::<Vec<_>>());
     assert_eq!(page.next_before, Some(36));

@@ -125,12 +125,7 @@ async fn a_native_client_authenticates_with_its_cookie_and_chats_with_a_websocke
     join_and_replay(&mut ws, "general", None).await;
 
     wt.send(&send("general", 1, "over QUIC")).await;
-    let acked = wt
-        .recv_until(|f| match f {
-            ServerFrame::Ack(a) => Some(a),
-            _ => None,
-        })
-        .await;
+    let acked = wt.recv_until(pick::ack).await;
     ws.send(&send("general", 2, "over TCP")).await;
     let mut on_ws = Vec::new();
     let mut ws_acked = false;
@@ -186,12 +181,7 @@ async fn a_ticket_works_once_from_its_origin_and_resume_works_over_webtransport(
     let mut wt = wt_connect(&server, &format!("?ticket={fresh}"), &[("origin", origin)]).await.expect("fresh ticket");
     wt.hello().await;
     wt.send(&join("general", Some(1))).await;
-    let joined = wt
-        .recv_until(|f| match f {
-            ServerFrame::Joined(j) => Some(j),
-            _ => None,
-        })
-        .await;
+    let joined = wt.recv_until(pick::joined).await;
     assert_eq!((joined.replay_from, joined.head_seq), (2, 3));
     let replay: Vec<u64> = vec![
         wt.recv_until(|f| match f {
@@ -254,12 +244,7 @@ async fn garbled_or_oversized_stream_data_closes_only_that_session() {
     assert_eq!(bad_prefix.goaway().await, Some(CloseCode::BadFrame.code()));
 
     good.send(&send("general", 9, "unharmed")).await;
-    let m = good
-        .recv_until(|f| match f {
-            ServerFrame::Message(m) => Some(m),
-            _ => None,
-        })
-        .await;
+    let m = good.recv_until(pick::message).await;
     assert_eq!(m.text, "unharmed");
 }
 

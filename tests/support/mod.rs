@@ -6,6 +6,35 @@
 pub mod conformance;
 pub mod postgres;
 
+/// Frame pickers for `recv_until`: the frame of that kind, or `None` to keep reading.
+pub mod pick {
+    use socketchat::wire::*;
+
+    pub fn ack(f: ServerFrame) -> Option<Ack> {
+        if let ServerFrame::Ack(a) = f { Some(a) } else { None }
+    }
+
+    pub fn message(f: ServerFrame) -> Option<ChatMessage> {
+        if let ServerFrame::Message(m) = f { Some(m) } else { None }
+    }
+
+    pub fn error(f: ServerFrame) -> Option<ErrorFrame> {
+        if let ServerFrame::Error(e) = f { Some(e) } else { None }
+    }
+
+    pub fn joined(f: ServerFrame) -> Option<Joined> {
+        if let ServerFrame::Joined(j) = f { Some(j) } else { None }
+    }
+
+    pub fn history(f: ServerFrame) -> Option<HistoryPage> {
+        if let ServerFrame::History(p) = f { Some(p) } else { None }
+    }
+
+    pub fn typing(f: ServerFrame) -> Option<TypingEvent> {
+        if let ServerFrame::Typing(t) = f { Some(t) } else { None }
+    }
+}
+
 use futures_util::{SinkExt, StreamExt};
 use socketchat::config::Config;
 use socketchat::server::{self, Running};
@@ -234,22 +263,10 @@ pub async fn join_and_replay(
     after_seq: Option<u64>,
 ) -> (wire::Joined, Vec<wire::ChatMessage>) {
     client.send(&join(room, after_seq)).await;
-    let joined = client
-        .recv_until(|f| match f {
-            ServerFrame::Joined(j) => Some(j),
-            _ => None,
-        })
-        .await;
+    let joined = client.recv_until(pick::joined).await;
     let mut replay = Vec::new();
     for _ in joined.replay_from..=joined.head_seq {
-        replay.push(
-            client
-                .recv_until(|f| match f {
-                    ServerFrame::Message(m) => Some(m),
-                    _ => None,
-                })
-                .await,
-        );
+        replay.push(client.recv_until(pick::message).await);
     }
     (joined, replay)
 }
@@ -265,10 +282,5 @@ pub async fn ack(client: &mut Client) -> wire::Ack {
 }
 
 pub async fn message(client: &mut Client) -> wire::ChatMessage {
-    client
-        .recv_until(|f| match f {
-            ServerFrame::Message(m) => Some(m),
-            _ => None,
-        })
-        .await
+    client.recv_until(pick::message).await
 }
