@@ -34,7 +34,7 @@ CREATE SEQUENCE messages_id_seq AS bigint;
 
 -- Ready for billions of rows: hash-partitioned by room, keyed by (room_id, seq), so history and
 -- resume reads touch one partition and one index range. No foreign keys on purpose: their
--- per-row checks cost a third of the send path's throughput (measured, bench/README.md). Rows
+-- per-row checks cost about a quarter of the send path's throughput (measured, bench/README.md). Rows
 -- are written only by socketchat_append, which refuses unknown rooms, with sender ids taken
 -- from verified tokens; reads LEFT JOIN users.
 CREATE TABLE messages (
