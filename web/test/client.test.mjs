@@ -14,6 +14,17 @@ function newClient(opts = {}) {
 let client;
 afterEach(() => client?.disconnect());
 
+/** A fresh client in #general whose socket is open and welcomed; returns the fake socket. */
+function connectedInGeneral() {
+  client = newClient();
+  client.switchRoom('general');
+  client.connect();
+  const ws = FakeWebSocket.last();
+  ws.open();
+  ws.deliver(welcome());
+  return ws;
+}
+
 describe('ChatClient', () => {
   test('sends Hello first, then joins the current room; connected on Welcome', async () => {
     client = newClient();
@@ -38,12 +49,7 @@ describe('ChatClient', () => {
   });
 
   test('switchRoom sends Switch with the highest seq received, marks gaps as stale', async () => {
-    client = newClient();
-    client.switchRoom('general');
-    client.connect();
-    const ws = FakeWebSocket.last();
-    ws.open();
-    ws.deliver(welcome());
+    const ws = connectedInGeneral();
     ws.deliver({ type: 'Joined', room: 'general', head_seq: 3, replay_from: 4 });
     ws.deliver({ type: 'History', request_id: 1, room: 'general', messages: [msg(1), msg(2), msg(3)], next_before: null });
     ws.deliver(msg(4));
@@ -63,12 +69,7 @@ describe('ChatClient', () => {
   });
 
   test('a head below after_seq (history reset on the server) is stale and forgets the old seq', async () => {
-    client = newClient();
-    client.switchRoom('general');
-    client.connect();
-    let ws = FakeWebSocket.last();
-    ws.open();
-    ws.deliver(welcome());
+    let ws = connectedInGeneral();
     ws.deliver({ type: 'Joined', room: 'general', head_seq: 0, replay_from: 1 });
     ws.deliver(msg(1));
     ws.deliver(msg(2));
@@ -87,12 +88,7 @@ describe('ChatClient', () => {
   });
 
   test('history() resolves with the matching page and rejects on Error', async () => {
-    client = newClient();
-    client.switchRoom('general');
-    client.connect();
-    const ws = FakeWebSocket.last();
-    ws.open();
-    ws.deliver(welcome());
+    const ws = connectedInGeneral();
     const p1 = client.history('general', 13, 50);
     const p2 = client.history('general', 1, 0);
     const [req1, req2] = ws.sent.slice(-2);
@@ -105,12 +101,7 @@ describe('ChatClient', () => {
   });
 
   test('resume: reconnects after 4001, re-joins with after_seq and re-sends pending with the same id', async () => {
-    client = newClient();
-    client.switchRoom('general');
-    client.connect();
-    let ws = FakeWebSocket.last();
-    ws.open();
-    ws.deliver(welcome());
+    let ws = connectedInGeneral();
     ws.deliver({ type: 'Joined', room: 'general', head_seq: 0, replay_from: 1 });
     ws.deliver(msg(1));
     ws.deliver(msg(2));
@@ -147,12 +138,7 @@ describe('ChatClient', () => {
   });
 
   test('rate-limited send is retried after retry_after_ms with the same id; InvalidText gives up', async () => {
-    client = newClient();
-    client.switchRoom('general');
-    client.connect();
-    const ws = FakeWebSocket.last();
-    ws.open();
-    ws.deliver(welcome());
+    const ws = connectedInGeneral();
     const { client_msg_id } = client.send('general', 'x');
     const errors = [];
     client.on('error', (e) => errors.push(e));
@@ -171,12 +157,7 @@ describe('ChatClient', () => {
   });
 
   test('at most 32 sends are in flight; acks release the next ones in order', () => {
-    client = newClient();
-    client.switchRoom('general');
-    client.connect();
-    const ws = FakeWebSocket.last();
-    ws.open();
-    ws.deliver(welcome());
+    const ws = connectedInGeneral();
     const ids = [];
     for (let i = 0; i < 40; i++) ids.push(client.send('general', `n${i}`).client_msg_id);
     const sends = () => ws.sent.filter((f) => f.type === 'Send');
@@ -187,12 +168,7 @@ describe('ChatClient', () => {
   });
 
   test('sends after a RateLimited go out again in send order', async () => {
-    client = newClient();
-    client.switchRoom('general');
-    client.connect();
-    const ws = FakeWebSocket.last();
-    ws.open();
-    ws.deliver(welcome());
+    const ws = connectedInGeneral();
     const ids = [0, 1, 2].map((i) => client.send('general', `r${i}`).client_msg_id);
     const n = ws.sent.length;
     for (const id of ids.slice(1)) {
