@@ -15,8 +15,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use rate::TokenBucket as RateLimiter;
-
 /// Work for the driver.
 #[derive(Debug, PartialEq)]
 pub enum Action {

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 /// `burst` tokens, refilled at `per_sec`.
 #[derive(Debug)]
-pub struct TokenBucket {
+pub(super) struct TokenBucket {
     tokens: f64,
     burst: f64,
     per_sec: f64,
@@ -13,12 +13,12 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     /// A full bucket.
-    pub fn new(burst: u32, per_sec: u32, now: Instant) -> Self {
+    pub(super) fn new(burst: u32, per_sec: u32, now: Instant) -> Self {
         Self { tokens: f64::from(burst), burst: f64::from(burst), per_sec: f64::from(per_sec), last: now }
     }
 
     /// Takes a token, or says in how many ms one will be there.
-    pub fn take(&mut self, now: Instant) -> Result<(), u32> {
+    pub(super) fn take(&mut self, now: Instant) -> Result<(), u32> {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now.max(self.last);
         self.tokens = (self.tokens + elapsed * self.per_sec).min(self.burst);
