@@ -63,9 +63,25 @@ pub struct Config {
     #[arg(long, env = "SOCKETCHAT_DB_POOL", default_value_t = 16, global = true)]
     pub db_pool_size: usize,
 
-    /// Redis URL (not supported by this version: the in-process relay is used).
+    /// Redis URL for the relay between nodes, presence and tickets (`redis://host:port`; a
+    /// Redis Cluster is detected, and may be given as a comma-separated list of seed nodes).
+    /// Without it the in-process relay and presence are used. Needs `JWT_SECRET`.
     #[arg(long, env = "REDIS_URL", hide_env_values = true, global = true)]
     pub redis_url: Option<String>,
+
+    /// A node whose presence heartbeat is older than this many milliseconds is dead: its
+    /// connections are counted offline (heartbeats and reaping run every fifth of it).
+    #[arg(long, env = "SOCKETCHAT_NODE_TIMEOUT_MS", default_value_t = 10_000, global = true)]
+    pub node_timeout_ms: u64,
+
+    /// On shutdown, how long `/readyz` answers 503 before connections are told to go away, so
+    /// a load balancer stops sending new ones here first.
+    #[arg(long, env = "SOCKETCHAT_DRAIN_DELAY_MS", default_value_t = 0, global = true)]
+    pub drain_delay_ms: u64,
+
+    /// Proxies (IP addresses, comma-separated) whose `X-Forwarded-For` header names the client.
+    #[arg(long, env = "SOCKETCHAT_TRUSTED_PROXIES", value_delimiter = ',', global = true)]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 
     /// HS256 secret for tokens, at least 32 bytes; generated into the data dir when absent.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
@@ -115,6 +131,9 @@ impl std::fmt::Debug for Config {
             .field("data_dir", &self.data_dir)
             .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
+            .field("node_timeout_ms", &self.node_timeout_ms)
+            .field("drain_delay_ms", &self.drain_delay_ms)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<set>"))
             .field("node_id", &self.node_id)
             .field("allowed_origins", &self.allowed_origins)

@@ -4,9 +4,9 @@
 //! and flushed once per turn, so a burst of events costs one write.
 
 use crate::hub::{Event, EventKind, Member, Topic};
-use crate::server::Node;
+use crate::node::Node;
 use crate::session::{Action, Session, replay_range};
-use crate::store::StoreResult;
+use crate::store::{StoreError, StoreResult};
 use crate::wire::{
     self, ClientFrame, CloseCode, GoAway, MAX_CLIENT_FRAME, OUTBOUND_QUEUE, Online, ServerFrame, UserRef,
 };
@@ -95,30 +95,20 @@ pub(crate) async fn run<T: Transport>(node: Arc<Node>, transport: T, credentials
     let reason = driver.run(&mut session, rx).await;
     tracing::debug!(conn = conn_id, user = %user.username, reason = %reason, "connection closed");
 
-    node.hub.unregister(conn_id, session.room_ids());
+    for room in node.hub.unregister(conn_id, session.room_ids()) {
+        node.bus.unsubscribe(room);
+    }
     node.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
     announce_presence(&node, &user, false).await;
     // Only now answer a client's close: once it sees the reply, it is counted out everywhere.
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, driver.transport.flush()).await;
 }
 
-/// Counts a connection in or out of presence and publishes the transition, if any.
+/// Counts a connection in or out of presence and announces the transitions, if any.
 async fn announce_presence(node: &Node, user: &UserRef, connected: bool) {
     let changed = if connected { node.presence.connect(user).await } else { node.presence.disconnect(user).await };
     match changed {
-        Ok(true) => {
-            let frame = ServerFrame::Presence(wire::PresenceEvent { user: user.clone(), online: connected });
-            let event = Event {
-                topic: Topic::Everyone,
-                kind: EventKind::Presence,
-                from_user: user.id,
-                bytes: wire::encode_bytes(&frame),
-            };
-            if let Err(e) = node.bus.publish(event).await {
-                tracing::warn!(error = %e, "presence change not published");
-            }
-        }
-        Ok(false) => {}
+        Ok(events) => crate::server::announce(node, events),
         Err(e) => tracing::warn!(error = %e, user = %user.username, "presence not updated"),
     }
 }
@@ -223,11 +213,14 @@ impl<T: Transport> Driver<T> {
                 self.feed(wire::encode_bytes(&ServerFrame::Online(Online { users }))).await
             }
             Action::Join { room_id, after_seq } => {
-                // Membership first, then the head: a message committed after the head was read
-                // is published after it, so it reaches the membership live (no gap).
+                // Membership and the relay's subscription first, then the head: a message
+                // committed after the head was read is published after it, so it reaches the
+                // membership live (no gap); the hub delivers the room in seq order from there.
                 node.hub.join(room_id, self.member.id);
                 let replay: StoreResult<_> = async {
+                    node.bus.subscribe(room_id).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
                     let head = node.store.head_seq(room_id).await?;
+                    node.hub.start(room_id, head);
                     let (from, to) = replay_range(after_seq, head);
                     let messages = if from <= to { node.store.range(room_id, from, to).await? } else { Vec::new() };
                     Ok((head, messages))
@@ -240,7 +233,9 @@ impl<T: Transport> Driver<T> {
                 Ok(false)
             }
             Action::Leave { room_id } => {
-                node.hub.leave(room_id, self.member.id);
+                if node.hub.leave(room_id, self.member.id) {
+                    node.bus.unsubscribe(room_id);
+                }
                 Ok(false)
             }
             Action::Append(message) => {
@@ -261,9 +256,7 @@ impl<T: Transport> Driver<T> {
                     from_user: self.user.id,
                     bytes: wire::encode_bytes(&frame),
                 };
-                if let Err(e) = node.bus.publish(event).await {
-                    tracing::debug!(error = %e, "typing not relayed");
-                }
+                node.broadcast(&event);
                 Ok(false)
             }
             Action::Close(code, reason) => {

@@ -1,11 +1,21 @@
 //! Node-local fan-out: which connections are in which room. Events arrive encoded once; every
 //! recipient gets a clone of the same `Bytes`. A recipient whose queue is full is marked slow
 //! and kicked instead of growing memory (G6).
+//!
+//! Each room with local members is also delivered **in seq order without gaps** (G4), whatever
+//! order the relay brings messages in: the room knows the next seq it expects, holds back a
+//! message that arrives early, and drops one it already delivered. `repair` (a task per node)
+//! fills a gap from the store once it has lasted `GAP_HOLD`, and compares every room's head
+//! with the store periodically and after the relay reconnected, so a message whose publish was
+//! lost (relay down, or a node that died between commit and publish) is delivered all the same.
 
+use crate::rooms::RoomDirectory;
+use crate::store::{Store, StoredMessage};
 use bytes::Bytes;
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
 
 /// Who an event is for.
@@ -89,16 +99,95 @@ impl Member {
     }
 }
 
+/// How long a room waits for a missing seq to arrive over the relay before reading it from the
+/// store. Relayed messages of two nodes can overtake each other by a few milliseconds.
+pub const GAP_HOLD: Duration = Duration::from_millis(100);
+/// How often every room's head is compared with the store.
+pub const HEAD_CHECK: Duration = Duration::from_secs(1);
+/// Messages a room holds back while it waits for a gap to fill; later ones are dropped and
+/// read from the store by the repair.
+const EARLY_LIMIT: usize = 4096;
+/// Most messages the repair reads from the store for one room in one go.
+const REPAIR_BATCH: u64 = 500;
+
+/// One room on this node: its members and where its ordered stream stands.
+#[derive(Debug, Default)]
+struct RoomState {
+    members: HashMap<u64, Arc<Member>>,
+    /// The next seq to deliver; `None` until the first join read the room's head.
+    next: Option<u64>,
+    /// Messages that arrived before `next` (held back), by seq.
+    early: BTreeMap<u64, Event>,
+    /// When the oldest gap opened.
+    gap_since: Option<Instant>,
+}
+
+impl RoomState {
+    fn fan_out(&self, event: &Event) {
+        for member in self.members.values() {
+            member.offer(event);
+        }
+    }
+
+    /// Delivers `event` (a message with `seq`) in order, or holds it back.
+    fn order(&mut self, seq: u64, event: &Event, now: Instant) -> bool {
+        let Some(next) = self.next else {
+            self.hold(seq, event);
+            return false;
+        };
+        if seq < next {
+            return false;
+        }
+        if seq > next {
+            self.hold(seq, event);
+            self.gap_since.get_or_insert(now);
+            return true;
+        }
+        self.fan_out(event);
+        self.advance(seq + 1, now);
+        false
+    }
+
+    fn hold(&mut self, seq: u64, event: &Event) {
+        if self.early.len() < EARLY_LIMIT || self.early.contains_key(&seq) {
+            self.early.insert(seq, event.clone());
+        }
+    }
+
+    /// Moves `next` to `next_seq` and releases whatever became contiguous.
+    fn advance(&mut self, next_seq: u64, now: Instant) {
+        let mut next = next_seq.max(self.next.unwrap_or(0));
+        while let Some(entry) = self.early.first_entry() {
+            let seq = *entry.key();
+            if seq < next {
+                entry.remove();
+            } else if seq == next {
+                let event = entry.remove();
+                self.fan_out(&event);
+                next += 1;
+            } else {
+                break;
+            }
+        }
+        self.next = Some(next);
+        self.gap_since = if self.early.is_empty() { None } else { Some(self.gap_since.unwrap_or(now)) };
+    }
+}
+
 /// Rooms → members, plus everyone on the node.
 #[derive(Debug, Default)]
 pub struct Hub {
     inner: Mutex<Inner>,
+    /// Wakes the repair task: a gap opened, or the relay asks for a re-sync.
+    repair: Notify,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
-    rooms: HashMap<u64, HashMap<u64, std::sync::Arc<Member>>>,
-    everyone: HashMap<u64, std::sync::Arc<Member>>,
+    rooms: HashMap<u64, RoomState>,
+    everyone: HashMap<u64, Arc<Member>>,
+    /// Set when the relay lost events: every room's head is checked at once.
+    resync: bool,
 }
 
 impl Hub {
@@ -107,49 +196,81 @@ impl Hub {
     }
 
     /// Adds a connection to the node (it starts receiving `Everyone` events).
-    pub fn register(&self, member: std::sync::Arc<Member>) {
+    pub fn register(&self, member: Arc<Member>) {
         self.lock().everyone.insert(member.id, member);
     }
 
-    /// Removes a connection from the node and from these rooms.
-    pub fn unregister(&self, member_id: u64, rooms: impl IntoIterator<Item = u64>) {
+    /// Removes a connection from the node and from these rooms; returns the rooms that have
+    /// no local member left (the relay can stop sending them).
+    pub fn unregister(&self, member_id: u64, rooms: impl IntoIterator<Item = u64>) -> Vec<u64> {
         let mut inner = self.lock();
         inner.everyone.remove(&member_id);
-        for room in rooms {
-            Self::remove(&mut inner, room, member_id);
-        }
+        rooms.into_iter().filter(|room| Self::remove(&mut inner, *room, member_id)).collect()
     }
 
     /// Makes a registered connection a member of a room (from now on it receives its events).
     pub fn join(&self, room: u64, member_id: u64) {
         let mut inner = self.lock();
         if let Some(member) = inner.everyone.get(&member_id).cloned() {
-            inner.rooms.entry(room).or_default().insert(member_id, member);
+            inner.rooms.entry(room).or_default().members.insert(member_id, member);
         }
     }
 
-    /// Ends a room membership.
-    pub fn leave(&self, room: u64, member_id: u64) {
-        Self::remove(&mut self.lock(), room, member_id);
+    /// Tells a room where its stream stands when nobody on the node knew yet: `head` was read
+    /// from the store after the first member joined, so every later seq reaches the room.
+    pub fn start(&self, room: u64, head: u64) {
+        let mut inner = self.lock();
+        if let Some(state) = inner.rooms.get_mut(&room)
+            && state.next.is_none()
+        {
+            state.advance(head + 1, Instant::now());
+        }
     }
 
-    fn remove(inner: &mut Inner, room: u64, member_id: u64) {
-        if let Some(members) = inner.rooms.get_mut(&room) {
-            members.remove(&member_id);
-            if members.is_empty() {
+    /// Ends a room membership; `true` when the room has no local member left.
+    pub fn leave(&self, room: u64, member_id: u64) -> bool {
+        Self::remove(&mut self.lock(), room, member_id)
+    }
+
+    fn remove(inner: &mut Inner, room: u64, member_id: u64) -> bool {
+        if let Some(state) = inner.rooms.get_mut(&room) {
+            state.members.remove(&member_id);
+            if state.members.is_empty() {
                 inner.rooms.remove(&room);
+                return true;
             }
         }
+        false
     }
 
-    /// Hands an event to every recipient's queue without waiting.
+    /// Whether the room has members on this node (the relay subscribes to it).
+    pub fn wants(&self, room: u64) -> bool {
+        self.lock().rooms.contains_key(&room)
+    }
+
+    /// Rooms with local members.
+    pub fn room_ids(&self) -> Vec<u64> {
+        self.lock().rooms.keys().copied().collect()
+    }
+
+    /// Hands an event to every recipient's queue without waiting; a room's messages go out in
+    /// seq order.
     pub fn deliver(&self, event: &Event) {
-        let inner = self.lock();
+        let mut inner = self.lock();
         let members = match event.topic {
             Topic::Everyone => &inner.everyone,
-            Topic::Room(room) => match inner.rooms.get(&room) {
-                Some(members) => members,
+            Topic::Room(room) => match inner.rooms.get_mut(&room) {
                 None => return,
+                Some(state) => match event.kind {
+                    EventKind::Message { seq } => {
+                        if state.order(seq, event, Instant::now()) {
+                            drop(inner);
+                            self.repair.notify_one();
+                        }
+                        return;
+                    }
+                    _ => &state.members,
+                },
             },
         };
         for member in members.values() {
@@ -165,9 +286,138 @@ impl Hub {
         }
     }
 
+    /// The relay lost events (it reconnected): check every room against the store now.
+    pub fn resync(&self) {
+        self.lock().resync = true;
+        self.repair.notify_one();
+    }
+
     /// Number of connections on the node.
     pub fn connections(&self) -> usize {
         self.lock().everyone.len()
+    }
+
+    /// Gaps to read from the store now: `(room, from, to)` for rooms whose oldest gap is older
+    /// than `GAP_HOLD`; and the earliest time another one falls due.
+    fn due_gaps(&self, now: Instant) -> (Vec<(u64, u64, u64)>, Option<Instant>) {
+        let inner = self.lock();
+        let mut due = Vec::new();
+        let mut later: Option<Instant> = None;
+        for (room, state) in &inner.rooms {
+            let (Some(next), Some(since), Some(first)) = (state.next, state.gap_since, state.early.keys().next())
+            else {
+                continue;
+            };
+            if now >= since + GAP_HOLD {
+                due.push((*room, next, first - 1));
+            } else {
+                let at = since + GAP_HOLD;
+                later = Some(later.map_or(at, |l| l.min(at)));
+            }
+        }
+        (due, later)
+    }
+
+    /// Rooms to compare with the store: `(room, next)`; clears the re-sync request.
+    fn streams(&self) -> Vec<(u64, u64)> {
+        let mut inner = self.lock();
+        inner.resync = false;
+        inner.rooms.iter().filter_map(|(room, s)| s.next.map(|next| (*room, next))).collect()
+    }
+
+    fn resync_requested(&self) -> bool {
+        self.lock().resync
+    }
+}
+
+impl crate::bus::Inbox for Hub {
+    fn handle_event(&self, event: Event) {
+        self.deliver(&event);
+    }
+
+    fn handle_resync(&self) {
+        self.resync();
+    }
+
+    fn wants(&self, room: u64) -> bool {
+        Hub::wants(self, room)
+    }
+}
+
+/// The event of a stored message, encoded once.
+pub fn message_event(rooms: &RoomDirectory, m: &StoredMessage) -> Event {
+    Event {
+        topic: Topic::Room(m.room_id),
+        kind: EventKind::Message { seq: m.seq },
+        from_user: m.sender_id,
+        bytes: crate::wire::encode_bytes(&crate::wire::ServerFrame::Message(rooms.to_wire(m))),
+    }
+}
+
+/// Reads `from..=to` of a room from the store and delivers it (in batches).
+async fn fill(hub: &Hub, store: &dyn Store, rooms: &RoomDirectory, room: u64, from: u64, to: u64) -> bool {
+    let mut from = from;
+    while from <= to {
+        let upto = to.min(from + REPAIR_BATCH - 1);
+        match store.range(room, from, upto).await {
+            Ok(messages) => {
+                for m in &messages {
+                    hub.deliver(&message_event(rooms, m));
+                }
+                if messages.len() as u64 != upto - from + 1 {
+                    tracing::warn!(room, from, to = upto, got = messages.len(), "store returned a short range");
+                    return false;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(room, error = %e, "cannot fill a gap from the store; retrying");
+                return false;
+            }
+        }
+        from = upto + 1;
+    }
+    true
+}
+
+/// The node's repair task: fills gaps that outlast `GAP_HOLD`, and every `HEAD_CHECK` (and at
+/// once after a relay reconnect) delivers whatever the store has beyond each room's stream.
+/// Runs until the hub is dropped by everyone else.
+pub async fn repair(hub: Arc<Hub>, store: Arc<dyn Store>, rooms: Arc<RoomDirectory>, head_check: Duration) {
+    let mut next_check = Instant::now() + head_check;
+    let mut filled = 0u64;
+    while Arc::strong_count(&hub) > 1 {
+        let now = Instant::now();
+        let (due, later) = hub.due_gaps(now);
+        for (room, from, to) in due {
+            if fill(&hub, &*store, &rooms, room, from, to).await {
+                filled += to - from + 1;
+                tracing::debug!(room, from, to, filled, "gap filled from the store");
+            }
+        }
+        if now >= next_check || hub.resync_requested() {
+            next_check = now + head_check;
+            let streams = hub.streams();
+            if !streams.is_empty() {
+                let ids: Vec<u64> = streams.iter().map(|(room, _)| *room).collect();
+                match store.heads(&ids).await {
+                    Ok(heads) => {
+                        for (room, head) in heads {
+                            let next = streams.iter().find(|(r, _)| *r == room).map_or(head + 1, |(_, n)| *n);
+                            if head >= next {
+                                tracing::debug!(room, from = next, to = head, "head check: delivering from the store");
+                                fill(&hub, &*store, &rooms, room, next, head).await;
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "head check failed"),
+                }
+            }
+        }
+        let wake = later.map_or(next_check, |l| l.min(next_check));
+        tokio::select! {
+            () = hub.repair.notified() => {}
+            () = tokio::time::sleep_until(wake.into()) => {}
+        }
     }
 }
 

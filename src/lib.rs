@@ -11,10 +11,14 @@
 //! - `conn`: the async connection driver that carries out a session's actions.
 //! - [`transport`]: thin adapters (`ws`, `wt`) that authenticate the upgrade and move frames;
 //!   `certs` holds the HTTP/3 certificate.
-//! - [`store`]: durable state behind the `Store` trait (`sqlite` embedded).
-//! - [`writer`]: group commit of sends, then publish in commit order.
-//! - [`bus`]: relay between nodes (`local` in-process); pushes events into the hub.
-//! - [`presence`]: connection counting per user (`local` in-process).
+//! - [`node`]: the node's shared state (below the transports, `http` and `conn`).
+//! - [`store`]: durable state behind the `Store` trait (`sqlite` embedded, `postgres`).
+//! - [`writer`]: group commit of sends, then delivery here and relay to the other nodes.
+//! - [`bus`]: relay between nodes (`local` in-process, `redis` pub/sub or sharded pub/sub);
+//!   pushes other nodes' events into the hub, which orders and repairs each room's stream.
+//! - [`presence`]: connection counting per user (`local` in-process, `redis` across nodes with
+//!   heartbeats and a reaper).
+//! - [`redis_client`]: the command connection to Redis (standalone or cluster).
 //! - [`rooms`]: room directory (name ↔ id).
 //! - [`tickets`]: single-use WebTransport tickets.
 //! - `http`: REST API, health, metrics, the embedded web client.
@@ -27,7 +31,9 @@ mod conn;
 mod http;
 pub mod hub;
 pub mod metrics;
+pub mod node;
 pub mod presence;
+pub mod redis_client;
 pub mod rooms;
 pub mod server;
 pub mod session;

@@ -1,15 +1,18 @@
 //! Wiring and lifecycle: choose the backends, bind, serve, and drain on shutdown.
 
 use crate::auth::TokenKeys;
-use crate::bus::{Bus, LocalBus};
+use crate::bus::{Bus, LocalBus, RedisBus};
 use crate::config::Config;
-use crate::hub::Hub;
+use crate::hub::{Event, EventKind, Hub, Topic};
 use crate::metrics::Metrics;
-use crate::presence::{LocalPresence, Presence};
+use crate::node::Node;
+use crate::presence::{LocalPresence, Presence, RedisPresence};
+use crate::redis_client::{RedisClient, RedisTarget};
 use crate::rooms::RoomDirectory;
 use crate::store::{PostgresStore, SqliteStore, Store, StoreError};
 use crate::tickets::Tickets;
 use crate::transport::certs::Certificates;
+use crate::wire::{self, PresenceEvent, ServerFrame};
 use crate::writer::Writer;
 use axum::serve::ListenerExt;
 use std::net::SocketAddr;
@@ -49,56 +52,6 @@ pub enum ServerError {
     },
 }
 
-/// Everything a connection or request handler needs, shared.
-pub struct Node {
-    /// Name in logs.
-    pub node_id: String,
-    /// Durable state.
-    pub store: Arc<dyn Store>,
-    /// Relay between nodes.
-    pub bus: Arc<dyn Bus>,
-    /// Connection counting.
-    pub presence: Arc<dyn Presence>,
-    /// Local fan-out.
-    pub hub: Arc<Hub>,
-    /// The send path's group-commit writer.
-    pub writer: Writer,
-    /// Rooms by name and id.
-    pub rooms: Arc<RoomDirectory>,
-    /// Token keys.
-    pub keys: TokenKeys,
-    /// Extra allowed origins.
-    pub allowed_origins: Vec<String>,
-    /// Counters.
-    pub metrics: Metrics,
-    /// Becomes `true` when the node shuts down.
-    pub shutdown: watch::Receiver<bool>,
-    /// Set once shutdown began (`/readyz` → 503, upgrades refused).
-    pub draining: AtomicBool,
-    /// One permit per open connection.
-    pub connection_slots: Arc<Semaphore>,
-    /// Sends a connection may make in a burst.
-    pub send_burst: u32,
-    /// Sustained sends per second per connection.
-    pub send_rate_per_sec: u32,
-    /// Concurrent password hashes.
-    pub hash_slots: Semaphore,
-    next_connection: AtomicU64,
-    /// WebTransport tickets.
-    pub tickets: Tickets,
-    /// Port of the TCP listener (the web client's origin).
-    pub http_port: u16,
-    /// The HTTP/3 certificate and UDP port, when WebTransport is on.
-    pub webtransport: Option<(Arc<Certificates>, u16)>,
-}
-
-impl Node {
-    /// A fresh connection id.
-    pub fn next_connection_id(&self) -> u64 {
-        self.next_connection.fetch_add(1, Ordering::Relaxed)
-    }
-}
-
 /// A running server.
 pub struct Running {
     addr: SocketAddr,
@@ -106,7 +59,9 @@ pub struct Running {
     stop: watch::Sender<bool>,
     served: tokio::task::JoinHandle<()>,
     grace: Duration,
+    drain_delay: Duration,
     max_connections: usize,
+    upkeep: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -120,16 +75,30 @@ impl Running {
         &self.node
     }
 
-    /// Drains: stop accepting, tell every connection to go away (close 4000), wait for them up
-    /// to the grace period.
-    pub async fn shutdown(self) {
+    /// Drains: `/readyz` answers 503 (for `drain_delay`, so a load balancer moves new
+    /// connections elsewhere first), then every connection is told to go away (close 4000) and
+    /// the node waits for them up to the grace period (a connection finishes the send it is
+    /// storing first). Then the node's presence is removed and queued relay events go out.
+    pub async fn shutdown(mut self) {
         self.node.draining.store(true, Ordering::Relaxed);
+        if !self.drain_delay.is_zero() {
+            tracing::info!(delay_ms = self.drain_delay.as_millis() as u64, "draining: not ready, then closing connections");
+            tokio::time::sleep(self.drain_delay).await;
+        }
         let _ = self.stop.send(true);
         let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
         let closed = tokio::time::timeout(self.grace, self.node.connection_slots.acquire_many(all)).await;
         if closed.is_err() {
             tracing::warn!("shutdown grace period over with connections still open");
         }
+        if let Some(upkeep) = self.upkeep.take() {
+            upkeep.abort();
+        }
+        match self.node.presence.leave().await {
+            Ok(events) => announce(&self.node, events),
+            Err(e) => tracing::warn!(error = %e, "presence not removed; other nodes reap it after the node timeout"),
+        }
+        self.node.bus.flush().await;
         let _ = tokio::time::timeout(self.grace, self.served).await;
         tracing::info!(node = %self.node.node_id, "stopped");
     }
@@ -191,18 +160,73 @@ async fn rotate_certificates(certs: Arc<Certificates>) {
     }
 }
 
+/// Connects to Redis, retrying with backoff (and logging why) until it answers, like the
+/// store does: a node without its relay would be a separate chat.
+async fn connect_redis(url: &str) -> (RedisTarget, RedisClient) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let attempt = async {
+            let target = crate::redis_client::probe(url).await?;
+            let client = RedisClient::connect(&target).await?;
+            Ok::<_, redis::RedisError>((target, client))
+        };
+        match attempt.await {
+            Ok((target, client)) => {
+                tracing::info!(cluster = target.cluster, seeds = target.urls.len(), "Redis connected");
+                return (target, client);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "Redis not usable yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Publishes presence transitions to every connection of every node.
+pub(crate) fn announce(node: &Node, events: Vec<PresenceEvent>) {
+    for change in events {
+        let event = Event {
+            topic: Topic::Everyone,
+            kind: EventKind::Presence,
+            from_user: change.user.id,
+            bytes: wire::encode_bytes(&ServerFrame::Presence(change)),
+        };
+        node.broadcast(&event);
+    }
+}
+
+/// Heartbeats and reaps dead nodes, announcing who went offline with them.
+async fn presence_upkeep(node: Arc<Node>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match node.presence.upkeep().await {
+            Ok(events) => announce(&node, events),
+            Err(e) => tracing::warn!(error = %e, "presence upkeep failed; retrying"),
+        }
+    }
+}
+
 /// Builds the node and starts serving; returns once the listener is bound.
 pub async fn start(config: Config) -> Result<Running, ServerError> {
     if config.send_rate_per_sec == 0 || config.send_burst == 0 {
         return Err(ServerError::Config("send rate and burst must be at least 1".into()));
     }
-    if config.redis_url.is_some() {
+    if (config.database_url.is_some() || config.redis_url.is_some()) && config.jwt_secret.is_none() {
         return Err(ServerError::Config(
-            "REDIS_URL is not supported by this version; unset it to use the in-process relay".into(),
+            "JWT_SECRET is required with DATABASE_URL or REDIS_URL: every node must share it".into(),
         ));
     }
-    if config.database_url.is_some() && config.jwt_secret.is_none() {
-        return Err(ServerError::Config("JWT_SECRET is required with DATABASE_URL: every node must share it".into()));
+    if config.redis_url.is_some() && config.database_url.is_none() {
+        return Err(ServerError::Config(
+            "REDIS_URL needs DATABASE_URL: nodes of a cluster share one PostgreSQL database".into(),
+        ));
+    }
+    if config.node_timeout_ms < 1000 {
+        return Err(ServerError::Config("the node timeout must be at least 1000 ms".into()));
     }
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|source| ServerError::DataDir { path: config.data_dir.display().to_string(), source })?;
@@ -235,12 +259,24 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         }
     };
 
-    let hub = Arc::new(Hub::default());
-    let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(hub.clone()));
-    let presence: Arc<dyn Presence> = Arc::new(LocalPresence::default());
-    let writer = Writer::start(store.clone(), bus.clone(), rooms.clone(), config.writers);
-    let (stop, shutdown) = watch::channel(false);
     let node_id = config.node_id.clone().unwrap_or_else(|| hex::encode(rand::random::<[u8; 4]>()));
+    let hub = Arc::new(Hub::default());
+    let ticket_ttl = Duration::from_millis(config.ticket_ttl_ms);
+    let (bus, presence, tickets): (Arc<dyn Bus>, Arc<dyn Presence>, Tickets) = match &config.redis_url {
+        None => (Arc::new(LocalBus), Arc::new(LocalPresence::default()), Tickets::new(ticket_ttl)),
+        Some(url) => {
+            let (target, commands) = connect_redis(url).await;
+            let node_timeout = Duration::from_millis(config.node_timeout_ms);
+            (
+                Arc::new(RedisBus::start(target, commands.clone(), hub.clone())),
+                Arc::new(RedisPresence::new(commands.clone(), &node_id, node_timeout)),
+                Tickets::shared(ticket_ttl, commands),
+            )
+        }
+    };
+    tokio::spawn(crate::hub::repair(hub.clone(), store.clone(), rooms.clone(), crate::hub::HEAD_CHECK));
+    let writer = Writer::start(store.clone(), hub.clone(), bus.clone(), rooms.clone(), config.writers);
+    let (stop, shutdown) = watch::channel(false);
     let node = Arc::new(Node {
         node_id: node_id.clone(),
         store,
@@ -251,6 +287,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         rooms,
         keys: TokenKeys::new(&secret, config.token_ttl_secs),
         allowed_origins: config.allowed_origins.clone(),
+        trusted_proxies: config.trusted_proxies.clone(),
         metrics: Metrics::default(),
         shutdown: shutdown.clone(),
         draining: AtomicBool::new(false),
@@ -259,7 +296,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         send_rate_per_sec: config.send_rate_per_sec,
         hash_slots: Semaphore::new(2),
         next_connection: AtomicU64::new(1),
-        tickets: Tickets::new(Duration::from_millis(config.ticket_ttl_ms)),
+        tickets,
         http_port: addr.port(),
         webtransport: webtransport.as_ref().map(|(_, certs, port)| (certs.clone(), *port)),
     });
@@ -290,13 +327,17 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             tracing::error!(error = %e, "HTTP server failed");
         }
     });
-    tracing::info!(node = %node_id, store = %store_name, "listening on http://{addr}");
+    let upkeep = node.presence.upkeep_every().map(|every| tokio::spawn(presence_upkeep(node.clone(), every)));
+    let relay = if config.redis_url.is_some() { "redis" } else { "in-process" };
+    tracing::info!(node = %node_id, store = %store_name, relay, "listening on http://{addr}");
     Ok(Running {
         addr,
         node,
         stop,
         served,
         grace: Duration::from_secs(config.shutdown_grace_secs),
+        drain_delay: Duration::from_millis(config.drain_delay_ms),
         max_connections: config.max_connections,
+        upkeep,
     })
 }

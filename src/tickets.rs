@@ -1,9 +1,12 @@
 //! Single-use WebTransport tickets: browsers send no cookies with WebTransport, so a
 //! cookie-authenticated `POST /api/auth/ticket` hands out a ticket that lives 30 s, works once,
 //! and is bound to the user's token and to the Origin that asked for it. Embedded default:
-//! in memory (a cluster keeps them where every node can redeem them).
+//! in memory; in a cluster they live in Redis (`SET … PX`, redeemed with `GETDEL`, which is
+//! atomic), so a ticket bought on one node works once on any node.
 
+use crate::redis_client::RedisClient;
 use crate::wire::UserRef;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -14,7 +17,7 @@ pub const TICKET_TTL: Duration = Duration::from_secs(30);
 const MAX_OUTSTANDING: usize = 10_000;
 
 /// What a ticket stands for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grant {
     /// The user.
     pub user: UserRef,
@@ -38,13 +41,20 @@ pub enum TicketError {
     /// Too many outstanding tickets.
     #[error("too many outstanding tickets")]
     Full,
+    /// Redis did not answer.
+    #[error("ticket store unavailable")]
+    Unavailable,
 }
 
 /// The node's tickets.
-#[derive(Debug)]
 pub struct Tickets {
     outstanding: Mutex<HashMap<String, (Grant, Instant)>>,
     ttl: Duration,
+    redis: Option<RedisClient>,
+}
+
+fn redis_key(ticket: &str) -> String {
+    format!("socketchat:ticket:{ticket}")
 }
 
 impl Default for Tickets {
@@ -56,7 +66,12 @@ impl Default for Tickets {
 impl Tickets {
     /// Tickets that live `ttl`.
     pub fn new(ttl: Duration) -> Self {
-        Self { outstanding: Mutex::new(HashMap::new()), ttl }
+        Self { outstanding: Mutex::new(HashMap::new()), ttl, redis: None }
+    }
+
+    /// Tickets kept in Redis, redeemable on every node.
+    pub fn shared(ttl: Duration, redis: RedisClient) -> Self {
+        Self { outstanding: Mutex::new(HashMap::new()), ttl, redis: Some(redis) }
     }
 
     /// How long a ticket lives.
@@ -64,8 +79,48 @@ impl Tickets {
         self.ttl
     }
 
-    /// Issues a ticket for `grant`, valid until `now + ttl`.
-    pub fn issue(&self, grant: Grant, now: Instant) -> Result<String, TicketError> {
+    /// Issues a ticket for `grant`, valid for the ttl.
+    pub async fn issue(&self, grant: Grant, now: Instant) -> Result<String, TicketError> {
+        let Some(redis) = &self.redis else {
+            return self.issue_local(grant, now);
+        };
+        let ticket = hex::encode(rand::random::<[u8; 24]>());
+        let value = serde_json::to_string(&grant).map_err(|_| TicketError::Unavailable)?;
+        let set = redis::cmd("SET")
+            .arg(redis_key(&ticket))
+            .arg(value)
+            .arg("PX")
+            .arg(self.ttl.as_millis() as u64)
+            .query_async::<()>(&mut redis.clone())
+            .await;
+        set.map_err(|e| {
+            tracing::warn!(error = %e, "ticket not stored");
+            TicketError::Unavailable
+        })?;
+        Ok(ticket)
+    }
+
+    /// Redeems a ticket once: removed whatever the outcome, so a replay always fails.
+    pub async fn redeem(&self, ticket: &str, origin: Option<&str>, now: Instant) -> Result<Grant, TicketError> {
+        let Some(redis) = &self.redis else {
+            return self.redeem_local(ticket, origin, now);
+        };
+        if ticket.len() != 48 || !ticket.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(TicketError::Invalid);
+        }
+        let taken: Option<String> =
+            redis::cmd("GETDEL").arg(redis_key(ticket)).query_async(&mut redis.clone()).await.map_err(|e| {
+                tracing::warn!(error = %e, "ticket store unavailable");
+                TicketError::Unavailable
+            })?;
+        let grant: Grant = serde_json::from_str(&taken.ok_or(TicketError::Invalid)?).map_err(|_| TicketError::Invalid)?;
+        if grant.origin.is_some() && grant.origin.as_deref() != origin {
+            return Err(TicketError::WrongOrigin);
+        }
+        Ok(grant)
+    }
+
+    fn issue_local(&self, grant: Grant, now: Instant) -> Result<String, TicketError> {
         let mut map = self.outstanding.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|_, (_, expires)| *expires > now);
         if map.len() >= MAX_OUTSTANDING {
@@ -76,8 +131,7 @@ impl Tickets {
         Ok(ticket)
     }
 
-    /// Redeems a ticket once: removed whatever the outcome, so a replay always fails.
-    pub fn redeem(&self, ticket: &str, origin: Option<&str>, now: Instant) -> Result<Grant, TicketError> {
+    fn redeem_local(&self, ticket: &str, origin: Option<&str>, now: Instant) -> Result<Grant, TicketError> {
         let taken = self.outstanding.lock().unwrap_or_else(|p| p.into_inner()).remove(ticket);
         let (grant, expires) = taken.ok_or(TicketError::Invalid)?;
         if now >= expires {
@@ -103,20 +157,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_ticket_works_once_within_its_lifetime_and_origin() {
+    #[tokio::test]
+    async fn a_ticket_works_once_within_its_lifetime_and_origin() {
         let t = Tickets::default();
         let now = Instant::now();
-        let ticket = t.issue(grant(Some("http://a")), now).unwrap();
-        assert_eq!(t.redeem(&ticket, Some("http://a"), now).unwrap(), grant(Some("http://a")));
-        assert_eq!(t.redeem(&ticket, Some("http://a"), now), Err(TicketError::Invalid), "single use");
+        let ticket = t.issue(grant(Some("http://a")), now).await.unwrap();
+        assert_eq!(t.redeem(&ticket, Some("http://a"), now).await.unwrap(), grant(Some("http://a")));
+        assert_eq!(t.redeem(&ticket, Some("http://a"), now).await, Err(TicketError::Invalid), "single use");
 
-        let late = t.issue(grant(None), now).unwrap();
-        assert_eq!(t.redeem(&late, None, now + TICKET_TTL), Err(TicketError::Invalid), "expired");
+        let late = t.issue(grant(None), now).await.unwrap();
+        assert_eq!(t.redeem(&late, None, now + TICKET_TTL).await, Err(TicketError::Invalid), "expired");
 
-        let elsewhere = t.issue(grant(Some("http://a")), now).unwrap();
-        assert_eq!(t.redeem(&elsewhere, Some("http://evil"), now), Err(TicketError::WrongOrigin));
-        assert_eq!(t.redeem(&elsewhere, Some("http://a"), now), Err(TicketError::Invalid), "burnt by the attempt");
-        assert_eq!(t.redeem("made-up", None, now), Err(TicketError::Invalid));
+        let elsewhere = t.issue(grant(Some("http://a")), now).await.unwrap();
+        assert_eq!(t.redeem(&elsewhere, Some("http://evil"), now).await, Err(TicketError::WrongOrigin));
+        assert_eq!(t.redeem(&elsewhere, Some("http://a"), now).await, Err(TicketError::Invalid), "burnt by the attempt");
+        assert_eq!(t.redeem("made-up", None, now).await, Err(TicketError::Invalid));
     }
 }

@@ -4,10 +4,9 @@
 //! Publishing here, in commit order, keeps every room's live stream in seq order.
 
 use crate::bus::Bus;
-use crate::hub::{Event, EventKind, Topic};
+use crate::hub::{Hub, message_event};
 use crate::rooms::RoomDirectory;
 use crate::store::{Appended, NewMessage, Store, StoreError};
-use crate::wire::{ServerFrame, encode_bytes};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -44,12 +43,19 @@ pub struct Counters {
 impl Writer {
     /// Starts `shards` writer tasks. A room always goes to the same shard, so each room's sends
     /// are committed and published in order, while different rooms commit in parallel.
-    pub fn start(store: Arc<dyn Store>, bus: Arc<dyn Bus>, rooms: Arc<RoomDirectory>, shards: usize) -> Self {
+    pub fn start(
+        store: Arc<dyn Store>,
+        hub: Arc<Hub>,
+        bus: Arc<dyn Bus>,
+        rooms: Arc<RoomDirectory>,
+        shards: usize,
+    ) -> Self {
         let counters = Arc::new(Counters::default());
         let shards: Vec<_> = (0..shards.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel(QUEUE);
-                tokio::spawn(run(rx, store.clone(), bus.clone(), rooms.clone(), counters.clone()));
+                let out = Outlet { hub: hub.clone(), bus: bus.clone(), rooms: rooms.clone() };
+                tokio::spawn(run(rx, store.clone(), out, counters.clone()));
                 tx
             })
             .collect();
@@ -70,13 +76,15 @@ impl Writer {
     }
 }
 
-async fn run(
-    mut rx: mpsc::Receiver<(NewMessage, Reply)>,
-    store: Arc<dyn Store>,
+/// Where a writer announces what it committed: this node's hub at once, the other nodes
+/// through the bus.
+struct Outlet {
+    hub: Arc<Hub>,
     bus: Arc<dyn Bus>,
     rooms: Arc<RoomDirectory>,
-    counters: Arc<Counters>,
-) {
+}
+
+async fn run(mut rx: mpsc::Receiver<(NewMessage, Reply)>, store: Arc<dyn Store>, out: Outlet, counters: Arc<Counters>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (messages, replies): (Vec<NewMessage>, Vec<Reply>) = batch.drain(..).unzip();
@@ -90,16 +98,9 @@ async fn run(
                 for (appended, reply) in results.into_iter().zip(replies) {
                     if !appended.duplicate {
                         counters.stored.fetch_add(1, Ordering::Relaxed);
-                        let m = &appended.message;
-                        let event = Event {
-                            topic: Topic::Room(m.room_id),
-                            kind: EventKind::Message { seq: m.seq },
-                            from_user: m.sender_id,
-                            bytes: encode_bytes(&ServerFrame::Message(rooms.to_wire(m))),
-                        };
-                        if let Err(e) = bus.publish(event).await {
-                            tracing::warn!(room = m.room_id, seq = m.seq, error = %e, "publish failed after commit");
-                        }
+                        let event = message_event(&out.rooms, &appended.message);
+                        out.hub.deliver(&event);
+                        out.bus.publish(&event);
                     }
                     let _ = reply.send(Ok(appended));
                 }

@@ -3,7 +3,7 @@
 use super::{ApiError, authenticate};
 use crate::auth;
 use crate::hub::{Event, EventKind, Topic};
-use crate::server::Node;
+use crate::node::Node;
 use crate::store::StoreError;
 use crate::tickets::Grant;
 use crate::wire::MAX_HISTORY_PAGE;
@@ -158,9 +158,7 @@ pub(super) async fn logout(State(node): State<Arc<Node>>, headers: HeaderMap) ->
             from_user: claims.user_id().unwrap_or_default(),
             bytes: claims.jti.clone().into_bytes().into(),
         };
-        if let Err(e) = node.bus.publish(revoke).await {
-            tracing::warn!(error = %e, "revocation not relayed; open connections stay until expiry");
-        }
+        node.broadcast(&revoke);
     }
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, auth::clearing_cookie())]).into_response())
 }
@@ -267,9 +265,9 @@ pub(super) async fn ticket(State(node): State<Arc<Node>>, headers: HeaderMap) ->
         token_expires_at: claims.exp,
         origin: headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_owned),
     };
-    let ticket = node.tickets.issue(grant, std::time::Instant::now()).map_err(|e| {
+    let ticket = node.tickets.issue(grant, std::time::Instant::now()).await.map_err(|e| {
         tracing::warn!(error = %e, "ticket refused");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too many pending tickets, retry shortly")
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "tickets unavailable, retry shortly")
     })?;
     Ok(Json(json!({ "ticket": ticket, "expires_in_ms": node.tickets.ttl().as_millis() as u64 })).into_response())
 }

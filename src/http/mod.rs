@@ -5,7 +5,7 @@ mod api;
 mod web;
 
 use crate::auth::{self, Claims};
-use crate::server::Node;
+use crate::node::Node;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::{Request, State};

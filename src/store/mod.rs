@@ -111,6 +111,8 @@ pub trait Store: Send + Sync + 'static {
     async fn append(&self, batch: Vec<NewMessage>) -> StoreResult<Vec<Appended>>;
     /// Highest seq stored in a room (0 when empty).
     async fn head_seq(&self, room_id: u64) -> StoreResult<u64>;
+    /// Highest seq of each of these rooms (rooms that do not exist are left out).
+    async fn heads(&self, room_ids: &[u64]) -> StoreResult<Vec<(u64, u64)>>;
     /// Messages with `from <= seq <= to`, ascending.
     async fn range(&self, room_id: u64, from: u64, to: u64) -> StoreResult<Vec<StoredMessage>>;
     /// Up to `limit` messages with seq below `before` (all when `None`), newest first taken,

@@ -240,6 +240,12 @@ impl Store for PostgresStore {
         Ok(rows.first().map(|r| r.get::<_, i64>(0) as u64).unwrap_or(0))
     }
 
+    async fn heads(&self, room_ids: &[u64]) -> StoreResult<Vec<(u64, u64)>> {
+        let ids: Vec<i64> = room_ids.iter().map(|id| big(*id)).collect();
+        let rows = self.query("SELECT id, last_seq FROM rooms WHERE id = ANY($1)", &[&ids]).await?;
+        Ok(rows.iter().map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64)).collect())
+    }
+
     async fn range(&self, room_id: u64, from: u64, to: u64) -> StoreResult<Vec<StoredMessage>> {
         let rows = self.query(RANGE_SQL, &[&big(room_id), &big(from), &big(to)]).await?;
         Ok(rows.iter().map(message_row).collect())

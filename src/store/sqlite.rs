@@ -216,6 +216,21 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn heads(&self, room_ids: &[u64]) -> StoreResult<Vec<(u64, u64)>> {
+        let ids = room_ids.to_vec();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached("SELECT last_seq FROM rooms WHERE id = ?1")?;
+            let mut heads = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(head) = stmt.query_row(params![id], |r| r.get(0)).optional()? {
+                    heads.push((id, head));
+                }
+            }
+            Ok(heads)
+        })
+        .await
+    }
+
     async fn range(&self, room_id: u64, from: u64, to: u64) -> StoreResult<Vec<StoredMessage>> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(&format!(

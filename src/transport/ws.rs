@@ -5,7 +5,7 @@
 use crate::auth;
 use crate::conn::{self, Inbound, Transport};
 use crate::http::{ApiError, authenticate};
-use crate::server::Node;
+use crate::node::Node;
 use crate::wire::{CloseCode, DecodeError, MAX_CLIENT_FRAME, UserRef};
 use axum::body::Body;
 use axum::extract::{Request, State};

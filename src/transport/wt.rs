@@ -7,7 +7,7 @@
 
 use crate::auth;
 use crate::conn::{self, Credentials, Inbound, Transport};
-use crate::server::Node;
+use crate::node::Node;
 use crate::transport::certs::Certificates;
 use crate::wire::{CloseCode, MAX_CLIENT_FRAME, UserRef, decode_stream_frame, put_stream_frame};
 use axum::http::{self, Method, Request, Response, StatusCode};
@@ -93,9 +93,12 @@ async fn authorize(node: &Node, req: &Request<()>) -> Result<Credentials, (Statu
         return Err((StatusCode::FORBIDDEN, "origin not allowed"));
     }
     if let Some(ticket) = req.uri().query().and_then(|q| query_param(q, "ticket")) {
-        let grant = node.tickets.redeem(ticket, origin, Instant::now()).map_err(|e| {
+        let grant = node.tickets.redeem(ticket, origin, Instant::now()).await.map_err(|e| {
             tracing::info!(error = %e, "WebTransport ticket refused");
-            (StatusCode::UNAUTHORIZED, "invalid ticket")
+            match e {
+                crate::tickets::TicketError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "tickets unavailable"),
+                _ => (StatusCode::UNAUTHORIZED, "invalid ticket"),
+            }
         })?;
         if node.store.is_revoked(&grant.token_id).await.unwrap_or(true) {
             return Err((StatusCode::UNAUTHORIZED, "session revoked"));

@@ -1,0 +1,86 @@
+//! The node's shared state: what every connection, request handler and transport needs.
+//! It sits below the transports, `http` and `conn` (they import it; it imports none of them),
+//! and `server` builds it.
+
+use crate::auth::TokenKeys;
+use crate::bus::Bus;
+use crate::hub::{Event, Hub};
+use crate::metrics::Metrics;
+use crate::presence::Presence;
+use crate::rooms::RoomDirectory;
+use crate::store::Store;
+use crate::tickets::Tickets;
+use crate::transport::certs::Certificates;
+use crate::writer::Writer;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use tokio::sync::{Semaphore, watch};
+
+/// Everything a connection or request handler needs, shared.
+pub struct Node {
+    /// Name in logs.
+    pub node_id: String,
+    /// Durable state.
+    pub store: Arc<dyn Store>,
+    /// Relay between nodes.
+    pub bus: Arc<dyn Bus>,
+    /// Connection counting.
+    pub presence: Arc<dyn Presence>,
+    /// Local fan-out.
+    pub hub: Arc<Hub>,
+    /// The send path's group-commit writer.
+    pub writer: Writer,
+    /// Rooms by name and id.
+    pub rooms: Arc<RoomDirectory>,
+    /// Token keys.
+    pub keys: TokenKeys,
+    /// Extra allowed origins.
+    pub allowed_origins: Vec<String>,
+    /// Proxies whose `X-Forwarded-For` is believed (HAProxy in front of the node).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Counters.
+    pub metrics: Metrics,
+    /// Becomes `true` when the node shuts down.
+    pub shutdown: watch::Receiver<bool>,
+    /// Set once shutdown began (`/readyz` → 503, upgrades refused).
+    pub draining: AtomicBool,
+    /// One permit per open connection.
+    pub connection_slots: Arc<Semaphore>,
+    /// Sends a connection may make in a burst.
+    pub send_burst: u32,
+    /// Sustained sends per second per connection.
+    pub send_rate_per_sec: u32,
+    /// Concurrent password hashes.
+    pub hash_slots: Semaphore,
+    pub(crate) next_connection: AtomicU64,
+    /// WebTransport tickets.
+    pub tickets: Tickets,
+    /// Port of the TCP listener (the web client's origin).
+    pub http_port: u16,
+    /// The HTTP/3 certificate and UDP port, when WebTransport is on.
+    pub webtransport: Option<(Arc<Certificates>, u16)>,
+}
+
+impl Node {
+    /// A fresh connection id.
+    pub fn next_connection_id(&self) -> u64 {
+        self.next_connection.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Delivers an event to this node's members at once and relays it to the other nodes.
+    pub fn broadcast(&self, event: &Event) {
+        self.hub.deliver(event);
+        self.bus.publish(event);
+    }
+
+    /// The client's address: the peer's, or the last `X-Forwarded-For` hop when the peer is a
+    /// trusted proxy (a client cannot forge its address by sending the header itself).
+    pub fn client_addr(&self, peer: Option<std::net::IpAddr>, forwarded_for: Option<&str>) -> Option<std::net::IpAddr> {
+        match (peer, forwarded_for) {
+            (Some(peer), Some(header)) if self.trusted_proxies.contains(&peer) => {
+                header.rsplit(',').next().and_then(|hop| hop.trim().parse().ok()).or(Some(peer))
+            }
+            (peer, _) => peer,
+        }
+    }
+}
