@@ -438,6 +438,7 @@ mod tests {
         hub.register(Arc::new(Member::new(1, 10, "t1".into(), tx_a)));
         hub.register(Arc::new(Member::new(2, 20, "t2".into(), tx_b)));
         hub.join(5, 1);
+        hub.start(5, 0);
         hub.deliver(&event(Topic::Room(5), EventKind::Message { seq: 1 }, 20));
         hub.deliver(&event(Topic::Room(5), EventKind::Typing, 10));
         hub.deliver(&event(Topic::Everyone, EventKind::Presence, 10));
@@ -478,9 +479,63 @@ mod tests {
         let member = Arc::new(Member::new(1, 10, "t1".into(), tx));
         hub.register(member.clone());
         hub.join(5, 1);
+        hub.start(5, 0);
         for seq in 1..=3 {
             hub.deliver(&event(Topic::Room(5), EventKind::Message { seq }, 20));
         }
         tokio::time::timeout(std::time::Duration::from_secs(5), member.kicked()).await.expect("kicked");
+    }
+
+    fn seqs(rx: &mut mpsc::Receiver<Event>) -> Vec<u64> {
+        let mut out = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            if let EventKind::Message { seq } = e.kind {
+                out.push(seq);
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_room_is_delivered_in_seq_order_without_duplicates() {
+        let hub = Hub::default();
+        let (tx, mut rx) = mpsc::channel(64);
+        hub.register(Arc::new(Member::new(1, 10, "t".into(), tx)));
+        hub.join(5, 1);
+        // Before the first join read the head, everything is held back.
+        hub.deliver(&event(Topic::Room(5), EventKind::Message { seq: 4 }, 20));
+        hub.deliver(&event(Topic::Room(5), EventKind::Message { seq: 2 }, 20));
+        assert!(seqs(&mut rx).is_empty());
+        hub.start(5, 2);
+        assert_eq!(seqs(&mut rx), Vec::<u64>::new(), "3 is missing: 4 waits");
+        let (due, later) = hub.due_gaps(Instant::now());
+        assert!(due.is_empty() && later.is_some(), "a fresh gap waits GAP_HOLD");
+        let (due, _) = hub.due_gaps(Instant::now() + GAP_HOLD);
+        assert_eq!(due, vec![(5, 3, 3)], "then seq 3 is read from the store");
+        hub.deliver(&event(Topic::Room(5), EventKind::Message { seq: 3 }, 20));
+        assert_eq!(seqs(&mut rx), vec![3, 4]);
+        for seq in [4, 3, 5, 5, 7, 6] {
+            hub.deliver(&event(Topic::Room(5), EventKind::Message { seq }, 20));
+        }
+        assert_eq!(seqs(&mut rx), vec![5, 6, 7], "duplicates dropped, overtaken ones reordered");
+        assert!(hub.due_gaps(Instant::now() + GAP_HOLD).0.is_empty());
+        // A later start (another member's join) never moves the stream back.
+        hub.start(5, 1);
+        hub.deliver(&event(Topic::Room(5), EventKind::Message { seq: 2 }, 20));
+        assert!(seqs(&mut rx).is_empty());
+        assert_eq!(hub.streams(), vec![(5, 8)]);
+    }
+
+    #[tokio::test]
+    async fn a_room_without_members_is_forgotten() {
+        let hub = Hub::default();
+        let (tx, _rx) = mpsc::channel(8);
+        hub.register(Arc::new(Member::new(1, 10, "t".into(), tx)));
+        hub.join(5, 1);
+        assert!(hub.wants(5));
+        assert!(hub.leave(5, 1), "the last member left");
+        assert!(!hub.wants(5));
+        hub.join(6, 1);
+        assert_eq!(hub.unregister(1, [6]), vec![6]);
     }
 }

@@ -251,10 +251,25 @@ async fn publisher(mut rx: mpsc::Receiver<Outgoing>, mut conn: RedisClient, clus
     }
 }
 
+/// Sends a batch to a cluster: each channel's events in order, different channels (which may
+/// live on different shards) concurrently.
 async fn publish_each(conn: &mut RedisClient, pipe: &redis::Pipeline) -> redis::RedisResult<()> {
-    let sends = pipe.cmd_iter().map(|cmd| {
+    let mut by_channel: std::collections::HashMap<Vec<u8>, Vec<&redis::Cmd>> = std::collections::HashMap::new();
+    for cmd in pipe.cmd_iter() {
+        let channel = cmd.args_iter().nth(1).map(|arg| match arg {
+            redis::Arg::Simple(bytes) => bytes.to_vec(),
+            _ => Vec::new(),
+        });
+        by_channel.entry(channel.unwrap_or_default()).or_default().push(cmd);
+    }
+    let sends = by_channel.into_values().map(|cmds| {
         let mut conn = conn.clone();
-        async move { cmd.query_async::<redis::Value>(&mut conn).await }
+        async move {
+            for cmd in cmds {
+                cmd.query_async::<redis::Value>(&mut conn).await?;
+            }
+            Ok::<_, redis::RedisError>(())
+        }
     });
     for result in futures_util::future::join_all(sends).await {
         result?;

@@ -3,8 +3,10 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod cluster;
 pub mod conformance;
 pub mod postgres;
+pub mod wt;
 
 /// Frame pickers for `recv_until`: the frame of that kind, or `None` to keep reading.
 pub mod pick {
@@ -154,6 +156,21 @@ impl Client {
             request.headers_mut().insert("origin", HeaderValue::from_str(origin).unwrap());
         }
         Self::connect_over(addr, request, TcpStream::connect(addr).await.expect("tcp connect")).await
+    }
+
+    /// Like `connect`, from a chosen loopback source address (HAProxy's `balance source` sends
+    /// each source address to one node).
+    pub async fn connect_from(addr: SocketAddr, source: std::net::IpAddr, token: &str) -> Result<Self, String> {
+        let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+        request.headers_mut().insert("cookie", HeaderValue::from_str(&format!("token={token}")).unwrap());
+        let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+        socket.bind(SocketAddr::new(source, 0)).map_err(|e| e.to_string())?;
+        let tcp = socket.connect(addr).await.map_err(|e| e.to_string())?;
+        tcp.set_nodelay(true).unwrap();
+        match tokio_tungstenite::client_async_with_config(request, tcp, None).await {
+            Ok((ws, _)) => Ok(Self { ws }),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// Like `connect` with a tiny, fixed receive buffer (a client that stops reading fills
