@@ -169,12 +169,14 @@ impl RedisPresence {
     /// Writes this node's counts to Redis (registering it, or removing it when `register` is
     /// false); returns the transitions.
     async fn sync(&self, register: bool) -> Result<Vec<PresenceEvent>, PresenceError> {
-        let counts = if register { self.mine.counts() } else { Vec::new() };
+        let counts = self.mine.counts();
         let mut invocation = SYNC.key(COUNT);
         invocation.key(NAME).key(&self.node_key).key(NODES).arg(&self.instance).arg(if register { 1 } else { 0 });
         let mut names = HashMap::new();
         for (user, n) in &counts {
-            invocation.arg(user.id).arg(*n).arg(&user.username);
+            if register {
+                invocation.arg(user.id).arg(*n).arg(&user.username);
+            }
             names.insert(user.id.to_string(), user.clone());
         }
         let (on, off): (Vec<String>, Vec<String>) = invocation.invoke_async(&mut self.conn.clone()).await.map_err(err)?;
