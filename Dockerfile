@@ -38,7 +38,7 @@ EXPOSE 8080/tcp 4433/udp
 # GET /readyz over bash's /dev/tcp (the slim image has no curl): healthy while the node is ready,
 # unhealthy while its store or relay is down and while it drains.
 HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 \
-    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${SOCKETCHAT_LISTEN##*:} && printf 'GET /readyz HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && head -n 1 <&3 | grep -q ' 200 '"]
+    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${SOCKETCHAT_LISTEN##*:} && printf 'GET /readyz HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n' >&3 && head -n 1 <&3 | grep -q ' 200 '"]
 
 # SIGTERM (docker stop) makes the node answer 503 on /readyz and drain its connections for
 # SOCKETCHAT_SHUTDOWN_GRACE seconds (default 10, below docker's default 10 s stop timeout:

@@ -82,7 +82,10 @@ impl Running {
     pub async fn shutdown(mut self) {
         self.node.draining.store(true, Ordering::Relaxed);
         if !self.drain_delay.is_zero() {
-            tracing::info!(delay_ms = self.drain_delay.as_millis() as u64, "draining: not ready, then closing connections");
+            tracing::info!(
+                delay_ms = self.drain_delay.as_millis() as u64,
+                "draining: not ready, then closing connections"
+            );
             tokio::time::sleep(self.drain_delay).await;
         }
         let _ = self.stop.send(true);

@@ -113,7 +113,8 @@ impl Tickets {
                 tracing::warn!(error = %e, "ticket store unavailable");
                 TicketError::Unavailable
             })?;
-        let grant: Grant = serde_json::from_str(&taken.ok_or(TicketError::Invalid)?).map_err(|_| TicketError::Invalid)?;
+        let grant: Grant =
+            serde_json::from_str(&taken.ok_or(TicketError::Invalid)?).map_err(|_| TicketError::Invalid)?;
         if grant.origin.is_some() && grant.origin.as_deref() != origin {
             return Err(TicketError::WrongOrigin);
         }
@@ -170,7 +171,11 @@ mod tests {
 
         let elsewhere = t.issue(grant(Some("http://a")), now).await.unwrap();
         assert_eq!(t.redeem(&elsewhere, Some("http://evil"), now).await, Err(TicketError::WrongOrigin));
-        assert_eq!(t.redeem(&elsewhere, Some("http://a"), now).await, Err(TicketError::Invalid), "burnt by the attempt");
+        assert_eq!(
+            t.redeem(&elsewhere, Some("http://a"), now).await,
+            Err(TicketError::Invalid),
+            "burnt by the attempt"
+        );
         assert_eq!(t.redeem("made-up", None, now).await, Err(TicketError::Invalid));
     }
 }

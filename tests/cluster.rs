@@ -188,7 +188,8 @@ async fn logout_on_one_node_closes_the_token_elsewhere_and_a_ticket_works_once_o
     let (a, b) = (node(&pg, &redis.url()).await, node(&pg, &redis.url()).await);
     let token = a.register("alice").await;
     let (mut on_b, _) = b.connect_hello(&token).await;
-    let logout = a.http.post(a.url("/api/auth/logout")).header("cookie", format!("token={token}")).send().await.unwrap();
+    let logout =
+        a.http.post(a.url("/api/auth/logout")).header("cookie", format!("token={token}")).send().await.unwrap();
     assert_eq!(logout.status(), 204);
     assert_eq!(on_b.expect_close().await, (Some(4505), Some(4505)), "closed on node b at once");
 
@@ -346,9 +347,18 @@ async fn a_killed_node_goes_offline_within_15_s_and_its_clients_resume_on_the_ot
             _ => {}
         }
     }
-    let head: serde_json::Value =
-        reqwest::Client::new().get(format!("http://{}/api/channels", n2.addr)).header("cookie", format!("token={victim_token}")).send().await.unwrap().json().await.unwrap();
-    let head = head["channels"].as_array().unwrap().iter().find(|c| c["name"] == "general").unwrap()["head_seq"].as_u64().unwrap();
+    let head: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://{}/api/channels", n2.addr))
+        .header("cookie", format!("token={victim_token}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let head = head["channels"].as_array().unwrap().iter().find(|c| c["name"] == "general").unwrap()["head_seq"]
+        .as_u64()
+        .unwrap();
     assert_eq!(head, 60, "every send stored once");
     while victim_seen.len() < head as usize {
         victim_seen.push(back.recv_until(pick::message).await.seq);
@@ -384,7 +394,8 @@ async fn a_draining_node_turns_unready_sends_goaway_removes_its_presence_and_exi
     let ready = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let status = ready.get(format!("http://{}/readyz", on_n1_addr(&on_n1))).send().await.map(|r| r.status().as_u16());
+        let status =
+            ready.get(format!("http://{}/readyz", on_n1_addr(&on_n1))).send().await.map(|r| r.status().as_u16());
         if status.ok() == Some(503) {
             break;
         }

@@ -98,9 +98,10 @@ async fn until_relayed(from: &RedisBus, to: &Recorder, start: u64) -> u64 {
     loop {
         n += 1;
         from.publish(&marker(n));
-        let seen = tokio::time::timeout(Duration::from_millis(300), to.until("marker", |events, _| {
-            events.iter().any(|e| e.topic == Topic::Everyone && e.from_user == n)
-        }))
+        let seen = tokio::time::timeout(
+            Duration::from_millis(300),
+            to.until("marker", |events, _| events.iter().any(|e| e.topic == Topic::Everyone && e.from_user == n)),
+        )
         .await;
         if seen.is_ok() {
             return n;
@@ -162,7 +163,8 @@ async fn the_relay_contract_holds_on_redis_and_survives_a_killed_subscription() 
     let redis = Redis::start();
     let port = redis.port.to_string();
     let numsub = |channel: &str| -> usize {
-        let out = std::process::Command::new("redis-cli").args(["-p", &port, "PUBSUB", "NUMSUB", channel]).output().unwrap();
+        let out =
+            std::process::Command::new("redis-cli").args(["-p", &port, "PUBSUB", "NUMSUB", channel]).output().unwrap();
         String::from_utf8_lossy(&out.stdout).lines().nth(1).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
     };
     relay_contract(&redis.url(), numsub).await;

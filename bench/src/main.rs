@@ -28,6 +28,185 @@ enum Scenario {
     Store(StoreArgs),
     /// Memory of idle WebSocket connections on a running server.
     Idle(IdleArgs),
+    /// Delivery latency from send to receipt, senders on one node and receivers on another
+    /// (or the same node, for the baseline).
+    Relay(RelayArgs),
+}
+
+#[derive(Parser)]
+struct RelayArgs {
+    /// HTTP address of the node the senders use.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    send_addr: std::net::SocketAddr,
+    /// HTTP address of the node the receivers use (the same one for the single-node baseline).
+    #[arg(long, default_value = "127.0.0.1:8082")]
+    recv_addr: std::net::SocketAddr,
+    /// Sending connections.
+    #[arg(long, default_value_t = 10)]
+    senders: usize,
+    /// Receiving connections, all in the room.
+    #[arg(long, default_value_t = 100)]
+    receivers: usize,
+    /// Messages per second, all senders together (deliveries/s = rate × receivers).
+    #[arg(long, default_value_t = 500)]
+    rate: u64,
+    /// Measured seconds (after a 2 s warm-up).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Room to use.
+    #[arg(long, default_value = "general")]
+    room: String,
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// Registers a throwaway user on `addr` and returns its cookie.
+async fn bench_cookie(addr: std::net::SocketAddr, prefix: &str) -> Result<String, Box<dyn std::error::Error>> {
+    let name = format!("{prefix}{:08x}", rand::random::<u32>());
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}/api/auth/register"))
+        .json(&serde_json::json!({"username": name, "email": format!("{name}@bench.invalid"), "password": "bench password"}))
+        .send()
+        .await?;
+    Ok(response
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .ok_or("no cookie")?
+        .to_owned())
+}
+
+/// Connects, says Hello, joins `room` and waits for `Joined`.
+async fn joined_socket(addr: std::net::SocketAddr, cookie: &str, room: &str) -> Result<Ws, Box<dyn std::error::Error>> {
+    use futures_util::{SinkExt, StreamExt};
+    use socketchat::wire::{self, ClientFrame, ServerFrame};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest, http::HeaderValue};
+    let mut request = format!("ws://{addr}/ws").into_client_request()?;
+    request.headers_mut().insert("cookie", HeaderValue::from_str(cookie)?);
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let (mut ws, _) = tokio_tungstenite::client_async(request, tcp).await?;
+    for frame in [
+        ClientFrame::Hello(wire::Hello { version: 1, client: "bench".into() }),
+        ClientFrame::Join(wire::Join { room: room.into(), after_seq: None }),
+    ] {
+        ws.send(Message::Binary(wire::encode(&frame).into())).await?;
+    }
+    while let Some(message) = ws.next().await {
+        if let Message::Binary(bytes) = message?
+            && let Ok(ServerFrame::Joined(_)) = wire::decode::<ServerFrame>(&bytes, usize::MAX)
+        {
+            return Ok(ws);
+        }
+    }
+    Err("closed before Joined".into())
+}
+
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+/// Senders stamp each message with their send time; receivers measure send → receipt.
+async fn relay_scenario(args: RelayArgs) -> Result<(), Box<dyn std::error::Error>> {
+    use futures_util::{SinkExt, StreamExt};
+    use socketchat::wire::{self, ClientFrame, ServerFrame};
+    use tokio_tungstenite::tungstenite::Message;
+    let send_cookie = bench_cookie(args.send_addr, "tx").await?;
+    let recv_cookie = bench_cookie(args.recv_addr, "rx").await?;
+    let warmup = Duration::from_secs(2);
+    let start = Instant::now();
+    let measure_from = unix_micros() + warmup.as_micros() as u64;
+    let measure_to = measure_from + args.seconds * 1_000_000;
+    let mut receivers = Vec::new();
+    for _ in 0..args.receivers {
+        let mut ws = joined_socket(args.recv_addr, &recv_cookie, &args.room).await?;
+        receivers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut received = 0u64;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
+            loop {
+                let next = tokio::time::timeout_at(deadline, ws.next()).await;
+                let Ok(Some(Ok(Message::Binary(bytes)))) = next else { break };
+                if let Ok(ServerFrame::Message(m)) = wire::decode::<ServerFrame>(&bytes, usize::MAX)
+                    && let Some(sent) = m.text.split(' ').next().and_then(|t| t.parse::<u64>().ok())
+                {
+                    if sent >= measure_from && sent < measure_to {
+                        received += 1;
+                        latencies.push(u32::try_from(unix_micros().saturating_sub(sent)).unwrap_or(u32::MAX));
+                    }
+                    if sent >= measure_to {
+                        break;
+                    }
+                }
+            }
+            (received, latencies)
+        }));
+    }
+    let per_sender = Duration::from_secs_f64(args.senders as f64 / args.rate as f64);
+    let mut senders = Vec::new();
+    for s in 0..args.senders {
+        let ws = joined_socket(args.send_addr, &send_cookie, &args.room).await?;
+        let room = args.room.clone();
+        senders.push(tokio::spawn(async move {
+            let (mut sink, mut stream) = ws.split();
+            // Acks and the room's own messages are read and dropped.
+            tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
+            let mut tick = tokio::time::interval(per_sender);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut counted = 0u64;
+            let mut n = 0u64;
+            loop {
+                tick.tick().await;
+                let now = unix_micros();
+                let mut id = [0u8; 16];
+                id[..8].copy_from_slice(&(s as u64).to_be_bytes());
+                id[8..].copy_from_slice(&n.to_be_bytes());
+                n += 1;
+                let frame = ClientFrame::Send(wire::Send { room: room.clone(), client_msg_id: id, text: format!("{now} bench") });
+                if sink.send(Message::Binary(wire::encode(&frame).into())).await.is_err() {
+                    break;
+                }
+                if now >= measure_from && now < measure_to {
+                    counted += 1;
+                }
+                if now >= measure_to + 500_000 {
+                    break;
+                }
+            }
+            counted
+        }));
+    }
+    let mut sent = 0u64;
+    for s in senders {
+        sent += s.await?;
+    }
+    let mut received = 0u64;
+    let mut latencies = Vec::new();
+    for r in receivers {
+        let (n, l) = tokio::time::timeout(Duration::from_secs(10), r).await??;
+        received += n;
+        latencies.extend(l);
+    }
+    latencies.sort_unstable();
+    let expected = sent * args.receivers as u64;
+    println!(
+        "{}",
+        serde_json::json!({
+            "scenario": "relay",
+            "cross_node": args.send_addr != args.recv_addr,
+            "senders": args.senders,
+            "receivers": args.receivers,
+            "messages_sent": sent,
+            "deliveries_per_s": (received as f64 / args.seconds as f64).round(),
+            "missing": expected.saturating_sub(received),
+            "latency_p50_ms": percentile(&latencies, 0.50),
+            "latency_p99_ms": percentile(&latencies, 0.99),
+            "latency_max_ms": percentile(&latencies, 1.0),
+            "elapsed_s": start.elapsed().as_secs(),
+        })
+    );
+    Ok(())
 }
 
 #[derive(Parser)]
@@ -195,8 +374,7 @@ async fn store_scenario(args: StoreArgs) -> Result<(), Box<dyn std::error::Error
     let name = format!("load{:08x}", rand::random::<u32>());
     let user = store.create_user(&name, &format!("{name}@bench.invalid"), "not a real hash").await?;
     let hub = Arc::new(Hub::default());
-    let writer =
-        Writer::start(store.clone(), Arc::new(LocalBus::new(hub)), Arc::new(RoomDirectory::new(all)), args.writers);
+    let writer = Writer::start(store.clone(), hub, Arc::new(LocalBus), Arc::new(RoomDirectory::new(all)), args.writers);
 
     let start = Instant::now();
     let measure_from = start + Duration::from_secs(args.warmup);
@@ -287,5 +465,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     match Cli::parse().scenario {
         Scenario::Store(args) => store_scenario(args).await,
         Scenario::Idle(args) => idle_scenario(args).await,
+        Scenario::Relay(args) => relay_scenario(args).await,
     }
 }

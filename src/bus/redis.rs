@@ -215,7 +215,12 @@ impl Bus for RedisBus {
 }
 
 /// Publishes queued events in pipelined batches, in queue order.
-async fn publisher(mut rx: mpsc::Receiver<Outgoing>, mut conn: RedisClient, cluster: bool, counters: Arc<RelayCounters>) {
+async fn publisher(
+    mut rx: mpsc::Receiver<Outgoing>,
+    mut conn: RedisClient,
+    cluster: bool,
+    counters: Arc<RelayCounters>,
+) {
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
     while rx.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
         let mut pipe = redis::pipe();
@@ -351,9 +356,12 @@ impl Link {
             match self {
                 Self::Single { sink, .. } => sink.ping::<redis::Value>().await.map(drop),
                 // A keyed command also lets the cluster client notice topology changes.
-                Self::Cluster { conn, .. } => {
-                    redis::cmd("SPUBLISH").arg(ALL).arg(b"".as_slice()).query_async::<redis::Value>(conn).await.map(drop)
-                }
+                Self::Cluster { conn, .. } => redis::cmd("SPUBLISH")
+                    .arg(ALL)
+                    .arg(b"".as_slice())
+                    .query_async::<redis::Value>(conn)
+                    .await
+                    .map(drop),
             }
         };
         tokio::time::timeout(RESPONSE_TIMEOUT, done)
@@ -448,7 +456,11 @@ impl Subscriber {
             return;
         };
         let channel = room_channel(room);
-        let result = if wanted { active.subscribe(std::slice::from_ref(&channel)).await } else { active.unsubscribe(&channel).await };
+        let result = if wanted {
+            active.subscribe(std::slice::from_ref(&channel)).await
+        } else {
+            active.unsubscribe(&channel).await
+        };
         match result {
             Ok(()) if wanted => {
                 self.confirmed().insert(room);
@@ -566,7 +578,10 @@ mod tests {
         };
         let (origin, back) = decode(&encode(99, &event)).expect("decodes");
         assert_eq!(origin, 99);
-        assert_eq!((back.topic, back.kind, back.from_user, &back.bytes[..]), (Topic::Room(7), event.kind, 3, &b"frame"[..]));
+        assert_eq!(
+            (back.topic, back.kind, back.from_user, &back.bytes[..]),
+            (Topic::Room(7), event.kind, 3, &b"frame"[..])
+        );
         let everyone = Event { topic: Topic::Everyone, kind: EventKind::Revoke, from_user: 1, bytes: Bytes::new() };
         assert_eq!(decode(&encode(1, &everyone)).unwrap().1.topic, Topic::Everyone);
         assert!(decode(b"short").is_none());

@@ -37,7 +37,8 @@ const NODE_PREFIX: &str = "{socketchat:presence}:node:";
 /// its data): the node must write its counts back first.
 const UNREGISTERED: i64 = -2;
 
-const NOW_MS: &str = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)";
+const NOW_MS: &str =
+    "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)";
 
 /// KEYS: count, name, node, nodes. ARGV: user id, username, instance. Returns the new total.
 static CONNECT: LazyLock<Script> = LazyLock::new(|| {
@@ -179,12 +180,16 @@ impl RedisPresence {
             }
             names.insert(user.id.to_string(), user.clone());
         }
-        let (on, off): (Vec<String>, Vec<String>) = invocation.invoke_async(&mut self.conn.clone()).await.map_err(err)?;
+        let (on, off): (Vec<String>, Vec<String>) =
+            invocation.invoke_async(&mut self.conn.clone()).await.map_err(err)?;
         self.dirty.store(false, Ordering::Relaxed);
         let mut events = Vec::new();
         for (ids, online) in [(on, true), (off, false)] {
             for id in ids {
-                let user = names.get(&id).cloned().unwrap_or_else(|| UserRef { id: id.parse().unwrap_or(0), username: String::new() });
+                let user = names
+                    .get(&id)
+                    .cloned()
+                    .unwrap_or_else(|| UserRef { id: id.parse().unwrap_or(0), username: String::new() });
                 events.push(PresenceEvent { user, online });
             }
         }
@@ -219,7 +224,9 @@ impl Presence for RedisPresence {
             .invoke_async(&mut self.conn.clone())
             .await;
         match self.repair(result).await? {
-            Some(total) => Ok(if total == 1 { vec![PresenceEvent { user: user.clone(), online: true }] } else { vec![] }),
+            Some(total) => {
+                Ok(if total == 1 { vec![PresenceEvent { user: user.clone(), online: true }] } else { vec![] })
+            }
             None => self.sync(true).await,
         }
     }
@@ -245,10 +252,8 @@ impl Presence for RedisPresence {
     async fn online(&self) -> Result<Vec<UserRef>, PresenceError> {
         let names: HashMap<String, String> =
             redis::cmd("HGETALL").arg(NAME).query_async(&mut self.conn.clone()).await.map_err(err)?;
-        let mut users: Vec<UserRef> = names
-            .into_iter()
-            .filter_map(|(id, username)| Some(UserRef { id: id.parse().ok()?, username }))
-            .collect();
+        let mut users: Vec<UserRef> =
+            names.into_iter().filter_map(|(id, username)| Some(UserRef { id: id.parse().ok()?, username })).collect();
         users.sort_by(|a, b| a.username.cmp(&b.username).then(a.id.cmp(&b.id)));
         Ok(users)
     }

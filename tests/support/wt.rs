@@ -109,4 +109,3 @@ pub async fn ticket(server: &TestServer, token: &str, origin: Option<&str>) -> S
     assert_eq!(response.status(), 200);
     response.json::<serde_json::Value>().await.unwrap()["ticket"].as_str().unwrap().to_owned()
 }
-
