@@ -12,6 +12,7 @@ use crate::store::Store;
 use crate::tickets::Tickets;
 use crate::transport::certs::Certificates;
 use crate::writer::Writer;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::{Semaphore, watch};
@@ -37,7 +38,7 @@ pub struct Node {
     /// Extra allowed origins.
     pub allowed_origins: Vec<String>,
     /// Proxies whose `X-Forwarded-For` is believed (HAProxy in front of the node).
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub trusted_proxies: Vec<IpAddr>,
     /// Counters.
     pub metrics: Metrics,
     /// Becomes `true` when the node shuts down.
@@ -73,14 +74,36 @@ impl Node {
         self.bus.publish(event);
     }
 
-    /// The client's address: the peer's, or the last `X-Forwarded-For` hop when the peer is a
-    /// trusted proxy (a client cannot forge its address by sending the header itself).
-    pub fn client_addr(&self, peer: Option<std::net::IpAddr>, forwarded_for: Option<&str>) -> Option<std::net::IpAddr> {
-        match (peer, forwarded_for) {
-            (Some(peer), Some(header)) if self.trusted_proxies.contains(&peer) => {
-                header.rsplit(',').next().and_then(|hop| hop.trim().parse().ok()).or(Some(peer))
-            }
-            (peer, _) => peer,
+    /// The client's address (see [`client_addr`]).
+    pub fn client_addr(&self, peer: Option<IpAddr>, forwarded_for: Option<&str>) -> Option<IpAddr> {
+        client_addr(&self.trusted_proxies, peer, forwarded_for)
+    }
+}
+
+/// The client's address: the peer's, or the last `X-Forwarded-For` hop when the peer is a
+/// trusted proxy. From anyone else the header is ignored, so a client cannot claim another
+/// address by sending it.
+pub fn client_addr(trusted: &[IpAddr], peer: Option<IpAddr>, forwarded_for: Option<&str>) -> Option<IpAddr> {
+    match (peer, forwarded_for) {
+        (Some(peer), Some(header)) if trusted.contains(&peer) => {
+            header.rsplit(',').next().and_then(|hop| hop.trim().parse().ok()).or(Some(peer))
         }
+        (peer, _) => peer,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
+        let proxy: IpAddr = "10.0.0.2".parse().unwrap();
+        let client: IpAddr = "203.0.113.7".parse().unwrap();
+        let trusted = [proxy];
+        assert_eq!(client_addr(&trusted, Some(proxy), Some("198.51.100.1, 203.0.113.7")), Some(client));
+        assert_eq!(client_addr(&trusted, Some(client), Some("198.51.100.1")), Some(client), "not a proxy");
+        assert_eq!(client_addr(&trusted, Some(proxy), Some("garbage")), Some(proxy));
+        assert_eq!(client_addr(&[], Some(proxy), Some("203.0.113.7")), Some(proxy), "nobody trusted");
     }
 }

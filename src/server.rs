@@ -326,6 +326,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         let graceful = async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(graceful).await {
             tracing::error!(error = %e, "HTTP server failed");
         }

@@ -85,6 +85,9 @@ pub(crate) async fn upgrade(State(node): State<Arc<Node>>, mut req: Request) -> 
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
     };
     let user = UserRef { id: claims.user_id().unwrap_or_default(), username: claims.name.clone() };
+    let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    let client = node.client_addr(peer, header_str(req.headers(), header::HeaderName::from_static("x-forwarded-for")));
+    tracing::debug!(user = %user.username, client = ?client, "WebSocket upgrade");
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let _slot = slot;
