@@ -165,7 +165,11 @@ async fn relay_scenario(args: RelayArgs) -> Result<(), Box<dyn std::error::Error
                 id[..8].copy_from_slice(&(s as u64).to_be_bytes());
                 id[8..].copy_from_slice(&n.to_be_bytes());
                 n += 1;
-                let frame = ClientFrame::Send(wire::Send { room: room.clone(), client_msg_id: id, text: format!("{now} bench") });
+                let frame = ClientFrame::Send(wire::Send {
+                    room: room.clone(),
+                    client_msg_id: id,
+                    text: format!("{now} bench"),
+                });
                 if sink.send(Message::Binary(wire::encode(&frame).into())).await.is_err() {
                     break;
                 }
