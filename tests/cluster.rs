@@ -213,6 +213,35 @@ async fn logout_on_one_node_closes_the_token_elsewhere_and_a_ticket_works_once_o
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_on_one_node_reaches_members_on_the_other_only() {
+    let pg = Postgres::start();
+    let redis = Redis::start();
+    let (a, b) = (node(&pg, &redis.url()).await, node(&pg, &redis.url()).await);
+    let alice = a.register("alice").await;
+    let bob = a.register("bob").await;
+    let carol = a.register("carol").await;
+    let (mut typist, _) = a.connect_hello(&alice).await;
+    let (mut member, _) = b.connect_hello(&bob).await;
+    let (mut elsewhere, _) = b.connect_hello(&carol).await;
+    join_and_replay(&mut typist, "engineering", None).await;
+    join_and_replay(&mut member, "engineering", None).await;
+    join_and_replay(&mut elsewhere, "design", None).await;
+    typist.send(&ClientFrame::Typing(wire::TypingUpdate { room: "engineering".into(), active: true })).await;
+    let seen = member.recv_until(pick::typing).await;
+    assert_eq!((seen.user.username.as_str(), seen.active), ("alice", true));
+    // Carol is on node b but not in the room: a ping answered first proves nothing came.
+    elsewhere.send(&ClientFrame::Ping(wire::Ping { nonce: 9 })).await;
+    let first = elsewhere
+        .recv_until(|f| match f {
+            ServerFrame::Typing(_) => Some(false),
+            ServerFrame::Pong(_) => Some(true),
+            _ => None,
+        })
+        .await;
+    assert!(first, "typing reaches room members only");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarts_and_a_stalled_subscriber_lose_nothing_and_keep_the_order() {
     const SENDS: usize = 300;
     let pg = Postgres::start();
