@@ -108,7 +108,7 @@ pub(crate) async fn run<T: Transport>(node: Arc<Node>, transport: T, credentials
 async fn announce_presence(node: &Node, user: &UserRef, connected: bool) {
     let changed = if connected { node.presence.connect(user).await } else { node.presence.disconnect(user).await };
     match changed {
-        Ok(events) => crate::server::announce(node, events),
+        Ok(events) => node.announce(events),
         Err(e) => tracing::warn!(error = %e, user = %user.username, "presence not updated"),
     }
 }

@@ -4,13 +4,14 @@
 
 use crate::auth::TokenKeys;
 use crate::bus::Bus;
-use crate::hub::{Event, Hub};
+use crate::hub::{Event, EventKind, Hub, Topic};
 use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::rooms::RoomDirectory;
 use crate::store::Store;
 use crate::tickets::Tickets;
 use crate::transport::certs::Certificates;
+use crate::wire::{PresenceEvent, ServerFrame};
 use crate::writer::Writer;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -72,6 +73,19 @@ impl Node {
     pub fn broadcast(&self, event: &Event) {
         self.hub.deliver(event);
         self.bus.publish(event);
+    }
+
+    /// Publishes presence transitions to every connection of every node.
+    pub fn announce(&self, changes: Vec<PresenceEvent>) {
+        for change in changes {
+            let event = Event {
+                topic: Topic::Everyone,
+                kind: EventKind::Presence,
+                from_user: change.user.id,
+                bytes: crate::wire::encode_bytes(&ServerFrame::Presence(change)),
+            };
+            self.broadcast(&event);
+        }
     }
 
     /// The client's address (see [`client_addr`]).

@@ -3,7 +3,7 @@
 use crate::auth::TokenKeys;
 use crate::bus::{Bus, LocalBus, RedisBus};
 use crate::config::Config;
-use crate::hub::{Event, EventKind, Hub, Topic};
+use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::node::Node;
 use crate::presence::{LocalPresence, Presence, RedisPresence};
@@ -12,7 +12,6 @@ use crate::rooms::RoomDirectory;
 use crate::store::{PostgresStore, SqliteStore, Store, StoreError};
 use crate::tickets::Tickets;
 use crate::transport::certs::Certificates;
-use crate::wire::{self, PresenceEvent, ServerFrame};
 use crate::writer::Writer;
 use axum::serve::ListenerExt;
 use std::net::SocketAddr;
@@ -98,7 +97,7 @@ impl Running {
             upkeep.abort();
         }
         match self.node.presence.leave().await {
-            Ok(events) => announce(&self.node, events),
+            Ok(events) => self.node.announce(events),
             Err(e) => tracing::warn!(error = %e, "presence not removed; other nodes reap it after the node timeout"),
         }
         self.node.bus.flush().await;
@@ -187,19 +186,6 @@ async fn connect_redis(url: &str) -> (RedisTarget, RedisClient) {
     }
 }
 
-/// Publishes presence transitions to every connection of every node.
-pub(crate) fn announce(node: &Node, events: Vec<PresenceEvent>) {
-    for change in events {
-        let event = Event {
-            topic: Topic::Everyone,
-            kind: EventKind::Presence,
-            from_user: change.user.id,
-            bytes: wire::encode_bytes(&ServerFrame::Presence(change)),
-        };
-        node.broadcast(&event);
-    }
-}
-
 /// Heartbeats and reaps dead nodes, announcing who went offline with them.
 async fn presence_upkeep(node: Arc<Node>, every: Duration) {
     let mut tick = tokio::time::interval(every);
@@ -207,7 +193,7 @@ async fn presence_upkeep(node: Arc<Node>, every: Duration) {
     loop {
         tick.tick().await;
         match node.presence.upkeep().await {
-            Ok(events) => announce(&node, events),
+            Ok(events) => node.announce(events),
             Err(e) => tracing::warn!(error = %e, "presence upkeep failed; retrying"),
         }
     }
