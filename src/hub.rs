@@ -248,11 +248,6 @@ impl Hub {
         self.lock().rooms.contains_key(&room)
     }
 
-    /// Rooms with local members.
-    pub fn room_ids(&self) -> Vec<u64> {
-        self.lock().rooms.keys().copied().collect()
-    }
-
     /// Hands an event to every recipient's queue without waiting; a room's messages go out in
     /// seq order.
     pub fn deliver(&self, event: &Event) {

@@ -162,11 +162,6 @@ impl RedisPresence {
         Self { conn, instance, node_key, timeout, mine: LocalPresence::default(), dirty: AtomicBool::new(true) }
     }
 
-    /// This process's instance id in Redis.
-    pub fn instance(&self) -> &str {
-        &self.instance
-    }
-
     /// Writes this node's counts to Redis (registering it, or removing it when `register` is
     /// false); returns the transitions.
     async fn sync(&self, register: bool) -> Result<Vec<PresenceEvent>, PresenceError> {
@@ -196,8 +191,10 @@ impl RedisPresence {
         Ok(events)
     }
 
-    /// A change failed or found this node unregistered: resync now if possible.
-    async fn repair(&self, result: redis::RedisResult<i64>) -> Result<Option<i64>, PresenceError> {
+    /// The new total a change script returned, or `None` when this node was not registered
+    /// (its counts must be written back first). A failed call marks the counts for the next
+    /// upkeep.
+    fn registered(&self, result: redis::RedisResult<i64>) -> Result<Option<i64>, PresenceError> {
         match result {
             Ok(UNREGISTERED) => Ok(None),
             Ok(total) => Ok(Some(total)),
@@ -223,7 +220,7 @@ impl Presence for RedisPresence {
             .arg(&self.instance)
             .invoke_async(&mut self.conn.clone())
             .await;
-        match self.repair(result).await? {
+        match self.registered(result)? {
             Some(total) => {
                 Ok(if total == 1 { vec![PresenceEvent { user: user.clone(), online: true }] } else { vec![] })
             }
@@ -242,7 +239,7 @@ impl Presence for RedisPresence {
             .arg(&self.instance)
             .invoke_async(&mut self.conn.clone())
             .await;
-        match self.repair(result).await? {
+        match self.registered(result)? {
             Some(0) => Ok(vec![PresenceEvent { user: user.clone(), online: false }]),
             Some(_) => Ok(vec![]),
             None => self.sync(true).await,
