@@ -394,10 +394,11 @@ pub async fn repair(hub: Arc<Hub>, store: Arc<dyn Store>, rooms: Arc<RoomDirecto
             let streams = hub.streams();
             if !streams.is_empty() {
                 let ids: Vec<u64> = streams.iter().map(|(room, _)| *room).collect();
+                let next_of: HashMap<u64, u64> = streams.into_iter().collect();
                 match store.heads(&ids).await {
                     Ok(heads) => {
                         for (room, head) in heads {
-                            let next = streams.iter().find(|(r, _)| *r == room).map_or(head + 1, |(_, n)| *n);
+                            let next = next_of.get(&room).copied().unwrap_or(head + 1);
                             if head >= next {
                                 tracing::debug!(room, from = next, to = head, "head check: delivering from the store");
                                 fill(&hub, &*store, &rooms, room, next, head).await;
