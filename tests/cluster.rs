@@ -64,21 +64,6 @@ async fn sources_by_node(proxy: SocketAddr) -> HashMap<String, Vec<IpAddr>> {
     groups
 }
 
-async fn register(addr: SocketAddr, username: &str) -> String {
-    let response = reqwest::Client::new()
-        .post(format!("http://{addr}/api/auth/register"))
-        .json(&serde_json::json!({
-            "username": username,
-            "email": format!("{username}@example.com"),
-            "password": "correct horse battery",
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    token_from(&response).unwrap()
-}
-
 /// Hello, then Welcome and Online.
 async fn greet(client: &mut Client) {
     client.hello().await;
@@ -112,7 +97,7 @@ async fn clients_on_two_nodes_behind_haproxy_get_every_message_once_in_order_and
     let proxy = Haproxy::start(a.addr, b.addr);
     let groups = sources_by_node(proxy.addr).await;
     let sources: Vec<IpAddr> = groups.values().flat_map(|ips| ips.iter().take(2).copied()).collect();
-    let token = register(proxy.addr, "alice").await;
+    let token = register_at(&reqwest::Client::new(), proxy.addr, "alice").await;
 
     let mut clients = Vec::new();
     for ip in &sources {
@@ -321,8 +306,8 @@ async fn a_killed_node_goes_offline_within_15_s_and_its_clients_resume_on_the_ot
     let victim_ip = groups[&n1_url][0];
     let survivor_ip = groups.iter().find(|(url, _)| **url != n1_url).unwrap().1[0];
 
-    let victim_token = register(proxy.addr, "victim").await;
-    let observer_token = register(proxy.addr, "observer").await;
+    let victim_token = register_at(&reqwest::Client::new(), proxy.addr, "victim").await;
+    let observer_token = register_at(&reqwest::Client::new(), proxy.addr, "observer").await;
     let mut observer = Client::connect_from(proxy.addr, survivor_ip, &observer_token).await.unwrap();
     greet(&mut observer).await;
     join_and_replay(&mut observer, "general", None).await;
@@ -406,7 +391,7 @@ async fn a_draining_node_turns_unready_sends_goaway_removes_its_presence_and_exi
     let mut n1 = ProcessNode::start("drainme", &env);
     let n2 = ProcessNode::start("stays", &env);
     let proxy = Haproxy::start(n1.addr, n2.addr);
-    let token = register(proxy.addr, "alice").await;
+    let token = register_at(&reqwest::Client::new(), proxy.addr, "alice").await;
     let mut on_n1 = Client::connect(n1.addr, Some(&token), None).await.unwrap();
     greet(&mut on_n1).await;
     join_and_replay(&mut on_n1, "general", None).await;

@@ -240,45 +240,12 @@ fn resident_kib(pid: u32) -> u64 {
 /// Opens N WebSocket connections (Hello, Join general) and reports the server's resident
 /// memory before and after, per connection.
 async fn idle_scenario(args: IdleArgs) -> Result<(), Box<dyn std::error::Error>> {
-    use futures_util::{SinkExt, StreamExt};
-    use socketchat::wire::{self, ClientFrame, ServerFrame};
-    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest, http::HeaderValue};
-    let http = reqwest::Client::new();
-    let name = format!("idle{:08x}", rand::random::<u32>());
-    let response = http
-        .post(format!("http://{}/api/auth/register", args.addr))
-        .json(&serde_json::json!({"username": name, "email": format!("{name}@bench.invalid"), "password": "bench password"}))
-        .send()
-        .await?;
-    let cookie = response
-        .headers()
-        .get("set-cookie")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .ok_or("no cookie")?
-        .to_owned();
+    let cookie = bench_cookie(args.addr, "idle").await?;
     let before = resident_kib(args.pid);
     let mut held = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
-        let mut request = format!("ws://{}/ws", args.addr).into_client_request()?;
-        request.headers_mut().insert("cookie", HeaderValue::from_str(&cookie)?);
-        let tcp = tokio::net::TcpStream::connect(args.addr).await?;
-        let (mut ws, _) = tokio_tungstenite::client_async(request, tcp).await?;
-        for frame in [
-            ClientFrame::Hello(wire::Hello { version: 1, client: "idle".into() }),
-            ClientFrame::Join(wire::Join { room: "general".into(), after_seq: None }),
-        ] {
-            ws.send(Message::Binary(wire::encode(&frame).into())).await?;
-        }
-        // Wait until the join took effect, so the server holds the full per-connection state.
-        while let Some(message) = ws.next().await {
-            if let Message::Binary(bytes) = message?
-                && let Ok(ServerFrame::Joined(_)) = wire::decode::<ServerFrame>(&bytes, usize::MAX)
-            {
-                break;
-            }
-        }
-        held.push(ws);
+        // Joined, so the server holds the full per-connection state.
+        held.push(joined_socket(args.addr, &cookie, "general").await?);
     }
     let after = resident_kib(args.pid);
     let per = (after.saturating_sub(before)) as f64 / args.connections as f64;

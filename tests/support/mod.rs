@@ -93,19 +93,7 @@ impl TestServer {
 
     /// Registers a user and returns its token (from the Set-Cookie header).
     pub async fn register(&self, username: &str) -> String {
-        let response = self
-            .http
-            .post(self.url("/api/auth/register"))
-            .json(&serde_json::json!({
-                "username": username,
-                "email": format!("{username}@example.com"),
-                "password": "correct horse battery",
-            }))
-            .send()
-            .await
-            .expect("register request");
-        assert_eq!(response.status(), 201, "register {username}");
-        token_from(&response).expect("register sets the token cookie")
+        register_at(&self.http, self.addr, username).await
     }
 
     /// GET with the token cookie.
@@ -128,6 +116,22 @@ impl TestServer {
         assert!(matches!(client.recv().await, ServerFrame::Online(_)));
         (client, welcome)
     }
+}
+
+/// Registers a user on whatever answers at `addr` (a node, or HAProxy) and returns its token.
+pub async fn register_at(http: &reqwest::Client, addr: SocketAddr, username: &str) -> String {
+    let response = http
+        .post(format!("http://{addr}/api/auth/register"))
+        .json(&serde_json::json!({
+            "username": username,
+            "email": format!("{username}@example.com"),
+            "password": "correct horse battery",
+        }))
+        .send()
+        .await
+        .expect("register request");
+    assert_eq!(response.status(), 201, "register {username}");
+    token_from(&response).expect("register sets the token cookie")
 }
 
 pub fn token_from(response: &reqwest::Response) -> Option<String> {
