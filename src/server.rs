@@ -164,6 +164,23 @@ async fn rotate_certificates(certs: Arc<Certificates>) {
 
 /// Connects to Redis, retrying with backoff (and logging why) until it answers, like the
 /// store does: a node without its relay would be a separate chat.
+/// A `REDIS_URL` that cannot work is a configuration error, not something to wait out. The URL
+/// is not repeated in the error: it may hold a password.
+fn check_redis_url(url: &str) -> Result<(), ServerError> {
+    let seeds: Vec<&str> = url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
+    if seeds.is_empty() {
+        return Err(ServerError::Config("REDIS_URL is empty".into()));
+    }
+    for seed in seeds {
+        if redis::Client::open(seed).is_err() {
+            return Err(ServerError::Config(
+                "REDIS_URL is not a redis:// URL (or a comma-separated list of them)".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 async fn connect_redis(url: &str) -> (RedisTarget, RedisClient) {
     let mut delay = Duration::from_millis(200);
     loop {
@@ -213,6 +230,9 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         return Err(ServerError::Config(
             "REDIS_URL needs DATABASE_URL: nodes of a cluster share one PostgreSQL database".into(),
         ));
+    }
+    if let Some(url) = &config.redis_url {
+        check_redis_url(url)?;
     }
     if config.node_timeout_ms < 1000 {
         return Err(ServerError::Config("the node timeout must be at least 1000 ms".into()));

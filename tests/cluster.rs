@@ -195,6 +195,89 @@ async fn logout_on_one_node_closes_the_token_elsewhere_and_a_ticket_works_once_o
         Ok(mut s) => s.next().await.is_none(),
     };
     assert!(refused, "a ticket works once, on any node");
+    // Made-up, malformed and oversized tickets are refused before Redis is asked.
+    for forged in ["0".repeat(48), "zz".into(), "a".repeat(4000), "*".into()] {
+        let attempt = wt::wt_connect(&b, &format!("?ticket={forged}"), &[]).await;
+        let refused = match attempt {
+            Err(_) => true,
+            Ok(mut s) => s.next().await.is_none(),
+        };
+        assert!(refused, "forged ticket {:.20}… refused", forged);
+    }
+    // A ticket bought from one page's Origin does not work from another page (each node's own
+    // origin passes the Origin check; the ticket's binding is what refuses it).
+    let bound = wt::ticket(&a, &token, Some(&format!("http://{}", a.addr))).await;
+    let foreign = wt::wt_connect(&b, &format!("?ticket={bound}"), &[("origin", format!("http://{}", b.addr))]).await;
+    let refused = match foreign {
+        Err(_) => true,
+        Ok(mut s) => s.next().await.is_none(),
+    };
+    assert!(refused, "a ticket is bound to its Origin");
+}
+
+#[tokio::test]
+async fn cluster_settings_that_cannot_work_are_refused_at_start_without_echoing_secrets() {
+    let refused = |tweak: fn(&mut socketchat::config::Config)| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = socketchat::config::Config::embedded("127.0.0.1:0".parse().unwrap(), dir.path().into());
+        config.database_url = Some("postgres://postgres@127.0.0.1:1/never".into());
+        config.redis_url = Some("redis://127.0.0.1:1".into());
+        config.jwt_secret = Some(SECRET.into());
+        tweak(&mut config);
+        match socketchat::server::start(config).await {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("started with a setting that cannot work"),
+        }
+    };
+    let e = refused(|c| c.redis_url = Some("redis://:hunter2@127.0.0.1:notaport".into())).await;
+    assert!(e.contains("REDIS_URL") && !e.contains("hunter2"), "{e}");
+    let e = refused(|c| c.redis_url = Some("http://127.0.0.1:6379".into())).await;
+    assert!(e.contains("REDIS_URL"), "{e}");
+    let e = refused(|c| c.redis_url = Some(" , ".into())).await;
+    assert!(e.contains("REDIS_URL is empty"), "{e}");
+    let e = refused(|c| c.database_url = None).await;
+    assert!(e.contains("REDIS_URL needs DATABASE_URL"), "{e}");
+    let e = refused(|c| c.jwt_secret = None).await;
+    assert!(e.contains("JWT_SECRET is required"), "{e}");
+    let e = refused(|c| c.node_timeout_ms = 10).await;
+    assert!(e.contains("node timeout"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_nodes_are_unready_refuse_tickets_and_still_store_and_deliver_everything() {
+    let pg = Postgres::start();
+    let mut redis = Redis::start();
+    let (a, b) = (node(&pg, &redis.url()).await, node(&pg, &redis.url()).await);
+    let token = a.register("alice").await;
+    let (mut sender, _) = a.connect_hello(&token).await;
+    let (mut receiver, _) = b.connect_hello(&token).await;
+    join_and_replay(&mut sender, "general", None).await;
+    join_and_replay(&mut receiver, "general", None).await;
+    redis.stop();
+    // The relay notices the lost connection (EOF at once, or its ping within seconds).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.http.get(a.url("/readyz")).send().await.unwrap().status() != 503 {
+        assert!(Instant::now() < deadline, "readyz stayed 200 with Redis down");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ticket =
+        a.http.post(a.url("/api/auth/ticket")).header("cookie", format!("token={token}")).send().await.unwrap();
+    assert_eq!(ticket.status(), 503, "no ticket that other nodes could not redeem");
+    // Sends are still stored and acked, and reach the other node through the head check.
+    for n in 0..20 {
+        sender.send(&send_frame("general", cmid(3, n), "while redis is down")).await;
+        ack(&mut sender).await;
+    }
+    assert_eq!(collect_seqs(&mut receiver, 20).await, (1..=20).collect::<Vec<_>>());
+    redis.start_again();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.http.get(a.url("/readyz")).send().await.unwrap().status() != 200 {
+        assert!(Instant::now() < deadline, "readyz never recovered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sender.send(&send_frame("general", cmid(3, 20), "after")).await;
+    ack(&mut sender).await;
+    assert_eq!(collect_seqs(&mut receiver, 1).await, vec![21]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
