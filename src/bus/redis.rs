@@ -137,9 +137,17 @@ pub struct RedisBus {
     control: mpsc::UnboundedSender<Control>,
     /// Rooms whose subscription is confirmed (a join can skip the round trip).
     confirmed: Arc<Mutex<HashSet<u64>>>,
+    /// Rooms with an unsubscribe request queued: one each at most, so the control queue stays
+    /// bounded by the number of rooms however often members leave and join (G6). A joiner's
+    /// subscribe is awaited, so those are bounded by the connections.
+    leaving: Arc<Mutex<HashSet<u64>>>,
     connected: Arc<AtomicBool>,
     commands: RedisClient,
     counters: Arc<RelayCounters>,
+}
+
+fn locked<T>(set: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    set.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl RedisBus {
@@ -149,6 +157,7 @@ impl RedisBus {
         let (out, out_rx) = mpsc::channel(PUBLISH_QUEUE);
         let (control, control_rx) = mpsc::unbounded_channel();
         let confirmed = Arc::new(Mutex::new(HashSet::new()));
+        let leaving = Arc::new(Mutex::new(HashSet::new()));
         let connected = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(RelayCounters::default());
         tokio::spawn(publisher(out_rx, commands.clone(), target.cluster, counters.clone()));
@@ -157,12 +166,13 @@ impl RedisBus {
             origin,
             inbox,
             confirmed: confirmed.clone(),
+            leaving: leaving.clone(),
             connected: connected.clone(),
             counters: counters.clone(),
             subscribed: HashSet::new(),
         };
         tokio::spawn(subscriber.run(control_rx));
-        Self { origin, out, control, confirmed, connected, commands, counters }
+        Self { origin, out, control, confirmed, leaving, connected, commands, counters }
     }
 
     /// The relay's counters.
@@ -181,7 +191,7 @@ impl Bus for RedisBus {
     }
 
     async fn subscribe(&self, room: u64) -> Result<(), BusError> {
-        if self.confirmed.lock().unwrap_or_else(|p| p.into_inner()).contains(&room) {
+        if locked(&self.confirmed).contains(&room) {
             return Ok(());
         }
         let (done, wait) = oneshot::channel();
@@ -190,7 +200,9 @@ impl Bus for RedisBus {
     }
 
     fn unsubscribe(&self, room: u64) {
-        let _ = self.control.send(Control::Reconcile(room, None));
+        if locked(&self.leaving).insert(room) {
+            let _ = self.control.send(Control::Reconcile(room, None));
+        }
     }
 
     async fn ping(&self) -> Result<(), BusError> {
@@ -405,6 +417,7 @@ struct Subscriber {
     origin: u64,
     inbox: Arc<dyn Inbox>,
     confirmed: Arc<Mutex<HashSet<u64>>>,
+    leaving: Arc<Mutex<HashSet<u64>>>,
     connected: Arc<AtomicBool>,
     counters: Arc<RelayCounters>,
     /// Rooms subscribed (or to subscribe on the next connection).
@@ -413,7 +426,7 @@ struct Subscriber {
 
 impl Subscriber {
     fn confirmed(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
-        self.confirmed.lock().unwrap_or_else(|p| p.into_inner())
+        locked(&self.confirmed)
     }
 
     fn lose(&mut self, link: &mut Option<Link>, why: &str) {
@@ -539,6 +552,10 @@ impl Subscriber {
                 Wake::Incoming(Incoming::Other) | Wake::Retry => {}
                 Wake::Control(None) => return,
                 Wake::Control(Some(Control::Reconcile(room, done))) => {
+                    if done.is_none() {
+                        // Taken off before the hub is asked, so a leave after this queues again.
+                        locked(&self.leaving).remove(&room);
+                    }
                     self.reconcile(&mut link, room).await;
                     if let Some(done) = done {
                         let _ = done.send(());
