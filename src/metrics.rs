@@ -24,7 +24,12 @@ pub struct Metrics {
 
 impl Metrics {
     /// The exposition text.
-    pub fn render(&self, hub_connections: usize, writer: &crate::writer::Counters) -> String {
+    pub fn render(
+        &self,
+        hub_connections: usize,
+        writer: &crate::writer::Counters,
+        relay: Option<&crate::bus::RelayCounters>,
+    ) -> String {
         let mut out = String::new();
         let mut line = |name: &str, kind: &str, help: &str, value: u64| {
             let _ = writeln!(
@@ -44,6 +49,22 @@ impl Metrics {
         line("messages_stored_total", "counter", "Messages stored (duplicates excluded).", get(&writer.stored));
         line("store_batches_total", "counter", "Group-commit batches sent to the store.", get(&writer.batches));
         line("store_sends_total", "counter", "Sends handed to the store, duplicates included.", get(&writer.sends));
+        if let Some(relay) = relay {
+            line("relay_published_total", "counter", "Events published to the other nodes.", get(&relay.published));
+            line(
+                "relay_dropped_total",
+                "counter",
+                "Events not published (queue full or Redis failed).",
+                get(&relay.dropped),
+            );
+            line("relay_received_total", "counter", "Events received from other nodes.", get(&relay.received));
+            line(
+                "relay_connects_total",
+                "counter",
+                "Relay subscription connections established.",
+                get(&relay.connects),
+            );
+        }
         out
     }
 }

@@ -15,6 +15,20 @@ pub use redis::RedisBus;
 
 use crate::hub::Event;
 use async_trait::async_trait;
+use std::sync::atomic::AtomicU64;
+
+/// Relay counters (exposed in `/metrics`).
+#[derive(Debug, Default)]
+pub struct RelayCounters {
+    /// Events published.
+    pub published: AtomicU64,
+    /// Events dropped before publishing (queue full or Redis failed).
+    pub dropped: AtomicU64,
+    /// Events received from other nodes.
+    pub received: AtomicU64,
+    /// Subscription connections (re)established.
+    pub connects: AtomicU64,
+}
 
 /// Why the relay failed.
 #[derive(Debug, thiserror::Error)]
@@ -47,4 +61,8 @@ pub trait Bus: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), BusError>;
     /// Waits (up to a bound) until queued publishes went out, for a clean shutdown.
     async fn flush(&self);
+    /// What the relay counted (`None`: nothing to relay).
+    fn counters(&self) -> Option<&RelayCounters> {
+        None
+    }
 }

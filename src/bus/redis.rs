@@ -13,7 +13,7 @@
 //! the subscription connection, reconciles subscriptions with the hub's rooms, pings, and
 //! reconnects with backoff.
 
-use super::{Bus, BusError, Inbox};
+use super::{Bus, BusError, Inbox, RelayCounters};
 use crate::hub::{Event, EventKind, Topic};
 use crate::redis_client::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT, RedisClient, RedisTarget};
 use async_trait::async_trait;
@@ -23,7 +23,7 @@ use redis::aio::{PubSubSink, PubSubStream};
 use redis::cluster_async::ClusterConnection;
 use redis::{PushInfo, PushKind};
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -117,19 +117,6 @@ enum Control {
     Reconcile(u64, Option<oneshot::Sender<()>>),
 }
 
-/// Relay counters (exposed in `/metrics`).
-#[derive(Debug, Default)]
-pub struct RelayCounters {
-    /// Events published.
-    pub published: AtomicU64,
-    /// Events dropped before publishing (queue full or Redis failed).
-    pub dropped: AtomicU64,
-    /// Events received from other nodes.
-    pub received: AtomicU64,
-    /// Subscription connections (re)established.
-    pub reconnects: AtomicU64,
-}
-
 /// The Redis [`Bus`].
 pub struct RedisBus {
     origin: u64,
@@ -174,11 +161,6 @@ impl RedisBus {
         tokio::spawn(subscriber.run(control_rx));
         Self { origin, out, control, confirmed, leaving, connected, commands, counters }
     }
-
-    /// The relay's counters.
-    pub fn counters(&self) -> &RelayCounters {
-        &self.counters
-    }
 }
 
 #[async_trait]
@@ -216,6 +198,10 @@ impl Bus for RedisBus {
             Ok(Err(e)) => Err(BusError(e.to_string())),
             Err(_) => Err(BusError("PING timed out".into())),
         }
+    }
+
+    fn counters(&self) -> Option<&RelayCounters> {
+        Some(&self.counters)
     }
 
     async fn flush(&self) {
@@ -445,7 +431,7 @@ impl Subscriber {
         link.subscribe(&channels).await?;
         self.confirmed().extend(self.subscribed.iter().copied());
         self.connected.store(true, Ordering::Relaxed);
-        self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+        self.counters.connects.fetch_add(1, Ordering::Relaxed);
         self.inbox.handle_resync();
         Ok(link)
     }

@@ -295,7 +295,7 @@ pub(super) async fn readyz(State(node): State<Arc<Node>>) -> Response {
 pub(super) async fn metrics(State(node): State<Arc<Node>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        node.metrics.render(node.hub.connections(), node.writer.counters()),
+        node.metrics.render(node.hub.connections(), node.writer.counters(), node.bus.counters()),
     )
         .into_response()
 }
