@@ -21,7 +21,7 @@ fn main() {
         [0x6f, 0x1c, 0x8a, 0x3e, 0x52, 0x04, 0x4b, 0x7d, 0x9a, 0x11, 0xe0, 0x2f, 0x33, 0xc4, 0x58, 0x90];
     let alice = UserRef { id: 1, username: "alice".into() };
     let c = "client_to_server";
-    line("hello", c, &ClientFrame::Hello(Hello { version: 1, client: "web/1.0".into() }));
+    line("hello", c, &ClientFrame::Hello(Hello { version: 2, client: "web/1.0".into() }));
     line("join_live", c, &ClientFrame::Join(Join { room: "general".into(), after_seq: None }));
     line("join_resume", c, &ClientFrame::Join(Join { room: "general".into(), after_seq: Some(300) }));
     line("leave", c, &ClientFrame::Leave(Leave { room: "design".into() }));
@@ -50,7 +50,7 @@ fn main() {
         "welcome",
         s,
         &ServerFrame::Welcome(Welcome {
-            version: 1,
+            version: 2,
             user: alice.clone(),
             connection_id: 42,
             heartbeat_ms: HEARTBEAT_MS,
@@ -65,11 +65,19 @@ fn main() {
         }),
     );
     line(
-        "online",
+        "room_presence",
         s,
-        &ServerFrame::Online(Online { users: vec![alice.clone(), UserRef { id: 2, username: "bob".into() }] }),
+        &ServerFrame::RoomPresence(RoomPresence {
+            room: "general".into(),
+            online: 130,
+            users: vec![alice.clone(), UserRef { id: 2, username: "bob".into() }],
+        }),
     );
-    line("online_empty", s, &ServerFrame::Online(Online { users: vec![] }));
+    line(
+        "room_presence_empty",
+        s,
+        &ServerFrame::RoomPresence(RoomPresence { room: "design".into(), online: 0, users: vec![] }),
+    );
     line("joined", s, &ServerFrame::Joined(Joined { room: "general".into(), head_seq: 305, replay_from: 301 }));
     line("left", s, &ServerFrame::Left(Left { room: "design".into() }));
     line(
@@ -118,7 +126,6 @@ fn main() {
         s,
         &ServerFrame::Typing(TypingEvent { room: "general".into(), user: alice.clone(), active: false }),
     );
-    line("presence", s, &ServerFrame::Presence(PresenceEvent { user: alice, online: true }));
     line("pong", s, &ServerFrame::Pong(Ping { nonce: 1_700_000_000_123 }));
     line(
         "error",

@@ -5,12 +5,12 @@
 
 use crate::hub::{Event, EventKind, Member, Topic};
 use crate::node::Node;
+use crate::presence::{Scope, room_presence};
 use crate::session::{Action, Session, replay_range};
 use crate::store::{StoreError, StoreResult};
-use crate::wire::{
-    self, ClientFrame, CloseCode, GoAway, MAX_CLIENT_FRAME, OUTBOUND_QUEUE, Online, ServerFrame, UserRef,
-};
+use crate::wire::{self, ClientFrame, CloseCode, GoAway, MAX_CLIENT_FRAME, OUTBOUND_QUEUE, ServerFrame, UserRef};
 use bytes::Bytes;
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -56,6 +56,8 @@ struct Driver<T> {
     transport: T,
     member: Arc<Member>,
     user: UserRef,
+    /// Rooms this connection is counted in for presence.
+    present_in: HashSet<u64>,
 }
 
 fn unix_now() -> u64 {
@@ -81,7 +83,7 @@ pub(crate) async fn run<T: Transport>(node: Arc<Node>, transport: T, credentials
     node.hub.register(member.clone());
     node.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
     node.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
-    announce_presence(&node, &user, true).await;
+    count_presence(&node, &user, &[Scope::Online], true).await;
     tracing::debug!(conn = conn_id, user = %user.username, "connection open");
 
     let now = Instant::now();
@@ -91,7 +93,7 @@ pub(crate) async fn run<T: Transport>(node: Arc<Node>, transport: T, credentials
         node.send_rate_per_sec,
         now,
     );
-    let mut driver = Driver { node: node.clone(), transport, member, user: user.clone() };
+    let mut driver = Driver { node: node.clone(), transport, member, user: user.clone(), present_in: HashSet::new() };
     let reason = driver.run(&mut session, rx).await;
     tracing::debug!(conn = conn_id, user = %user.username, reason = %reason, "connection closed");
 
@@ -99,16 +101,19 @@ pub(crate) async fn run<T: Transport>(node: Arc<Node>, transport: T, credentials
         node.bus.unsubscribe(room);
     }
     node.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
-    announce_presence(&node, &user, false).await;
+    let scopes: Vec<Scope> =
+        std::iter::once(Scope::Online).chain(driver.present_in.iter().map(|room| Scope::Room(*room))).collect();
+    count_presence(&node, &user, &scopes, false).await;
     // Only now answer a client's close: once it sees the reply, it is counted out everywhere.
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, driver.transport.flush()).await;
 }
 
-/// Counts a connection in or out of presence and announces the transitions, if any.
-async fn announce_presence(node: &Node, user: &UserRef, connected: bool) {
-    let changed = if connected { node.presence.connect(user).await } else { node.presence.disconnect(user).await };
+/// Counts a connection in or out of presence scopes and announces the transitions, if any.
+async fn count_presence(node: &Node, user: &UserRef, scopes: &[Scope], entered: bool) {
+    let changed =
+        if entered { node.presence.enter(user, scopes).await } else { node.presence.exit(user, scopes).await };
     match changed {
-        Ok(events) => node.announce(events),
+        Ok(transitions) => node.announce(transitions),
         Err(e) => tracing::warn!(error = %e, user = %user.username, "presence not updated"),
     }
 }
@@ -205,13 +210,6 @@ impl<T: Transport> Driver<T> {
         match action {
             Action::Send(frame) => self.feed(wire::encode_bytes(&frame)).await,
             Action::Forward(bytes) => self.feed(bytes).await,
-            Action::SendOnline => {
-                let users = node.presence.online().await.unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "presence snapshot failed");
-                    Vec::new()
-                });
-                self.feed(wire::encode_bytes(&ServerFrame::Online(Online { users }))).await
-            }
             Action::Join { room_id, after_seq } => {
                 // Membership and the relay's subscription first, then the head: a message
                 // committed after the head was read is published after it, so it reaches the
@@ -227,7 +225,17 @@ impl<T: Transport> Driver<T> {
                 }
                 .await;
                 match replay {
-                    Ok((head, messages)) => session.handle_joined(room_id, head, messages),
+                    Ok((head, messages)) => {
+                        if self.present_in.insert(room_id) {
+                            count_presence(&node, &self.user, &[Scope::Room(room_id)], true).await;
+                        }
+                        let presence = room_presence(&*node.presence, &node.rooms, room_id).await.unwrap_or_else(|e| {
+                            tracing::warn!(error = %e, room = room_id, "room presence not read; sent later");
+                            node.hub.mark_presence(room_id);
+                            None
+                        });
+                        session.handle_joined(room_id, head, messages, presence);
+                    }
                     Err(e) => session.handle_join_failed(room_id, &e),
                 }
                 Ok(false)
@@ -235,6 +243,9 @@ impl<T: Transport> Driver<T> {
             Action::Leave { room_id } => {
                 if node.hub.leave(room_id, self.member.id) {
                     node.bus.unsubscribe(room_id);
+                }
+                if self.present_in.remove(&room_id) {
+                    count_presence(&node, &self.user, &[Scope::Room(room_id)], false).await;
                 }
                 Ok(false)
             }

@@ -23,7 +23,7 @@ use tokio::sync::{Notify, mpsc};
 pub enum Topic {
     /// Members of one room.
     Room(u64),
-    /// Every connection of the node (presence).
+    /// Every connection of the node (revocations).
     Everyone,
 }
 
@@ -37,7 +37,8 @@ pub enum EventKind {
     },
     /// Typing: ephemeral, not sent back to the typist's own connections.
     Typing,
-    /// Presence change.
+    /// A room's presence: from the relay or this node, a transition (`bytes` empty) that marks
+    /// the room for a refresh; to members, the room's encoded `RoomPresence`.
     Presence,
     /// A token was revoked (logout): `bytes` holds its id; the user's connections that
     /// authenticated with it are closed. Never forwarded.
@@ -120,6 +121,10 @@ struct RoomState {
     early: BTreeMap<u64, Event>,
     /// When the oldest gap opened.
     gap_since: Option<Instant>,
+    /// The room's presence changed since its last `RoomPresence`.
+    presence_changed: bool,
+    /// When its last `RoomPresence` went out.
+    presence_sent: Option<Instant>,
 }
 
 impl RoomState {
@@ -264,6 +269,10 @@ impl Hub {
                         }
                         return;
                     }
+                    EventKind::Presence => {
+                        state.presence_changed = true;
+                        return;
+                    }
                     _ => &state.members,
                 },
             },
@@ -281,10 +290,46 @@ impl Hub {
         }
     }
 
-    /// The relay lost events (it reconnected): check every room against the store now.
+    /// The relay lost events (it reconnected): check every room against the store now, and
+    /// send every room's presence again.
     pub fn resync(&self) {
-        self.lock().resync = true;
+        let mut inner = self.lock();
+        inner.resync = true;
+        for state in inner.rooms.values_mut() {
+            state.presence_changed = true;
+        }
+        drop(inner);
         self.repair.notify_one();
+    }
+
+    /// Marks a room's presence as changed (it is read and sent again).
+    pub fn mark_presence(&self, room: u64) {
+        if let Some(state) = self.lock().rooms.get_mut(&room) {
+            state.presence_changed = true;
+        }
+    }
+
+    /// Rooms whose presence changed and whose last `RoomPresence` is at least `interval` old:
+    /// they count as sent now.
+    pub fn presence_due(&self, now: Instant, interval: Duration) -> Vec<u64> {
+        let mut inner = self.lock();
+        let mut due = Vec::new();
+        for (room, state) in &mut inner.rooms {
+            if state.presence_changed && state.presence_sent.is_none_or(|sent| now >= sent + interval) {
+                state.presence_changed = false;
+                state.presence_sent = Some(now);
+                due.push(*room);
+            }
+        }
+        due
+    }
+
+    /// Hands a room's encoded `RoomPresence` to its members on this node.
+    pub fn deliver_presence(&self, room: u64, bytes: Bytes) {
+        let event = Event { topic: Topic::Room(room), kind: EventKind::Presence, from_user: 0, bytes };
+        if let Some(state) = self.lock().rooms.get(&room) {
+            state.fan_out(&event);
+        }
     }
 
     /// Number of connections on the node.
@@ -437,14 +482,36 @@ mod tests {
         hub.start(5, 0);
         hub.deliver(&event(Topic::Room(5), EventKind::Message { seq: 1 }, 20));
         hub.deliver(&event(Topic::Room(5), EventKind::Typing, 10));
-        hub.deliver(&event(Topic::Everyone, EventKind::Presence, 10));
         assert_eq!(rx_a.recv().await.unwrap().kind, EventKind::Message { seq: 1 });
-        assert_eq!(rx_a.recv().await.unwrap().kind, EventKind::Presence);
         assert!(rx_a.try_recv().is_err(), "own typing is not echoed");
-        assert_eq!(rx_b.recv().await.unwrap().kind, EventKind::Presence);
         assert!(rx_b.try_recv().is_err(), "non-member gets no room events");
         hub.unregister(1, [5]);
         assert_eq!(hub.connections(), 1);
+    }
+
+    #[tokio::test]
+    async fn presence_transitions_mark_the_room_and_refreshes_are_spaced() {
+        let hub = Hub::default();
+        let (tx_a, mut rx_a) = mpsc::channel(8);
+        let (tx_b, mut rx_b) = mpsc::channel(8);
+        hub.register(Arc::new(Member::new(1, 10, "t1".into(), tx_a)));
+        hub.register(Arc::new(Member::new(2, 20, "t2".into(), tx_b)));
+        hub.join(5, 1);
+        let interval = Duration::from_millis(500);
+        let t0 = Instant::now();
+        assert!(hub.presence_due(t0, interval).is_empty(), "nothing changed");
+        hub.deliver(&Event { topic: Topic::Room(5), kind: EventKind::Presence, from_user: 20, bytes: Bytes::new() });
+        hub.deliver(&Event { topic: Topic::Room(6), kind: EventKind::Presence, from_user: 20, bytes: Bytes::new() });
+        assert!(rx_a.try_recv().is_err(), "a transition is not forwarded");
+        assert_eq!(hub.presence_due(t0, interval), vec![5], "room 6 has no member here");
+        hub.mark_presence(5);
+        assert!(hub.presence_due(t0 + interval / 2, interval).is_empty(), "coalesced within the interval");
+        assert_eq!(hub.presence_due(t0 + interval, interval), vec![5]);
+        hub.deliver_presence(5, Bytes::from_static(b"p"));
+        assert_eq!(rx_a.recv().await.unwrap().kind, EventKind::Presence);
+        assert!(rx_b.try_recv().is_err(), "only the room's members");
+        hub.resync();
+        assert_eq!(hub.presence_due(t0 + interval * 2, interval), vec![5], "a relay re-sync refreshes presence");
     }
 
     #[tokio::test]

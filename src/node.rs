@@ -6,12 +6,11 @@ use crate::auth::TokenKeys;
 use crate::bus::Bus;
 use crate::hub::{Event, EventKind, Hub, Topic};
 use crate::metrics::Metrics;
-use crate::presence::Presence;
+use crate::presence::{Presence, Scope, Transition};
 use crate::rooms::RoomDirectory;
 use crate::store::Store;
 use crate::tickets::Tickets;
 use crate::transport::certs::Certificates;
-use crate::wire::{PresenceEvent, ServerFrame};
 use crate::writer::Writer;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -75,16 +74,20 @@ impl Node {
         self.bus.publish(event);
     }
 
-    /// Publishes presence transitions to every connection of every node.
-    pub fn announce(&self, changes: Vec<PresenceEvent>) {
-        for change in changes {
-            let event = Event {
-                topic: Topic::Everyone,
-                kind: EventKind::Presence,
-                from_user: change.user.id,
-                bytes: crate::wire::encode_bytes(&ServerFrame::Presence(change)),
-            };
-            self.broadcast(&event);
+    /// Tells every node with members in a room that the room's presence changed (they send
+    /// those members a fresh `RoomPresence`). Whether a user is online at all is shown to no
+    /// connection live (it is read over HTTP), so those transitions go nowhere.
+    pub fn announce(&self, transitions: Vec<Transition>) {
+        for transition in transitions {
+            if let Scope::Room(room) = transition.scope {
+                let event = Event {
+                    topic: Topic::Room(room),
+                    kind: EventKind::Presence,
+                    from_user: transition.user.id,
+                    bytes: bytes::Bytes::new(),
+                };
+                self.broadcast(&event);
+            }
         }
     }
 

@@ -203,7 +203,8 @@ async fn connect_redis(url: &str) -> (RedisTarget, RedisClient) {
     }
 }
 
-/// Heartbeats and reaps dead nodes, announcing who went offline with them.
+/// Presence upkeep: heartbeats and reaps dead nodes (announcing the rooms whose presence
+/// changed with them), writes last-seen times.
 async fn presence_upkeep(node: Arc<Node>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -272,7 +273,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let hub = Arc::new(Hub::default());
     let ticket_ttl = Duration::from_millis(config.ticket_ttl_ms);
     let (bus, presence, tickets): (Arc<dyn Bus>, Arc<dyn Presence>, Tickets) = match &config.redis_url {
-        None => (Arc::new(LocalBus), Arc::new(LocalPresence::default()), Tickets::new(ticket_ttl)),
+        None => (Arc::new(LocalBus), Arc::new(LocalPresence::new(store.clone())), Tickets::new(ticket_ttl)),
         Some(url) => {
             let (target, commands) = connect_redis(url).await;
             let node_timeout = Duration::from_millis(config.node_timeout_ms);
@@ -284,6 +285,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         }
     };
     tokio::spawn(crate::hub::repair(hub.clone(), store.clone(), rooms.clone(), crate::hub::HEAD_CHECK));
+    tokio::spawn(crate::presence::refresh_rooms(hub.clone(), presence.clone(), rooms.clone()));
     let writer = Writer::start(store.clone(), hub.clone(), bus.clone(), rooms.clone(), config.writers);
     let (stop, shutdown) = watch::channel(false);
     let node = Arc::new(Node {
@@ -337,7 +339,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             tracing::error!(error = %e, "HTTP server failed");
         }
     });
-    let upkeep = node.presence.upkeep_every().map(|every| tokio::spawn(presence_upkeep(node.clone(), every)));
+    let upkeep = Some(tokio::spawn(presence_upkeep(node.clone(), node.presence.upkeep_every())));
     let relay = if config.redis_url.is_some() { "redis" } else { "in-process" };
     tracing::info!(node = %node_id, store = %store_name, relay, "listening on http://{addr}");
     Ok(Running {

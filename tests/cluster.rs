@@ -64,10 +64,26 @@ async fn sources_by_node(proxy: SocketAddr) -> HashMap<String, Vec<IpAddr>> {
     groups
 }
 
-/// Hello, then Welcome and Online.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// Hello, then Welcome.
 async fn greet(client: &mut Client) {
     client.hello().await;
-    client.recv_until(|f| matches!(f, ServerFrame::Online(_)).then_some(())).await;
+    client.recv_until(|f| matches!(f, ServerFrame::Welcome(_)).then_some(())).await;
+}
+
+/// The next `RoomPresence` of `room` as `(online, usernames)`.
+async fn room_presence(client: &mut Client, room: &str) -> (u32, Vec<String>) {
+    client
+        .recv_until(|f| match f {
+            ServerFrame::RoomPresence(p) if p.room == room => {
+                Some((p.online, p.users.into_iter().map(|u| u.username).collect()))
+            }
+            _ => None,
+        })
+        .await
 }
 
 /// Usernames `GET /api/presence/online` lists, sorted.
@@ -355,7 +371,10 @@ async fn a_second_node_starting_leaves_the_first_nodes_presence_untouched() {
     let alice = a.register("alice").await;
     let bob = a.register("bob").await;
     let (mut alice_conn, _) = a.connect_hello(&alice).await;
-    let (_bob_conn, _) = a.connect_hello(&bob).await;
+    let (mut bob_conn, _) = a.connect_hello(&bob).await;
+    join_and_replay(&mut alice_conn, "general", None).await;
+    join_and_replay(&mut bob_conn, "general", None).await;
+    while room_presence(&mut alice_conn, "general").await.0 != 2 {}
     assert_eq!(online(&a, &alice).await, ["alice", "bob"]);
     let b = node(&pg, &redis.url()).await;
     // Wait for the new node's first upkeep (registration and reaping): it is in the node set.
@@ -369,14 +388,16 @@ async fn a_second_node_starting_leaves_the_first_nodes_presence_untouched() {
     assert_eq!(online(&b, &alice).await, ["alice", "bob"], "seen from the new node");
     assert_eq!(online(&a, &alice).await, ["alice", "bob"], "untouched on the first");
     alice_conn.send(&ClientFrame::Ping(wire::Ping { nonce: 5 })).await;
-    let offline = alice_conn
+    let fewer = alice_conn
         .recv_until(|f| match f {
-            ServerFrame::Presence(p) if !p.online => Some(true),
+            ServerFrame::RoomPresence(p) if p.online < 2 => Some(true),
             ServerFrame::Pong(_) => Some(false),
             _ => None,
         })
         .await;
-    assert!(!offline, "nobody was announced offline");
+    assert!(!fewer, "nobody left the room");
+    let in_room: serde_json::Value = b.get("/api/presence/rooms/general", &alice).await.json().await.unwrap();
+    assert_eq!(in_room["online"], 2, "the room's presence, seen from the new node");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -414,19 +435,53 @@ async fn a_killed_node_goes_offline_within_15_s_and_its_clients_resume_on_the_ot
     while victim_seen.len() < 40 {
         victim_seen.push(victim.recv_until(pick::message).await.seq);
     }
+    // The observer (on the other node) sees the victim in the room before the kill.
+    while !room_presence(&mut observer, "general").await.1.contains(&"victim".to_owned()) {}
     n1.kill();
     let killed = Instant::now();
 
-    // The observer learns the victim went offline, within 15 s (it pings to stay connected).
+    // The observer sees the victim leave the room, within 15 s (it pings to stay connected).
     loop {
-        assert!(killed.elapsed() < Duration::from_secs(15), "still online after 15 s");
+        assert!(killed.elapsed() < Duration::from_secs(15), "still in the room after 15 s");
         match tokio::time::timeout(Duration::from_secs(2), observer.recv()).await {
-            Ok(ServerFrame::Presence(p)) if p.user.username == "victim" && !p.online => break,
+            Ok(ServerFrame::RoomPresence(p))
+                if p.room == "general" && p.users.iter().all(|u| u.username != "victim") =>
+            {
+                assert_eq!(p.online, 1);
+                break;
+            }
             Ok(_) => {}
             Err(_) => observer.send(&ClientFrame::Ping(wire::Ping { nonce: 1 })).await,
         }
     }
     assert!(killed.elapsed() < Duration::from_secs(15), "offline after {:?}", killed.elapsed());
+    // Offline, and last seen at the dead node's last heartbeat: at most a fifth of the node
+    // timeout before the kill.
+    let victim_id = {
+        let me: serde_json::Value = reqwest::Client::new()
+            .get(format!("http://{}/api/auth/me", n2.addr))
+            .header("cookie", format!("token={victim_token}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        me["user"]["id"].as_u64().unwrap()
+    };
+    let status: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://{}/api/presence/users?ids={victim_id}", n2.addr))
+        .header("cookie", format!("token={observer_token}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["users"][0]["online"], false);
+    let seen = status["users"][0]["last_seen_ms"].as_u64().expect("a last-seen time");
+    let killed_ms = unix_ms() - killed.elapsed().as_millis() as u64;
+    assert!(seen <= killed_ms + 50 && seen + 3_000 >= killed_ms, "last seen {seen}, killed at {killed_ms}");
 
     // The victim's client reconnects through HAProxy (to the survivor), resumes from its last
     // seq and retries every send (same ids): nothing missing, nothing twice.

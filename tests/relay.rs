@@ -7,9 +7,10 @@ mod support;
 use bytes::Bytes;
 use socketchat::bus::{Bus, Inbox, RedisBus};
 use socketchat::hub::{Event, EventKind, Topic};
-use socketchat::presence::{LocalPresence, Presence, RedisPresence};
+use socketchat::presence::{LocalPresence, Page, Presence, RedisPresence, Scope, Status, Transition};
 use socketchat::redis_client::{RedisClient, probe};
-use socketchat::wire::{PresenceEvent, UserRef};
+use socketchat::store::{SqliteStore, Store};
+use socketchat::wire::UserRef;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -201,29 +202,76 @@ fn user(id: u64, name: &str) -> UserRef {
     UserRef { id, username: name.into() }
 }
 
-fn went(events: &[PresenceEvent]) -> Vec<(String, bool)> {
-    let mut out: Vec<(String, bool)> = events.iter().map(|e| (e.user.username.clone(), e.online)).collect();
+const ROOM: Scope = Scope::Room(1);
+const ONLINE: Scope = Scope::Online;
+
+fn went(transitions: &[Transition]) -> Vec<(Scope, String, bool)> {
+    let mut out: Vec<_> = transitions.iter().map(|t| (t.scope, t.user.username.clone(), t.online)).collect();
     out.sort();
     out
 }
 
-/// What every presence backend does on one node.
-async fn presence_contract(p: &dyn Presence) {
-    let (alice, bob) = (user(1, "alice"), user(2, "bob"));
-    assert_eq!(went(&p.connect(&alice).await.unwrap()), [("alice".into(), true)]);
-    assert!(p.connect(&alice).await.unwrap().is_empty(), "a second tab changes nothing");
-    assert_eq!(went(&p.connect(&bob).await.unwrap()), [("bob".into(), true)]);
-    assert_eq!(p.online().await.unwrap(), vec![alice.clone(), bob.clone()]);
-    assert!(p.disconnect(&alice).await.unwrap().is_empty(), "one tab still open");
-    assert_eq!(went(&p.disconnect(&alice).await.unwrap()), [("alice".into(), false)]);
-    assert_eq!(p.online().await.unwrap(), vec![bob.clone()]);
-    assert_eq!(went(&p.disconnect(&bob).await.unwrap()), [("bob".into(), false)]);
-    assert!(p.online().await.unwrap().is_empty());
+fn t(scope: Scope, name: &str, online: bool) -> (Scope, String, bool) {
+    (scope, name.to_owned(), online)
+}
+
+/// Usernames of a scope's first page, and its count.
+async fn names(p: &dyn Presence, scope: Scope) -> (u64, Vec<String>) {
+    let page = p.page(scope, None, 100).await.unwrap();
+    (page.online, page.users.into_iter().map(|u| u.username).collect())
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// What every presence backend does on one node: counting tabs per scope, pages, last seen.
+async fn presence_contract(p: &dyn Presence, alice: &UserRef, bob: &UserRef) {
+    let (a, b) = (alice.username.as_str(), bob.username.as_str());
+    assert_eq!(went(&p.enter(alice, &[ONLINE]).await.unwrap()), [t(ONLINE, a, true)]);
+    assert!(p.enter(alice, &[ONLINE]).await.unwrap().is_empty(), "a second tab changes nothing");
+    assert_eq!(went(&p.enter(alice, &[ROOM]).await.unwrap()), [t(ROOM, a, true)], "the first tab joins the room");
+    assert!(p.enter(alice, &[ROOM]).await.unwrap().is_empty(), "so does the second");
+    assert_eq!(went(&p.enter(bob, &[ONLINE, ROOM]).await.unwrap()), [t(ONLINE, b, true), t(ROOM, b, true)]);
+    assert_eq!(names(p, ONLINE).await, (2, vec![a.to_owned(), b.to_owned()]));
+    assert_eq!(names(p, ROOM).await, (2, vec![a.to_owned(), b.to_owned()]));
+    assert_eq!(names(p, Scope::Room(2)).await, (0, vec![]), "another room");
+    assert_eq!(p.page(ROOM, None, 1).await.unwrap(), Page { online: 2, users: vec![alice.clone()], more: true });
+    assert_eq!(p.page(ROOM, Some(a), 1).await.unwrap(), Page { online: 2, users: vec![bob.clone()], more: false });
+    assert_eq!(p.page(ROOM, Some(b), 1).await.unwrap(), Page { online: 2, users: vec![], more: false });
+    let online = |id| Status { id, online: true, last_seen_ms: None };
+    assert_eq!(
+        p.status(&[alice.id, bob.id, 999]).await.unwrap(),
+        [online(alice.id), online(bob.id), Status { id: 999, online: false, last_seen_ms: None }]
+    );
+
+    assert!(p.exit(alice, &[ROOM]).await.unwrap().is_empty(), "one tab left the room, the other is in it");
+    assert!(p.exit(alice, &[ONLINE]).await.unwrap().is_empty(), "and closed; the other is open");
+    let before = unix_ms();
+    assert_eq!(went(&p.exit(alice, &[ONLINE, ROOM]).await.unwrap()), [t(ONLINE, a, false), t(ROOM, a, false)]);
+    assert_eq!(names(p, ROOM).await, (1, vec![b.to_owned()]));
+    let [status] = &p.status(&[alice.id]).await.unwrap()[..] else { panic!("one status") };
+    let seen = status.last_seen_ms.expect("last seen");
+    assert!(!status.online && seen >= before && seen <= unix_ms(), "{status:?}");
+    assert!(p.exit(alice, &[ROOM]).await.unwrap().is_empty(), "an exit that was never entered changes nothing");
+    assert_eq!(went(&p.exit(bob, &[ROOM, ONLINE]).await.unwrap()), [t(ONLINE, b, false), t(ROOM, b, false)]);
+    assert_eq!(names(p, ONLINE).await, (0, vec![]));
 }
 
 #[tokio::test]
-async fn the_presence_contract_holds_in_process() {
-    presence_contract(&LocalPresence::default()).await;
+async fn the_presence_contract_holds_in_process_and_last_seen_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("chat.db")).unwrap());
+    let mut users = Vec::new();
+    for name in ["alice", "bob"] {
+        let record = store.create_user(name, &format!("{name}@example.com"), "hash").await.unwrap();
+        users.push(user(record.id, name));
+    }
+    let p = LocalPresence::new(store.clone());
+    presence_contract(&p, &users[0], &users[1]).await;
+    let seen = p.status(&[users[0].id]).await.unwrap();
+    p.upkeep().await.unwrap();
+    assert_eq!(LocalPresence::new(store).status(&[users[0].id]).await.unwrap(), seen, "written to the store");
 }
 
 async fn redis_presence(redis: &Redis, node: &str, timeout_ms: u64) -> RedisPresence {
@@ -237,27 +285,32 @@ async fn redis_presence(redis: &Redis, node: &str, timeout_ms: u64) -> RedisPres
 async fn the_presence_contract_holds_on_redis_across_nodes_and_crashes() {
     let redis = Redis::start();
     let one = redis_presence(&redis, "one", 60_000).await;
-    presence_contract(&one).await;
+    presence_contract(&one, &user(1, "alice"), &user(2, "bob")).await;
 
-    // Across nodes: online while any node counts a connection.
+    // Across nodes: in a scope while any node counts a connection there.
     let two = redis_presence(&redis, "two", 60_000).await;
     let alice = user(1, "alice");
-    assert_eq!(went(&one.connect(&alice).await.unwrap()), [("alice".into(), true)]);
-    assert!(two.connect(&alice).await.unwrap().is_empty(), "already online on another node");
-    assert!(one.disconnect(&alice).await.unwrap().is_empty(), "still connected on node two");
-    assert_eq!(two.online().await.unwrap(), vec![alice.clone()]);
+    assert_eq!(
+        went(&one.enter(&alice, &[ONLINE, ROOM]).await.unwrap()),
+        [t(ONLINE, "alice", true), t(ROOM, "alice", true)]
+    );
+    assert!(two.enter(&alice, &[ONLINE, ROOM]).await.unwrap().is_empty(), "already in on another node");
+    assert!(one.exit(&alice, &[ONLINE, ROOM]).await.unwrap().is_empty(), "still in on node two");
+    assert_eq!(names(&two, ROOM).await, (1, vec!["alice".to_owned()]));
 
     // A node starting never touches other nodes' counts.
     let three = redis_presence(&redis, "three", 60_000).await;
     three.upkeep().await.unwrap();
-    assert_eq!(one.online().await.unwrap(), vec![alice.clone()]);
+    assert_eq!(names(&one, ONLINE).await, (1, vec!["alice".to_owned()]));
 
-    // A node that stops heartbeating is reaped exactly once, however many reap at once.
+    // A node that stops heartbeating is reaped exactly once, however many reap at once: its
+    // users leave their rooms and go offline, last seen at its last heartbeat.
     let dying = redis_presence(&redis, "dying", 1_000).await;
     let bob = user(2, "bob");
-    dying.connect(&bob).await.unwrap();
-    dying.connect(&bob).await.unwrap();
-    assert_eq!(one.online().await.unwrap(), vec![alice.clone(), bob.clone()]);
+    dying.enter(&bob, &[ONLINE, ROOM]).await.unwrap();
+    dying.enter(&bob, &[ONLINE, ROOM]).await.unwrap();
+    let last_beat = unix_ms();
+    assert_eq!(names(&one, ROOM).await, (2, vec!["alice".to_owned(), "bob".to_owned()]));
     let reapers: Vec<RedisPresence> = vec![
         redis_presence(&redis, "r1", 1_000).await,
         redis_presence(&redis, "r2", 1_000).await,
@@ -278,18 +331,23 @@ async fn the_presence_contract_holds_on_redis_across_nodes_and_crashes() {
             announced.extend(round.unwrap());
         }
     }
-    assert_eq!(went(&announced), [("bob".into(), false)], "bob went offline once, announced by one reaper");
-    assert_eq!(one.online().await.unwrap(), vec![alice.clone()], "the live nodes' counts stay");
+    assert_eq!(went(&announced), [t(ONLINE, "bob", false), t(ROOM, "bob", false)], "announced once, by one reaper");
+    assert_eq!(names(&one, ROOM).await, (1, vec!["alice".to_owned()]), "the live nodes' counts stay");
+    let [status] = &one.status(&[bob.id]).await.unwrap()[..] else { panic!("one status") };
+    let seen = status.last_seen_ms.expect("last seen");
+    assert!(!status.online && seen <= last_beat + 50 && seen + 1_000 >= last_beat, "{status:?} vs {last_beat}");
     drop(dying);
 
     // Redis loses everything (restart): the next upkeep writes the live counts back.
     redis.cli(&["FLUSHALL"]);
-    assert!(one.online().await.unwrap().is_empty());
+    assert_eq!(names(&one, ROOM).await, (0, vec![]));
     let back = two.upkeep().await.unwrap();
-    assert_eq!(went(&back), [("alice".into(), true)]);
-    assert_eq!(one.online().await.unwrap(), vec![alice.clone()]);
+    assert_eq!(went(&back), [t(ONLINE, "alice", true), t(ROOM, "alice", true)]);
+    assert_eq!(names(&one, ROOM).await, (1, vec!["alice".to_owned()]));
+    assert_eq!(names(&one, ONLINE).await, (1, vec!["alice".to_owned()]));
 
     // A node that leaves takes its counts with it.
-    assert_eq!(went(&two.leave().await.unwrap()), [("alice".into(), false)]);
-    assert!(one.online().await.unwrap().is_empty());
+    assert_eq!(went(&two.leave().await.unwrap()), [t(ONLINE, "alice", false), t(ROOM, "alice", false)]);
+    assert_eq!(names(&one, ROOM).await, (0, vec![]));
+    assert!(!one.status(&[alice.id]).await.unwrap()[0].online);
 }

@@ -180,38 +180,171 @@ async fn resume_after_reconnect_delivers_exactly_the_missed_messages() {
     assert_eq!((live.seq, live.text.as_str()), (9, "live again"), "nothing twice, nothing skipped");
 }
 
+/// The next `RoomPresence` of `room` as `(online, usernames)`.
+async fn room_presence(client: &mut Client, room: &str) -> (u32, Vec<String>) {
+    client
+        .recv_until(|f| match f {
+            ServerFrame::RoomPresence(p) if p.room == room => {
+                Some((p.online, p.users.into_iter().map(|u| u.username).collect()))
+            }
+            _ => None,
+        })
+        .await
+}
+
+/// `GET /api/presence/users?ids=…` as `(online, last_seen_ms)` per id.
+async fn status(server: &TestServer, token: &str, ids: &[u64]) -> Vec<(bool, Option<u64>)> {
+    let ids: Vec<String> = ids.iter().map(u64::to_string).collect();
+    let body: serde_json::Value =
+        server.get(&format!("/api/presence/users?ids={}", ids.join(",")), token).await.json().await.unwrap();
+    body["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["online"].as_bool().unwrap(), u["last_seen_ms"].as_u64()))
+        .collect()
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
 #[tokio::test]
-async fn presence_counts_tabs_until_the_last_one_closes() {
+async fn room_presence_counts_tabs_until_the_last_one_leaves_and_keeps_last_seen() {
     let server = TestServer::start().await;
     let (ta, tb) = (server.register("alice").await, server.register("bob").await);
     let (mut watcher, _) = server.connect_hello(&tb).await;
-    let presence = |f| match f {
-        ServerFrame::Presence(p) => Some((p.user.username, p.online)),
-        _ => None,
-    };
-    let (tab1, _) = server.connect_hello(&ta).await;
-    assert_eq!(watcher.recv_until(presence).await, ("alice".to_owned(), true));
-    let (tab2, _) = server.connect_hello(&ta).await;
-    let online: serde_json::Value = server.get("/api/presence/online", &tb).await.json().await.unwrap();
-    assert_eq!(online["users"].as_array().unwrap().len(), 2);
+    join_and_replay(&mut watcher, "general", None).await;
+    assert_eq!(room_presence(&mut watcher, "general").await, (1, vec!["bob".to_owned()]), "after the replay");
+
+    // Connected but in no room: online, yet nothing in the room changes.
+    let (mut tab1, w1) = server.connect_hello(&ta).await;
+    let alice = w1.user.id;
+    assert_eq!(status(&server, &tb, &[alice]).await, [(true, None)]);
+    join_and_replay(&mut tab1, "general", None).await;
+    assert_eq!(room_presence(&mut tab1, "general").await, (2, vec!["alice".to_owned(), "bob".to_owned()]));
+    assert_eq!(room_presence(&mut watcher, "general").await, (2, vec!["alice".to_owned(), "bob".to_owned()]));
+
+    // A second tab in the same room changes nothing: no frame before the Pong.
+    let (mut tab2, _) = server.connect_hello(&ta).await;
+    join_and_replay(&mut tab2, "general", None).await;
     tab1.close().await;
-    let users = |v: serde_json::Value| -> Vec<String> {
-        v["users"].as_array().unwrap().iter().map(|u| u["username"].as_str().unwrap().to_owned()).collect()
-    };
-    assert_eq!(users(server.get("/api/presence/online", &tb).await.json().await.unwrap()), ["alice", "bob"]);
     watcher.send(&ClientFrame::Ping(wire::Ping { nonce: 2 })).await;
     let next = watcher
         .recv_until(|f| match f {
-            ServerFrame::Presence(p) => Some(Some((p.user.username, p.online))),
+            ServerFrame::RoomPresence(p) => Some(Some(p.online)),
             ServerFrame::Pong(_) => Some(None),
             _ => None,
         })
         .await;
-    assert_eq!(next, None, "no offline event while a tab is open");
+    assert_eq!(next, None, "no change while a tab is in the room");
+
+    // Leaving the room (the tab stays connected) takes alice out of the room only.
+    tab2.send(&ClientFrame::Leave(wire::Leave { room: "general".into() })).await;
+    assert_eq!(room_presence(&mut watcher, "general").await, (1, vec!["bob".to_owned()]));
+    assert_eq!(status(&server, &tb, &[alice]).await, [(true, None)], "still online");
+    let before = unix_ms();
     tab2.close().await;
-    assert_eq!(watcher.recv_until(presence).await, ("alice".to_owned(), false));
-    assert_eq!(users(server.get("/api/presence/online", &tb).await.json().await.unwrap()), ["bob"]);
+    let [(online, Some(seen))] = status(&server, &tb, &[alice]).await[..] else { panic!("alice has a last-seen time") };
+    assert!(!online);
+    assert!(seen >= before && seen <= unix_ms(), "last seen when the last tab closed: {seen} vs {before}");
+    let online: serde_json::Value = server.get("/api/presence/online", &tb).await.json().await.unwrap();
+    assert_eq!(online["online"], 1);
+    assert_eq!(online["users"][0]["username"], "bob");
 }
+
+#[tokio::test]
+async fn last_seen_survives_a_restart_of_the_embedded_server() {
+    let server = TestServer::start().await;
+    let token = server.register("alice").await;
+    let (client, welcome) = server.connect_hello(&token).await;
+    client.close().await;
+    let [(false, Some(seen))] = status(&server, &token, &[welcome.user.id]).await[..] else { panic!("last seen") };
+    let dir = server.stop().await;
+    let server = TestServer::start_in(dir).await;
+    assert_eq!(status(&server, &token, &[welcome.user.id, 999_999]).await, [(false, Some(seen)), (false, None)]);
+}
+
+#[tokio::test]
+async fn a_room_presence_frame_stays_bounded_however_many_are_online_and_the_rest_is_paged() {
+    let server = TestServer::start().await;
+    let watcher_token = server.register("watcher").await;
+    let (mut watcher, _) = server.connect_hello(&watcher_token).await;
+    join_and_replay(&mut watcher, "general", None).await;
+    room_presence(&mut watcher, "general").await;
+    let mut users = Vec::new();
+    for i in 0..60 {
+        let token = server.register(&format!("user{i:02}")).await;
+        let (mut client, _) = server.connect_hello(&token).await;
+        join_and_replay(&mut client, "general", None).await;
+        users.push(client);
+    }
+    loop {
+        let frame = watcher.recv_until(pick::room_presence).await;
+        let bytes = wire::encode(&ServerFrame::RoomPresence(frame.clone())).len();
+        assert!(bytes <= wire::MAX_ROOM_PRESENCE_FRAME, "{bytes} bytes");
+        assert!(frame.users.len() <= wire::ROOM_PRESENCE_PAGE);
+        let names: Vec<&str> = frame.users.iter().map(|u| u.username.as_str()).collect();
+        assert!(names.windows(2).all(|w| w[0] < w[1]), "ordered by username: {names:?}");
+        if frame.online == 61 {
+            assert_eq!(names.len(), 50);
+            assert_eq!((names[0], names[49]), ("user00", "user49"), "the first page by username");
+            break;
+        }
+    }
+    // The rest over HTTP, a page at a time with the cursor.
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            None => "/api/presence/rooms/general?limit=25".to_owned(),
+            Some(name) => format!("/api/presence/rooms/general?limit=25&after={name}"),
+        };
+        let page: serde_json::Value = server.get(&path, &watcher_token).await.json().await.unwrap();
+        assert_eq!(page["online"], 61);
+        seen.extend(page["users"].as_array().unwrap().iter().map(|u| u["username"].as_str().unwrap().to_owned()));
+        match page["next_after"].as_str() {
+            Some(name) => after = Some(name.to_owned()),
+            None => break,
+        }
+    }
+    let mut expected: Vec<String> = (0..60).map(|i| format!("user{i:02}")).collect();
+    expected.push("watcher".into());
+    assert_eq!(seen, expected);
+    for (path, status) in [
+        ("/api/presence/rooms/general?limit=0", 400),
+        ("/api/presence/rooms/general?limit=101", 400),
+        ("/api/presence/rooms/nowhere", 404),
+        ("/api/presence/users?ids=", 400),
+        ("/api/presence/users?ids=1,x", 400),
+        (&format!("/api/presence/users?ids={}", vec!["1"; 101].join(",")), 400),
+    ] {
+        assert_eq!(server.get(path, &watcher_token).await.status(), status, "{path}");
+    }
+    assert_eq!(server.http.get(server.url("/api/presence/users?ids=1")).send().await.unwrap().status(), 401);
+}
+
+#[tokio::test]
+async fn a_version_1_client_is_told_which_version_to_speak() {
+    let server = TestServer::start().await;
+    let token = server.register("alice").await;
+    let mut old = server.connect(&token).await;
+    old.send(&ClientFrame::Hello(wire::Hello { version: 1, client: "web/0.9".into() })).await;
+    use futures_util::StreamExt;
+    let mut goaway = None;
+    let close = loop {
+        match old.ws.next().await {
+            Some(Ok(Message::Binary(bytes))) => goaway = Some(wire::decode::<ServerFrame>(&bytes, usize::MAX).unwrap()),
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| (u16::from(f.code), f.reason.to_string())),
+            Some(Ok(_)) => {}
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    let reason = "protocol version 1 is not supported; this server speaks 2".to_owned();
+    assert_eq!(goaway, Some(ServerFrame::GoAway(wire::GoAway { code: 4502, reason: reason.clone() })));
+    assert_eq!(close, Some((4502, reason)));
+}
+
 #[tokio::test]
 async fn only_members_may_send_or_type_and_typing_reaches_other_members() {
     let server = TestServer::start().await;
@@ -239,7 +372,7 @@ async fn only_members_may_send_or_type_and_typing_reaches_other_members() {
     c.send(&ClientFrame::Ping(wire::Ping { nonce: 9 })).await;
     let first = c
         .recv_until(|f| match f {
-            ServerFrame::Presence(_) => None,
+            ServerFrame::RoomPresence(p) if p.room == "design" => None,
             other => Some(other),
         })
         .await;
@@ -274,9 +407,9 @@ async fn bad_frames_close_only_the_offender() {
     let mut first = server.connect(&ta).await;
     first.send(&join("general", None)).await;
     assert_eq!(first.expect_close().await.1, Some(CloseCode::HelloRequired.code()));
-    let mut v2 = server.connect(&ta).await;
-    v2.send(&ClientFrame::Hello(wire::Hello { version: 2, client: "future".into() })).await;
-    assert_eq!(v2.expect_close().await.1, Some(CloseCode::UnsupportedVersion.code()));
+    let mut v3 = server.connect(&ta).await;
+    v3.send(&ClientFrame::Hello(wire::Hello { version: 3, client: "future".into() })).await;
+    assert_eq!(v3.expect_close().await.1, Some(CloseCode::UnsupportedVersion.code()));
 
     // The well-behaved client never noticed.
     good.send(&send("general", 7, "still here")).await;

@@ -88,7 +88,7 @@ async fn joined_socket(addr: std::net::SocketAddr, cookie: &str, room: &str) -> 
     tcp.set_nodelay(true)?;
     let (mut ws, _) = tokio_tungstenite::client_async(request, tcp).await?;
     for frame in [
-        ClientFrame::Hello(wire::Hello { version: 1, client: "bench".into() }),
+        ClientFrame::Hello(wire::Hello { version: wire::PROTOCOL_VERSION, client: "bench".into() }),
         ClientFrame::Join(wire::Join { room: room.into(), after_seq: None }),
     ] {
         ws.send(Message::Binary(wire::encode(&frame).into())).await?;

@@ -4,6 +4,7 @@ use super::{ApiError, authenticate};
 use crate::auth;
 use crate::hub::{Event, EventKind, Topic};
 use crate::node::Node;
+use crate::presence::Scope;
 use crate::store::StoreError;
 use crate::tickets::Grant;
 use crate::wire::MAX_HISTORY_PAGE;
@@ -69,7 +70,7 @@ pub(super) struct Register {
 fn validate(r: &Register) -> Result<(), ApiError> {
     let mut err = ApiError::new(StatusCode::BAD_REQUEST, "validation failed");
     let name_ok = |c: char| c.is_ascii_alphanumeric() || "_.-".contains(c);
-    if !(3..=32).contains(&r.username.len()) || !r.username.chars().all(name_ok) {
+    if !(3..=crate::wire::MAX_USERNAME_BYTES).contains(&r.username.len()) || !r.username.chars().all(name_ok) {
         err = err.field("username", "3 to 32 characters: letters, digits, _ . -");
     }
     let email = r.email.trim();
@@ -226,12 +227,72 @@ pub(super) async fn history(
     Ok(Json(json!({ "messages": messages, "next_before": next_before })).into_response())
 }
 
-/// `GET /api/presence/online`.
-pub(super) async fn online(State(node): State<Arc<Node>>, headers: HeaderMap) -> ApiResult {
+/// Users per presence page over HTTP, at most and by default.
+const PRESENCE_PAGE_MAX: usize = 100;
+const PRESENCE_PAGE_DEFAULT: usize = 50;
+
+/// One page of a presence scope, `?after=NAME&limit=N` (PROTOCOL.md § 7).
+async fn presence_page(node: &Node, scope: Scope, query: &HashMap<String, String>) -> ApiResult {
+    let limit = match query.get("limit") {
+        None => PRESENCE_PAGE_DEFAULT,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=PRESENCE_PAGE_MAX).contains(n))
+            .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid query").field("limit", "1 to 100"))?,
+    };
+    let after = query.get("after").map(String::as_str);
+    let page = node.presence.page(scope, after, limit).await.map_err(ApiError::unavailable)?;
+    let next_after = if page.more { page.users.last().map(|u| u.username.clone()) } else { None };
+    let users: Vec<Value> = page.users.iter().map(|u| json!({"id": u.id, "username": u.username})).collect();
+    Ok(Json(json!({ "online": page.online, "users": users, "next_after": next_after })).into_response())
+}
+
+/// `GET /api/presence/online?after=NAME&limit=N`: everyone online, a page at a time.
+pub(super) async fn online(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult {
     authenticate(&node, &headers).await?;
-    let users = node.presence.online().await.map_err(ApiError::unavailable)?;
-    Ok(Json(json!({ "users": users.iter().map(|u| json!({"id": u.id, "username": u.username})).collect::<Vec<_>>() }))
-        .into_response())
+    presence_page(&node, Scope::Online, &query).await
+}
+
+/// `GET /api/presence/rooms/{room}?after=NAME&limit=N`: who is online in a room.
+pub(super) async fn room_online(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult {
+    authenticate(&node, &headers).await?;
+    let room = node.rooms.by_name(&name).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such channel"))?;
+    presence_page(&node, Scope::Room(room.id), &query).await
+}
+
+/// `GET /api/presence/users?ids=1,2,3`: online state and last seen of up to 100 users.
+pub(super) async fn user_status(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult {
+    authenticate(&node, &headers).await?;
+    let invalid =
+        || ApiError::new(StatusCode::BAD_REQUEST, "invalid query").field("ids", "1 to 100 user ids, comma-separated");
+    let ids: Vec<u64> = query
+        .get("ids")
+        .ok_or_else(invalid)?
+        .split(',')
+        .map(|id| id.trim().parse::<u64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| invalid())?;
+    if !(1..=PRESENCE_PAGE_MAX).contains(&ids.len()) {
+        return Err(invalid());
+    }
+    let status = node.presence.status(&ids).await.map_err(ApiError::unavailable)?;
+    let users: Vec<Value> =
+        status.iter().map(|s| json!({"id": s.id, "online": s.online, "last_seen_ms": s.last_seen_ms})).collect();
+    Ok(Json(json!({ "users": users })).into_response())
 }
 
 /// `GET /api/transport`: where clients connect, and the certificate hash to pin for

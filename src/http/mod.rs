@@ -127,6 +127,8 @@ pub(crate) fn router(node: Arc<Node>) -> Router {
         .route("/api/channels", get(api::channels))
         .route("/api/channels/{name}/messages", get(api::history))
         .route("/api/presence/online", get(api::online))
+        .route("/api/presence/rooms/{name}", get(api::room_online))
+        .route("/api/presence/users", get(api::user_status))
         .route("/api/transport", get(api::transport))
         .route("/api/auth/ticket", post(api::ticket))
         .route("/ws", get(crate::transport::ws::upgrade))

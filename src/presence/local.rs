@@ -1,64 +1,201 @@
-//! In-process presence: a map of user → open connections.
+//! In-process presence: counts in memory, last-seen times written to the store.
 
-use super::{Presence, PresenceError};
-use crate::wire::{PresenceEvent, UserRef};
+use super::{Page, Presence, PresenceError, Scope, Status, Transition, unix_ms};
+use crate::store::Store;
+use crate::wire::UserRef;
 use async_trait::async_trait;
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-/// The single-node [`Presence`].
-#[derive(Default)]
+/// Connection counts per scope and user, with each scope's users ordered by username. The
+/// in-process presence is this; the Redis presence keeps one as its node's own share.
+#[derive(Debug, Default)]
+pub struct Counts {
+    inner: Mutex<CountsInner>,
+}
+
+#[derive(Debug, Default)]
+struct CountsInner {
+    counts: HashMap<(Scope, u64), usize>,
+    lists: HashMap<Scope, BTreeSet<(String, u64)>>,
+}
+
+impl Counts {
+    fn lock(&self) -> MutexGuard<'_, CountsInner> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Counts `user` in (`online`) or out of each scope; returns the transitions. Counting out
+    /// a user who is not counted changes nothing.
+    pub fn change(&self, user: &UserRef, scopes: &[Scope], online: bool) -> Vec<Transition> {
+        let mut inner = self.lock();
+        let mut transitions = Vec::new();
+        for &scope in scopes {
+            let key = (scope, user.id);
+            let count = inner.counts.get(&key).copied().unwrap_or(0);
+            let went = if online {
+                inner.counts.insert(key, count + 1);
+                count == 0
+            } else if count > 1 {
+                inner.counts.insert(key, count - 1);
+                false
+            } else {
+                inner.counts.remove(&key).is_some()
+            };
+            if went {
+                let list = inner.lists.entry(scope).or_default();
+                if online {
+                    list.insert((user.username.clone(), user.id));
+                } else {
+                    list.remove(&(user.username.clone(), user.id));
+                    if list.is_empty() {
+                        inner.lists.remove(&scope);
+                    }
+                }
+                transitions.push(Transition { scope, user: user.clone(), online });
+            }
+        }
+        transitions
+    }
+
+    /// Up to `limit` users of `scope` whose username sorts after `after`.
+    pub fn page(&self, scope: Scope, after: Option<&str>, limit: usize) -> Page {
+        let inner = self.lock();
+        let Some(list) = inner.lists.get(&scope) else {
+            return Page::default();
+        };
+        let start = after.map_or(Bound::Unbounded, |name| Bound::Excluded((name.to_owned(), u64::MAX)));
+        let mut users =
+            list.range((start, Bound::Unbounded)).map(|(username, id)| UserRef { id: *id, username: username.clone() });
+        let page: Vec<UserRef> = users.by_ref().take(limit).collect();
+        Page { online: list.len() as u64, more: users.next().is_some(), users: page }
+    }
+
+    /// Whether the user has a connection counted.
+    pub fn is_online(&self, id: u64) -> bool {
+        self.lock().counts.contains_key(&(Scope::Online, id))
+    }
+
+    /// Every count: `(scope, user, connections)`.
+    pub fn all(&self) -> Vec<(Scope, UserRef, usize)> {
+        let inner = self.lock();
+        let mut names = HashMap::new();
+        for list in inner.lists.values() {
+            for (username, id) in list {
+                names.entry(*id).or_insert_with(|| username.clone());
+            }
+        }
+        inner
+            .counts
+            .iter()
+            .map(|(&(scope, id), &n)| (scope, UserRef { id, username: names.get(&id).cloned().unwrap_or_default() }, n))
+            .collect()
+    }
+}
+
+/// The single-node [`Presence`]: counts in memory; last-seen times are queued and written to
+/// the store by the upkeep, once a second, so a disconnect never waits for a write.
 pub struct LocalPresence {
-    counts: Mutex<HashMap<u64, (UserRef, usize)>>,
+    counts: Counts,
+    store: Arc<dyn Store>,
+    /// Last-seen times not yet written.
+    unwritten: Mutex<HashMap<u64, u64>>,
 }
 
 impl LocalPresence {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (UserRef, usize)>> {
-        self.counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Presence whose last-seen times go to `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { counts: Counts::default(), store, unwritten: Mutex::new(HashMap::new()) }
     }
 
-    /// Counts a connection in; `true` when it is the user's first.
-    pub(crate) fn add(&self, user: &UserRef) -> bool {
-        let mut counts = self.lock();
-        let entry = counts.entry(user.id).or_insert_with(|| (user.clone(), 0));
-        entry.1 += 1;
-        entry.1 == 1
+    fn unwritten(&self) -> MutexGuard<'_, HashMap<u64, u64>> {
+        self.unwritten.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Counts a connection out; `true` when it was the user's last (an unknown one is ignored).
-    pub(crate) fn remove(&self, user: &UserRef) -> bool {
-        let mut counts = self.lock();
-        let Some(entry) = counts.get_mut(&user.id) else {
-            return false;
-        };
-        entry.1 -= 1;
-        if entry.1 == 0 {
-            counts.remove(&user.id);
-            return true;
+    async fn write_seen(&self) -> Result<(), PresenceError> {
+        let seen: Vec<(u64, u64)> = self.unwritten().iter().map(|(id, ms)| (*id, *ms)).collect();
+        if seen.is_empty() {
+            return Ok(());
         }
-        false
-    }
-
-    /// Every user counted, with the number of connections.
-    pub(crate) fn counts(&self) -> Vec<(UserRef, usize)> {
-        self.lock().values().cloned().collect()
+        self.store.record_seen(seen.clone()).await.map_err(|e| PresenceError(e.to_string()))?;
+        let mut unwritten = self.unwritten();
+        for (id, ms) in seen {
+            if unwritten.get(&id) == Some(&ms) {
+                unwritten.remove(&id);
+            }
+        }
+        Ok(())
     }
 }
 
 #[async_trait]
 impl Presence for LocalPresence {
-    async fn connect(&self, user: &UserRef) -> Result<Vec<PresenceEvent>, PresenceError> {
-        Ok(self.add(user).then(|| PresenceEvent { user: user.clone(), online: true }).into_iter().collect())
+    async fn enter(&self, user: &UserRef, scopes: &[Scope]) -> Result<Vec<Transition>, PresenceError> {
+        Ok(self.counts.change(user, scopes, true))
     }
 
-    async fn disconnect(&self, user: &UserRef) -> Result<Vec<PresenceEvent>, PresenceError> {
-        Ok(self.remove(user).then(|| PresenceEvent { user: user.clone(), online: false }).into_iter().collect())
+    async fn exit(&self, user: &UserRef, scopes: &[Scope]) -> Result<Vec<Transition>, PresenceError> {
+        let transitions = self.counts.change(user, scopes, false);
+        if transitions.iter().any(|t| t.scope == Scope::Online) {
+            self.unwritten().insert(user.id, unix_ms());
+        }
+        Ok(transitions)
     }
 
-    async fn online(&self) -> Result<Vec<UserRef>, PresenceError> {
-        let mut users: Vec<UserRef> = self.lock().values().map(|(u, _)| u.clone()).collect();
-        users.sort_by(|a, b| a.username.cmp(&b.username));
-        Ok(users)
+    async fn page(&self, scope: Scope, after: Option<&str>, limit: usize) -> Result<Page, PresenceError> {
+        Ok(self.counts.page(scope, after, limit))
+    }
+
+    async fn status(&self, ids: &[u64]) -> Result<Vec<Status>, PresenceError> {
+        let mut known: HashMap<u64, u64> = HashMap::new();
+        let mut ask = Vec::new();
+        {
+            let unwritten = self.unwritten();
+            for &id in ids {
+                match unwritten.get(&id) {
+                    Some(ms) => {
+                        known.insert(id, *ms);
+                    }
+                    None if !self.counts.is_online(id) => ask.push(id),
+                    None => {}
+                }
+            }
+        }
+        if !ask.is_empty() {
+            let stored = self.store.last_seen(&ask).await.map_err(|e| PresenceError(e.to_string()))?;
+            for (id, ms) in stored {
+                known.entry(id).or_insert(ms);
+            }
+        }
+        Ok(ids
+            .iter()
+            .map(|&id| {
+                let online = self.counts.is_online(id);
+                Status { id, online, last_seen_ms: if online { None } else { known.get(&id).copied() } }
+            })
+            .collect())
+    }
+
+    fn upkeep_every(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    async fn upkeep(&self) -> Result<Vec<Transition>, PresenceError> {
+        self.write_seen().await?;
+        Ok(Vec::new())
+    }
+
+    async fn leave(&self) -> Result<Vec<Transition>, PresenceError> {
+        let now = unix_ms();
+        for (scope, user, _) in self.counts.all() {
+            if scope == Scope::Online {
+                self.unwritten().insert(user.id, now);
+            }
+        }
+        self.write_seen().await?;
+        Ok(Vec::new())
     }
 }
 
@@ -66,18 +203,46 @@ impl Presence for LocalPresence {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn online_until_the_last_connection_closes() {
-        let p = LocalPresence::default();
-        let alice = UserRef { id: 1, username: "alice".into() };
-        let online = vec![PresenceEvent { user: alice.clone(), online: true }];
-        let offline = vec![PresenceEvent { user: alice.clone(), online: false }];
-        assert_eq!(p.connect(&alice).await.unwrap(), online);
-        assert!(p.connect(&alice).await.unwrap().is_empty());
-        assert_eq!(p.online().await.unwrap(), vec![alice.clone()]);
-        assert!(p.disconnect(&alice).await.unwrap().is_empty());
-        assert_eq!(p.disconnect(&alice).await.unwrap(), offline);
-        assert!(p.online().await.unwrap().is_empty());
-        assert!(p.disconnect(&alice).await.unwrap().is_empty(), "an unknown disconnect is ignored");
+    fn user(id: u64, name: &str) -> UserRef {
+        UserRef { id, username: name.into() }
+    }
+
+    #[test]
+    fn a_user_is_in_a_scope_until_the_last_connection_leaves_it() {
+        let counts = Counts::default();
+        let alice = user(1, "alice");
+        let room = Scope::Room(7);
+        let went = counts.change(&alice, &[Scope::Online, room], true);
+        assert_eq!(went.len(), 2);
+        assert!(counts.change(&alice, &[Scope::Online], true).is_empty(), "second tab");
+        assert!(counts.change(&alice, &[Scope::Online], false).is_empty());
+        assert!(counts.is_online(1));
+        let went = counts.change(&alice, &[room, Scope::Online], false);
+        assert_eq!(
+            went,
+            vec![
+                Transition { scope: room, user: alice.clone(), online: false },
+                Transition { scope: Scope::Online, user: alice.clone(), online: false },
+            ]
+        );
+        assert!(!counts.is_online(1));
+        assert!(counts.change(&alice, &[room], false).is_empty(), "an unknown exit changes nothing");
+        assert_eq!(counts.page(room, None, 10), Page::default());
+    }
+
+    #[test]
+    fn pages_follow_username_order_with_a_cursor() {
+        let counts = Counts::default();
+        for (id, name) in [(1, "carol"), (2, "Zoe"), (3, "alice"), (4, "bob")] {
+            counts.change(&user(id, name), &[Scope::Room(1)], true);
+        }
+        let first = counts.page(Scope::Room(1), None, 2);
+        assert_eq!(first.online, 4);
+        assert!(first.more);
+        assert_eq!(first.users, vec![user(2, "Zoe"), user(3, "alice")], "bytewise: Z before a");
+        let second = counts.page(Scope::Room(1), Some("alice"), 2);
+        assert_eq!(second.users, vec![user(4, "bob"), user(1, "carol")]);
+        assert!(!second.more);
+        assert!(counts.page(Scope::Room(1), Some("carol"), 2).users.is_empty());
     }
 }

@@ -1,29 +1,32 @@
 //! Presence counted in Redis across nodes, crash-safe (G5).
 //!
-//! Keys (one hash tag, so a Redis Cluster keeps them on one shard and the scripts stay atomic):
-//! - `{socketchat:presence}:count`: user id → connections on every node;
-//! - `{socketchat:presence}:name`: user id → username, while the count is positive;
-//! - `{socketchat:presence}:node:<instance>`: user id → connections on that node instance;
+//! Keys (one hash tag, so a Redis Cluster keeps them on one shard and the scripts stay atomic);
+//! a *field* is `<scope>:<user id>`, the scope being `*` (online) or a room id:
+//! - `{socketchat:presence}:count`: field → connections on every node;
+//! - `{socketchat:presence}:node:<instance>`: field → connections on that node instance;
+//! - `{socketchat:presence}:list:<scope>`: sorted set of the scope's users, all scored 0 so
+//!   they sort by member, `<username>\0<id>`: a page is one `ZRANGEBYLEX`;
+//! - `{socketchat:presence}:name`: user id → username, while the user is online;
 //! - `{socketchat:presence}:nodes`: sorted set of live instances, scored by their last
-//!   heartbeat (Redis server time, ms).
+//!   heartbeat (Redis server time, ms);
+//! - `{socketchat:presence}:seen`: sorted set of user id → when their last connection closed.
 //!
-//! Every change is one Lua script, so counts move atomically. An instance id is random per
-//! start, so a node that starts never touches counts another process holds, not even those of
-//! an earlier run of itself. Each node heartbeats every `timeout / 5` and reaps instances whose
-//! heartbeat is older than `timeout`: the reap script removes a dead instance's contributions
-//! and its entry in one step, so when several nodes reap at once exactly one of them does it
-//! (and announces who went offline).
+//! Every change is one Lua script, so counts, lists and last-seen times move together. An
+//! instance id is random per start, so a node that starts never touches counts another process
+//! holds, not even those of an earlier run of itself. Each node heartbeats every `timeout / 5`
+//! and reaps instances whose heartbeat is older than `timeout`: the reap script removes a dead
+//! instance's contributions and its entry in one step, so when several nodes reap at once
+//! exactly one of them does it (and announces the transitions).
 //!
-//! The node keeps its own counts in memory as well ([`LocalPresence`]). When Redis lost them
-//! (restart, or this node was reaped after a stall) or a call failed, the next upkeep writes
-//! them back with the `sync` script, which moves the totals by the difference only.
+//! The node keeps its own counts in memory as well ([`Counts`]). When Redis lost them (restart,
+//! or this node was reaped after a stall) or a call failed, the next upkeep writes them back
+//! with the `sync` script, which moves the totals by the difference only.
 
-use super::{LocalPresence, Presence, PresenceError};
+use super::{Counts, Page, Presence, PresenceError, Scope, Status, Transition};
 use crate::redis_client::RedisClient;
-use crate::wire::{PresenceEvent, UserRef};
+use crate::wire::UserRef;
 use async_trait::async_trait;
 use redis::Script;
-use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -31,41 +34,55 @@ use std::time::Duration;
 const COUNT: &str = "{socketchat:presence}:count";
 const NAME: &str = "{socketchat:presence}:name";
 const NODES: &str = "{socketchat:presence}:nodes";
+const SEEN: &str = "{socketchat:presence}:seen";
 const NODE_PREFIX: &str = "{socketchat:presence}:node:";
-
-/// The script returns this when the calling instance is not registered (reaped, or Redis lost
-/// its data): the node must write its counts back first.
-const UNREGISTERED: i64 = -2;
+const LIST_PREFIX: &str = "{socketchat:presence}:list:";
 
 const NOW_MS: &str =
     "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)";
 
-/// KEYS: count, name, node, nodes. ARGV: user id, username, instance. Returns the new total.
-static CONNECT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        "if not redis.call('ZSCORE', KEYS[4], ARGV[3]) then return -2 end
-         redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
-         redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-         return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)",
-    )
-});
+/// Lua helpers shared by the scripts: a field's scope and user id, a list member.
+const HELPERS: &str = r"
+local function split(field) local c = string.find(field, ':', 1, true) return string.sub(field, 1, c - 1), string.sub(field, c + 1) end
+local function member(name, id) return name .. '\0' .. id end";
 
-/// KEYS: count, name, node, nodes. ARGV: user id, instance. Returns the new total, -1 when this
-/// instance did not count the user (nothing changed).
-static DISCONNECT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        "if not redis.call('ZSCORE', KEYS[4], ARGV[2]) then return -2 end
-         local mine = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
-         if mine <= 0 then return -1 end
-         if mine == 1 then redis.call('HDEL', KEYS[3], ARGV[1]) else redis.call('HINCRBY', KEYS[3], ARGV[1], -1) end
-         local total = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
-         if total <= 0 then
-           redis.call('HDEL', KEYS[1], ARGV[1])
-           redis.call('HDEL', KEYS[2], ARGV[1])
-           return 0
+/// KEYS: count, name, node, nodes, seen. ARGV: instance, `1` (in) or `-1` (out), user id,
+/// username, list prefix, scopes…. Returns the scopes that transitioned, or nil when the
+/// instance is not registered (nothing changed; the node must write its counts back first).
+static CHANGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{NOW_MS} {HELPERS}
+         if not redis.call('ZSCORE', KEYS[4], ARGV[1]) then return false end
+         local id, name, prefix = ARGV[3], ARGV[4], ARGV[5]
+         local went = {{}}
+         for i = 6, #ARGV do
+           local scope = ARGV[i]
+           local field = scope .. ':' .. id
+           if ARGV[2] == '1' then
+             redis.call('HINCRBY', KEYS[3], field, 1)
+             if redis.call('HINCRBY', KEYS[1], field, 1) == 1 then
+               redis.call('ZADD', prefix .. scope, 0, member(name, id))
+               table.insert(went, scope)
+             end
+             if scope == '*' then redis.call('HSET', KEYS[2], id, name) end
+           else
+             local mine = tonumber(redis.call('HGET', KEYS[3], field) or '0')
+             if mine > 0 then
+               if mine == 1 then redis.call('HDEL', KEYS[3], field) else redis.call('HINCRBY', KEYS[3], field, -1) end
+               if redis.call('HINCRBY', KEYS[1], field, -1) <= 0 then
+                 redis.call('HDEL', KEYS[1], field)
+                 redis.call('ZREM', prefix .. scope, member(name, id))
+                 table.insert(went, scope)
+                 if scope == '*' then
+                   redis.call('HDEL', KEYS[2], id)
+                   redis.call('ZADD', KEYS[5], 'GT', now, id)
+                 end
+               end
+             end
+           end
          end
-         return total",
-    )
+         return went"
+    ))
 });
 
 /// KEYS: nodes. ARGV: instance. Refreshes the heartbeat; 0 when the instance is not registered.
@@ -78,58 +95,85 @@ static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
     ))
 });
 
-/// KEYS: count, name, node, nodes. ARGV: instance, register (1/0), then (user id, connections,
-/// username) triples: this instance's counts replace what Redis holds for it; totals move by
-/// the difference. Returns `{went online ids, went offline ids}`.
+/// KEYS: count, name, node, nodes, seen. ARGV: instance, register (1/0), list prefix, then
+/// (field, connections, username) triples: this instance's counts replace what Redis holds for
+/// it; totals move by the difference. Returns `{went in, went out}`, each a flat list of
+/// field, username pairs.
 static SYNC: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{NOW_MS}
+        r"{NOW_MS} {HELPERS}
+         local prefix = ARGV[3]
          local old = {{}}
          local flat = redis.call('HGETALL', KEYS[3])
          for i = 1, #flat, 2 do old[flat[i]] = tonumber(flat[i + 1]) end
          local new = {{}}
-         for i = 3, #ARGV, 3 do new[ARGV[i]] = {{tonumber(ARGV[i + 1]), ARGV[i + 2]}} end
-         for id, _ in pairs(old) do if new[id] == nil then new[id] = {{0, false}} end end
+         for i = 4, #ARGV, 3 do new[ARGV[i]] = {{tonumber(ARGV[i + 1]), ARGV[i + 2]}} end
+         for field, _ in pairs(old) do
+           if new[field] == nil then
+             local _, id = split(field)
+             new[field] = {{0, redis.call('HGET', KEYS[2], id) or ''}}
+           end
+         end
          redis.call('DEL', KEYS[3])
          local on, off = {{}}, {{}}
-         for id, v in pairs(new) do
-           local delta = v[1] - (old[id] or 0)
-           local before = tonumber(redis.call('HGET', KEYS[1], id) or '0')
-           local after = before + delta
+         for field, v in pairs(new) do
+           local scope, id = split(field)
+           local before = tonumber(redis.call('HGET', KEYS[1], field) or '0')
+           local after = before + v[1] - (old[field] or 0)
            if after <= 0 then
-             redis.call('HDEL', KEYS[1], id)
-             redis.call('HDEL', KEYS[2], id)
-             if before > 0 then table.insert(off, id) end
+             redis.call('HDEL', KEYS[1], field)
+             if before > 0 then
+               redis.call('ZREM', prefix .. scope, member(v[2], id))
+               if scope == '*' then
+                 redis.call('HDEL', KEYS[2], id)
+                 redis.call('ZADD', KEYS[5], 'GT', now, id)
+               end
+               table.insert(off, field) table.insert(off, v[2])
+             end
            else
-             redis.call('HSET', KEYS[1], id, after)
-             if v[2] then redis.call('HSET', KEYS[2], id, v[2]) end
-             if before <= 0 then table.insert(on, id) end
+             redis.call('HSET', KEYS[1], field, after)
+             if scope == '*' then redis.call('HSET', KEYS[2], id, v[2]) end
+             if before <= 0 then
+               redis.call('ZADD', prefix .. scope, 0, member(v[2], id))
+               table.insert(on, field) table.insert(on, v[2])
+             end
            end
-           if v[1] > 0 then redis.call('HSET', KEYS[3], id, v[1]) end
+           if v[1] > 0 then redis.call('HSET', KEYS[3], field, v[1]) end
          end
          if ARGV[2] == '1' then redis.call('ZADD', KEYS[4], now, ARGV[1]) else redis.call('ZREM', KEYS[4], ARGV[1]) end
          return {{on, off}}"
     ))
 });
 
-/// KEYS: count, name, nodes. ARGV: timeout ms, node key prefix. Removes every instance whose
-/// heartbeat is older than the timeout; returns `{id, username, …}` of users who went offline.
+/// KEYS: count, name, nodes, seen. ARGV: timeout ms, node key prefix, list prefix. Removes
+/// every instance whose heartbeat is older than the timeout; its users who went out of a scope
+/// are returned as a flat list of field, username pairs. Users who went offline are last seen
+/// at the dead instance's last heartbeat.
 static REAP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        "{NOW_MS}
-         local dead = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[1]))
+        r"{NOW_MS} {HELPERS}
+         local dead = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[1]), 'WITHSCORES')
          local off = {{}}
-         for _, instance in ipairs(dead) do
+         for d = 1, #dead, 2 do
+           local instance, beat = dead[d], dead[d + 1]
            local key = ARGV[2] .. instance
            local flat = redis.call('HGETALL', key)
+           local names = {{}}
            for i = 1, #flat, 2 do
-             local total = redis.call('HINCRBY', KEYS[1], flat[i], -tonumber(flat[i + 1]))
-             if total <= 0 then
-               local name = redis.call('HGET', KEYS[2], flat[i])
-               redis.call('HDEL', KEYS[1], flat[i])
-               redis.call('HDEL', KEYS[2], flat[i])
-               table.insert(off, flat[i])
-               table.insert(off, name or '')
+             local _, id = split(flat[i])
+             if names[id] == nil then names[id] = redis.call('HGET', KEYS[2], id) or '' end
+           end
+           for i = 1, #flat, 2 do
+             local field = flat[i]
+             local scope, id = split(field)
+             if redis.call('HINCRBY', KEYS[1], field, -tonumber(flat[i + 1])) <= 0 then
+               redis.call('HDEL', KEYS[1], field)
+               redis.call('ZREM', ARGV[3] .. scope, member(names[id], id))
+               if scope == '*' then
+                 redis.call('HDEL', KEYS[2], id)
+                 redis.call('ZADD', KEYS[4], 'GT', beat, id)
+               end
+               table.insert(off, field) table.insert(off, names[id])
              end
            end
            redis.call('DEL', key)
@@ -145,7 +189,7 @@ pub struct RedisPresence {
     instance: String,
     node_key: String,
     timeout: Duration,
-    mine: LocalPresence,
+    mine: Counts,
     /// A write failed or Redis lost this node's counts: the next upkeep writes them back.
     dirty: AtomicBool,
 }
@@ -154,50 +198,72 @@ fn err(e: redis::RedisError) -> PresenceError {
     PresenceError(e.to_string())
 }
 
+/// Transitions from a flat list of field, username pairs.
+fn transitions(flat: &[String], online: bool) -> Vec<Transition> {
+    flat.chunks(2)
+        .filter_map(|pair| {
+            let [field, username] = pair else { return None };
+            let (scope, id) = field.split_once(':')?;
+            Some(Transition {
+                scope: Scope::parse(scope)?,
+                user: UserRef { id: id.parse().ok()?, username: username.clone() },
+                online,
+            })
+        })
+        .collect()
+}
+
+/// A list member's user: `<username>\0<id>`.
+fn list_member(member: &str) -> Option<UserRef> {
+    let (username, id) = member.split_once('\0')?;
+    Some(UserRef { id: id.parse().ok()?, username: username.to_owned() })
+}
+
 impl RedisPresence {
     /// Presence for one node instance; nodes silent for `timeout` are reaped.
     pub fn new(conn: RedisClient, node_id: &str, timeout: Duration) -> Self {
         let instance = format!("{node_id}-{}", hex::encode(rand::random::<[u8; 6]>()));
         let node_key = format!("{NODE_PREFIX}{instance}");
-        Self { conn, instance, node_key, timeout, mine: LocalPresence::default(), dirty: AtomicBool::new(true) }
+        Self { conn, instance, node_key, timeout, mine: Counts::default(), dirty: AtomicBool::new(true) }
     }
 
     /// Writes this node's counts to Redis (registering it, or removing it when `register` is
     /// false); returns the transitions.
-    async fn sync(&self, register: bool) -> Result<Vec<PresenceEvent>, PresenceError> {
-        let counts = self.mine.counts();
+    async fn sync(&self, register: bool) -> Result<Vec<Transition>, PresenceError> {
         let mut invocation = SYNC.key(COUNT);
-        invocation.key(NAME).key(&self.node_key).key(NODES).arg(&self.instance).arg(if register { 1 } else { 0 });
-        let mut names = HashMap::new();
-        for (user, n) in &counts {
-            if register {
-                invocation.arg(user.id).arg(*n).arg(&user.username);
+        invocation.key(NAME).key(&self.node_key).key(NODES).key(SEEN);
+        invocation.arg(&self.instance).arg(if register { 1 } else { 0 }).arg(LIST_PREFIX);
+        if register {
+            for (scope, user, n) in self.mine.all() {
+                invocation.arg(format!("{}:{}", scope.key(), user.id)).arg(n).arg(&user.username);
             }
-            names.insert(user.id.to_string(), user.clone());
         }
         let (on, off): (Vec<String>, Vec<String>) =
             invocation.invoke_async(&mut self.conn.clone()).await.map_err(err)?;
         self.dirty.store(false, Ordering::Relaxed);
-        let mut events = Vec::new();
-        for (ids, online) in [(on, true), (off, false)] {
-            for id in ids {
-                let user = names
-                    .get(&id)
-                    .cloned()
-                    .unwrap_or_else(|| UserRef { id: id.parse().unwrap_or(0), username: String::new() });
-                events.push(PresenceEvent { user, online });
-            }
-        }
-        Ok(events)
+        let mut went = transitions(&on, true);
+        went.extend(transitions(&off, false));
+        Ok(went)
     }
 
-    /// The new total a change script returned, or `None` when this node was not registered
-    /// (its counts must be written back first). A failed call marks the counts for the next
-    /// upkeep.
-    fn registered(&self, result: redis::RedisResult<i64>) -> Result<Option<i64>, PresenceError> {
+    /// Counts `user` in or out of `scopes` in Redis after the node's own share changed.
+    async fn change(&self, user: &UserRef, scopes: &[Scope], online: bool) -> Result<Vec<Transition>, PresenceError> {
+        self.mine.change(user, scopes, online);
+        let mut invocation = CHANGE.key(COUNT);
+        invocation.key(NAME).key(&self.node_key).key(NODES).key(SEEN);
+        invocation.arg(&self.instance).arg(if online { 1 } else { -1 }).arg(user.id).arg(&user.username);
+        invocation.arg(LIST_PREFIX);
+        for scope in scopes {
+            invocation.arg(scope.key());
+        }
+        let result: redis::RedisResult<Option<Vec<String>>> = invocation.invoke_async(&mut self.conn.clone()).await;
         match result {
-            Ok(UNREGISTERED) => Ok(None),
-            Ok(total) => Ok(Some(total)),
+            Ok(Some(scopes)) => Ok(scopes
+                .iter()
+                .filter_map(|key| Scope::parse(key))
+                .map(|scope| Transition { scope, user: user.clone(), online })
+                .collect()),
+            Ok(None) => self.sync(true).await,
             Err(e) => {
                 self.dirty.store(true, Ordering::Relaxed);
                 Err(err(e))
@@ -208,60 +274,69 @@ impl RedisPresence {
 
 #[async_trait]
 impl Presence for RedisPresence {
-    async fn connect(&self, user: &UserRef) -> Result<Vec<PresenceEvent>, PresenceError> {
-        self.mine.add(user);
-        let result = CONNECT
-            .key(COUNT)
-            .key(NAME)
-            .key(&self.node_key)
-            .key(NODES)
-            .arg(user.id)
-            .arg(&user.username)
-            .arg(&self.instance)
-            .invoke_async(&mut self.conn.clone())
-            .await;
-        match self.registered(result)? {
-            Some(total) => {
-                Ok(if total == 1 { vec![PresenceEvent { user: user.clone(), online: true }] } else { vec![] })
-            }
-            None => self.sync(true).await,
+    async fn enter(&self, user: &UserRef, scopes: &[Scope]) -> Result<Vec<Transition>, PresenceError> {
+        self.change(user, scopes, true).await
+    }
+
+    async fn exit(&self, user: &UserRef, scopes: &[Scope]) -> Result<Vec<Transition>, PresenceError> {
+        self.change(user, scopes, false).await
+    }
+
+    async fn page(&self, scope: Scope, after: Option<&str>, limit: usize) -> Result<Page, PresenceError> {
+        let key = format!("{LIST_PREFIX}{}", scope.key());
+        // Members are `<username>\0<id>`: everything of `after` sorts below `<after>\x01`.
+        let start = after.map_or_else(|| "-".to_owned(), |name| format!("({name}\x01"));
+        let (online, members): (u64, Vec<String>) = redis::pipe()
+            .cmd("ZCARD")
+            .arg(&key)
+            .cmd("ZRANGEBYLEX")
+            .arg(&key)
+            .arg(start)
+            .arg("+")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit + 1)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(err)?;
+        let mut users: Vec<UserRef> = members.iter().filter_map(|m| list_member(m)).collect();
+        let more = users.len() > limit;
+        users.truncate(limit);
+        Ok(Page { online, users, more })
+    }
+
+    async fn status(&self, ids: &[u64]) -> Result<Vec<Status>, PresenceError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
+        let fields: Vec<String> = ids.iter().map(|id| format!("*:{id}")).collect();
+        let (counts, seen): (Vec<Option<u64>>, Vec<Option<f64>>) = redis::pipe()
+            .cmd("HMGET")
+            .arg(COUNT)
+            .arg(&fields)
+            .cmd("ZMSCORE")
+            .arg(SEEN)
+            .arg(ids)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(err)?;
+        Ok(ids
+            .iter()
+            .zip(counts.iter().zip(&seen))
+            .map(|(&id, (count, seen))| {
+                let online = count.is_some_and(|n| n > 0);
+                Status { id, online, last_seen_ms: if online { None } else { seen.map(|ms| ms as u64) } }
+            })
+            .collect())
     }
 
-    async fn disconnect(&self, user: &UserRef) -> Result<Vec<PresenceEvent>, PresenceError> {
-        self.mine.remove(user);
-        let result = DISCONNECT
-            .key(COUNT)
-            .key(NAME)
-            .key(&self.node_key)
-            .key(NODES)
-            .arg(user.id)
-            .arg(&self.instance)
-            .invoke_async(&mut self.conn.clone())
-            .await;
-        match self.registered(result)? {
-            Some(0) => Ok(vec![PresenceEvent { user: user.clone(), online: false }]),
-            Some(_) => Ok(vec![]),
-            None => self.sync(true).await,
-        }
-    }
-
-    async fn online(&self) -> Result<Vec<UserRef>, PresenceError> {
-        let names: HashMap<String, String> =
-            redis::cmd("HGETALL").arg(NAME).query_async(&mut self.conn.clone()).await.map_err(err)?;
-        let mut users: Vec<UserRef> =
-            names.into_iter().filter_map(|(id, username)| Some(UserRef { id: id.parse().ok()?, username })).collect();
-        users.sort_by(|a, b| a.username.cmp(&b.username).then(a.id.cmp(&b.id)));
-        Ok(users)
-    }
-
-    fn upkeep_every(&self) -> Option<Duration> {
-        Some(self.timeout / 5)
+    fn upkeep_every(&self) -> Duration {
+        self.timeout / 5
     }
 
     /// Heartbeat (writing the counts back when needed), then reap dead instances.
-    async fn upkeep(&self) -> Result<Vec<PresenceEvent>, PresenceError> {
-        let mut events = Vec::new();
+    async fn upkeep(&self) -> Result<Vec<Transition>, PresenceError> {
+        let mut went = Vec::new();
         let alive: i64 =
             HEARTBEAT.key(NODES).arg(&self.instance).invoke_async(&mut self.conn.clone()).await.map_err(|e| {
                 self.dirty.store(true, Ordering::Relaxed);
@@ -271,31 +346,29 @@ impl Presence for RedisPresence {
             if alive == 0 {
                 tracing::warn!(instance = %self.instance, "presence: this node was not registered; writing its counts back");
             }
-            events.extend(self.sync(true).await?);
+            went.extend(self.sync(true).await?);
         }
         let reaped: Vec<String> = REAP
             .key(COUNT)
             .key(NAME)
             .key(NODES)
+            .key(SEEN)
             .arg(self.timeout.as_millis() as u64)
             .arg(NODE_PREFIX)
+            .arg(LIST_PREFIX)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(err)?;
-        for pair in reaped.chunks(2) {
-            if let [id, username] = pair
-                && let Ok(id) = id.parse()
-            {
-                events.push(PresenceEvent { user: UserRef { id, username: username.clone() }, online: false });
-            }
-        }
+        let reaped = transitions(&reaped, false);
         if !reaped.is_empty() {
-            tracing::info!(users_offline = reaped.len() / 2, "presence: reaped a dead node");
+            let users = reaped.iter().filter(|t| t.scope == Scope::Online).count();
+            tracing::info!(users_offline = users, "presence: reaped a dead node");
         }
-        Ok(events)
+        went.extend(reaped);
+        Ok(went)
     }
 
-    async fn leave(&self) -> Result<Vec<PresenceEvent>, PresenceError> {
+    async fn leave(&self) -> Result<Vec<Transition>, PresenceError> {
         self.sync(false).await
     }
 }

@@ -22,8 +22,6 @@ pub enum Action {
     Send(ServerFrame),
     /// Send these already encoded bytes (a live event).
     Forward(Bytes),
-    /// Send `Online` with the current presence snapshot.
-    SendOnline,
     /// Make the connection a member of the room, then read the head and the messages
     /// `replay_range(after_seq, head)` and report them with `handle_joined`.
     Join {
@@ -258,7 +256,6 @@ impl Session {
                 send_burst: u16::try_from(self.send_burst).unwrap_or(u16::MAX),
             },
         })));
-        self.out.push_back(Action::SendOnline);
     }
 
     /// Resolves a room name, replying `UnknownRoom`/`BadRequest` when it does not resolve.
@@ -376,8 +373,15 @@ impl Session {
         self.out.push_back(Action::PublishTyping { room_id, frame });
     }
 
-    /// The store answered a join: the room's head and the replayed messages (ascending).
-    pub fn handle_joined(&mut self, room_id: u64, head_seq: u64, replay: Vec<StoredMessage>) {
+    /// The store answered a join: the room's head and the replayed messages (ascending), and
+    /// who is online in the room (sent once the room is live).
+    pub fn handle_joined(
+        &mut self,
+        room_id: u64,
+        head_seq: u64,
+        replay: Vec<StoredMessage>,
+        presence: Option<RoomPresence>,
+    ) {
         let Some(membership) = self.joined.get_mut(&room_id) else {
             return;
         };
@@ -399,6 +403,9 @@ impl Session {
             }
         }
         self.joined.insert(room_id, Membership::Live { last_seq });
+        if let Some(presence) = presence {
+            self.out.push_back(Action::Send(ServerFrame::RoomPresence(presence)));
+        }
     }
 
     /// A join could not be completed (store unavailable): the membership is dropped.

@@ -29,7 +29,7 @@ fn drain(s: &mut Session) -> Vec<Action> {
 
 fn greeted(now: Instant) -> Session {
     let mut s = session(now);
-    s.handle_frame(now, ClientFrame::Hello(Hello { version: 1, client: "test".into() }));
+    s.handle_frame(now, ClientFrame::Hello(Hello { version: PROTOCOL_VERSION, client: "test".into() }));
     drain(&mut s);
     s
 }
@@ -69,7 +69,7 @@ fn join(s: &mut Session, now: Instant, room: &str, after_seq: Option<u64>) -> Ve
 }
 
 #[test]
-fn hello_must_come_first_and_gets_welcome_then_online() {
+fn hello_must_come_first_and_gets_welcome_only() {
     let now = Instant::now();
     let mut s = session(now);
     s.handle_frame(now, ClientFrame::Ping(Ping { nonce: 1 }));
@@ -77,27 +77,35 @@ fn hello_must_come_first_and_gets_welcome_then_online() {
     assert!(s.is_closed());
 
     let mut s = session(now);
-    s.handle_frame(now, ClientFrame::Hello(Hello { version: 1, client: "t".into() }));
+    s.handle_frame(now, ClientFrame::Hello(Hello { version: PROTOCOL_VERSION, client: "t".into() }));
     let actions = drain(&mut s);
-    assert!(matches!(&actions[0], Action::Send(ServerFrame::Welcome(w)) if w.user == alice() && w.connection_id == 99));
-    assert_eq!(actions[1], Action::SendOnline);
-    s.handle_frame(now, ClientFrame::Hello(Hello { version: 1, client: "t".into() }));
+    assert!(
+        matches!(actions.as_slice(), [Action::Send(ServerFrame::Welcome(w))] if w.user == alice() && w.connection_id == 99 && w.version == 2),
+        "no list of everyone online in v2: {actions:?}"
+    );
+    s.handle_frame(now, ClientFrame::Hello(Hello { version: PROTOCOL_VERSION, client: "t".into() }));
     assert_eq!(error_code(&drain(&mut s)[0]), Some(ErrorCode::AlreadyGreeted.code()));
 }
 
 #[test]
-fn unsupported_version_is_terminal() {
-    let now = Instant::now();
-    let mut s = session(now);
-    s.handle_frame(now, ClientFrame::Hello(Hello { version: 2, client: "t".into() }));
-    assert!(matches!(drain(&mut s).as_slice(), [Action::Close(CloseCode::UnsupportedVersion, _)]));
+fn unsupported_version_is_terminal_and_names_the_version_spoken() {
+    for version in [1, 3] {
+        let now = Instant::now();
+        let mut s = session(now);
+        s.handle_frame(now, ClientFrame::Hello(Hello { version, client: "t".into() }));
+        let actions = drain(&mut s);
+        let [Action::Close(CloseCode::UnsupportedVersion, reason)] = actions.as_slice() else {
+            panic!("version {version}: {actions:?}");
+        };
+        assert_eq!(reason, &format!("protocol version {version} is not supported; this server speaks 2"));
+    }
 }
 
 #[test]
 fn frames_right_after_hello_are_all_handled_in_order() {
     let now = Instant::now();
     let mut s = session(now);
-    s.handle_frame(now, ClientFrame::Hello(Hello { version: 1, client: "t".into() }));
+    s.handle_frame(now, ClientFrame::Hello(Hello { version: PROTOCOL_VERSION, client: "t".into() }));
     s.handle_frame(now, ClientFrame::Join(Join { room: "general".into(), after_seq: None }));
     for i in 0..20u8 {
         s.handle_frame(
@@ -134,12 +142,14 @@ fn join_replays_then_releases_held_live_events_without_duplicates() {
     s.handle_event(live(4));
     s.handle_event(live(5));
     assert!(drain(&mut s).is_empty(), "held until the replay is sent");
-    s.handle_joined(1, 3, vec![stored(2), stored(3)]);
+    let presence = RoomPresence { room: "general".into(), online: 1, users: vec![alice()] };
+    s.handle_joined(1, 3, vec![stored(2), stored(3)], Some(presence.clone()));
     let actions = drain(&mut s);
     assert!(matches!(&actions[0], Action::Send(ServerFrame::Joined(j)) if j.head_seq == 3 && j.replay_from == 2));
     assert!(matches!(&actions[1], Action::Send(ServerFrame::Message(m)) if m.seq == 2));
     assert!(matches!(&actions[2], Action::Send(ServerFrame::Message(m)) if m.seq == 3));
-    assert_eq!(actions[3..], [Action::Forward(Bytes::from(vec![4])), Action::Forward(Bytes::from(vec![5]))]);
+    assert_eq!(actions[3..5], [Action::Forward(Bytes::from(vec![4])), Action::Forward(Bytes::from(vec![5]))]);
+    assert_eq!(actions[5..], [Action::Send(ServerFrame::RoomPresence(presence))], "presence once the room is live");
     s.handle_event(live(5));
     s.handle_event(live(6));
     assert_eq!(drain(&mut s), vec![Action::Forward(Bytes::from(vec![6]))], "seq 5 is not sent twice");

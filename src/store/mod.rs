@@ -122,4 +122,8 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_token(&self, jti: &str, expires_at: u64) -> StoreResult<()>;
     /// Whether a token id was revoked.
     async fn is_revoked(&self, jti: &str) -> StoreResult<bool>;
+    /// Records when users were last seen, `(user id, Unix ms)`; a time never moves back.
+    async fn record_seen(&self, seen: Vec<(u64, u64)>) -> StoreResult<()>;
+    /// When these users were last seen; users never seen (or unknown) are left out.
+    async fn last_seen(&self, ids: &[u64]) -> StoreResult<Vec<(u64, u64)>>;
 }

@@ -21,6 +21,7 @@ use tokio_postgres::types::ToSql;
 const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
     (2, "append_function", include_str!("../../migrations/postgres/0002_append_function.sql")),
+    (3, "last_seen", include_str!("../../migrations/postgres/0003_last_seen.sql")),
 ];
 
 /// The send path: see `migrations/postgres/0002_append_function.sql`.
@@ -272,6 +273,25 @@ impl Store for PostgresStore {
 
     async fn is_revoked(&self, jti: &str) -> StoreResult<bool> {
         Ok(!self.query("SELECT 1 FROM revoked_tokens WHERE jti = $1", &[&jti]).await?.is_empty())
+    }
+
+    async fn record_seen(&self, seen: Vec<(u64, u64)>) -> StoreResult<()> {
+        let (ids, times): (Vec<i64>, Vec<i64>) = seen.iter().map(|(id, ms)| (big(*id), big(*ms))).unzip();
+        self.query(
+            "UPDATE users u SET last_seen_ms = GREATEST(u.last_seen_ms, v.ms)
+             FROM unnest($1::bigint[], $2::bigint[]) AS v(id, ms) WHERE u.id = v.id",
+            &[&ids, &times],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn last_seen(&self, ids: &[u64]) -> StoreResult<Vec<(u64, u64)>> {
+        let ids: Vec<i64> = ids.iter().map(|id| big(*id)).collect();
+        let rows = self
+            .query("SELECT id, last_seen_ms FROM users WHERE id = ANY($1) AND last_seen_ms IS NOT NULL", &[&ids])
+            .await?;
+        Ok(rows.iter().map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64)).collect())
     }
 }
 

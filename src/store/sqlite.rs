@@ -9,7 +9,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../migrations/sqlite/0002_last_seen.sql"),
+];
 
 /// SQLite-backed [`Store`].
 #[derive(Clone)]
@@ -274,5 +277,37 @@ impl Store for SqliteStore {
         let jti = jti.to_owned();
         self.read(move |c| Ok(c.prepare_cached("SELECT 1 FROM revoked_tokens WHERE jti = ?1")?.exists(params![jti])?))
             .await
+    }
+
+    async fn record_seen(&self, seen: Vec<(u64, u64)>) -> StoreResult<()> {
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "UPDATE users SET last_seen_ms = max(coalesce(last_seen_ms, 0), ?2) WHERE id = ?1",
+                )?;
+                for (id, ms) in seen {
+                    stmt.execute(params![id, ms])?;
+                }
+            }
+            Ok(tx.commit()?)
+        })
+        .await
+    }
+
+    async fn last_seen(&self, ids: &[u64]) -> StoreResult<Vec<(u64, u64)>> {
+        let ids = ids.to_vec();
+        self.read(move |c| {
+            let mut stmt =
+                c.prepare_cached("SELECT last_seen_ms FROM users WHERE id = ?1 AND last_seen_ms IS NOT NULL")?;
+            let mut seen = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(ms) = stmt.query_row(params![id], |r| r.get(0)).optional()? {
+                    seen.push((id, ms));
+                }
+            }
+            Ok(seen)
+        })
+        .await
     }
 }

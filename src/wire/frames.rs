@@ -1,4 +1,4 @@
-//! Every frame of protocol v1. Field order is wire order, variant order is the discriminant:
+//! Every frame of protocol v2. Field order is wire order, variant order is the discriminant:
 //! never reorder, only append (PROTOCOL.md § Frames).
 
 use serde::{Deserialize, Serialize};
@@ -32,8 +32,8 @@ pub enum ClientFrame {
 pub enum ServerFrame {
     /// 0: answer to `Hello`.
     Welcome(Welcome),
-    /// 1: who is online right now (sent once after `Welcome`).
-    Online(Online),
+    /// 1: retired (v1's `Online`, the list of everyone online); never sent in v2.
+    RetiredOnline,
     /// 2: a join (or switch) took effect; replayed messages follow.
     Joined(Joined),
     /// 3: a leave took effect (also sent for each room a `Switch` left).
@@ -46,20 +46,22 @@ pub enum ServerFrame {
     History(HistoryPage),
     /// 7: someone in a joined room started or stopped typing.
     Typing(TypingEvent),
-    /// 8: a user came online or went offline.
-    Presence(PresenceEvent),
+    /// 8: retired (v1's `Presence`, every user's arrival and departure); never sent in v2.
+    RetiredPresence,
     /// 9: answer to `Ping`.
     Pong(Ping),
     /// 10: a request failed; the connection stays open.
     Error(ErrorFrame),
     /// 11: the server is about to close the connection, and why.
     GoAway(GoAway),
+    /// 12: who is online in a joined room: a count and the first page (v2).
+    RoomPresence(RoomPresence),
 }
 
 /// Opens a connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
-    /// Protocol version the client speaks (1).
+    /// Protocol version the client speaks (2). `Hello`'s layout is the same in every version.
     pub version: u32,
     /// Free-form client name and version, at most 64 bytes, for logs.
     pub client: String,
@@ -162,10 +164,14 @@ pub struct Welcome {
     pub limits: Limits,
 }
 
-/// Everyone online.
+/// Who is online in a room: a full replacement of what the client showed, never a delta.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Online {
-    /// Users with at least one live connection.
+pub struct RoomPresence {
+    /// Room name.
+    pub room: String,
+    /// Distinct users with at least one connection joined to the room, on any node.
+    pub online: u32,
+    /// The first `ROOM_PRESENCE_PAGE` of them by username (bytewise ascending).
     pub users: Vec<UserRef>,
 }
 
@@ -244,15 +250,6 @@ pub struct TypingEvent {
     pub user: UserRef,
     /// Started (`true`) or stopped (`false`).
     pub active: bool,
-}
-
-/// A user's online state changed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PresenceEvent {
-    /// Who.
-    pub user: UserRef,
-    /// `true`: first connection opened; `false`: last connection closed.
-    pub online: bool,
 }
 
 /// A request failed.

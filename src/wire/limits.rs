@@ -1,7 +1,7 @@
-//! Numeric limits of protocol v1 (PROTOCOL.md § Limits). Clients learn them from `Welcome`.
+//! Numeric limits of protocol v2 (PROTOCOL.md § Limits). Clients learn them from `Welcome`.
 
 /// Protocol version this server speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Largest frame a client may send, in bytes (after framing is removed).
 pub const MAX_CLIENT_FRAME: usize = 16 * 1024;
 /// Largest frame the server sends (a full history page of maximum-length messages fits).
@@ -35,3 +35,13 @@ pub const IDLE_TIMEOUT_MS: u32 = 75_000;
 pub const HEARTBEAT_MS: u32 = 25_000;
 /// Live events queued for one connection before it counts as a slow consumer.
 pub const OUTBOUND_QUEUE: usize = 1024;
+/// Longest username, in bytes (registration refuses longer ones).
+pub const MAX_USERNAME_BYTES: usize = 32;
+/// Users listed in one `RoomPresence` frame (the first page by username).
+pub const ROOM_PRESENCE_PAGE: usize = 50;
+/// Least time between two `RoomPresence` frames of one room: changes in between are coalesced.
+pub const ROOM_PRESENCE_INTERVAL_MS: u32 = 500;
+/// Largest `RoomPresence` frame: variant, a 64-byte room name, the count, and a full page of
+/// users with the largest ids and longest names (PROTOCOL.md § 5).
+pub const MAX_ROOM_PRESENCE_FRAME: usize =
+    1 + (1 + MAX_ROOM_NAME_BYTES) + 5 + 1 + ROOM_PRESENCE_PAGE * (10 + 1 + MAX_USERNAME_BYTES);

@@ -23,17 +23,18 @@ fn client_kind(frame: &ClientFrame) -> &'static str {
 fn server_kind(frame: &ServerFrame) -> &'static str {
     match frame {
         ServerFrame::Welcome(_) => "Welcome",
-        ServerFrame::Online(_) => "Online",
+        ServerFrame::RetiredOnline => "RetiredOnline",
         ServerFrame::Joined(_) => "Joined",
         ServerFrame::Left(_) => "Left",
         ServerFrame::Ack(_) => "Ack",
         ServerFrame::Message(_) => "Message",
         ServerFrame::History(_) => "History",
         ServerFrame::Typing(_) => "Typing",
-        ServerFrame::Presence(_) => "Presence",
+        ServerFrame::RetiredPresence => "RetiredPresence",
         ServerFrame::Pong(_) => "Pong",
         ServerFrame::Error(_) => "Error",
         ServerFrame::GoAway(_) => "GoAway",
+        ServerFrame::RoomPresence(_) => "RoomPresence",
     }
 }
 
@@ -66,5 +67,18 @@ fn codec_matches_every_vector_and_every_frame_type_has_one() {
         }
     }
     assert_eq!(client.len(), 8, "client frame types with vectors: {client:?}");
-    assert_eq!(server.len(), 12, "server frame types with vectors: {server:?}");
+    // 12 variants, less the two retired in v2 (never sent, so no vector).
+    assert_eq!(server.len(), 11, "server frame types with vectors: {server:?}");
+}
+
+#[test]
+fn the_largest_room_presence_frame_is_the_documented_bound() {
+    let user = |i: usize| UserRef { id: u64::MAX - i as u64, username: "u".repeat(MAX_USERNAME_BYTES) };
+    let frame = ServerFrame::RoomPresence(RoomPresence {
+        room: "r".repeat(MAX_ROOM_NAME_BYTES),
+        online: u32::MAX,
+        users: (0..ROOM_PRESENCE_PAGE).map(user).collect(),
+    });
+    assert_eq!(encode(&frame).len(), MAX_ROOM_PRESENCE_FRAME);
+    assert_eq!(MAX_ROOM_PRESENCE_FRAME, 2222, "PROTOCOL.md § 5 states this number");
 }

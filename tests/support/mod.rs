@@ -35,6 +35,10 @@ pub mod pick {
     pub fn typing(f: ServerFrame) -> Option<TypingEvent> {
         if let ServerFrame::Typing(t) = f { Some(t) } else { None }
     }
+
+    pub fn room_presence(f: ServerFrame) -> Option<RoomPresence> {
+        if let ServerFrame::RoomPresence(p) = f { Some(p) } else { None }
+    }
 }
 
 use futures_util::{SinkExt, StreamExt};
@@ -105,7 +109,7 @@ impl TestServer {
         Client::connect(self.addr, Some(token), None).await.expect("upgrade accepted")
     }
 
-    /// Connects, says Hello, and reads Welcome and Online.
+    /// Connects, says Hello, and reads Welcome (nothing else follows it in v2).
     pub async fn connect_hello(&self, token: &str) -> (Client, Welcome) {
         let mut client = self.connect(token).await;
         client.hello().await;
@@ -113,7 +117,6 @@ impl TestServer {
             ServerFrame::Welcome(w) => w,
             other => panic!("expected Welcome, got {other:?}"),
         };
-        assert!(matches!(client.recv().await, ServerFrame::Online(_)));
         (client, welcome)
     }
 }
@@ -203,7 +206,7 @@ impl Client {
     }
 
     pub async fn hello(&mut self) {
-        self.send(&ClientFrame::Hello(wire::Hello { version: 1, client: "test".into() })).await;
+        self.send(&ClientFrame::Hello(wire::Hello { version: wire::PROTOCOL_VERSION, client: "test".into() })).await;
     }
 
     pub async fn send(&mut self, frame: &ClientFrame) {

@@ -87,7 +87,7 @@ impl WtClient {
     }
 
     pub async fn hello(&mut self) -> wire::Welcome {
-        self.send(&ClientFrame::Hello(wire::Hello { version: 1, client: "wt-test".into() })).await;
+        self.send(&ClientFrame::Hello(wire::Hello { version: wire::PROTOCOL_VERSION, client: "wt-test".into() })).await;
         self.recv_until(|f| match f {
             ServerFrame::Welcome(w) => Some(w),
             _ => None,
