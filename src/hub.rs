@@ -11,6 +11,7 @@
 
 use crate::rooms::RoomDirectory;
 use crate::store::{Store, StoredMessage};
+use crate::wire::{RoomPresence, ServerFrame};
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -105,6 +106,10 @@ impl Member {
 pub const GAP_HOLD: Duration = Duration::from_millis(100);
 /// How often every room's head is compared with the store.
 pub const HEAD_CHECK: Duration = Duration::from_secs(1);
+/// Least time between two `RoomPresence` frames of a room that differ in the count only (users
+/// beyond the first page came or went): large rooms change all the time, and nobody needs
+/// their count more often than this.
+pub const COUNT_INTERVAL: Duration = Duration::from_secs(2);
 /// Messages a room holds back while it waits for a gap to fill; later ones are dropped and
 /// read from the store by the repair.
 const EARLY_LIMIT: usize = 4096;
@@ -121,10 +126,12 @@ struct RoomState {
     early: BTreeMap<u64, Event>,
     /// When the oldest gap opened.
     gap_since: Option<Instant>,
-    /// The room's presence changed since its last `RoomPresence`.
+    /// The room's presence changed since it was last read.
     presence_changed: bool,
-    /// When its last `RoomPresence` went out.
-    presence_sent: Option<Instant>,
+    /// When its presence was last read to be sent.
+    presence_read: Option<Instant>,
+    /// The last `RoomPresence` sent to its members, and when.
+    presence_sent: Option<(Instant, RoomPresence)>,
 }
 
 impl RoomState {
@@ -315,21 +322,36 @@ impl Hub {
         let mut inner = self.lock();
         let mut due = Vec::new();
         for (room, state) in &mut inner.rooms {
-            if state.presence_changed && state.presence_sent.is_none_or(|sent| now >= sent + interval) {
+            if state.presence_changed && state.presence_read.is_none_or(|read| now >= read + interval) {
                 state.presence_changed = false;
-                state.presence_sent = Some(now);
+                state.presence_read = Some(now);
                 due.push(*room);
             }
         }
         due
     }
 
-    /// Hands a room's encoded `RoomPresence` to its members on this node.
-    pub fn deliver_presence(&self, room: u64, bytes: Bytes) {
-        let event = Event { topic: Topic::Room(room), kind: EventKind::Presence, from_user: 0, bytes };
-        if let Some(state) = self.lock().rooms.get(&room) {
-            state.fan_out(&event);
+    /// Hands a room's `RoomPresence`, encoded once, to its members on this node, unless it
+    /// shows nothing new. When only the count changed (the listed users did not), it goes out
+    /// once `COUNT_INTERVAL` has passed since the room's last frame; until then the room stays
+    /// marked and is read again. Returns whether it was sent.
+    pub fn deliver_presence(&self, room: u64, frame: RoomPresence, now: Instant) -> bool {
+        let mut inner = self.lock();
+        let Some(state) = inner.rooms.get_mut(&room) else {
+            return false;
+        };
+        match &state.presence_sent {
+            Some((_, last)) if *last == frame => return false,
+            Some((at, last)) if last.users == frame.users && now < *at + COUNT_INTERVAL => {
+                state.presence_changed = true;
+                return false;
+            }
+            _ => {}
         }
+        let bytes = crate::wire::encode_bytes(&ServerFrame::RoomPresence(frame.clone()));
+        state.fan_out(&Event { topic: Topic::Room(room), kind: EventKind::Presence, from_user: 0, bytes });
+        state.presence_sent = Some((now, frame));
+        true
     }
 
     /// Number of connections on the node.
@@ -507,11 +529,27 @@ mod tests {
         hub.mark_presence(5);
         assert!(hub.presence_due(t0 + interval / 2, interval).is_empty(), "coalesced within the interval");
         assert_eq!(hub.presence_due(t0 + interval, interval), vec![5]);
-        hub.deliver_presence(5, Bytes::from_static(b"p"));
+        let user = |id| crate::wire::UserRef { id, username: format!("u{id}") };
+        let frame = |online, users: Vec<u64>| RoomPresence {
+            room: "r".into(),
+            online,
+            users: users.into_iter().map(user).collect(),
+        };
+        assert!(hub.deliver_presence(5, frame(60, vec![1, 2]), t0));
         assert_eq!(rx_a.recv().await.unwrap().kind, EventKind::Presence);
         assert!(rx_b.try_recv().is_err(), "only the room's members");
+        assert!(!hub.deliver_presence(5, frame(60, vec![1, 2]), t0 + interval), "nothing new");
+        assert!(hub.presence_due(t0 + interval * 2, interval).is_empty(), "and nothing pending");
+        // The count alone changed: it waits for COUNT_INTERVAL, and the room stays marked.
+        assert!(!hub.deliver_presence(5, frame(61, vec![1, 2]), t0 + interval));
+        assert_eq!(hub.presence_due(t0 + interval * 2, interval), vec![5]);
+        assert!(hub.deliver_presence(5, frame(61, vec![1, 2]), t0 + COUNT_INTERVAL));
+        // The listed users changed: at once.
+        assert!(hub.deliver_presence(5, frame(61, vec![1, 3]), t0 + COUNT_INTERVAL + interval));
+        assert_eq!(rx_a.recv().await.unwrap().kind, EventKind::Presence);
+        assert_eq!(rx_a.recv().await.unwrap().kind, EventKind::Presence);
         hub.resync();
-        assert_eq!(hub.presence_due(t0 + interval * 2, interval), vec![5], "a relay re-sync refreshes presence");
+        assert_eq!(hub.presence_due(t0 + COUNT_INTERVAL * 2, interval), vec![5], "a relay re-sync refreshes presence");
     }
 
     #[tokio::test]

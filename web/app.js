@@ -1,7 +1,7 @@
 // SocketChat web UI. No framework, no build step; runs under
 // `default-src 'self'; connect-src 'self' <WebTransport origin>; style-src 'self'; img-src 'self' data:`,
 // so nothing inline. User-supplied text only ever goes through textContent.
-import { ChatClient, ErrorCode, MAX_TEXT_BYTES, idToHex, utf8Length } from './socketchat.js';
+import { ChatClient, CloseCode, ErrorCode, MAX_TEXT_BYTES, idToHex, utf8Length } from './socketchat.js';
 
 const HISTORY_PAGE = 50;
 const TYPING_REFRESH_MS = 3000; // send Typing{active:true} at most this often
@@ -10,6 +10,12 @@ const TYPING_EXPIRE_MS = 6000; // others' typing state expires without a refresh
 const ERROR_LINE_MS = 8000;
 const NEAR_TOP_PX = 48;
 const NEAR_BOTTOM_PX = 48;
+const PRESENCE_PAGE = 100; // users per GET /api/presence/rooms/{room} page (the server's maximum)
+const MAX_LISTED = 300; // users shown in the online list at most, first page included
+const STATUS_TTL_MS = 30000; // a user's online / last-seen answer is reused this long
+const STATUS_BATCH_MS = 25; // ids hovered within this window are asked in one request
+const STATUS_MAX_IDS = 100; // ids per GET /api/presence/users (the server's maximum)
+const STATUS_CACHE_MAX = 1000; // users whose status is remembered, at most
 
 // Query parameters for tests and debugging: `?transport=websocket` (or `webtransport`, `auto`)
 // chooses the transport policy; `?test-hooks` exposes the client as `window.__socketchat.client`.
@@ -38,6 +44,8 @@ const els = {
   composer: $('#composer'),
   input: $('#message-input'),
   online: $('#online'),
+  onlineHeading: $('#online-heading'),
+  onlineMore: $('#online-more'),
 };
 
 /** Per-room view state. */
@@ -65,7 +73,12 @@ const state = {
   channels: [],
   room: null,
   rooms: new Map(),
-  online: new Map(),
+  /**
+   * Who is online in the current room: the latest RoomPresence (`online`, `users` = its first
+   * page) and the users listed beyond it from `GET /api/presence/rooms/{room}` (`extra`,
+   * after `users` by username), or null before the room's first RoomPresence.
+   */
+  presence: null,
   /** room → Map(user id → {user, timer}) */
   typing: new Map(),
 };
@@ -235,8 +248,8 @@ async function enterChat(user) {
     state.me = { ...state.me, id: w.user.id, username: w.user.username };
     els.me.textContent = w.user.username;
   });
-  client.on('online', onOnline);
-  client.on('presence', onPresence);
+  client.on('room_presence', onRoomPresence);
+  client.on('left', onLeft);
   client.on('joined', onJoined);
   client.on('message', onMessage);
   client.on('ack', onAck);
@@ -266,11 +279,11 @@ function leaveChat() {
   state.me = null;
   state.room = null;
   state.rooms.clear();
-  state.online.clear();
   state.typing.clear();
+  resetPresence();
+  statusCache.clear();
   els.channels.replaceChildren();
   els.messages.replaceChildren();
-  els.online.replaceChildren();
   els.typing.textContent = '';
   els.roomName.textContent = '';
   els.roomTopic.textContent = '';
@@ -300,6 +313,8 @@ function selectRoom(name) {
   if (location.hash.slice(1) !== name) history.replaceState(null, '', `#${encodeURIComponent(name)}`);
   renderRoom();
   renderTyping();
+  // The new room's list comes with its first RoomPresence, right after its Joined.
+  resetPresence();
   // Switch{room, after_seq}: after_seq is the highest seq we have (null the first time).
   client.switchRoom(name);
   els.input.focus();
@@ -378,8 +393,11 @@ function onStatus(s) {
       break;
     }
     case 'disconnected':
-      setStatusText('disconnected', `Disconnected: ${s.reason || 'closed'}`);
+      setStatusText('disconnected', `Disconnected: ${s.reason || 'closed'}`, s.code ? `close code ${s.code}` : '');
       els.online.classList.add('stale');
+      if (s.terminal && s.code === CloseCode.UnsupportedVersion) {
+        showError(`This page is out of date: the server said "${s.reason}". Reload the page to update it.`, { sticky: true });
+      }
       break;
     default:
       setStatusText(s.state, '');
@@ -407,9 +425,7 @@ function messageEl(m) {
   const li = document.createElement('li');
   li.className = isOwn(m) ? 'message own' : 'message';
   li.dataset.seq = String(m.seq);
-  const author = document.createElement('span');
-  author.className = 'author';
-  author.textContent = m.sender.username;
+  const author = userNameEl('span', 'author', m.sender);
   const time = document.createElement('time');
   time.className = 'time';
   const d = new Date(m.sent_at_ms);
@@ -427,9 +443,7 @@ function pendingEl(p) {
   const li = document.createElement('li');
   li.className = p.failed ? 'message own pending failed' : 'message own pending';
   li.dataset.pending = p.key;
-  const author = document.createElement('span');
-  author.className = 'author';
-  author.textContent = state.me ? state.me.username : '';
+  const author = userNameEl('span', 'author', state.me || { username: '' });
   const time = document.createElement('span');
   time.className = 'time';
   time.textContent = p.failed ? `not sent: ${p.reason}` : 'sending…';
@@ -680,11 +694,12 @@ els.composer.addEventListener('submit', (e) => {
 // Errors
 // ---------------------------------------------------------------------------------------------
 
-function showError(text) {
+/** Shows an error line for a while (until the next one or a logout, when `sticky`). */
+function showError(text, { sticky = false } = {}) {
   els.error.textContent = text;
   els.error.hidden = false;
   clearTimeout(errorTimer);
-  errorTimer = setTimeout(hideError, ERROR_LINE_MS);
+  errorTimer = sticky ? null : setTimeout(hideError, ERROR_LINE_MS);
 }
 
 function hideError() {
@@ -711,31 +726,257 @@ function onErrorFrame(err) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Online list
+// Online in the current room (RoomPresence, § 6.8; more over HTTP, § 7)
 // ---------------------------------------------------------------------------------------------
 
-function onOnline(o) {
-  state.online = new Map(o.users.map((u) => [u.id, u]));
+const utf8 = new TextEncoder();
+
+/** Orders usernames the way the server does: by their UTF-8 bytes. */
+function compareUsernames(a, b) {
+  const x = utf8.encode(a);
+  const y = utf8.encode(b);
+  const n = Math.min(x.length, y.length);
+  for (let i = 0; i < n; i++) if (x[i] !== y[i]) return x[i] - y[i];
+  return x.length - y.length;
+}
+
+/** Bumped whenever the list starts over (room change, leave): late page answers are dropped. */
+let presenceEpoch = 0;
+let presenceLoading = false;
+
+function resetPresence() {
+  state.presence = null;
+  presenceEpoch += 1;
+  presenceLoading = false;
   renderOnline();
 }
 
-function onPresence(p) {
-  if (p.online) state.online.set(p.user.id, p.user);
-  else state.online.delete(p.user.id);
+/** Users of `extra` that still belong after a new first page: sorted after it, not in it. */
+function extrasAfter(users, extra) {
+  const last = users.at(-1);
+  if (!last) return [];
+  const ids = new Set(users.map((u) => u.id));
+  return extra.filter((u) => !ids.has(u.id) && compareUsernames(u.username, last.username) > 0);
+}
+
+function onRoomPresence(p) {
+  if (p.room !== state.room) return;
+  const prev = state.presence;
+  // Who the frame lists is online now; whoever left its first page may have gone offline.
+  const now = Date.now();
+  const ids = new Set(p.users.map((u) => u.id));
+  if (prev) for (const u of prev.users) if (!ids.has(u.id)) statusCache.delete(u.id);
+  for (const u of p.users) rememberStatus(u.id, { online: true, last_seen_ms: null }, now);
+  // The frame replaces the first page and the count; users listed beyond it over HTTP stay
+  // (they sort after it) until the room changes, unless the first page now holds everyone.
+  // More names than the count means some of those extra ones left: drop them all ("and N
+  // more" fetches them again).
+  const complete = p.users.length >= p.online;
+  let extra = prev && !complete ? extrasAfter(p.users, prev.extra) : [];
+  if (p.users.length + extra.length > p.online) extra = [];
+  state.presence = { room: p.room, online: p.online, users: p.users, extra };
   renderOnline();
+}
+
+function onLeft(l) {
+  if (l.room === state.room) resetPresence();
+}
+
+/** Fetches the next page of the room's online users after the last one listed. */
+async function loadMorePresence() {
+  const p = state.presence;
+  if (!p || presenceLoading) return;
+  const shown = p.users.length + p.extra.length;
+  const limit = Math.min(PRESENCE_PAGE, MAX_LISTED - shown);
+  if (limit <= 0 || shown >= p.online) return;
+  const last = p.extra.at(-1) || p.users.at(-1);
+  const query = new URLSearchParams({ limit: String(limit) });
+  if (last) query.set('after', last.username);
+  const room = p.room;
+  const epoch = presenceEpoch;
+  presenceLoading = true;
+  renderOnline();
+  let result = null;
+  let failure = null;
+  try {
+    result = await api('GET', `/api/presence/rooms/${encodeURIComponent(room)}?${query}`);
+    if (!result.ok) failure = (result.data && result.data.error) || `HTTP ${result.status}`;
+  } catch (err) {
+    failure = err.message;
+  }
+  if (epoch !== presenceEpoch || !state.presence || state.presence.room !== room) return;
+  presenceLoading = false;
+  if (failure !== null) {
+    showError(`Could not load who is online in #${room}: ${failure}`);
+  } else {
+    const cur = state.presence;
+    const users = Array.isArray(result.data && result.data.users) ? result.data.users : [];
+    const now = Date.now();
+    for (const u of users) rememberStatus(u.id, { online: true, last_seen_ms: null }, now);
+    const have = new Set(cur.extra.map((u) => u.id));
+    const fresh = extrasAfter(cur.users, users).filter((u) => !have.has(u.id));
+    const slots = MAX_LISTED - cur.users.length;
+    cur.extra = cur.extra.concat(fresh).sort((a, b) => compareUsernames(a.username, b.username)).slice(0, Math.max(0, slots));
+  }
+  renderOnline();
+}
+
+els.onlineMore.addEventListener('click', () => {
+  loadMorePresence();
+});
+
+/** An element showing a user's name, focusable, that shows their last-seen state on hover. */
+function userNameEl(tag, className, user) {
+  const el = document.createElement(tag);
+  el.className = className;
+  el.textContent = user.username;
+  if (Number.isSafeInteger(user.id)) {
+    el.dataset.userId = String(user.id);
+    el.tabIndex = 0;
+    const st = freshStatus(user.id);
+    if (st) applyStatus(el, st);
+  }
+  return el;
 }
 
 function renderOnline() {
-  const users = [...state.online.values()].sort((a, b) => a.username.localeCompare(b.username));
-  const frag = document.createDocumentFragment();
+  const p = state.presence;
+  els.onlineHeading.textContent = p ? `Online — ${p.online}` : 'Online';
+  if (p) els.online.dataset.count = String(p.online);
+  else delete els.online.dataset.count;
+  const users = p ? p.users.concat(p.extra) : [];
+  // Reuse the existing items so a hovered or focused name stays in place across updates.
+  const existing = new Map();
+  for (const li of els.online.children) existing.set(li.dataset.userId, li);
+  let cursor = els.online.firstElementChild;
   for (const u of users) {
-    const li = document.createElement('li');
-    li.className = state.me && u.id === state.me.id ? 'user me' : 'user';
-    li.dataset.user = u.username;
-    li.textContent = u.username;
-    frag.append(li);
+    let li = existing.get(String(u.id));
+    if (li && li.dataset.user !== u.username) li = undefined;
+    if (!li) {
+      li = userNameEl('li', 'user', u);
+      li.dataset.user = u.username;
+    }
+    existing.delete(String(u.id));
+    li.classList.toggle('me', !!state.me && u.id === state.me.id);
+    if (li === cursor) cursor = cursor.nextElementSibling;
+    else els.online.insertBefore(li, cursor);
   }
-  els.online.replaceChildren(frag);
+  for (const li of existing.values()) li.remove();
+
+  const more = p ? p.online - users.length : 0;
+  els.onlineMore.hidden = more <= 0;
+  if (more > 0) {
+    const capped = users.length >= MAX_LISTED;
+    els.onlineMore.textContent = presenceLoading ? `and ${more} more (loading…)` : `and ${more} more`;
+    els.onlineMore.disabled = presenceLoading || capped;
+    els.onlineMore.title = capped ? `Only the first ${MAX_LISTED} are listed` : 'Show more of who is online here';
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Last seen (GET /api/presence/users, § 7)
+// ---------------------------------------------------------------------------------------------
+
+/** user id → {online, last_seen_ms, at} */
+const statusCache = new Map();
+/** user id → [resolve] of hovers waiting for the batch in flight or being collected */
+const statusWaiters = new Map();
+let statusBatchTimer = null;
+
+function rememberStatus(id, st, at = Date.now()) {
+  statusCache.delete(id); // re-insert: the Map's order is the age order pruned below
+  statusCache.set(id, { online: !!st.online, last_seen_ms: st.last_seen_ms ?? null, at });
+  while (statusCache.size > STATUS_CACHE_MAX) statusCache.delete(statusCache.keys().next().value);
+}
+
+function freshStatus(id) {
+  const st = statusCache.get(id);
+  return st && Date.now() - st.at < STATUS_TTL_MS ? st : null;
+}
+
+/** Resolves with `{online, last_seen_ms}` of a user (null when it cannot be had), batched. */
+function userStatus(id) {
+  const st = freshStatus(id);
+  if (st) return Promise.resolve(st);
+  return new Promise((resolve) => {
+    const waiting = statusWaiters.get(id);
+    if (waiting) {
+      waiting.push(resolve);
+      return;
+    }
+    statusWaiters.set(id, [resolve]);
+    if (statusBatchTimer === null) statusBatchTimer = setTimeout(flushStatusBatch, STATUS_BATCH_MS);
+  });
+}
+
+async function flushStatusBatch() {
+  statusBatchTimer = null;
+  const batch = new Map(statusWaiters);
+  statusWaiters.clear();
+  const ids = [...batch.keys()];
+  for (let i = 0; i < ids.length; i += STATUS_MAX_IDS) {
+    const chunk = ids.slice(i, i + STATUS_MAX_IDS);
+    let answers = new Map();
+    try {
+      const result = await api('GET', `/api/presence/users?ids=${chunk.join(',')}`);
+      const users = result.ok && result.data && Array.isArray(result.data.users) ? result.data.users : [];
+      const at = Date.now();
+      answers = new Map(users.filter((u) => u && Number.isSafeInteger(u.id)).map((u) => [u.id, u]));
+      for (const u of answers.values()) rememberStatus(u.id, u, at);
+    } catch {
+      /* answered null below: the name shows no status */
+    }
+    for (const id of chunk) {
+      const st = answers.has(id) ? freshStatus(id) : null;
+      for (const resolve of batch.get(id)) resolve(st);
+    }
+  }
+}
+
+const pad2 = (n) => String(n).padStart(2, '0');
+
+/** "online", "last seen 5 min ago", "last seen 2026-11-28 14:03" (local time) or "never seen". */
+function lastSeenText(st, now = Date.now()) {
+  if (st.online) return 'online';
+  if (st.last_seen_ms === null) return 'never seen';
+  const ago = now - st.last_seen_ms;
+  if (ago < 60_000) return 'last seen just now';
+  if (ago < 3_600_000) return `last seen ${Math.floor(ago / 60_000)} min ago`;
+  const d = new Date(st.last_seen_ms);
+  return `last seen ${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())} ${pad2(d.getHours())}:${pad2(d.getMinutes())}`;
+}
+
+function applyStatus(el, st) {
+  el.title = lastSeenText(st);
+  el.dataset.presence = st.online ? 'online' : st.last_seen_ms === null ? 'never' : 'offline';
+}
+
+function showLastSeen(el) {
+  const id = Number(el.dataset.userId);
+  if (!Number.isSafeInteger(id)) return;
+  const st = freshStatus(id);
+  if (st) {
+    applyStatus(el, st);
+    return;
+  }
+  userStatus(id).then((answer) => {
+    if (!el.isConnected) return;
+    if (answer) applyStatus(el, answer);
+    else {
+      el.title = 'status unavailable';
+      delete el.dataset.presence;
+    }
+  });
+}
+
+function onUserHover(e) {
+  const el = e.target instanceof Element ? e.target.closest('[data-user-id]') : null;
+  if (el && e.currentTarget.contains(el)) showLastSeen(el);
+}
+
+for (const container of [els.messages, els.online]) {
+  container.addEventListener('mouseover', onUserHover);
+  container.addEventListener('focusin', onUserHover);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-// SocketChat client library: postcard codec for protocol v1 (protocol/PROTOCOL.md), stream
+// SocketChat client library: postcard codec for protocol v2 (protocol/PROTOCOL.md), stream
 // framing, and a reconnecting WebSocket client. Plain ES module, no dependencies; runs in
 // browsers and in Node 20+.
 //
@@ -11,8 +11,9 @@
 // Constants from the spec
 // ---------------------------------------------------------------------------------------------
 
-/** Protocol version spoken by this client. */
-export const PROTOCOL_VERSION = 1;
+/** Protocol version spoken by this client (`Hello.version`); a server that speaks another one
+ * answers with GoAway 4502 (terminal). */
+export const PROTOCOL_VERSION = 2;
 /** Largest frame a client may send (§ 5). */
 export const MAX_CLIENT_FRAME = 16 * 1024;
 /** Largest frame the server sends (§ 5). */
@@ -92,17 +93,20 @@ const CLIENT_VARIANTS = [
   ['Ping', [['nonce', 'u64']]],
 ];
 
-/** Server → client variants, in discriminant order (§ 3.2). */
+/**
+ * Server → client variants, in discriminant order (§ 3.2). `null` marks an index retired in
+ * v2 (#1 was v1's `Online`, #8 v1's `Presence`): never sent, decoded like an unknown index.
+ */
 const SERVER_VARIANTS = [
   ['Welcome', [['version', 'u32'], ['user', UserRef], ['connection_id', 'u64'], ['heartbeat_ms', 'u32'], ['limits', Limits]]],
-  ['Online', [['users', vec(UserRef)]]],
+  null,
   ['Joined', [['room', 'string'], ['head_seq', 'u64'], ['replay_from', 'u64']]],
   ['Left', [['room', 'string']]],
   ['Ack', [['room', 'string'], ['client_msg_id', 'id16'], ['seq', 'u64'], ['message_id', 'u64'], ['sent_at_ms', 'u64']]],
   ['Message', ChatMessageFields],
   ['History', [['request_id', 'u32'], ['room', 'string'], ['messages', vec(ChatMessage)], ['next_before', opt('u64')]]],
   ['Typing', [['room', 'string'], ['user', UserRef], ['active', 'bool']]],
-  ['Presence', [['user', UserRef], ['online', 'bool']]],
+  null,
   ['Pong', [['nonce', 'u64']]],
   ['Error', [
     ['code', 'u16'],
@@ -113,15 +117,23 @@ const SERVER_VARIANTS = [
     ['retry_after_ms', opt('u32')],
   ]],
   ['GoAway', [['code', 'u16'], ['reason', 'string']]],
+  ['RoomPresence', [['room', 'string'], ['online', 'u32'], ['users', vec(UserRef)]]],
 ];
 
 function indexVariants(list) {
   const byName = new Map();
-  list.forEach(([name, fields], index) => byName.set(name, { index, fields }));
+  list.forEach((variant, index) => variant && byName.set(variant[0], { index, fields: variant[1] }));
   return byName;
 }
 const CLIENT_BY_NAME = indexVariants(CLIENT_VARIANTS);
 const SERVER_BY_NAME = indexVariants(SERVER_VARIANTS);
+
+/** Client → server frame types, in discriminant order. */
+export const CLIENT_FRAME_TYPES = Object.freeze(CLIENT_VARIANTS.map(([name]) => name));
+/** Server → client frame types this codec knows, in discriminant order (retired ones left out). */
+export const SERVER_FRAME_TYPES = Object.freeze(SERVER_VARIANTS.filter(Boolean).map(([name]) => name));
+/** Server → client discriminants retired in v2 (§ 3.2): decoded as unknown frames. */
+export const RETIRED_SERVER_FRAMES = Object.freeze(SERVER_VARIANTS.flatMap((v, index) => (v ? [] : [index])));
 
 // Maximum varint length in bytes and maximum value, per integer type (§ 2). String and Vec
 // lengths are a `usize` in postcard; the reference server is 64-bit, so they take up to 10
@@ -401,7 +413,10 @@ function decodeFrame(variants, input, side) {
   const r = new Reader(toUint8Array(input));
   const index = r.varint('u32', 'discriminant');
   const variant = variants[index];
-  if (!variant) throw new DecodeError(`unknown ${side} frame discriminant ${index}`, 'unknown_frame');
+  if (!variant) {
+    const retired = side === 'server' && RETIRED_SERVER_FRAMES.includes(index) ? ' (retired in protocol v2)' : '';
+    throw new DecodeError(`unknown ${side} frame discriminant ${index}${retired}`, 'unknown_frame');
+  }
   const [type, fields] = variant;
   const frame = decodeFields(r, fields, { type }, type);
   if (r.remaining() !== 0) throw new DecodeError(`${r.remaining()} trailing bytes after ${type} frame`);
@@ -939,12 +954,21 @@ export async function fetchTicket() {
  * - `status` `{state: 'idle'|'connecting'|'connected'|'reconnecting'|'disconnected', ...}`;
  *   reconnecting carries `delay_ms`, `retry_at`, `code`, `reason`, `attempt`;
  *   disconnected carries `code`, `reason`, `terminal`.
- * - `welcome`, `online`, `presence`, `joined`, `left`, `message`, `ack`, `history`, `typing`,
- *   `error`, `pong`, `goaway`: the decoded server frame. `joined` also carries `after_seq`
- *   (what this client asked for), `first` (after_seq was null) and `stale` (replay_from >
- *   after_seq + 1: older missed messages were not replayed).
+ * - `welcome`, `joined`, `left`, `message`, `ack`, `history`, `typing`, `error`, `pong`,
+ *   `goaway`: the decoded server frame. `joined` also carries `after_seq` (what this client
+ *   asked for), `first` (after_seq was null) and `stale` (replay_from > after_seq + 1: older
+ *   missed messages were not replayed).
+ * - `room_presence` `{type: 'RoomPresence', room, online, users}`: who is online in the current
+ *   room (§ 6.8): `online` users in all, `users` the first 50 of them by username. Each one
+ *   replaces the previous one for the room; `client.roomPresence(room)` holds the latest. The
+ *   snapshot is dropped when the client switches to another room and at the room's `left`
+ *   (a fresh one follows the next `joined`). Who else is online, and when a user was last
+ *   seen, is asked over HTTP (§ 7).
  * - `send_failed` `{room, client_msg_id, code, message}`: a pending send was given up.
  * - `unauthorized` `{code, reason}`: the session ended (4505 or the token is gone); log in again.
+ *   Any terminal close (4500–4999, e.g. 4502 when the server speaks another protocol version)
+ *   stops reconnecting and ends in `status` `disconnected` with `terminal: true`, its `code`
+ *   and the server's `reason` (from its GoAway when it sent one).
  * - `frame`: every decoded server frame, before its specific event.
  * - `transport` `{transport, previous}`: the transport of the open connection changed
  *   (`'webtransport'` | `'websocket'`); `client.transport` holds the current one.
@@ -1036,6 +1060,8 @@ export class ChatClient extends EventTarget {
     /** request_id → {resolve, reject, room} */
     this.historyRequests = new Map();
     this.nextRequestId = 1;
+    /** room → latest RoomPresence of a joined room, as `{room, online, users}`. */
+    this.presence = new Map();
 
     if (opts.on) for (const [type, fn] of Object.entries(opts.on)) this.on(type, fn);
     this._onBrowserOnline = () => {
@@ -1106,6 +1132,7 @@ export class ChatClient extends EventTarget {
     this.pending.clear();
     this.lastSeq.clear();
     this.joinRequests.clear();
+    this.presence.clear();
     this.currentRoom = null;
     this.user = null;
     this.welcome = null;
@@ -1290,7 +1317,9 @@ export class ChatClient extends EventTarget {
       // The session opened but died before Welcome: as good as a failed attempt.
       this.webTransportBlockedUntil = Date.now() + this.webTransportRetryAfterMs;
     }
-    if (this.lastGoAway && (!reason || code === 1006)) {
+    // The GoAway names the code to act on when the close carries none (1006), and its reason is
+    // the server's full text (a close reason is cut at 123 bytes).
+    if (this.lastGoAway && (!reason || code === 1006 || code === this.lastGoAway.code)) {
       code = this.lastGoAway.code;
       reason = this.lastGoAway.reason;
     }
@@ -1426,12 +1455,6 @@ export class ChatClient extends EventTarget {
         this._setStatus('connected', { user: frame.user, transport: this.transport });
         this._emit('welcome', frame);
         return;
-      case 'Online':
-        this._emit('online', frame);
-        return;
-      case 'Presence':
-        this._emit('presence', frame);
-        return;
       case 'Joined': {
         const queue = this.joinRequests.get(frame.room);
         const after = queue && queue.length ? queue.shift() : null;
@@ -1445,7 +1468,16 @@ export class ChatClient extends EventTarget {
         return;
       }
       case 'Left':
+        // Nothing more comes for this membership; a later Joined brings a fresh RoomPresence.
+        this.presence.delete(frame.room);
         this._emit('left', frame);
+        return;
+      case 'RoomPresence':
+        // This client is only ever in its current room: a frame for another one was sent
+        // before the server handled our Switch, and its Left is on the way.
+        if (frame.room !== this.currentRoom) return;
+        this.presence.set(frame.room, { room: frame.room, online: frame.online, users: frame.users });
+        this._emit('room_presence', frame);
         return;
       case 'Ack':
         this._settle(frame.client_msg_id);
@@ -1550,12 +1582,21 @@ export class ChatClient extends EventTarget {
    */
   switchRoom(room) {
     this.currentRoom = room;
+    for (const other of this.presence.keys()) if (other !== room) this.presence.delete(other);
     const after = this.lastSeq.get(room) ?? null;
     if (this.conn && this.conn.isOpen) {
       this._requestJoin(room, after, 'Switch');
       this._pump();
     }
     return after;
+  }
+
+  /**
+   * Latest `{room, online, users}` of a joined room (§ 6.8), or null before its first
+   * RoomPresence and after the client left it.
+   */
+  roomPresence(room) {
+    return this.presence.get(room) ?? null;
   }
 
   /** Highest seq received for a room, or null. */

@@ -5,6 +5,11 @@
 //! each waiting for its ack before sending again, spread over R rooms. `--mode single` bypasses
 //! the writer and commits every send on its own (the baseline group commit is measured against).
 //! Prints one JSON line per run.
+//!
+//! `idle`, `relay`: memory of idle connections; delivery latency across nodes. `connect`,
+//! `presence-latency`: see `presence.rs`.
+
+mod presence;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use socketchat::bus::LocalBus;
@@ -31,6 +36,10 @@ enum Scenario {
     /// Delivery latency from send to receipt, senders on one node and receivers on another
     /// (or the same node, for the baseline).
     Relay(RelayArgs),
+    /// Connects per second and memory per connection with many distinct users.
+    Connect(presence::ConnectArgs),
+    /// How long a presence change takes to reach the connections that show it.
+    PresenceLatency(presence::LatencyArgs),
 }
 
 #[derive(Parser)]
@@ -439,5 +448,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Scenario::Store(args) => store_scenario(args).await,
         Scenario::Idle(args) => idle_scenario(args).await,
         Scenario::Relay(args) => relay_scenario(args).await,
+        Scenario::Connect(args) => presence::connect_scenario(args).await.map_err(|e| e as Box<dyn std::error::Error>),
+        Scenario::PresenceLatency(args) => {
+            presence::latency_scenario(args).await.map_err(|e| e as Box<dyn std::error::Error>)
+        }
     }
 }

@@ -24,7 +24,7 @@ pub use redis::RedisPresence;
 
 use crate::hub::Hub;
 use crate::rooms::RoomDirectory;
-use crate::wire::{self, ROOM_PRESENCE_INTERVAL_MS, ROOM_PRESENCE_PAGE, RoomPresence, ServerFrame, UserRef};
+use crate::wire::{ROOM_PRESENCE_INTERVAL_MS, ROOM_PRESENCE_PAGE, RoomPresence, UserRef};
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -122,9 +122,10 @@ pub(crate) fn unix_ms() -> u64 {
 const REFRESH_TICK: Duration = Duration::from_millis(100);
 
 /// The node's task that sends `RoomPresence`: every room whose presence changed (the hub marks
-/// it when a transition arrives, from this node or over the relay) and whose last frame is at
-/// least `ROOM_PRESENCE_INTERVAL_MS` old gets its first page read once and sent, encoded once,
-/// to its members on this node.
+/// it when a transition arrives, from this node or over the relay) and was last read at least
+/// `ROOM_PRESENCE_INTERVAL_MS` ago gets its first page read once and handed to the hub, which
+/// sends it, encoded once, to the room's members on this node (see `Hub::deliver_presence`
+/// for when a frame that changes only the count waits).
 pub async fn refresh_rooms(hub: Arc<Hub>, presence: Arc<dyn Presence>, rooms: Arc<RoomDirectory>) {
     let interval = Duration::from_millis(u64::from(ROOM_PRESENCE_INTERVAL_MS));
     let mut tick = tokio::time::interval(REFRESH_TICK);
@@ -135,7 +136,9 @@ pub async fn refresh_rooms(hub: Arc<Hub>, presence: Arc<dyn Presence>, rooms: Ar
         let reads = due.iter().map(|room| room_presence(presence.as_ref(), &rooms, *room));
         for (room, frame) in due.iter().zip(futures_util::future::join_all(reads).await) {
             match frame {
-                Ok(Some(frame)) => hub.deliver_presence(*room, wire::encode_bytes(&ServerFrame::RoomPresence(frame))),
+                Ok(Some(frame)) => {
+                    hub.deliver_presence(*room, frame, Instant::now());
+                }
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, room, "room presence not read; retrying");

@@ -1,5 +1,7 @@
 // End-to-end: the real server binary + Chromium (playwright-core), two users in two browser
-// contexts. Run with `node --test tests/browser/` after `cargo build --bin socketchat`.
+// contexts: messages, typing, history, reconnects, who is online in the room and when a user
+// was last seen (protocol v2 presence). Run with `node --test tests/browser/` after
+// `cargo build --bin socketchat`.
 //
 // Env: SOCKETCHAT_BIN (default target/debug/socketchat), CHROMIUM_PATH (default
 // /usr/bin/chromium), SOCKETCHAT_WEB_FROM_DISK=1 serves web/*.{html,js,css} from the work tree
@@ -14,6 +16,37 @@ import { ASSETS, Server, WAIT_MS, launchBrowser, messagesOf, openUser, registerT
 // This suite is the WebSocket one (webtransport.test.mjs covers WebTransport): the server runs
 // with `--wt-listen off`.
 const server = new Server({ tmpPrefix: 'socketchat-browser-', webTransport: false });
+
+/** Resolves once `page`'s online list shows `count` and exactly `names` (in any order). */
+function waitForOnline(page, count, names) {
+  return waitFor(
+    page,
+    ([count, names]) => {
+      const list = document.querySelector('#online');
+      const shown = [...list.querySelectorAll('[data-user]')].map((el) => el.dataset.user).sort();
+      return (
+        list.dataset.count === String(count) &&
+        document.querySelector('#online-heading')?.textContent === `Online — ${count}` &&
+        JSON.stringify(shown) === JSON.stringify([...names].sort()) &&
+        document.querySelector('#online-more').hidden
+      );
+    },
+    [count, names],
+  );
+}
+
+/** Hovers the first message author named `name` and resolves with the title it then shows. */
+async function hoverAuthor(page, name, pattern) {
+  const author = page.locator('#messages [data-seq] .author').filter({ hasText: new RegExp(`^${name}$`) }).first();
+  await author.hover();
+  await waitFor(
+    page,
+    ([name, source]) =>
+      [...document.querySelectorAll('#messages [data-seq] .author')].some((el) => el.textContent === name && new RegExp(source).test(el.title)),
+    [name, pattern.source],
+  );
+  return author.getAttribute('title');
+}
 
 describe('SocketChat in the browser', { timeout: 120_000 }, () => {
   let browser;
@@ -62,10 +95,9 @@ describe('SocketChat in the browser', { timeout: 120_000 }, () => {
     }
   });
 
-  test('each sees the other in the online list', async () => {
-    await alice.page.waitForSelector(`#online [data-user="${bobName}"]`, { timeout: WAIT_MS });
-    await bob.page.waitForSelector(`#online [data-user="${aliceName}"]`, { timeout: WAIT_MS });
-    await alice.page.waitForSelector(`#online [data-user="${aliceName}"]`, { timeout: WAIT_MS });
+  test("each sees both in #general's online list, with the count", async () => {
+    for (const u of [alice, bob]) await waitForOnline(u.page, 2, [aliceName, bobName]);
+    assert.equal(await alice.page.getAttribute(`#online [data-user="${aliceName}"]`, 'class'), 'user me');
   });
 
   test('markup in a message is shown as literal text', async () => {
@@ -109,6 +141,24 @@ describe('SocketChat in the browser', { timeout: 120_000 }, () => {
       a.slice(ia, ib + 1).map((m) => m.author),
       [aliceName, bobName],
     );
+  });
+
+  test("the online list is the room's: bob's switch takes him out of #general's list, and back", async () => {
+    await waitForOnline(alice.page, 2, [aliceName, bobName]);
+    await bob.page.click('#channels [data-channel="design"]');
+    // No fixed sleep: RoomPresence comes within 1 s of the change (§ 6.8).
+    await waitForOnline(alice.page, 1, [aliceName]);
+    await waitForOnline(bob.page, 1, [bobName]);
+    assert.equal(await bob.page.textContent('#room-name'), '# design');
+
+    // Hovering a name in the list: alice is online (she is listed).
+    await alice.page.hover(`#online [data-user="${aliceName}"]`);
+    await waitFor(alice.page, (n) => document.querySelector(`#online [data-user="${n}"]`)?.title === 'online', aliceName);
+    // Hovering bob's name on his message: online (in #design), asked over HTTP.
+    assert.equal(await hoverAuthor(alice.page, bobName, /^online$/), 'online');
+
+    await bob.page.click('#channels [data-channel="general"]');
+    for (const u of [alice, bob]) await waitForOnline(u.page, 2, [aliceName, bobName]);
   });
 
   test("typing in alice's composer shows her name in bob's typing line", async () => {
@@ -217,10 +267,12 @@ describe('SocketChat in the browser', { timeout: 120_000 }, () => {
     bob.problems.splice(marks[1]);
   });
 
-  test("closing bob's page removes him from alice's online list", async () => {
+  test("closing bob's page removes him from alice's online list; his name then says when he was last seen", async () => {
+    await waitForOnline(alice.page, 2, [aliceName, bobName]);
     await bob.page.close();
-    await alice.page.waitForSelector(`#online [data-user="${bobName}"]`, { state: 'detached', timeout: WAIT_MS });
-    await alice.page.waitForSelector(`#online [data-user="${aliceName}"]`, { timeout: WAIT_MS });
+    await waitForOnline(alice.page, 1, [aliceName]);
+    const title = await hoverAuthor(alice.page, bobName, /^last seen /);
+    assert.match(title, /^last seen (just now|\d+ min ago)$/);
   });
 
   test('logout returns to the login form; logging in again restores the session', async () => {
@@ -236,6 +288,34 @@ describe('SocketChat in the browser', { timeout: 120_000 }, () => {
     await waitFor(alice.page, (u) => document.querySelector('#me')?.textContent === u, aliceName);
     await alice.page.waitForSelector('#status[data-state="connected"]', { timeout: WAIT_MS });
     await waitFor(alice.page, (t) => [...document.querySelectorAll('#messages [data-seq] .text')].some((el) => el.textContent === t), fromBob);
+  });
+
+  test('a client speaking protocol v1 is refused with GoAway 4502 and does not reconnect', async () => {
+    const result = await alice.page.evaluate(async () => {
+      const { ChatClient } = await import('/socketchat.js');
+      // The library itself, but saying version 1 in its Hello.
+      class OldClient extends ChatClient {
+        _sendFrame(frame) {
+          return super._sendFrame(frame.type === 'Hello' ? { ...frame, version: 1 } : frame);
+        }
+      }
+      const c = new OldClient({ clientName: 'browser-test-v1', minDelayMs: 50, maxDelayMs: 100 });
+      const states = [];
+      const done = new Promise((resolve) => {
+        c.on('status', (s) => {
+          states.push(s.state);
+          if (s.state === 'disconnected') resolve(s);
+        });
+      });
+      c.connect();
+      const end = await done;
+      await new Promise((r) => setTimeout(r, 500));
+      return { end, states };
+    });
+    assert.equal(result.end.code, 4502);
+    assert.equal(result.end.terminal, true);
+    assert.match(result.end.reason, /protocol version 1 is not supported; this server speaks 2/);
+    assert.deepEqual(result.states, ['connecting', 'disconnected'], 'no reconnect');
   });
 
   test('no page errors and no CSP violations', () => {

@@ -100,9 +100,14 @@ describe('SocketChat over WebTransport in the browser', { timeout: 120_000 }, ()
     assert.equal(await a.page.evaluate(() => window.__socketchat.client.transport), 'webtransport');
     await waitFor(b.page, () => document.querySelector('#transport')?.textContent === 'WebSocket');
     assert.deepEqual(await b.page.evaluate(() => window.__socketchat.client.lastTransportChoice), { transport: 'websocket', why: 'WebSocket forced' });
-    // Each sees the other online.
-    await a.page.waitForSelector(`#online [data-user="${b.name}"]`, { timeout: WAIT_MS });
-    await b.page.waitForSelector(`#online [data-user="${a.name}"]`, { timeout: WAIT_MS });
+    // Each sees both online in #general (RoomPresence over either transport).
+    for (const u of [a, b]) {
+      await waitFor(
+        u.page,
+        (names) => document.querySelector('#online')?.dataset.count === '2' && names.every((n) => document.querySelector(`#online [data-user="${n}"]`)),
+        [a.name, b.name],
+      );
+    }
   });
 
   test('messages go both ways and both see the same order', async () => {
@@ -274,6 +279,7 @@ describe('SocketChat over WebTransport in the browser', { timeout: 120_000 }, ()
     await b.page.waitForSelector(`#online [data-user="${a.name}"]`, { timeout: WAIT_MS });
     await a.page.close();
     await b.page.waitForSelector(`#online [data-user="${a.name}"]`, { state: 'detached', timeout: WAIT_MS });
+    await waitFor(b.page, () => document.querySelector('#online')?.dataset.count === '1');
   });
 
   test('no page errors and no CSP violations for A and B', () => {

@@ -41,7 +41,7 @@ except ImportError as exc:  # pragma: no cover - reported as a JSON failure belo
 else:
     AIOQUIC_IMPORT_ERROR = None
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 CLIENT_NAME = "aioquic-interop/1.0"
 TEXT = "from aioquic"
 MAX_SERVER_FRAME = 1024 * 1024
@@ -147,8 +147,8 @@ class Reader:
 
 
 SERVER_FRAME_NAMES = [
-    "Welcome", "Online", "Joined", "Left", "Ack", "Message",
-    "History", "Typing", "Presence", "Pong", "Error", "GoAway",
+    "Welcome", "retired#1", "Joined", "Left", "Ack", "Message",
+    "History", "Typing", "retired#8", "Pong", "Error", "GoAway", "RoomPresence",
 ]  # fmt: skip
 
 
@@ -184,6 +184,10 @@ def decode_server_frame(data: bytes) -> dict:
         r.end(kind)
     elif kind == "GoAway":
         frame.update(code=r.varint(3), reason=r.string())
+        r.end(kind)
+    elif kind == "RoomPresence":
+        frame.update(room=r.string(), online=r.varint(5))
+        frame["users"] = [r.user() for _ in range(r.varint())]
         r.end(kind)
     return frame
 
@@ -239,7 +243,7 @@ def self_test() -> dict:
         expect(name, join(v["room"], v["after_seq"]))
     v = vectors["send"]["frame"]["Send"]
     expect("send", send(v["room"], bytes(v["client_msg_id"]), v["text"]))
-    for name in ("ack", "message", "error", "goaway", "joined"):
+    for name in ("ack", "message", "error", "goaway", "joined", "room_presence", "room_presence_empty"):
         vector = vectors[name]
         (kind, fields), = vector["frame"].items()
         frame = decode_server_frame(bytes.fromhex(vector["hex"]))
@@ -456,7 +460,7 @@ async def run(args) -> dict:
         if status != "200":
             raise Failure(f"CONNECT {path.split('?')[0]} answered {status or 'no status'}")
 
-        STAGE["now"] = "Welcome, Ack and Message"
+        STAGE["now"] = "Welcome, RoomPresence, Ack and Message"
         protocol.open_stream()
         client_msg_id = os.urandom(16)
         # Frames sent right after Hello are processed in order (section 1.2).
@@ -464,7 +468,8 @@ async def run(args) -> dict:
 
         ack = None
         message = None
-        while ack is None or message is None:
+        presence = None
+        while ack is None or message is None or presence is None:
             frame = decode_server_frame(await protocol.next_frame("session ended before Ack and Message"))
             kind = frame["type"]
             if kind == "Ack" and frame["client_msg_id"] == client_msg_id:
@@ -473,6 +478,8 @@ async def run(args) -> dict:
                 if frame["text"] != TEXT:
                     raise Failure(f"own message came back with text {frame['text']!r}")
                 message = frame
+            elif kind == "RoomPresence" and frame["room"] == args.room:
+                presence = frame
             elif kind == "Error":
                 raise Failure(f"Error {frame['code']}: {frame['message']}")
             elif kind == "GoAway":
@@ -481,7 +488,10 @@ async def run(args) -> dict:
                 raise Failure(f"server speaks version {frame['version']}")
         if (ack["seq"], ack["message_id"]) != (message["seq"], message["message_id"]):
             raise Failure(f"Ack (seq {ack['seq']}, id {ack['message_id']}) and Message (seq {message['seq']}, id {message['message_id']}) disagree")
-        return {"ok": True, "seq": ack["seq"], "message_id": ack["message_id"]}
+        # Who is online in the room: this client itself at least (section 6.8).
+        if presence["online"] < 1 or len(presence["users"]) > 50 or len(presence["users"]) > presence["online"]:
+            raise Failure(f"RoomPresence out of bounds: {presence}")
+        return {"ok": True, "seq": ack["seq"], "message_id": ack["message_id"], "room_online": presence["online"]}
     finally:
         try:
             protocol._quic.close(error_code=ErrorCode.H3_NO_ERROR, reason_phrase="done")

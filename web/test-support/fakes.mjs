@@ -49,7 +49,9 @@ export function waitFor(client, type, pred = () => true, timeoutMs = 3000) {
 export const alice = { id: 1, username: 'alice' };
 export const bob = { id: 2, username: 'bob' };
 export const limits = { max_frame_bytes: 16384, max_text_bytes: 4000, max_rooms: 32, max_history_page: 100, sends_per_sec: 20, send_burst: 50 };
-export const welcome = (heartbeat_ms = 25000) => ({ type: 'Welcome', version: 1, user: alice, connection_id: 7, heartbeat_ms, limits });
+export const welcome = (heartbeat_ms = 25000) => ({ type: 'Welcome', version: 2, user: alice, connection_id: 7, heartbeat_ms, limits });
+/** A RoomPresence: `online` users in `room`, `users` the first page (default: all of `online` are listed). */
+export const roomPresence = (room, users, online = users.length) => ({ type: 'RoomPresence', room, online, users });
 /** A Message in #general with seq `seq` (text `m<seq>` unless `extra` says otherwise). */
 export const message = (seq, sender = bob, extra = {}) => ({
   type: 'Message',

@@ -4,7 +4,7 @@ import { test, describe, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { ChatClient, idToHex } from '../socketchat.js';
-import { FakeWebSocket, alice, message as msg, waitFor, welcome } from '../test-support/fakes.mjs';
+import { FakeWebSocket, alice, bob, message as msg, roomPresence, waitFor, welcome } from '../test-support/fakes.mjs';
 
 function newClient(opts = {}) {
   FakeWebSocket.instances = [];
@@ -37,7 +37,7 @@ describe('ChatClient', () => {
     assert.equal(ws.binaryType, 'arraybuffer');
     ws.open();
     assert.deepEqual(ws.sent.map((f) => f.type), ['Hello', 'Join']);
-    assert.deepEqual(ws.sent[0], { type: 'Hello', version: 1, client: 'socketchat-web/1.0' });
+    assert.deepEqual(ws.sent[0], { type: 'Hello', version: 2, client: 'socketchat-web/1.0' });
     assert.deepEqual(ws.sent[1], { type: 'Join', room: 'general', after_seq: null });
     ws.deliver(welcome());
     assert.deepEqual(statuses, ['connecting', 'connected']);
@@ -198,6 +198,50 @@ describe('ChatClient', () => {
     assert.equal(FakeWebSocket.instances.length, 1);
   });
 
+  test('GoAway 4502 (unsupported version) before Welcome: terminal with the server\'s reason, no reconnect', async () => {
+    const reason = 'protocol version 1 is not supported; this server speaks 2';
+    let asked = 0;
+    client = newClient({
+      checkAuth: async () => {
+        asked += 1;
+        return true;
+      },
+    });
+    const statuses = [];
+    client.on('status', (s) => statuses.push(s));
+    client.switchRoom('general');
+    client.connect();
+    const ws = FakeWebSocket.last();
+    ws.open();
+    ws.deliver({ type: 'GoAway', code: 4502, reason });
+    ws.serverClose(4502, reason);
+    await new Promise((r) => setTimeout(r, 150));
+    assert.equal(FakeWebSocket.instances.length, 1, 'no reconnect');
+    assert.equal(asked, 0, 'a terminal code needs no auth check');
+    assert.deepEqual(statuses.map((s) => s.state), ['connecting', 'disconnected']);
+    assert.deepEqual(statuses[1], { state: 'disconnected', code: 4502, reason, terminal: true });
+    assert.equal(client.state, 'disconnected');
+  });
+
+  test('GoAway 4502 followed by a close without a code or with a cut reason: the GoAway decides', async () => {
+    const reason = 'protocol version 1 is not supported; this server speaks 2';
+    for (const [code, closeReason] of [
+      [1006, ''],
+      [4502, reason.slice(0, 10)],
+    ]) {
+      client = newClient();
+      client.connect();
+      const ws = FakeWebSocket.last();
+      ws.open();
+      const st = waitFor(client, 'status', (s) => s.state !== 'connecting');
+      ws.deliver({ type: 'GoAway', code: 4502, reason });
+      ws.serverClose(code, closeReason);
+      assert.deepEqual(await st, { state: 'disconnected', code: 4502, reason, terminal: true }, `close ${code}`);
+      await new Promise((r) => setTimeout(r, 60));
+      assert.equal(FakeWebSocket.instances.length, 1, `close ${code}: no reconnect`);
+    }
+  });
+
   test('every 4500-4999 code is terminal, every other code reconnects', async () => {
     for (const code of [4500, 4501, 4502, 4503, 4504, 4999]) {
       client = newClient();
@@ -291,6 +335,23 @@ describe('ChatClient', () => {
     assert.equal(FakeWebSocket.instances.length, 1, 'no reconnect');
   });
 
+  test('a retired v1 frame (Online #1, Presence #8) is skipped like any unknown frame', async () => {
+    const ws = connectedInGeneral();
+    const problems = [];
+    const events = [];
+    client.on('protocol_error', (p) => problems.push(p.message));
+    for (const type of ['online', 'presence', 'room_presence']) client.on(type, () => events.push(type));
+    ws.onmessage({ data: new Uint8Array([0x01, 0x00]).buffer }); // v1 Online{users: []}
+    ws.onmessage({ data: new Uint8Array([0x08, 0x01, 0x01, 0x61, 0x01]).buffer }); // v1 Presence{a, true}
+    assert.equal(problems.length, 2);
+    assert.match(problems[0], /discriminant 1 \(retired/);
+    assert.match(problems[1], /discriminant 8 \(retired/);
+    assert.deepEqual(events, []);
+    assert.equal(client.state, 'connected');
+    ws.deliver({ type: 'Pong', nonce: 1 });
+    assert.equal(client.state, 'connected');
+  });
+
   test('disconnect() stops reconnecting', async () => {
     client = newClient();
     client.connect();
@@ -299,5 +360,80 @@ describe('ChatClient', () => {
     await new Promise((r) => setTimeout(r, 150));
     assert.equal(FakeWebSocket.instances.length, 1);
     assert.equal(client.state, 'disconnected');
+  });
+});
+
+describe('ChatClient room presence', () => {
+  test('RoomPresence of the current room: event and snapshot, each frame replaces the last', () => {
+    const ws = connectedInGeneral();
+    const seen = [];
+    client.on('room_presence', (p) => seen.push(p));
+    assert.equal(client.roomPresence('general'), null, 'nothing before the first frame');
+    ws.deliver({ type: 'Joined', room: 'general', head_seq: 0, replay_from: 1 });
+    ws.deliver(roomPresence('general', [alice, bob], 130));
+    assert.deepEqual(seen, [{ type: 'RoomPresence', room: 'general', online: 130, users: [alice, bob] }]);
+    assert.deepEqual(client.roomPresence('general'), { room: 'general', online: 130, users: [alice, bob] });
+    ws.deliver(roomPresence('general', [alice], 1));
+    assert.deepEqual(client.roomPresence('general'), { room: 'general', online: 1, users: [alice] }, 'replaced, not merged');
+    ws.deliver(roomPresence('general', [], 0));
+    assert.deepEqual(client.roomPresence('general'), { room: 'general', online: 0, users: [] });
+    assert.equal(seen.length, 3);
+  });
+
+  test('switching drops the old room\'s snapshot; a late frame for it is ignored; the new room\'s follows its Joined', () => {
+    const ws = connectedInGeneral();
+    ws.deliver({ type: 'Joined', room: 'general', head_seq: 0, replay_from: 1 });
+    ws.deliver(roomPresence('general', [alice, bob]));
+    const seen = [];
+    client.on('room_presence', (p) => seen.push(p.room));
+    client.switchRoom('design');
+    assert.equal(client.roomPresence('general'), null, 'dropped at the switch');
+    // Sent by the server before it handled the Switch.
+    ws.deliver(roomPresence('general', [alice, bob], 3));
+    assert.equal(client.roomPresence('general'), null, 'a late frame of the old room is ignored');
+    ws.deliver({ type: 'Left', room: 'general' });
+    ws.deliver({ type: 'Joined', room: 'design', head_seq: 0, replay_from: 1 });
+    ws.deliver(roomPresence('design', [alice]));
+    assert.deepEqual(client.roomPresence('design'), { room: 'design', online: 1, users: [alice] });
+    assert.deepEqual(seen, ['design']);
+  });
+
+  test('Left clears the room\'s snapshot, also when the client switched straight back to it', () => {
+    const ws = connectedInGeneral();
+    ws.deliver({ type: 'Joined', room: 'general', head_seq: 0, replay_from: 1 });
+    ws.deliver(roomPresence('general', [alice, bob]));
+    const left = [];
+    client.on('left', (l) => left.push(l.room));
+    client.switchRoom('design');
+    client.switchRoom('general');
+    // The server answers both Switches in order: Left general, Joined design, RoomPresence
+    // design, Left design, Joined general, RoomPresence general.
+    ws.deliver({ type: 'Left', room: 'general' });
+    assert.equal(client.roomPresence('general'), null, 'the old membership is over');
+    ws.deliver({ type: 'Joined', room: 'design', head_seq: 0, replay_from: 1 });
+    ws.deliver(roomPresence('design', [alice]));
+    assert.equal(client.roomPresence('design'), null, 'not the current room any more');
+    ws.deliver({ type: 'Left', room: 'design' });
+    ws.deliver({ type: 'Joined', room: 'general', head_seq: 0, replay_from: 1 });
+    ws.deliver(roomPresence('general', [alice]));
+    assert.deepEqual(client.roomPresence('general'), { room: 'general', online: 1, users: [alice] });
+    assert.deepEqual(left, ['general', 'design']);
+  });
+
+  test('the snapshot survives a reconnect until the next frame; reset() forgets it', async () => {
+    let ws = connectedInGeneral();
+    ws.deliver({ type: 'Joined', room: 'general', head_seq: 0, replay_from: 1 });
+    ws.deliver(roomPresence('general', [alice, bob]));
+    ws.serverClose(4000, 'restart');
+    await waitFor(client, 'status', (s) => s.state === 'connecting');
+    assert.equal(client.roomPresence('general').online, 2, 'kept (shown as stale) while reconnecting');
+    ws = FakeWebSocket.last();
+    ws.open();
+    ws.deliver(welcome());
+    ws.deliver({ type: 'Joined', room: 'general', head_seq: 0, replay_from: 1 });
+    ws.deliver(roomPresence('general', [alice]));
+    assert.equal(client.roomPresence('general').online, 1);
+    client.reset();
+    assert.equal(client.roomPresence('general'), null);
   });
 });

@@ -15,6 +15,10 @@ import {
   DecodeError,
   idToHex,
   hexToId,
+  PROTOCOL_VERSION,
+  CLIENT_FRAME_TYPES,
+  SERVER_FRAME_TYPES,
+  RETIRED_SERVER_FRAMES,
 } from '../socketchat.js';
 
 const vectorsPath = fileURLToPath(new URL('../../protocol/vectors/frames.jsonl', import.meta.url));
@@ -51,13 +55,31 @@ const codecs = {
 };
 
 describe('protocol vectors', () => {
-  test('the vector file is not empty and covers every frame type', () => {
-    const types = (dir) => new Set(vectors.filter((v) => v.direction === dir).map((v) => Object.keys(v.frame)[0]));
-    assert.deepEqual([...types('client_to_server')].sort(), ['Hello', 'History', 'Join', 'Leave', 'Ping', 'Send', 'Switch', 'Typing']);
+  test('the codec speaks protocol v2: its frame types are the spec\'s (§ 3), #1 and #8 retired', () => {
+    assert.equal(PROTOCOL_VERSION, 2);
+    assert.deepEqual(CLIENT_FRAME_TYPES, ['Hello', 'Join', 'Leave', 'Switch', 'Send', 'History', 'Typing', 'Ping']);
     assert.deepEqual(
-      [...types('server_to_client')].sort(),
-      ['Ack', 'Error', 'GoAway', 'History', 'Joined', 'Left', 'Message', 'Online', 'Pong', 'Presence', 'Typing', 'Welcome'],
+      SERVER_FRAME_TYPES,
+      ['Welcome', 'Joined', 'Left', 'Ack', 'Message', 'History', 'Typing', 'Pong', 'Error', 'GoAway', 'RoomPresence'],
     );
+    assert.deepEqual(RETIRED_SERVER_FRAMES, [1, 8]);
+  });
+
+  test('the vector file is not empty and covers every live frame type, and only those', () => {
+    const types = (dir) => new Set(vectors.filter((v) => v.direction === dir).map((v) => Object.keys(v.frame)[0]));
+    assert.deepEqual([...types('client_to_server')].sort(), [...CLIENT_FRAME_TYPES].sort());
+    // No vector for the retired Online (#1) and Presence (#8): they are never sent in v2.
+    assert.deepEqual([...types('server_to_client')].sort(), [...SERVER_FRAME_TYPES].sort());
+  });
+
+  test('Hello and Welcome vectors carry version 2', () => {
+    const frameOf = (name) => {
+      const v = vectors.find((x) => x.name === name);
+      assert.ok(v, `vector ${name}`);
+      return Object.values(v.frame)[0];
+    };
+    assert.equal(frameOf('hello').version, PROTOCOL_VERSION);
+    assert.equal(frameOf('welcome').version, PROTOCOL_VERSION);
   });
 
   for (const v of vectors) {
@@ -73,6 +95,18 @@ describe('protocol vectors', () => {
       assert.deepStrictEqual(codec.decode(Buffer.from(v.hex, 'hex')), frame);
     });
   }
+
+  test('RoomPresence bytes checked by hand against § 2 (independent of the vector file)', () => {
+    // 0c: variant 12 · 07 "general" · 82 01: varint 130 (0x02 | 0x80, then 0x01) · 02: two
+    // users · 01 05 "alice" · 02 03 "bob"
+    const full = { type: 'RoomPresence', room: 'general', online: 130, users: [{ id: 1, username: 'alice' }, { id: 2, username: 'bob' }] };
+    assert.equal(hex(encodeServerFrame(full)), '0c' + '0767656e6572616c' + '8201' + '02' + '0105616c696365' + '0203626f62');
+    assert.deepStrictEqual(decodeServerFrame(unhex('0c0767656e6572616c8201020105616c6963650203626f62')), full);
+    // 0c · 06 "design" · 00: online 0 · 00: no users
+    const empty = { type: 'RoomPresence', room: 'design', online: 0, users: [] };
+    assert.equal(hex(encodeServerFrame(empty)), '0c0664657369676e0000');
+    assert.deepStrictEqual(decodeServerFrame(unhex('0c0664657369676e0000')), empty);
+  });
 
   test('decoded ids are plain Uint8Arrays of 16 bytes, independent of the input buffer', () => {
     const v = vectors.find((x) => x.name === 'message');
@@ -116,8 +150,8 @@ describe('malformed input throws', () => {
   test('invalid bool byte', () => {
     // Typing{room: "general", active: 2}
     assert.throws(() => decodeClientFrame(unhex('060767656e6572616c02')), /invalid bool/);
-    // Presence{user: alice, online: 0xff}
-    assert.throws(() => decodeServerFrame(unhex('080105616c696365ff')), /invalid bool/);
+    // server Typing{room: "general", user: alice, active: 0xff}
+    assert.throws(() => decodeServerFrame(unhex('070767656e6572616c0105616c696365ff')), /invalid bool/);
   });
 
   test('invalid option tag', () => {
@@ -127,10 +161,30 @@ describe('malformed input throws', () => {
   test('unknown discriminant', () => {
     assert.throws(() => decodeClientFrame(unhex('08')), /discriminant/);
     assert.throws(() => decodeClientFrame(unhex('0800')), /discriminant/);
-    assert.throws(() => decodeServerFrame(unhex('0c')), /discriminant/);
+    assert.throws(() => decodeServerFrame(unhex('0d')), /discriminant/);
     assert.throws(() => decodeServerFrame(unhex('ff01')), /discriminant/);
-    assert.throws(() => decodeServerFrame(unhex('0c')), (err) => err instanceof DecodeError && err.kind === 'unknown_frame');
+    assert.throws(() => decodeServerFrame(unhex('0d')), (err) => err instanceof DecodeError && err.kind === 'unknown_frame');
     assert.throws(() => decodeServerFrame(unhex('0980')), (err) => err instanceof DecodeError && err.kind === 'malformed');
+    // #12 is RoomPresence now: a bare discriminant is a truncated frame, not an unknown one.
+    assert.throws(() => decodeServerFrame(unhex('0c')), (err) => err instanceof DecodeError && err.kind === 'malformed');
+  });
+
+  test('the retired v1 frames Online (#1) and Presence (#8) are unknown frames', () => {
+    const unknown = (err) => err instanceof DecodeError && err.kind === 'unknown_frame' && /retired/.test(err.message);
+    // v1's online_empty, online and presence vectors.
+    assert.throws(() => decodeServerFrame(unhex('0100')), unknown);
+    assert.throws(() => decodeServerFrame(unhex('01020105616c6963650203626f62')), unknown);
+    assert.throws(() => decodeServerFrame(unhex('080105616c69636501')), unknown);
+    assert.throws(() => encodeServerFrame({ type: 'Online', users: [] }), /unknown server frame type/);
+    assert.throws(() => encodeServerFrame({ type: 'Presence', user: { id: 1, username: 'a' }, online: true }), /unknown server frame type/);
+  });
+
+  test('RoomPresence fields: online is a u32, users a Vec<UserRef>', () => {
+    // RoomPresence{room: "a", online: 2^32, users: []}
+    assert.throws(() => decodeServerFrame(unhex('0c0161808080801000')), /overflows u32/);
+    assert.deepStrictEqual(decodeServerFrame(unhex('0c0161ffffffff0f00')), { type: 'RoomPresence', room: 'a', online: 0xffffffff, users: [] });
+    assert.throws(() => encodeServerFrame({ type: 'RoomPresence', room: 'a', online: 2 ** 32, users: [] }), RangeError);
+    assert.throws(() => encodeServerFrame({ type: 'RoomPresence', room: 'a', online: 1 }), /missing/);
   });
 
   test('invalid UTF-8', () => {
@@ -162,7 +216,8 @@ describe('malformed input throws', () => {
   });
 
   test('vec count larger than the remaining bytes', () => {
-    assert.throws(() => decodeServerFrame(unhex('01ffffffff0f')), DecodeError);
+    // RoomPresence{room: "a", online: 0, users: <2^32 - 1 elements announced>}
+    assert.throws(() => decodeServerFrame(unhex('0c016100ffffffff0f')), /announces/);
   });
 
   test('valid frames of the other direction are not confused', () => {

@@ -18,7 +18,7 @@ import {
   encodeStreamFrame,
   decodeServerFrame,
 } from '../socketchat.js';
-import { FakeWebSocket, FakeWebTransport, alice, bob, concat, message, tick, until, waitFor, welcome } from '../test-support/fakes.mjs';
+import { FakeWebSocket, FakeWebTransport, alice, bob, concat, message, roomPresence, tick, until, waitFor, welcome } from '../test-support/fakes.mjs';
 
 /** Deterministic PRNG (mulberry32) so failures reproduce. */
 function rng(seed) {
@@ -40,7 +40,7 @@ const msg = (seq, sender = bob, extra = {}) => message(seq, sender, { text: `m${
 // ---------------------------------------------------------------------------------------------
 
 describe('StreamFrameReader', () => {
-  const frames = [welcome(), { type: 'Online', users: [alice, bob] }, msg(1), msg(2), { type: 'Pong', nonce: 9 }, msg(300)].map(encodeServerFrame);
+  const frames = [welcome(), roomPresence('general', [alice, bob], 130), msg(1), msg(2), { type: 'Pong', nonce: 9 }, msg(300)].map(encodeServerFrame);
   const stream = concat(frames.map((f) => encodeStreamFrame(f)));
 
   test('a frame split at any point comes out whole, once', () => {

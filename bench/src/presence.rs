@@ -1,0 +1,305 @@
+//! Presence scenarios (issue: presence at scale).
+//!
+//! `connect`: how fast connections open (upgrade with a cookie, `Hello`, `Join`, until the
+//! room's first `RoomPresence`) with U distinct users over C connections, and the server's
+//! memory per connection once they are all open. Users are minted as tokens with the server's
+//! JWT secret (registration would measure argon2, not presence).
+//!
+//! `latency`: how long a presence change takes to reach the connections that show it. W
+//! watchers sit in a room on one node; a mover (named `-mover`, which sorts before every other
+//! name, so it is always on the first page) joins and leaves the room on another node (or the
+//! same one); K churners join and leave the room at random meanwhile, so the room's presence
+//! changes all the time and frames are coalesced. Each watcher notes when the first
+//! `RoomPresence` showing the mover's new state arrived.
+
+use futures_util::{SinkExt, StreamExt};
+use socketchat::auth::TokenKeys;
+use socketchat::wire::{self, ClientFrame, ServerFrame};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest, http::HeaderValue};
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Arguments of `connect`.
+#[derive(clap::Parser)]
+pub struct ConnectArgs {
+    /// HTTP address of the server.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Server process id (for its resident memory).
+    #[arg(long)]
+    pid: u32,
+    /// The server's JWT secret (tokens are minted with it).
+    #[arg(long, env = "JWT_SECRET")]
+    jwt_secret: String,
+    /// Connections to open.
+    #[arg(long, default_value_t = 1000)]
+    connections: usize,
+    /// Distinct users; connection i is user i % users.
+    #[arg(long, default_value_t = 1000)]
+    users: usize,
+    /// Connections opened at the same time.
+    #[arg(long, default_value_t = 32)]
+    parallel: usize,
+    /// Room every connection joins.
+    #[arg(long, default_value = "general")]
+    room: String,
+}
+
+/// Arguments of `latency`.
+#[derive(clap::Parser)]
+pub struct LatencyArgs {
+    /// Node the watchers use.
+    #[arg(long, default_value = "127.0.0.1:8082")]
+    watch_addr: SocketAddr,
+    /// Node the mover and the churners use (the same one for the single-node figure).
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    move_addr: SocketAddr,
+    /// The servers' JWT secret.
+    #[arg(long, env = "JWT_SECRET")]
+    jwt_secret: String,
+    /// Watching connections in the room.
+    #[arg(long, default_value_t = 200)]
+    watchers: usize,
+    /// Connections that join and leave the room at random all along.
+    #[arg(long, default_value_t = 50)]
+    churners: usize,
+    /// Times the mover joins or leaves.
+    #[arg(long, default_value_t = 20)]
+    moves: usize,
+    /// Room.
+    #[arg(long, default_value = "general")]
+    room: String,
+}
+
+/// A user's cookie, minted with the server's secret (the user need not exist in the store).
+fn cookie(keys: &TokenKeys, id: u64, username: &str) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    format!("token={}", keys.issue(id, username, now).0)
+}
+
+async fn upgrade(addr: SocketAddr, cookie: &str) -> Result<Ws, BoxError> {
+    let mut request = format!("ws://{addr}/ws").into_client_request()?;
+    request.headers_mut().insert("cookie", HeaderValue::from_str(cookie)?);
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    Ok(tokio_tungstenite::client_async(request, tcp).await?.0)
+}
+
+async fn send(ws: &mut Ws, frame: &ClientFrame) -> Result<(), BoxError> {
+    Ok(ws.send(Message::Binary(wire::encode(frame).into())).await?)
+}
+
+/// Reads until a frame `pick` accepts.
+async fn until<T>(ws: &mut Ws, mut pick: impl FnMut(ServerFrame) -> Option<T>) -> Result<T, BoxError> {
+    while let Some(message) = ws.next().await {
+        if let Message::Binary(bytes) = message?
+            && let Some(found) = wire::decode::<ServerFrame>(&bytes, usize::MAX).ok().and_then(&mut pick)
+        {
+            return Ok(found);
+        }
+    }
+    Err("closed".into())
+}
+
+fn hello() -> ClientFrame {
+    ClientFrame::Hello(wire::Hello { version: wire::PROTOCOL_VERSION, client: "bench".into() })
+}
+
+fn join(room: &str) -> ClientFrame {
+    ClientFrame::Join(wire::Join { room: room.into(), after_seq: None })
+}
+
+fn leave(room: &str) -> ClientFrame {
+    ClientFrame::Leave(wire::Leave { room: room.into() })
+}
+
+/// Upgrade, `Hello`, `Join`, and the room's first `RoomPresence`.
+async fn present(addr: SocketAddr, cookie: &str, room: &str) -> Result<Ws, BoxError> {
+    let mut ws = upgrade(addr, cookie).await?;
+    send(&mut ws, &hello()).await?;
+    send(&mut ws, &join(room)).await?;
+    until(&mut ws, |f| matches!(f, ServerFrame::RoomPresence(p) if p.room == room).then_some(())).await?;
+    Ok(ws)
+}
+
+/// Keeps reading a connection (pinging now and then) so the server never sees a slow consumer.
+fn drain(mut ws: Ws) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ping = tokio::time::interval(Duration::from_secs(20));
+        loop {
+            tokio::select! {
+                next = ws.next() => if !matches!(next, Some(Ok(_))) { return },
+                _ = ping.tick() => {
+                    if send(&mut ws, &ClientFrame::Ping(wire::Ping { nonce: 0 })).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// `connect`: prints one JSON line.
+pub async fn connect_scenario(args: ConnectArgs) -> Result<(), BoxError> {
+    let keys = TokenKeys::new(args.jwt_secret.as_bytes(), 3600);
+    let cookies: Arc<Vec<String>> =
+        Arc::new((0..args.users).map(|i| cookie(&keys, 50_000_000 + i as u64, &format!("load{i:06}"))).collect());
+    let before = crate::resident_kib(args.pid);
+    let cpu_before = crate::cpu_seconds();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let held = Arc::new(Mutex::new(Vec::with_capacity(args.connections)));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..args.parallel)
+        .map(|_| {
+            let (next, held, cookies, room) = (next.clone(), held.clone(), cookies.clone(), args.room.clone());
+            let (addr, total) = (args.addr, args.connections);
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= total {
+                        return Ok::<(), BoxError>(());
+                    }
+                    let ws = present(addr, &cookies[i % cookies.len()], &room).await?;
+                    held.lock().unwrap().push(drain(ws));
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await??;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let generator_cpu = crate::cpu_seconds() - cpu_before;
+    // Let the last presence refreshes go out before memory is read.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = crate::resident_kib(args.pid);
+    println!(
+        "{}",
+        serde_json::json!({
+            "scenario": "connect",
+            "connections": args.connections,
+            "users": args.users,
+            "seconds": (elapsed * 100.0).round() / 100.0,
+            "connects_per_s": (args.connections as f64 / elapsed).round(),
+            "server_rss_before_kib": before,
+            "server_rss_after_kib": after,
+            "kib_per_connection": ((after.saturating_sub(before)) as f64 / args.connections as f64 * 10.0).round() / 10.0,
+            "generator_cpu_s": (generator_cpu * 100.0).round() / 100.0,
+        })
+    );
+    for task in held.lock().unwrap().drain(..) {
+        task.abort();
+    }
+    Ok(())
+}
+
+/// What a watcher saw: when, and whether the mover was listed.
+type Sightings = Arc<Mutex<Vec<(Instant, bool)>>>;
+
+/// `latency`: prints one JSON line.
+pub async fn latency_scenario(args: LatencyArgs) -> Result<(), BoxError> {
+    const MOVER: &str = "-mover";
+    let keys = TokenKeys::new(args.jwt_secret.as_bytes(), 3600);
+    let room = args.room.clone();
+    let mut watchers: Vec<(Sightings, tokio::task::JoinHandle<()>)> = Vec::new();
+    for i in 0..args.watchers {
+        let mut ws =
+            present(args.watch_addr, &cookie(&keys, 60_000_000 + i as u64, &format!("w{i:05}")), &room).await?;
+        let room = room.clone();
+        let seen: Sightings = Arc::default();
+        let record = seen.clone();
+        let task = tokio::spawn(async move {
+            let mut ping = tokio::time::interval(Duration::from_secs(20));
+            loop {
+                tokio::select! {
+                    next = ws.next() => match next {
+                        Some(Ok(Message::Binary(bytes))) => {
+                            if let Ok(ServerFrame::RoomPresence(p)) = wire::decode::<ServerFrame>(&bytes, usize::MAX)
+                                && p.room == room
+                            {
+                                let listed = p.users.iter().any(|u| u.username == MOVER);
+                                record.lock().unwrap().push((Instant::now(), listed));
+                            }
+                        }
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                        Some(Ok(_)) => {}
+                    },
+                    _ = ping.tick() => {
+                        let _ = send(&mut ws, &ClientFrame::Ping(wire::Ping { nonce: 0 })).await;
+                    }
+                }
+            }
+        });
+        watchers.push((seen, task));
+    }
+    let mut churners = Vec::new();
+    for i in 0..args.churners {
+        let mut ws = upgrade(args.move_addr, &cookie(&keys, 70_000_000 + i as u64, &format!("c{i:05}"))).await?;
+        send(&mut ws, &hello()).await?;
+        let room = room.clone();
+        churners.push(tokio::spawn(async move {
+            let (mut writes, mut reads) = ws.split();
+            let reader = tokio::spawn(async move { while let Some(Ok(_)) = reads.next().await {} });
+            let mut inside = false;
+            loop {
+                tokio::time::sleep(Duration::from_millis(rand::random_range(200..1500))).await;
+                let frame = if inside { leave(&room) } else { join(&room) };
+                inside = !inside;
+                if writes.send(Message::Binary(wire::encode(&frame).into())).await.is_err() {
+                    break;
+                }
+            }
+            reader.abort();
+        }));
+    }
+    let mut mover = upgrade(args.move_addr, &cookie(&keys, 80_000_000, MOVER)).await?;
+    send(&mut mover, &hello()).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut moves: Vec<(Instant, bool)> = Vec::new();
+    for n in 0..args.moves {
+        let inside = n % 2 == 0;
+        moves.push((Instant::now(), inside));
+        send(&mut mover, &if inside { join(&room) } else { leave(&room) }).await?;
+        // The mover reads what it is sent, and waits longer than any coalescing interval.
+        let deadline = Instant::now() + Duration::from_millis(1500);
+        while let Ok(Some(Ok(_))) = tokio::time::timeout_at(deadline.into(), mover.next()).await {}
+    }
+    for churner in churners {
+        churner.abort();
+    }
+    // For each move and watcher: the first frame after the move that shows it, before the next.
+    let mut latencies: Vec<u32> = Vec::new();
+    let mut missing = 0usize;
+    for (seen, task) in watchers {
+        task.abort();
+        let seen = seen.lock().unwrap();
+        for (n, (at, inside)) in moves.iter().enumerate() {
+            let until = moves.get(n + 1).map(|(next, _)| *next);
+            match seen.iter().find(|(t, listed)| t >= at && until.is_none_or(|u| *t < u) && listed == inside) {
+                Some((t, _)) => latencies.push(t.duration_since(*at).as_micros() as u32),
+                None => missing += 1,
+            }
+        }
+    }
+    latencies.sort_unstable();
+    println!(
+        "{}",
+        serde_json::json!({
+            "scenario": "presence-latency",
+            "cross_node": args.watch_addr != args.move_addr,
+            "watchers": args.watchers,
+            "churners": args.churners,
+            "moves": args.moves,
+            "samples": latencies.len(),
+            "missing": missing,
+            "latency_p50_ms": crate::percentile(&latencies, 0.50),
+            "latency_p99_ms": crate::percentile(&latencies, 0.99),
+            "latency_max_ms": crate::percentile(&latencies, 1.0),
+        })
+    );
+    Ok(())
+}
