@@ -4,12 +4,12 @@
 #     cell; `socketchat-load connect` opens CONNECTIONS connections of USERS distinct users, each
 #     with Hello and Join general until the room's first RoomPresence, 32 at a time, and reads
 #     the node's memory once they are all open. Cells (USERS:CONNECTIONS): CELLS, default
-#     "1000:1000 15000:15000 100:15000".
+#     "1000:1000 15000:15000 100:15000". connect-redis: the same on PostgreSQL + Redis.
 #   single / cross: `socketchat-load presence-latency`, 200 watchers in general see a mover
 #     join and leave 20 times while 50 churners join and leave at random; single = one node
 #     (embedded), cross = two nodes on PostgreSQL + Redis, watchers on node 2, the rest on 1.
 # Prints every run and the medians.
-# Usage: bench/presence.sh [RUNS]   (env: MODES="connect single cross" CELLS=…)
+# Usage: bench/presence.sh [RUNS]   (env: MODES="connect connect-redis single cross" CELLS=…)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
@@ -21,14 +21,16 @@ export SOCKETCHAT_MAX_CONNECTIONS=19000
 
 results=$(mktemp)
 for run in $(seq "$runs"); do
-  for mode in ${MODES:-connect single cross}; do
+  for mode in ${MODES:-connect connect-redis single cross}; do
     case "$mode" in
-      connect)
+      connect | connect-redis)
+        backend=embedded
+        [ "$mode" = connect-redis ] && backend=redis
         for cell in $cells; do
           port=$(free_port)
-          start_node "connect-$run-${cell/:/-}" "$port" embedded
+          start_node "$mode-$run-${cell/:/-}" "$port" "$backend"
           target/release/socketchat-load connect --addr "127.0.0.1:$port" --pid "${pids[-1]}" \
-            --users "${cell%%:*}" --connections "${cell##*:}" | tee -a "$results"
+            --users "${cell%%:*}" --connections "${cell##*:}" --presence "$backend" | tee -a "$results"
           stop_nodes
         done
         ;;
@@ -60,11 +62,11 @@ med = lambda rs, k: statistics.median(r[k] for r in rs)
 cells = {}
 for r in rows:
     if r["scenario"] == "connect":
-        cells.setdefault((r["users"], r["connections"]), []).append(r)
+        cells.setdefault((r["presence"], r["users"], r["connections"]), []).append(r)
 if cells:
-    print(f'{"users":>6} {"conns":>6} {"connects/s":>10} {"KiB/conn":>9} {"gen CPU s":>9}')
-    for (users, conns), rs in cells.items():
-        print(f'{users:>6} {conns:>6} {med(rs, "connects_per_s"):>10.0f} {med(rs, "kib_per_connection"):>9.1f} {med(rs, "generator_cpu_s"):>9.2f}')
+    print(f'{"presence":9} {"users":>6} {"conns":>6} {"connects/s":>10} {"KiB/conn":>9} {"server CPU µs/conn":>18} {"gen CPU s":>9}')
+    for (presence, users, conns), rs in cells.items():
+        print(f'{presence:9} {users:>6} {conns:>6} {med(rs, "connects_per_s"):>10.0f} {med(rs, "kib_per_connection"):>9.1f} {med(rs, "server_cpu_us_per_connect"):>18.0f} {med(rs, "generator_cpu_s"):>9.2f}')
 lat = {}
 for r in rows:
     if r["scenario"] == "presence-latency":

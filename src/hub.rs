@@ -109,7 +109,7 @@ pub const HEAD_CHECK: Duration = Duration::from_secs(1);
 /// Least time between two `RoomPresence` frames of a room that differ in the count only (users
 /// beyond the first page came or went): large rooms change all the time, and nobody needs
 /// their count more often than this.
-pub const COUNT_INTERVAL: Duration = Duration::from_secs(2);
+pub const COUNT_INTERVAL: Duration = Duration::from_secs(5);
 /// Messages a room holds back while it waits for a gap to fill; later ones are dropped and
 /// read from the store by the repair.
 const EARLY_LIMIT: usize = 4096;

@@ -47,6 +47,9 @@ pub struct ConnectArgs {
     /// Room every connection joins.
     #[arg(long, default_value = "general")]
     room: String,
+    /// Which presence the server runs (`embedded` or `redis`), echoed in the output.
+    #[arg(long, default_value = "embedded")]
+    presence: String,
 }
 
 /// Arguments of `latency`.
@@ -150,6 +153,7 @@ pub async fn connect_scenario(args: ConnectArgs) -> Result<(), BoxError> {
         Arc::new((0..args.users).map(|i| cookie(&keys, 50_000_000 + i as u64, &format!("load{i:06}"))).collect());
     let before = crate::resident_kib(args.pid);
     let cpu_before = crate::cpu_seconds();
+    let server_cpu_before = crate::process_cpu_seconds(&args.pid.to_string());
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let held = Arc::new(Mutex::new(Vec::with_capacity(args.connections)));
     let start = Instant::now();
@@ -174,6 +178,7 @@ pub async fn connect_scenario(args: ConnectArgs) -> Result<(), BoxError> {
     }
     let elapsed = start.elapsed().as_secs_f64();
     let generator_cpu = crate::cpu_seconds() - cpu_before;
+    let server_cpu = crate::process_cpu_seconds(&args.pid.to_string()) - server_cpu_before;
     // Let the last presence refreshes go out before memory is read.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = crate::resident_kib(args.pid);
@@ -181,6 +186,7 @@ pub async fn connect_scenario(args: ConnectArgs) -> Result<(), BoxError> {
         "{}",
         serde_json::json!({
             "scenario": "connect",
+            "presence": args.presence,
             "connections": args.connections,
             "users": args.users,
             "seconds": (elapsed * 100.0).round() / 100.0,
@@ -189,6 +195,8 @@ pub async fn connect_scenario(args: ConnectArgs) -> Result<(), BoxError> {
             "server_rss_after_kib": after,
             "kib_per_connection": ((after.saturating_sub(before)) as f64 / args.connections as f64 * 10.0).round() / 10.0,
             "generator_cpu_s": (generator_cpu * 100.0).round() / 100.0,
+            "server_cpu_s": (server_cpu * 100.0).round() / 100.0,
+            "server_cpu_us_per_connect": (server_cpu * 1e6 / args.connections as f64).round(),
         })
     );
     for task in held.lock().unwrap().drain(..) {
