@@ -36,6 +36,7 @@ bench_setup() {
 
 # start_node NAME PORT [redis|embedded]: runs a node (PostgreSQL; with Redis; or the embedded
 # default with neither) and waits until it answers /readyz. Its pid is the last of $pids.
+# SOCKETCHAT_BIN runs another build (an earlier commit, for a before/after comparison).
 start_node() {
   local name=$1 port=$2 mode=${3:-}
   local env=()
@@ -43,7 +44,7 @@ start_node() {
     redis) env=(REDIS_URL="redis://127.0.0.1:$redis_port") ;;
     embedded) env=(-u DATABASE_URL) ;;
   esac
-  env "${env[@]}" target/release/socketchat --listen "127.0.0.1:$port" --data-dir "$dir/$name" \
+  env "${env[@]}" "${SOCKETCHAT_BIN:-target/release/socketchat}" --listen "127.0.0.1:$port" --data-dir "$dir/$name" \
     --node-id "$name" >"$dir/$name.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 300); do

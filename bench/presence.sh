@@ -10,6 +10,8 @@
 #     (embedded), cross = two nodes on PostgreSQL + Redis, watchers on node 2, the rest on 1.
 # Prints every run and the medians.
 # Usage: bench/presence.sh [RUNS]   (env: MODES="connect connect-redis single cross" CELLS=…)
+# Before/after: build an earlier commit (e.g. in a git worktree) and run
+#   SOCKETCHAT_BIN=<its target/release/socketchat> PROTOCOL=1 MODES=connect bench/presence.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
@@ -30,7 +32,8 @@ for run in $(seq "$runs"); do
           port=$(free_port)
           start_node "$mode-$run-${cell/:/-}" "$port" "$backend"
           target/release/socketchat-load connect --addr "127.0.0.1:$port" --pid "${pids[-1]}" \
-            --users "${cell%%:*}" --connections "${cell##*:}" --presence "$backend" | tee -a "$results"
+            --users "${cell%%:*}" --connections "${cell##*:}" --presence "$backend" \
+            --protocol-version "${PROTOCOL:-2}" | tee -a "$results"
           stop_nodes
         done
         ;;
@@ -62,11 +65,11 @@ med = lambda rs, k: statistics.median(r[k] for r in rs)
 cells = {}
 for r in rows:
     if r["scenario"] == "connect":
-        cells.setdefault((r["presence"], r["users"], r["connections"]), []).append(r)
+        cells.setdefault((f'{r["presence"]}/v{r["protocol_version"]}', r["users"], r["connections"]), []).append(r)
 if cells:
-    print(f'{"presence":9} {"users":>6} {"conns":>6} {"connects/s":>10} {"KiB/conn":>9} {"server CPU µs/conn":>18} {"gen CPU s":>9}')
+    print(f'{"presence":12} {"users":>6} {"conns":>6} {"connects/s":>10} {"KiB/conn":>9} {"server CPU µs/conn":>18} {"gen CPU s":>9}')
     for (presence, users, conns), rs in cells.items():
-        print(f'{presence:9} {users:>6} {conns:>6} {med(rs, "connects_per_s"):>10.0f} {med(rs, "kib_per_connection"):>9.1f} {med(rs, "server_cpu_us_per_connect"):>18.0f} {med(rs, "generator_cpu_s"):>9.2f}')
+        print(f'{presence:12} {users:>6} {conns:>6} {med(rs, "connects_per_s"):>10.0f} {med(rs, "kib_per_connection"):>9.1f} {med(rs, "server_cpu_us_per_connect"):>18.0f} {med(rs, "generator_cpu_s"):>9.2f}')
 lat = {}
 for r in rows:
     if r["scenario"] == "presence-latency":

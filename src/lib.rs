@@ -16,8 +16,9 @@
 //! - [`writer`]: group commit of sends, then delivery here and relay to the other nodes.
 //! - [`bus`]: relay between nodes (`local` in-process, `redis` pub/sub or sharded pub/sub);
 //!   pushes other nodes' events into the hub, which orders and repairs each room's stream.
-//! - [`presence`]: connection counting per user (`local` in-process, `redis` across nodes with
-//!   heartbeats and a reaper).
+//! - [`presence`]: connection counting per user, online and per room, with last-seen times
+//!   (`local` in-process, `redis` across nodes with heartbeats and a reaper); the task that
+//!   sends each room's `RoomPresence`, coalesced, to its members.
 //! - [`redis_client`]: the command connection to Redis (standalone or cluster).
 //! - [`rooms`]: room directory (name ↔ id).
 //! - [`tickets`]: single-use WebTransport tickets.

@@ -50,6 +50,10 @@ pub struct ConnectArgs {
     /// Which presence the server runs (`embedded` or `redis`), echoed in the output.
     #[arg(long, default_value = "embedded")]
     presence: String,
+    /// Protocol version to speak: 1 measures a server from before presence v2 (a connection
+    /// is open once `Joined` arrived; v1 sends no `RoomPresence`).
+    #[arg(long, default_value_t = wire::PROTOCOL_VERSION)]
+    protocol_version: u32,
 }
 
 /// Arguments of `latency`.
@@ -109,7 +113,11 @@ async fn until<T>(ws: &mut Ws, mut pick: impl FnMut(ServerFrame) -> Option<T>) -
 }
 
 fn hello() -> ClientFrame {
-    ClientFrame::Hello(wire::Hello { version: wire::PROTOCOL_VERSION, client: "bench".into() })
+    hello_version(wire::PROTOCOL_VERSION)
+}
+
+fn hello_version(version: u32) -> ClientFrame {
+    ClientFrame::Hello(wire::Hello { version, client: "bench".into() })
 }
 
 fn join(room: &str) -> ClientFrame {
@@ -122,10 +130,19 @@ fn leave(room: &str) -> ClientFrame {
 
 /// Upgrade, `Hello`, `Join`, and the room's first `RoomPresence`.
 async fn present(addr: SocketAddr, cookie: &str, room: &str) -> Result<Ws, BoxError> {
+    present_as(addr, cookie, room, wire::PROTOCOL_VERSION).await
+}
+
+/// [`present`] in a given protocol version (v1: until `Joined`).
+async fn present_as(addr: SocketAddr, cookie: &str, room: &str, version: u32) -> Result<Ws, BoxError> {
     let mut ws = upgrade(addr, cookie).await?;
-    send(&mut ws, &hello()).await?;
+    send(&mut ws, &hello_version(version)).await?;
     send(&mut ws, &join(room)).await?;
-    until(&mut ws, |f| matches!(f, ServerFrame::RoomPresence(p) if p.room == room).then_some(())).await?;
+    if version == 1 {
+        until(&mut ws, |f| matches!(f, ServerFrame::Joined(j) if j.room == room).then_some(())).await?;
+    } else {
+        until(&mut ws, |f| matches!(f, ServerFrame::RoomPresence(p) if p.room == room).then_some(())).await?;
+    }
     Ok(ws)
 }
 
@@ -160,14 +177,14 @@ pub async fn connect_scenario(args: ConnectArgs) -> Result<(), BoxError> {
     let workers: Vec<_> = (0..args.parallel)
         .map(|_| {
             let (next, held, cookies, room) = (next.clone(), held.clone(), cookies.clone(), args.room.clone());
-            let (addr, total) = (args.addr, args.connections);
+            let (addr, total, version) = (args.addr, args.connections, args.protocol_version);
             tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if i >= total {
                         return Ok::<(), BoxError>(());
                     }
-                    let ws = present(addr, &cookies[i % cookies.len()], &room).await?;
+                    let ws = present_as(addr, &cookies[i % cookies.len()], &room, version).await?;
                     held.lock().unwrap().push(drain(ws));
                 }
             })
@@ -187,6 +204,7 @@ pub async fn connect_scenario(args: ConnectArgs) -> Result<(), BoxError> {
         serde_json::json!({
             "scenario": "connect",
             "presence": args.presence,
+            "protocol_version": args.protocol_version,
             "connections": args.connections,
             "users": args.users,
             "seconds": (elapsed * 100.0).round() / 100.0,
