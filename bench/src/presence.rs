@@ -93,7 +93,10 @@ async fn upgrade(addr: SocketAddr, cookie: &str) -> Result<Ws, BoxError> {
     request.headers_mut().insert("cookie", HeaderValue::from_str(cookie)?);
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
-    Ok(tokio_tungstenite::client_async(request, tcp).await?.0)
+    // A small read buffer: tungstenite's default (128 KiB, allocated per connection) made the
+    // generator's own cost per connection grow with thousands of connections open.
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
+    Ok(tokio_tungstenite::client_async_with_config(request, tcp, Some(config)).await?.0)
 }
 
 async fn send(ws: &mut Ws, frame: &ClientFrame) -> Result<(), BoxError> {
@@ -146,10 +149,16 @@ async fn present_as(addr: SocketAddr, cookie: &str, room: &str, version: u32) ->
     Ok(ws)
 }
 
+/// Pings every 20 s, the first one 20 s from now (well within the server's 75 s idle limit).
+fn keepalive() -> tokio::time::Interval {
+    let every = Duration::from_secs(20);
+    tokio::time::interval_at(tokio::time::Instant::now() + every, every)
+}
+
 /// Keeps reading a connection (pinging now and then) so the server never sees a slow consumer.
 fn drain(mut ws: Ws) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut ping = tokio::time::interval(Duration::from_secs(20));
+        let mut ping = keepalive();
         loop {
             tokio::select! {
                 next = ws.next() => if !matches!(next, Some(Ok(_))) { return },
@@ -239,7 +248,7 @@ pub async fn latency_scenario(args: LatencyArgs) -> Result<(), BoxError> {
         let seen: Sightings = Arc::default();
         let record = seen.clone();
         let task = tokio::spawn(async move {
-            let mut ping = tokio::time::interval(Duration::from_secs(20));
+            let mut ping = keepalive();
             loop {
                 tokio::select! {
                     next = ws.next() => match next {
