@@ -585,3 +585,34 @@ async fn a_connection_is_closed_when_its_token_expires() {
     assert_eq!((goaway, close), (Some(CloseCode::Unauthorized.code()), Some(CloseCode::Unauthorized.code())));
     assert_eq!(Client::connect(server.addr, Some(&token), None).await.err(), Some(401), "expired token refused");
 }
+
+#[tokio::test]
+async fn joining_a_joined_room_again_sends_nothing_twice() {
+    let server = TestServer::start().await;
+    let token = server.register("alice").await;
+    let (mut a, _) = server.connect_hello(&token).await;
+    join_and_replay(&mut a, "general", None).await;
+    for i in 1..=5 {
+        a.send(&send("general", i, "once")).await;
+        ack(&mut a).await;
+        message(&mut a).await;
+    }
+    for after in [Some(0), None, Some(3)] {
+        a.send(&join("general", after)).await;
+        let joined = a.recv_until(pick::joined).await;
+        assert_eq!((joined.head_seq, joined.replay_from), (5, 6), "{after:?}: nothing to replay");
+        a.send(&ClientFrame::Ping(wire::Ping { nonce: 1 })).await;
+        let next = a
+            .recv_until(|f| match f {
+                ServerFrame::Message(m) => Some(Some(m.seq)),
+                ServerFrame::Pong(_) => Some(None),
+                _ => None,
+            })
+            .await;
+        assert_eq!(next, None, "{after:?}: no message sent again");
+    }
+    // And live messages keep coming once.
+    a.send(&send("general", 6, "after")).await;
+    ack(&mut a).await;
+    assert_eq!(message(&mut a).await.seq, 6);
+}

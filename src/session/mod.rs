@@ -287,6 +287,12 @@ impl Session {
             frame.room = Some(room);
             return self.reply_error(frame);
         }
+        // Joined again: continue from what this connection was already sent, so nothing is
+        // sent twice (a lower or missing `after_seq`) and nothing in flight is skipped.
+        let after_seq = match self.joined.get(&room_id) {
+            Some(Membership::Live { last_seq }) => Some(after_seq.map_or(*last_seq, |after| after.max(*last_seq))),
+            _ => after_seq,
+        };
         self.joined.insert(room_id, Membership::Joining { held: Vec::new() });
         self.out.push_back(Action::Join { room_id, after_seq });
     }

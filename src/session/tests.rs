@@ -156,6 +156,27 @@ fn join_replays_then_releases_held_live_events_without_duplicates() {
 }
 
 #[test]
+fn joining_a_joined_room_again_continues_from_what_was_sent() {
+    let now = Instant::now();
+    let mut s = greeted(now);
+    join(&mut s, now, "general", Some(0));
+    s.handle_joined(1, 6, (1..=6).map(stored).collect(), None);
+    drain(&mut s);
+    // Asking again from 2 (or with no seq at all) replays nothing already sent: from 7.
+    for after in [Some(2), None, Some(6)] {
+        assert_eq!(join(&mut s, now, "general", after), vec![Action::Join { room_id: 1, after_seq: Some(6) }]);
+        s.handle_joined(1, 6, vec![], None);
+        let actions = drain(&mut s);
+        assert!(
+            matches!(actions.as_slice(), [Action::Send(ServerFrame::Joined(j))] if j.replay_from == 7),
+            "{after:?}: {actions:?}"
+        );
+    }
+    // Ahead of what was sent: from there.
+    assert_eq!(join(&mut s, now, "general", Some(9)), vec![Action::Join { room_id: 1, after_seq: Some(9) }]);
+}
+
+#[test]
 fn only_members_send_and_type_and_sends_are_validated() {
     let now = Instant::now();
     let mut s = greeted(now);
