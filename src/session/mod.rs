@@ -239,7 +239,9 @@ impl Session {
             );
         }
         if hello.client.len() > MAX_CLIENT_NAME_BYTES {
-            return self.close(CloseCode::BadFrame, "client name longer than 64 bytes");
+            // PROTOCOL.md § 4.1: a field out of range is `BadRequest`; the connection stays
+            // open and still waits for a valid `Hello`.
+            return self.reply_error(error(ErrorCode::BadRequest, "client name longer than 64 bytes"));
         }
         self.greeted = true;
         self.out.push_back(Action::Send(ServerFrame::Welcome(Welcome {

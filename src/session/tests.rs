@@ -102,6 +102,19 @@ fn unsupported_version_is_terminal_and_names_the_version_spoken() {
 }
 
 #[test]
+fn a_client_name_over_64_bytes_is_a_bad_request_and_hello_can_be_sent_again() {
+    let now = Instant::now();
+    let mut s = session(now);
+    s.handle_frame(now, ClientFrame::Hello(Hello { version: PROTOCOL_VERSION, client: "x".repeat(65) }));
+    let actions = drain(&mut s);
+    assert_eq!(actions.len(), 1);
+    assert_eq!(error_code(&actions[0]), Some(ErrorCode::BadRequest.code()));
+    assert!(!s.is_closed());
+    s.handle_frame(now, ClientFrame::Hello(Hello { version: PROTOCOL_VERSION, client: "x".repeat(64) }));
+    assert!(matches!(drain(&mut s).as_slice(), [Action::Send(ServerFrame::Welcome(_))]));
+}
+
+#[test]
 fn frames_right_after_hello_are_all_handled_in_order() {
     let now = Instant::now();
     let mut s = session(now);
