@@ -131,7 +131,8 @@ pub fn clearing_cookie() -> String {
 /// own origin (same host as the `Host` header), or explicitly allowed. Comparison ignores case.
 pub fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[String]) -> bool {
     let Some(origin) = origin else { return true };
-    let origin = origin.trim_end_matches('/');
+    // Compared exactly as browsers serialize an origin (RFC 6454: no path, no trailing slash);
+    // configured origins may be written with one.
     if allowed.iter().any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin)) {
         return true;
     }
@@ -217,5 +218,12 @@ mod tests {
         assert!(!origin_allowed(Some("http://evil.example"), Some("127.0.0.1:8080"), &allowed));
         assert!(!origin_allowed(Some("http://127.0.0.1:8080.evil"), Some("127.0.0.1:8080"), &[]));
         assert!(!origin_allowed(Some("null"), Some("127.0.0.1:8080"), &[]));
+        assert!(!origin_allowed(Some("http://127.0.0.1:8080/"), Some("127.0.0.1:8080"), &[]), "not an origin");
+        assert!(!origin_allowed(Some("https://chat.example.com/"), Some("10.0.0.1"), &allowed));
+        assert!(
+            origin_allowed(Some("https://127.0.0.1:8080"), Some("127.0.0.1:8080"), &[]),
+            "the own host behind a TLS-terminating proxy"
+        );
+        assert!(!origin_allowed(Some("ws://127.0.0.1:8080"), Some("127.0.0.1:8080"), &[]));
     }
 }

@@ -115,10 +115,7 @@ impl Tickets {
             })?;
         let grant: Grant =
             serde_json::from_str(&taken.ok_or(TicketError::Invalid)?).map_err(|_| TicketError::Invalid)?;
-        if grant.origin.is_some() && grant.origin.as_deref() != origin {
-            return Err(TicketError::WrongOrigin);
-        }
-        Ok(grant)
+        same_origin(grant, origin)
     }
 
     fn issue_local(&self, grant: Grant, now: Instant) -> Result<String, TicketError> {
@@ -138,11 +135,14 @@ impl Tickets {
         if now >= expires {
             return Err(TicketError::Invalid);
         }
-        if grant.origin.is_some() && grant.origin.as_deref() != origin {
-            return Err(TicketError::WrongOrigin);
-        }
-        Ok(grant)
+        same_origin(grant, origin)
     }
+}
+
+/// A ticket works only from the Origin that bought it: one bought without an `Origin` (a
+/// native client) is refused from a browser, which always sends one (PROTOCOL.md § 1.4).
+fn same_origin(grant: Grant, origin: Option<&str>) -> Result<Grant, TicketError> {
+    if grant.origin.as_deref() == origin { Ok(grant) } else { Err(TicketError::WrongOrigin) }
 }
 
 #[cfg(test)]
@@ -177,5 +177,16 @@ mod tests {
             "burnt by the attempt"
         );
         assert_eq!(t.redeem("made-up", None, now).await, Err(TicketError::Invalid));
+
+        let native = t.issue(grant(None), now).await.unwrap();
+        assert_eq!(
+            t.redeem(&native, Some("http://a"), now).await,
+            Err(TicketError::WrongOrigin),
+            "bought without an Origin: not from a browser"
+        );
+        let browser = t.issue(grant(Some("http://a")), now).await.unwrap();
+        assert_eq!(t.redeem(&browser, None, now).await, Err(TicketError::WrongOrigin), "nor the other way round");
+        let native = t.issue(grant(None), now).await.unwrap();
+        assert_eq!(t.redeem(&native, None, now).await.unwrap(), grant(None));
     }
 }

@@ -23,6 +23,14 @@ async fn upgrade_is_refused_without_a_valid_token_or_from_a_foreign_origin() {
     );
     let own = format!("http://{}", server.addr);
     assert!(Client::connect(server.addr, Some(&token), Some(&own)).await.is_ok(), "own origin");
+    let tls_proxied = format!("https://{}", server.addr);
+    assert!(Client::connect(server.addr, Some(&token), Some(&tls_proxied)).await.is_ok(), "own host over https");
+    let not_an_origin = format!("http://{}/", server.addr);
+    assert_eq!(
+        Client::connect(server.addr, Some(&token), Some(&not_an_origin)).await.err(),
+        Some(403),
+        "a trailing slash"
+    );
     assert!(Client::connect(server.addr, Some(&token), None).await.is_ok(), "native client without Origin");
 }
 

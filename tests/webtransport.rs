@@ -71,6 +71,9 @@ async fn a_ticket_works_once_from_its_origin_and_resume_works_over_webtransport(
     let foreign =
         wt_connect(&server, &format!("?ticket={other_origin}"), &[("origin", "http://evil.example".into())]).await;
     assert!(foreign.is_err(), "a ticket is bound to its origin (and a foreign origin is refused)");
+    let native = ticket(&server, &token, None).await;
+    let from_browser = wt_connect(&server, &format!("?ticket={native}"), &[("origin", origin.clone())]).await;
+    assert!(from_browser.is_err(), "a ticket bought without an Origin is refused from a browser's Origin");
 
     let fresh = ticket(&server, &token, Some(&origin)).await;
     let mut wt = wt_connect(&server, &format!("?ticket={fresh}"), &[("origin", origin)]).await.expect("fresh ticket");
