@@ -87,10 +87,21 @@ struct Outlet {
 async fn run(mut rx: mpsc::Receiver<(NewMessage, Reply)>, store: Arc<dyn Store>, out: Outlet, counters: Arc<Counters>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let (messages, replies): (Vec<NewMessage>, Vec<Reply>) = batch.drain(..).unzip();
+        counters.sends.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        commit(&*store, &out, &counters, std::mem::take(&mut batch)).await;
+    }
+}
+
+/// Commits a batch and answers its senders. When the store refuses the batch because of its
+/// data (one bad row fails the whole transaction), the batch is split in halves, in order,
+/// until the refused sends stand alone: only their senders get the error, everyone else's
+/// sends are stored — in the order they were accepted, so each room's seqs still follow it.
+async fn commit(store: &dyn Store, out: &Outlet, counters: &Counters, batch: Vec<(NewMessage, Reply)>) {
+    let mut pending = std::collections::VecDeque::from([batch]);
+    while let Some(mut part) = pending.pop_front() {
+        let (messages, replies): (Vec<NewMessage>, Vec<Reply>) = part.drain(..).unzip();
         counters.batches.fetch_add(1, Ordering::Relaxed);
-        counters.sends.fetch_add(messages.len() as u64, Ordering::Relaxed);
-        let outcome = tokio::time::timeout(APPEND_TIMEOUT, store.append(messages))
+        let outcome = tokio::time::timeout(APPEND_TIMEOUT, store.append(messages.clone()))
             .await
             .unwrap_or_else(|_| Err(StoreError::Unavailable("store did not answer in time".into())));
         match outcome {
@@ -105,10 +116,19 @@ async fn run(mut rx: mpsc::Receiver<(NewMessage, Reply)>, store: Arc<dyn Store>,
                     let _ = reply.send(Ok(appended));
                 }
             }
+            Err(StoreError::Rejected(_)) if messages.len() > 1 => {
+                let mut halves: Vec<(NewMessage, Reply)> = messages.into_iter().zip(replies).collect();
+                let second = halves.split_off(halves.len() / 2);
+                pending.push_front(second);
+                pending.push_front(halves);
+            }
             Err(e) => {
-                tracing::warn!(error = %e, sends = replies.len(), "batch not stored");
+                tracing::warn!(error = %e, sends = replies.len(), "not stored");
                 for reply in replies {
-                    let _ = reply.send(Err(StoreError::Unavailable(e.to_string())));
+                    let _ = reply.send(Err(match &e {
+                        StoreError::Rejected(why) => StoreError::Rejected(why.clone()),
+                        other => StoreError::Unavailable(other.to_string()),
+                    }));
                 }
             }
         }

@@ -83,3 +83,69 @@ async fn postgres_history_and_resume_reads_use_the_room_seq_index() {
     }
     assert_eq!(store.range(1, 5000, 5050).await.unwrap().len(), 51);
 }
+
+/// Nine sends to one room go through the writer at once, in one batch; the fifth is one the
+/// store refuses (`bad`). Only its sender gets the error, terminal; the others are stored with
+/// seqs 1..=8 in the order they were sent.
+async fn a_refused_send_fails_only_its_sender(store: std::sync::Arc<dyn Store>, bad: NewMessage) {
+    use socketchat::store::StoreError;
+    use std::sync::Arc;
+    let user = store.create_user("alice", "alice@example.com", "h").await.unwrap();
+    let rooms = Arc::new(socketchat::rooms::RoomDirectory::new(store.rooms().await.unwrap()));
+    let hub = Arc::new(socketchat::hub::Hub::default());
+    let writer = socketchat::writer::Writer::start(store.clone(), hub, Arc::new(socketchat::bus::LocalBus), rooms, 1);
+    let sends: Vec<NewMessage> = (0..9u8)
+        .map(|i| {
+            if i == 4 {
+                return bad.clone();
+            }
+            NewMessage {
+                room_id: 1,
+                sender_id: user.id,
+                sender_name: "alice".into(),
+                client_msg_id: [i; 16],
+                text: format!("m{i}"),
+            }
+        })
+        .collect();
+    let results = futures_util::future::join_all(sends.into_iter().map(|m| writer.append(m))).await;
+    assert_eq!(writer.counters().sends.load(std::sync::atomic::Ordering::Relaxed), 9);
+    let mut seqs = Vec::new();
+    for (i, result) in results.into_iter().enumerate() {
+        match result {
+            Ok(appended) => seqs.push(appended.message.seq),
+            Err(StoreError::Rejected(_)) if i == 4 => {}
+            other => panic!("send {i}: {other:?}"),
+        }
+    }
+    assert_eq!(seqs, (1..=8).collect::<Vec<u64>>(), "everyone else stored, in order, without a gap");
+    assert_eq!(store.head_seq(1).await.unwrap(), 8);
+}
+
+#[tokio::test]
+async fn sqlite_isolates_a_send_its_constraints_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(SqliteStore::open(&dir.path().join("chat.db")).unwrap());
+    let ghost = NewMessage {
+        room_id: 1,
+        sender_id: 999_999,
+        sender_name: "removed".into(),
+        client_msg_id: [99; 16],
+        text: "from a user no longer in the database".into(),
+    };
+    a_refused_send_fails_only_its_sender(store, ghost).await;
+}
+
+#[tokio::test]
+async fn postgres_isolates_a_send_with_text_it_cannot_hold() {
+    let pg = Postgres::start();
+    let store = std::sync::Arc::new(PostgresStore::connect(&pg.url(), 4).await.unwrap());
+    let nul = NewMessage {
+        room_id: 1,
+        sender_id: 1,
+        sender_name: "alice".into(),
+        client_msg_id: [99; 16],
+        text: "nul \0 inside".into(),
+    };
+    a_refused_send_fails_only_its_sender(store, nul).await;
+}

@@ -334,6 +334,10 @@ impl Session {
         if text.trim().is_empty() || text.len() > MAX_TEXT_BYTES {
             return self.reply_error(context(error(ErrorCode::InvalidText, "text must be 1 to 4000 bytes")));
         }
+        if text.contains('\0') {
+            // PostgreSQL cannot store it; refused here so it never reaches a shared batch.
+            return self.reply_error(context(error(ErrorCode::InvalidText, "text must not contain U+0000")));
+        }
         if let Err(wait) = self.sends.take(now) {
             let mut frame = context(error(ErrorCode::RateLimited, "too many sends"));
             frame.retry_after_ms = Some(wait);
@@ -440,9 +444,14 @@ impl Session {
             }))),
             Err(err) => {
                 let mut frame = error(ErrorCode::Unavailable, format!("not stored: {err}"));
+                if let StoreError::Rejected(_) = err {
+                    // The same send would be refused again: terminal, no retry hint.
+                    frame.code = ErrorCode::BadRequest.code();
+                } else {
+                    frame.retry_after_ms = Some(1000);
+                }
                 frame.room = Some(room);
                 frame.client_msg_id = Some(client_msg_id);
-                frame.retry_after_ms = Some(1000);
                 self.reply_error(frame);
             }
         }

@@ -209,6 +209,8 @@ fn only_members_send_and_type_and_sends_are_validated() {
     assert_eq!(error_code(&drain(&mut s)[0]), Some(ErrorCode::InvalidText.code()));
     s.handle_frame(now, send(&"x".repeat(MAX_TEXT_BYTES + 1), "general"));
     assert_eq!(error_code(&drain(&mut s)[0]), Some(ErrorCode::InvalidText.code()));
+    s.handle_frame(now, send("nul \0 inside", "general"));
+    assert_eq!(error_code(&drain(&mut s)[0]), Some(ErrorCode::InvalidText.code()), "PostgreSQL cannot store U+0000");
     s.handle_frame(now, send("hello", "general"));
     assert!(matches!(&drain(&mut s)[..], [Action::Append(m)] if m.text == "hello" && m.sender_id == 10));
 }
@@ -308,4 +310,11 @@ fn store_failures_become_retryable_errors_never_acks() {
     let a = drain(&mut s);
     assert!(matches!(&a[0], Action::Send(ServerFrame::Error(e))
         if e.code == ErrorCode::Unavailable.code() && e.client_msg_id == Some(CMID) && e.retry_after_ms.is_some()));
+    s.handle_appended(1, CMID, Err(StoreError::Rejected("constraint".into())));
+    let a = drain(&mut s);
+    assert!(
+        matches!(&a[0], Action::Send(ServerFrame::Error(e))
+        if e.code == ErrorCode::BadRequest.code() && e.client_msg_id == Some(CMID) && e.retry_after_ms.is_none()),
+        "refused data is terminal: {a:?}"
+    );
 }

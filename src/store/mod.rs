@@ -19,6 +19,10 @@ pub enum StoreError {
     /// The backend cannot be reached or failed; the operation had no effect.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The backend refused this data (a constraint or a value it cannot hold); the operation
+    /// had no effect, and the same data would be refused again.
+    #[error("refused by the store: {0}")]
+    Rejected(String),
 }
 
 /// Result of a store call.

@@ -53,7 +53,12 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
-        unavailable(e)
+        // SQLSTATE classes 22 (data exception, e.g. a NUL character in text) and 23 (integrity
+        // constraint violation): the data is at fault, not the database.
+        match e.as_db_error().map(|db| db.code().code()) {
+            Some(code) if code.starts_with("22") || code.starts_with("23") => StoreError::Rejected(e.to_string()),
+            _ => unavailable(e),
+        }
     }
 }
 
