@@ -88,6 +88,8 @@ pub struct Session {
     send_burst: u32,
     typing: TokenBucket,
     rejections: u32,
+    /// Sends refused for the rate, with the time their retry is admitted.
+    reserved: HashMap<ClientMsgId, Instant>,
     rejection_window: Instant,
     last_rx: Instant,
     token_deadline: Instant,
@@ -96,6 +98,10 @@ pub struct Session {
 }
 
 const FLOOD_WINDOW: Duration = Duration::from_secs(10);
+/// Sends a connection may hold a rate-limit reservation for (PROTOCOL.md § 5).
+const MAX_RESERVED: usize = 64;
+/// A reservation not used this long after its time is given up.
+const RESERVATION_LIFETIME: Duration = Duration::from_secs(60);
 const HELD_LIMIT: usize = OUTBOUND_QUEUE;
 
 fn error(code: ErrorCode, message: impl Into<String>) -> ErrorFrame {
@@ -129,6 +135,7 @@ impl Session {
             send_burst: SEND_BURST,
             typing: TokenBucket::new(TYPING_BURST, TYPING_RATE_PER_SEC, now),
             rejections: 0,
+            reserved: HashMap::new(),
             rejection_window: now,
             last_rx: now,
             token_deadline,
@@ -319,6 +326,36 @@ impl Session {
         self.reply_error(frame);
     }
 
+    /// A send's place in the rate limit. A send refused for the rate gets a *reservation*: a
+    /// token is set aside for it (the bucket goes into debt) and its retry at or after
+    /// `retry_after_ms` is admitted on it, without counting as a flood. So a client that
+    /// follows the hint is never cut, however many sends it has in flight (each is told a
+    /// later time, one token apart). Early retries, and refusals once `MAX_RESERVED` are held,
+    /// count toward `Flood`.
+    fn admit_send(&mut self, now: Instant, client_msg_id: ClientMsgId) -> Result<(), (u32, bool)> {
+        if let Some(at) = self.reserved.get(&client_msg_id).copied() {
+            if now >= at {
+                self.reserved.remove(&client_msg_id);
+                return Ok(());
+            }
+            let early = u32::try_from(at.duration_since(now).as_millis()).unwrap_or(u32::MAX).max(1);
+            return Err((early, true));
+        }
+        let Err(wait) = self.sends.take(now) else {
+            return Ok(());
+        };
+        if self.reserved.len() >= MAX_RESERVED {
+            // Reservations a client never came back for expire.
+            self.reserved.retain(|_, at| now < *at + RESERVATION_LIFETIME);
+        }
+        if self.reserved.len() >= MAX_RESERVED {
+            return Err((wait, true));
+        }
+        let wait = self.sends.reserve(now).max(1);
+        self.reserved.insert(client_msg_id, now + Duration::from_millis(u64::from(wait)));
+        Err((wait, false))
+    }
+
     fn send(&mut self, now: Instant, Send { room, client_msg_id, text }: Send) {
         let Some(room_id) = self.room_id(&room, Some((Some(client_msg_id), None))) else {
             return;
@@ -338,10 +375,10 @@ impl Session {
             // PostgreSQL cannot store it; refused here so it never reaches a shared batch.
             return self.reply_error(context(error(ErrorCode::InvalidText, "text must not contain U+0000")));
         }
-        if let Err(wait) = self.sends.take(now) {
+        if let Err((wait, counted)) = self.admit_send(now, client_msg_id) {
             let mut frame = context(error(ErrorCode::RateLimited, "too many sends"));
             frame.retry_after_ms = Some(wait);
-            return self.reject(now, frame);
+            return if counted { self.reject(now, frame) } else { self.reply_error(frame) };
         }
         self.out.push_back(Action::Append(NewMessage {
             room_id,

@@ -239,12 +239,56 @@ fn sends_are_rate_limited_and_a_flood_closes() {
         }
     }
     assert_eq!((appended, limited), (SEND_BURST, 5));
+    // Retrying before the hint, again and again, is a flood.
     let mut closed = false;
-    for _ in 0..FLOOD_REJECTIONS {
+    for _ in 0..FLOOD_REJECTIONS + 2 {
         s.handle_frame(now, ClientFrame::Send(Send { room: "general".into(), client_msg_id: CMID, text: "x".into() }));
         closed |= drain(&mut s).iter().any(|a| matches!(a, Action::Close(CloseCode::Flood, _)));
     }
     assert!(closed);
+}
+
+#[test]
+fn a_client_that_honours_retry_after_is_never_cut_however_many_sends_it_has_in_flight() {
+    let t0 = Instant::now();
+    let mut s = greeted(t0);
+    join(&mut s, t0, "general", None);
+    // Keeps 10 sends in flight for 60 s of simulated time; a refused one is retried, same id,
+    // exactly when the server said.
+    let mut next_id = 0u32;
+    let mut waiting: Vec<(ClientMsgId, Instant)> = Vec::new();
+    let mut appended = 0;
+    for step in 0..6000u64 {
+        let now = t0 + Duration::from_millis(step * 10);
+        let due: Vec<ClientMsgId> = waiting.iter().filter(|(_, at)| *at <= now).map(|(id, _)| *id).collect();
+        waiting.retain(|(_, at)| *at > now);
+        let mut batch = due;
+        while batch.len() + waiting.len() < 10 {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&next_id.to_be_bytes());
+            next_id += 1;
+            batch.push(id);
+        }
+        for id in batch {
+            s.handle_frame(
+                now,
+                ClientFrame::Send(Send { room: "general".into(), client_msg_id: id, text: "x".into() }),
+            );
+            for a in drain(&mut s) {
+                match a {
+                    Action::Append(_) => appended += 1,
+                    Action::Send(ServerFrame::Error(e)) if e.code == ErrorCode::RateLimited.code() => {
+                        let wait = Duration::from_millis(u64::from(e.retry_after_ms.unwrap()));
+                        waiting.push((e.client_msg_id.unwrap(), now + wait));
+                    }
+                    other => panic!("at {step}: {other:?}"),
+                }
+            }
+        }
+    }
+    // The burst, then the sustained rate for 60 s (within a token).
+    let expected = SEND_BURST as i64 + 60 * SEND_RATE_PER_SEC as i64;
+    assert!((appended as i64 - expected).abs() <= 1, "{appended} sends admitted, {expected} expected");
 }
 
 #[test]
