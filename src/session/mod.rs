@@ -87,6 +87,7 @@ pub struct Session {
     sends_per_sec: u32,
     send_burst: u32,
     typing: TokenBucket,
+    reads: TokenBucket,
     rejections: u32,
     /// Sends refused for the rate, with the time their retry is admitted.
     reserved: HashMap<ClientMsgId, Instant>,
@@ -134,6 +135,7 @@ impl Session {
             sends_per_sec: SEND_RATE_PER_SEC,
             send_burst: SEND_BURST,
             typing: TokenBucket::new(TYPING_BURST, TYPING_RATE_PER_SEC, now),
+            reads: TokenBucket::new(READ_BURST, READ_RATE_PER_SEC, now),
             rejections: 0,
             reserved: HashMap::new(),
             rejection_window: now,
@@ -215,13 +217,20 @@ impl Session {
         }
         match frame {
             ClientFrame::Hello(_) => self.reply_error(error(ErrorCode::AlreadyGreeted, "Hello was already sent")),
-            ClientFrame::Join(join) => self.join(join),
+            ClientFrame::Join(join) => {
+                if self.admit_read(now, &join.room, None) {
+                    self.join(join);
+                }
+            }
             ClientFrame::Leave(Leave { room }) => {
                 if let Some(room_id) = self.room_id(&room, None) {
                     self.leave(room_id, room);
                 }
             }
             ClientFrame::Switch(join) => {
+                if !self.admit_read(now, &join.room, None) {
+                    return;
+                }
                 if let Some(target) = self.room_id(&join.room, None) {
                     let others: Vec<u64> = self.joined.keys().copied().filter(|id| *id != target).collect();
                     for room_id in others {
@@ -232,7 +241,11 @@ impl Session {
                 }
             }
             ClientFrame::Send(send) => self.send(now, send),
-            ClientFrame::History(req) => self.history(req),
+            ClientFrame::History(req) => {
+                if self.admit_read(now, &req.room, Some(req.request_id)) {
+                    self.history(req);
+                }
+            }
             ClientFrame::Typing(typing) => self.typing(now, typing),
             ClientFrame::Ping(ping) => self.out.push_back(Action::Send(ServerFrame::Pong(ping))),
         }
@@ -324,6 +337,20 @@ impl Session {
             return self.close(CloseCode::Flood, "too many rate-limited requests");
         }
         self.reply_error(frame);
+    }
+
+    /// Joins, switches and history pages read from the store (a join replays up to 500
+    /// messages): they share a rate limit like sends, and a refusal counts toward `Flood`.
+    fn admit_read(&mut self, now: Instant, room: &str, request_id: Option<u32>) -> bool {
+        let Err(wait) = self.reads.take(now) else {
+            return true;
+        };
+        let mut frame = error(ErrorCode::RateLimited, "too many joins and history requests");
+        frame.room = Some(room.chars().take(MAX_ROOM_NAME_BYTES).collect());
+        frame.request_id = request_id;
+        frame.retry_after_ms = Some(wait);
+        self.reject(now, frame);
+        false
     }
 
     /// A send's place in the rate limit. A send refused for the rate gets a *reservation*: a

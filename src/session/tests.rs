@@ -249,6 +249,44 @@ fn sends_are_rate_limited_and_a_flood_closes() {
 }
 
 #[test]
+fn joins_switches_and_history_share_a_rate_limit() {
+    let now = Instant::now();
+    let mut s = greeted(now);
+    for i in 0..READ_BURST {
+        let frame = match i % 3 {
+            0 => ClientFrame::Join(Join { room: "general".into(), after_seq: Some(0) }),
+            1 => ClientFrame::Switch(Join { room: "general".into(), after_seq: Some(0) }),
+            _ => ClientFrame::History(HistoryRequest {
+                request_id: i,
+                room: "general".into(),
+                before_seq: None,
+                limit: 100,
+            }),
+        };
+        s.handle_frame(now, frame);
+        assert!(error_code(drain(&mut s).last().unwrap()).is_none(), "request {i} is within the burst");
+    }
+    s.handle_frame(
+        now,
+        ClientFrame::History(HistoryRequest { request_id: 99, room: "general".into(), before_seq: None, limit: 100 }),
+    );
+    let refused = drain(&mut s);
+    assert!(
+        matches!(refused.as_slice(), [Action::Send(ServerFrame::Error(e))]
+            if e.code == ErrorCode::RateLimited.code() && e.request_id == Some(99) && e.retry_after_ms == Some(200)),
+        "{refused:?}"
+    );
+    s.handle_frame(now, ClientFrame::Switch(Join { room: "design".into(), after_seq: None }));
+    assert_eq!(error_code(&drain(&mut s)[0]), Some(ErrorCode::RateLimited.code()), "a refused switch leaves nothing");
+    assert_eq!(s.room_ids().collect::<Vec<_>>(), vec![1]);
+    s.handle_frame(
+        now + Duration::from_millis(200),
+        ClientFrame::Join(Join { room: "design".into(), after_seq: None }),
+    );
+    assert!(matches!(drain(&mut s).as_slice(), [Action::Join { .. }]), "one more after 1/5 s");
+}
+
+#[test]
 fn a_client_that_honours_retry_after_is_never_cut_however_many_sends_it_has_in_flight() {
     let t0 = Instant::now();
     let mut s = greeted(t0);

@@ -22,6 +22,11 @@ pub const MAX_REPLAY: u64 = 500;
 pub const SEND_BURST: u32 = 50;
 /// Sustained sends per second per connection.
 pub const SEND_RATE_PER_SEC: u32 = 20;
+/// `Join`, `Switch` and `History` requests per connection in a burst (each may read up to 500
+/// messages); refilled at `READ_RATE_PER_SEC`.
+pub const READ_BURST: u32 = 20;
+/// Sustained `Join`, `Switch` and `History` requests per second per connection.
+pub const READ_RATE_PER_SEC: u32 = 5;
 /// Typing updates per connection in a burst; refilled at `TYPING_RATE_PER_SEC`.
 pub const TYPING_BURST: u32 = 5;
 /// Sustained typing updates per second per connection.
