@@ -108,6 +108,15 @@ pub struct Config {
     #[arg(long, env = "SOCKETCHAT_SEND_BURST", default_value_t = crate::wire::SEND_BURST, global = true)]
     pub send_burst: u32,
 
+    /// Login and registration attempts per client address in a burst, before `--auth-per-minute`
+    /// applies (`429` with `Retry-After` beyond).
+    #[arg(long, env = "SOCKETCHAT_AUTH_BURST", default_value_t = 20, global = true)]
+    pub auth_burst: u32,
+
+    /// Sustained login and registration attempts per client address per minute.
+    #[arg(long, env = "SOCKETCHAT_AUTH_PER_MINUTE", default_value_t = 60, global = true)]
+    pub auth_per_minute: u32,
+
     /// Lifetime of a WebTransport ticket in milliseconds.
     #[arg(long, env = "SOCKETCHAT_TICKET_TTL_MS", default_value_t = 30_000, global = true)]
     pub ticket_ttl_ms: u64,
@@ -138,6 +147,8 @@ impl std::fmt::Debug for Config {
             .field("node_id", &self.node_id)
             .field("allowed_origins", &self.allowed_origins)
             .field("max_connections", &self.max_connections)
+            .field("auth_burst", &self.auth_burst)
+            .field("auth_per_minute", &self.auth_per_minute)
             .field("token_ttl_secs", &self.token_ttl_secs)
             .field("send_rate_per_sec", &self.send_rate_per_sec)
             .field("send_burst", &self.send_burst)

@@ -7,6 +7,8 @@
 //! - [`wire`]: sans-IO protocol codec — frames, postcard encoding, stream framing, limits, codes.
 //! - [`session`]: sans-IO per-connection state machine (`handle_*` in, `poll_action` out).
 //! - [`auth`]: JWT cookies, argon2id passwords, origin checks.
+//! - [`hashing`]: the fixed pool of threads that hashes passwords, with a bounded queue.
+//! - [`rate`]: token buckets, one (a connection's sends) or one per key (login attempts).
 //! - [`hub`]: node-local rooms → member queues; bounded fan-out of shared bytes.
 //! - `conn`: the async connection driver that carries out a session's actions.
 //! - [`transport`]: thin adapters (`ws`, `wt`) that authenticate the upgrade and move frames;
@@ -29,11 +31,13 @@ pub mod auth;
 pub mod bus;
 pub mod config;
 mod conn;
+pub mod hashing;
 mod http;
 pub mod hub;
 pub mod metrics;
 pub mod node;
 pub mod presence;
+pub mod rate;
 pub mod redis_client;
 pub mod rooms;
 pub mod server;

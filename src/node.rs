@@ -51,8 +51,12 @@ pub struct Node {
     pub send_burst: u32,
     /// Sustained sends per second per connection.
     pub send_rate_per_sec: u32,
-    /// Concurrent password hashes.
-    pub hash_slots: Semaphore,
+    /// Password hashing (a fixed pool with a bounded queue).
+    pub hasher: crate::hashing::Hasher,
+    /// Login and registration attempts per client address.
+    pub auth_per_address: crate::rate::Throttle<IpAddr>,
+    /// Failed logins per account (email, lowercased).
+    pub failed_logins: crate::rate::Throttle<String>,
     pub(crate) next_connection: AtomicU64,
     /// WebTransport tickets.
     pub tickets: Tickets,

@@ -217,6 +217,16 @@ async fn presence_upkeep(node: Arc<Node>, every: Duration) {
     }
 }
 
+/// Threads that hash passwords (each holds one argon2id hash's 19 MiB at a time).
+const HASH_THREADS: usize = 2;
+/// Password checks that may wait for a hashing thread; beyond, `503` with `Retry-After`.
+const HASH_QUEUE: usize = 16;
+/// Addresses and accounts whose login attempts are tracked at most.
+const THROTTLED_KEYS: usize = 100_000;
+/// Failed logins per account before they are slowed down, then how many per minute.
+const FAILED_LOGIN_BURST: u32 = 5;
+const FAILED_LOGINS_PER_MINUTE: u32 = 6;
+
 /// Builds the node and starts serving; returns once the listener is bound.
 pub async fn start(config: Config) -> Result<Running, ServerError> {
     if config.send_rate_per_sec == 0 || config.send_burst == 0 {
@@ -305,7 +315,9 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         connection_slots: Arc::new(Semaphore::new(config.max_connections)),
         send_burst: config.send_burst,
         send_rate_per_sec: config.send_rate_per_sec,
-        hash_slots: Semaphore::new(2),
+        hasher: crate::hashing::Hasher::start(HASH_THREADS, HASH_QUEUE),
+        auth_per_address: crate::rate::Throttle::new(config.auth_burst, config.auth_per_minute, THROTTLED_KEYS),
+        failed_logins: crate::rate::Throttle::new(FAILED_LOGIN_BURST, FAILED_LOGINS_PER_MINUTE, THROTTLED_KEYS),
         next_connection: AtomicU64::new(1),
         tickets,
         http_port: addr.port(),

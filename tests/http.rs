@@ -129,3 +129,87 @@ async fn health_readiness_metrics_and_the_web_client() {
     let ws_without_upgrade = get("/ws").await.unwrap();
     assert_eq!(ws_without_upgrade.status(), 400);
 }
+
+fn resident_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_flood_keeps_memory_bounded_and_a_full_hash_queue_answers_503_at_once() {
+    let node = support::cluster::ProcessNode::start("auth", &[("SOCKETCHAT_AUTH_BURST", "100000".into())]);
+    let http = reqwest::Client::new();
+    register_at(&http, node.addr, "alice").await;
+    let before = resident_kib(node.pid());
+    let mut busy = 0;
+    for round in 0..3 {
+        // 50 at once, each a full argon2id check (19 MiB) of an unknown email.
+        let attempts = (0..50).map(|i| {
+            http.post(format!("http://{}/api/auth/login", node.addr))
+                .json(&json!({"email": format!("nobody{round}-{i}@example.com"), "password": "wrong password"}))
+                .send()
+        });
+        for response in futures_util::future::join_all(attempts).await {
+            let response = response.unwrap();
+            match response.status().as_u16() {
+                401 => {}
+                503 => {
+                    assert_eq!(response.headers()["retry-after"], "1");
+                    busy += 1;
+                }
+                other => panic!("unexpected {other}"),
+            }
+        }
+    }
+    let grown_mib = resident_kib(node.pid()).saturating_sub(before) / 1024;
+    assert!(busy > 0, "2 threads and a queue of 16 cannot take 50 at once");
+    assert!(grown_mib < 120, "the server grew by {grown_mib} MiB for 150 password checks");
+    // A normal login still works at once afterwards.
+    let ok = http
+        .post(format!("http://{}/api/auth/login", node.addr))
+        .json(&json!({"email": "alice@example.com", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test]
+async fn guesses_are_throttled_per_account_and_attempts_per_address() {
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), |c| {
+        c.auth_burst = 12;
+        c.auth_per_minute = 1;
+    })
+    .await;
+    server.register("alice").await;
+    let guess = |password: &'static str| {
+        post(&server, "/api/auth/login", json!({"email": "ALICE@example.com", "password": password}))
+    };
+    for _ in 0..5 {
+        assert_eq!(guess("wrong guess").await.status(), 401);
+    }
+    let throttled = guess("wrong guess").await;
+    assert_eq!(throttled.status(), 429, "the sixth guess within seconds");
+    let wait: u64 = throttled.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=10).contains(&wait), "retry after {wait} s");
+    assert_eq!(guess("correct horse battery").await.status(), 429, "whoever guesses, for now");
+    // Another account is not affected; the address has used 1 + 7 of its 12 attempts.
+    server.register("bob").await;
+    let bob =
+        post(&server, "/api/auth/login", json!({"email": "bob@example.com", "password": "correct horse battery"}));
+    assert_eq!(bob.await.status(), 200);
+    for _ in 0..2 {
+        let r =
+            post(&server, "/api/auth/login", json!({"email": "bob@example.com", "password": "correct horse battery"}));
+        assert_eq!(r.await.status(), 200);
+    }
+    let over =
+        post(&server, "/api/auth/login", json!({"email": "bob@example.com", "password": "correct horse battery"}));
+    let over = over.await;
+    assert_eq!(over.status(), 429, "the address is over its burst");
+    assert!(over.headers().contains_key("retry-after"));
+}

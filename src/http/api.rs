@@ -11,7 +11,7 @@ use crate::wire::MAX_HISTORY_PAGE;
 use crate::wire::UserRef;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -19,6 +19,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::OnceLock;
 
@@ -49,11 +50,25 @@ fn check_origin(node: &Node, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Runs argon2 on the blocking pool, a bounded number at a time (G6: a login flood queues, it
-/// does not take every core).
+/// Runs argon2 on the hashing pool (G6: a login flood neither takes every core nor grows
+/// memory); a full queue is `503` with `Retry-After`.
 async fn hashing<T: Send + 'static>(node: &Node, work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
-    let _permit = node.hash_slots.acquire().await.map_err(ApiError::unavailable)?;
-    tokio::task::spawn_blocking(work).await.map_err(ApiError::unavailable)
+    node.hasher.run(work).await.map_err(|e| {
+        tracing::warn!(error = %e, "password check refused: queue full");
+        ApiError::busy("too many logins in progress, retry shortly")
+    })
+}
+
+/// Login and registration attempts per client address (`429` with `Retry-After` beyond).
+fn throttle_address(node: &Node, peer: SocketAddr, headers: &HeaderMap) -> Result<(), ApiError> {
+    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let Some(addr) = node.client_addr(Some(peer.ip()), forwarded) else {
+        return Ok(());
+    };
+    node.auth_per_address.take(&addr, std::time::Instant::now()).map_err(|wait| {
+        tracing::warn!(%addr, "login or registration attempts throttled");
+        ApiError::too_many("too many attempts from this address, retry later", wait)
+    })
 }
 
 fn with_cookie(status: StatusCode, cookie: String, body: Value) -> Response {
@@ -87,8 +102,14 @@ fn validate(r: &Register) -> Result<(), ApiError> {
 }
 
 /// `POST /api/auth/register`.
-pub(super) async fn register(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> ApiResult {
+pub(super) async fn register(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
     check_origin(&node, &headers)?;
+    throttle_address(&node, peer, &headers)?;
     let form: Register = parse(&body)?;
     validate(&form)?;
     let password = form.password.clone();
@@ -122,14 +143,27 @@ fn decoy_hash() -> &'static str {
     DECOY.get_or_init(|| auth::hash_password(&hex::encode(rand::random::<[u8; 16]>())).unwrap_or_default())
 }
 
-/// `POST /api/auth/login`.
-pub(super) async fn login(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> ApiResult {
+/// `POST /api/auth/login`. Attempts are throttled per client address, and failed ones per
+/// account: after 5 failures an account takes one guess per 10 s, whoever guesses.
+pub(super) async fn login(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
     check_origin(&node, &headers)?;
+    throttle_address(&node, peer, &headers)?;
     let form: Login = parse(&body)?;
     let refused = || ApiError::new(StatusCode::UNAUTHORIZED, "invalid email or password");
     if form.email.len() > 254 || form.password.len() > 1024 {
         return Err(refused());
     }
+    let account = form.email.trim().to_lowercase();
+    let now = std::time::Instant::now();
+    node.failed_logins.check(&account, now).map_err(|wait| {
+        tracing::warn!("login attempts for one account throttled");
+        ApiError::too_many("too many failed logins for this account, retry later", wait)
+    })?;
     let user = node.store.user_by_email(form.email.trim()).await.map_err(ApiError::unavailable)?;
     let phc = user.as_ref().map(|u| u.password_hash.clone());
     let password = form.password;
@@ -140,6 +174,7 @@ pub(super) async fn login(State(node): State<Arc<Node>>, headers: HeaderMap, bod
     .await?;
     let Some(user) = user.filter(|_| ok) else {
         tracing::info!("login refused");
+        let _ = node.failed_logins.take(&account, std::time::Instant::now());
         return Err(refused());
     };
     let (token, _) = node.keys.issue(user.id, &user.username, unix_now());

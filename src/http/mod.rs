@@ -26,12 +26,28 @@ pub(crate) struct ApiError {
     status: StatusCode,
     message: String,
     fields: BTreeMap<&'static str, String>,
+    /// Seconds for a `Retry-After` header.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
     /// An error with a status and a message.
     pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), fields: BTreeMap::new() }
+        Self { status, message: message.into(), fields: BTreeMap::new(), retry_after: None }
+    }
+
+    /// `429 Too Many Requests` with `Retry-After` (whole seconds, at least 1).
+    pub(crate) fn too_many(message: impl Into<String>, wait: std::time::Duration) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, message);
+        e.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+        e
+    }
+
+    /// `503 Service Unavailable` with `Retry-After: 1` (a queue is full).
+    pub(crate) fn busy(message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, message);
+        e.retry_after = Some(1);
+        e
     }
 
     /// Adds a per-field message.
@@ -53,7 +69,11 @@ impl IntoResponse for ApiError {
         } else {
             json!({ "error": self.message, "fields": self.fields })
         };
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 

@@ -3,14 +3,12 @@
 //! (`conn.rs`) carries out the actions against the store, hub, bus and transport and reports
 //! their results back through `handle_*` again.
 
-mod rate;
-
 use crate::hub::{Event, EventKind};
+use crate::rate::TokenBucket;
 use crate::rooms::RoomDirectory;
 use crate::store::{Appended, NewMessage, StoreError, StoredMessage};
 use crate::wire::{self, *};
 use bytes::Bytes;
-use rate::TokenBucket;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

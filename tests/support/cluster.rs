@@ -203,6 +203,11 @@ impl ProcessNode {
         Self { addr, dir, child: Some(child) }
     }
 
+    /// The process id (for its memory).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// SIGKILL: no drain, no goodbye, nothing removed from Redis.
     pub fn kill(&mut self) {
         stop_child(&mut self.child);

@@ -77,6 +77,9 @@ impl TestServer {
     /// Starts with settings changed by `tweak`.
     pub async fn start_with(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Config)) -> Self {
         let mut config = Config::embedded("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+        // The tests register many users from one loopback address; the throttle has its own
+        // tests (tests/http.rs), which lower this again.
+        config.auth_burst = 10_000;
         tweak(&mut config);
         let running = server::start(config).await.expect("server starts");
         let addr = running.local_addr();
