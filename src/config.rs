@@ -55,6 +55,12 @@ pub struct Config {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
     pub database_url: Option<String>,
 
+    /// Milliseconds a send waits for its commit before the sender is told the outcome is
+    /// unknown (`Error` 7: retry with the same `client_msg_id`; a late commit is still
+    /// delivered).
+    #[arg(long, env = "SOCKETCHAT_STORE_TIMEOUT_MS", default_value_t = 10_000, global = true)]
+    pub store_timeout_ms: u64,
+
     /// Group-commit writers; rooms are spread over them, each commits its batches in order.
     #[arg(long, env = "SOCKETCHAT_WRITERS", default_value_t = 2, global = true)]
     pub writers: usize,
@@ -148,6 +154,7 @@ impl std::fmt::Debug for Config {
             .field("allowed_origins", &self.allowed_origins)
             .field("max_connections", &self.max_connections)
             .field("auth_burst", &self.auth_burst)
+            .field("store_timeout_ms", &self.store_timeout_ms)
             .field("auth_per_minute", &self.auth_per_minute)
             .field("token_ttl_secs", &self.token_ttl_secs)
             .field("send_rate_per_sec", &self.send_rate_per_sec)

@@ -296,7 +296,15 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     };
     tokio::spawn(crate::hub::repair(hub.clone(), store.clone(), rooms.clone(), crate::hub::HEAD_CHECK));
     tokio::spawn(crate::presence::refresh_rooms(hub.clone(), presence.clone(), rooms.clone()));
-    let writer = Writer::start(store.clone(), hub.clone(), bus.clone(), rooms.clone(), config.writers);
+    let store_timeout = Duration::from_millis(config.store_timeout_ms.max(1));
+    let writer = Writer::start_with_timeout(
+        store.clone(),
+        hub.clone(),
+        bus.clone(),
+        rooms.clone(),
+        config.writers,
+        store_timeout,
+    );
     let (stop, shutdown) = watch::channel(false);
     let node = Arc::new(Node {
         node_id: node_id.clone(),

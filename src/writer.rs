@@ -14,9 +14,10 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Most sends committed in one transaction.
 const MAX_BATCH: usize = 512;
-/// A batch that has not committed by then is reported unavailable (its senders retry; a late
-/// commit is then found as the original row, so nothing is stored twice).
-const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// A batch that has not committed by then is reported to its senders as unknown (they retry
+/// with the same ids; a late commit is then found as the original row, so nothing is stored
+/// twice), and announced to the room whenever it does commit.
+pub const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Sends waiting for the writer before senders wait too (backpressure, G6).
 const QUEUE: usize = 8192;
 
@@ -50,12 +51,26 @@ impl Writer {
         rooms: Arc<RoomDirectory>,
         shards: usize,
     ) -> Self {
+        Self::start_with_timeout(store, hub, bus, rooms, shards, APPEND_TIMEOUT)
+    }
+
+    /// [`Writer::start`] with another time after which a batch's senders are told its outcome
+    /// is unknown.
+    pub fn start_with_timeout(
+        store: Arc<dyn Store>,
+        hub: Arc<Hub>,
+        bus: Arc<dyn Bus>,
+        rooms: Arc<RoomDirectory>,
+        shards: usize,
+        timeout: Duration,
+    ) -> Self {
         let counters = Arc::new(Counters::default());
         let shards: Vec<_> = (0..shards.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel(QUEUE);
-                let out = Outlet { hub: hub.clone(), bus: bus.clone(), rooms: rooms.clone() };
-                tokio::spawn(run(rx, store.clone(), out, counters.clone()));
+                let out =
+                    Outlet { hub: hub.clone(), bus: bus.clone(), rooms: rooms.clone(), counters: counters.clone() };
+                tokio::spawn(run(rx, store.clone(), out, timeout));
                 tx
             })
             .collect();
@@ -78,17 +93,31 @@ impl Writer {
 
 /// Where a writer announces what it committed: this node's hub at once, the other nodes
 /// through the bus.
+#[derive(Clone)]
 struct Outlet {
     hub: Arc<Hub>,
     bus: Arc<dyn Bus>,
     rooms: Arc<RoomDirectory>,
+    counters: Arc<Counters>,
 }
 
-async fn run(mut rx: mpsc::Receiver<(NewMessage, Reply)>, store: Arc<dyn Store>, out: Outlet, counters: Arc<Counters>) {
+impl Outlet {
+    /// Delivers and relays each newly stored message (duplicates were announced before).
+    fn announce(&self, results: &[Appended]) {
+        for appended in results.iter().filter(|a| !a.duplicate) {
+            self.counters.stored.fetch_add(1, Ordering::Relaxed);
+            let event = message_event(&self.rooms, &appended.message);
+            self.hub.deliver(&event);
+            self.bus.publish(&event);
+        }
+    }
+}
+
+async fn run(mut rx: mpsc::Receiver<(NewMessage, Reply)>, store: Arc<dyn Store>, out: Outlet, timeout: Duration) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        counters.sends.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        commit(&*store, &out, &counters, std::mem::take(&mut batch)).await;
+        out.counters.sends.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        commit(&store, &out, std::mem::take(&mut batch), timeout).await;
     }
 }
 
@@ -96,23 +125,42 @@ async fn run(mut rx: mpsc::Receiver<(NewMessage, Reply)>, store: Arc<dyn Store>,
 /// data (one bad row fails the whole transaction), the batch is split in halves, in order,
 /// until the refused sends stand alone: only their senders get the error, everyone else's
 /// sends are stored — in the order they were accepted, so each room's seqs still follow it.
-async fn commit(store: &dyn Store, out: &Outlet, counters: &Counters, batch: Vec<(NewMessage, Reply)>) {
+///
+/// A batch the store has not answered within `timeout` keeps running: its senders are told
+/// now that the outcome is unknown (they retry with the same ids and get the original ack if it
+/// commits), and whatever commits is announced when it does.
+async fn commit(store: &Arc<dyn Store>, out: &Outlet, batch: Vec<(NewMessage, Reply)>, timeout: Duration) {
     let mut pending = std::collections::VecDeque::from([batch]);
     while let Some(mut part) = pending.pop_front() {
         let (messages, replies): (Vec<NewMessage>, Vec<Reply>) = part.drain(..).unzip();
-        counters.batches.fetch_add(1, Ordering::Relaxed);
-        let outcome = tokio::time::timeout(APPEND_TIMEOUT, store.append(messages.clone()))
-            .await
-            .unwrap_or_else(|_| Err(StoreError::Unavailable("store did not answer in time".into())));
+        out.counters.batches.fetch_add(1, Ordering::Relaxed);
+        let mut append = tokio::spawn({
+            let (store, messages) = (store.clone(), messages.clone());
+            async move { store.append(messages).await }
+        });
+        let outcome = match tokio::time::timeout(timeout, &mut append).await {
+            Ok(joined) => joined.unwrap_or_else(|e| Err(StoreError::Unavailable(e.to_string()))),
+            Err(_) => {
+                tracing::warn!(sends = replies.len(), "the store did not answer in time; outcome unknown");
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Unavailable(
+                        "the store did not answer in time; the send may still be stored".into(),
+                    )));
+                }
+                let out = out.clone();
+                tokio::spawn(async move {
+                    if let Ok(Ok(results)) = append.await {
+                        tracing::info!(sends = results.len(), "a batch reported as unknown committed late; announced");
+                        out.announce(&results);
+                    }
+                });
+                continue;
+            }
+        };
         match outcome {
             Ok(results) => {
+                out.announce(&results);
                 for (appended, reply) in results.into_iter().zip(replies) {
-                    if !appended.duplicate {
-                        counters.stored.fetch_add(1, Ordering::Relaxed);
-                        let event = message_event(&out.rooms, &appended.message);
-                        out.hub.deliver(&event);
-                        out.bus.publish(&event);
-                    }
                     let _ = reply.send(Ok(appended));
                 }
             }

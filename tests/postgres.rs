@@ -191,3 +191,41 @@ async fn a_node_started_before_its_database_waits_for_it() {
     join_and_replay(&mut client, "general", None).await;
     assert_eq!(send_for_ack(&mut client, "general", cmid(1, 1), "hello").await.unwrap().seq, 1);
 }
+
+/// A row lock holds the room longer than the store timeout: the sender hears that the outcome
+/// is unknown (never "not stored"), the send commits once the lock goes, the room's members
+/// receive it live, and the sender's retry gets the original ack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_that_outlasts_the_store_timeout_is_announced_when_it_commits() {
+    let pg = Postgres::start();
+    let url = pg.url();
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), move |c| {
+        c.database_url = Some(url);
+        c.jwt_secret = Some(SECRET.into());
+        c.store_timeout_ms = 300;
+    })
+    .await;
+    let (ta, tb) = (server.register("alice").await, server.register("bob").await);
+    let (mut alice, _) = server.connect_hello(&ta).await;
+    let (mut bob, _) = server.connect_hello(&tb).await;
+    join_and_replay(&mut alice, "general", None).await;
+    join_and_replay(&mut bob, "general", None).await;
+
+    let (mut db, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let lock = db.transaction().await.unwrap();
+    lock.execute("SELECT 1 FROM rooms WHERE name = 'general' FOR UPDATE", &[]).await.unwrap();
+
+    let id = cmid(1, 1);
+    let err = send_for_ack(&mut alice, "general", id, "held up").await.expect_err("the store is stalled");
+    assert_eq!(err.code, ErrorCode::Unavailable.code());
+    assert!(!err.message.contains("not stored"), "the outcome is unknown: {}", err.message);
+    assert!(err.message.contains("may still be stored"), "{}", err.message);
+    lock.commit().await.unwrap();
+
+    let delivered = bob.recv_until(pick::message).await;
+    assert_eq!((delivered.seq, delivered.text.as_str()), (1, "held up"), "announced once it committed");
+    let ack = send_for_ack(&mut alice, "general", id, "held up").await.expect("the retry is acked");
+    assert_eq!((ack.seq, ack.message_id), (1, delivered.message_id), "the original row");
+    assert_eq!(stored_rows(&pg).await.len(), 1, "stored once");
+}

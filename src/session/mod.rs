@@ -505,7 +505,7 @@ impl Session {
                 sent_at_ms: message.sent_at_ms,
             }))),
             Err(err) => {
-                let mut frame = error(ErrorCode::Unavailable, format!("not stored: {err}"));
+                let mut frame = error(ErrorCode::Unavailable, format!("send failed ({err}); retry with the same id"));
                 if let StoreError::Rejected(_) = err {
                     // The same send would be refused again: terminal, no retry hint.
                     frame.code = ErrorCode::BadRequest.code();
