@@ -32,6 +32,8 @@ bench_setup() {
   export DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/socketchat"
   export JWT_SECRET=benchmark-secret-that-is-long-enough-for-hs256
   export SOCKETCHAT_SEND_RATE=100000 SOCKETCHAT_SEND_BURST=100000 SOCKETCHAT_WT_LISTEN=off RUST_LOG=warn
+  # The generator opens every connection from 127.0.0.1.
+  export SOCKETCHAT_MAX_SOCKETS_PER_ADDRESS=20000
 }
 
 # start_node NAME PORT [redis|embedded]: runs a node (PostgreSQL; with Redis; or the embedded

@@ -106,6 +106,20 @@ pub struct Config {
     #[arg(long, env = "SOCKETCHAT_MAX_CONNECTIONS", default_value_t = 10_000, global = true)]
     pub max_connections: usize,
 
+    /// Most TCP sockets open at once, upgraded or not (0: `--max-connections` + 1024); lowered
+    /// to fit the open-file limit, which is raised to its hard limit at start.
+    #[arg(long, env = "SOCKETCHAT_MAX_SOCKETS", default_value_t = 0, global = true)]
+    pub max_sockets: usize,
+
+    /// Milliseconds a client has to send a request's headers, from the connection opening or
+    /// the previous response (idle and half-sent connections are closed).
+    #[arg(long, env = "SOCKETCHAT_HEADER_TIMEOUT_MS", default_value_t = 10_000, global = true)]
+    pub header_timeout_ms: u64,
+
+    /// Most TCP sockets open at once from one client address (trusted proxies excepted).
+    #[arg(long, env = "SOCKETCHAT_MAX_SOCKETS_PER_ADDRESS", default_value_t = 256, global = true)]
+    pub max_sockets_per_address: usize,
+
     /// Sustained sends per second per connection (PROTOCOL.md § 5).
     #[arg(long, env = "SOCKETCHAT_SEND_RATE", default_value_t = crate::wire::SEND_RATE_PER_SEC, global = true)]
     pub send_rate_per_sec: u32,
@@ -153,6 +167,9 @@ impl std::fmt::Debug for Config {
             .field("node_id", &self.node_id)
             .field("allowed_origins", &self.allowed_origins)
             .field("max_connections", &self.max_connections)
+            .field("max_sockets", &self.max_sockets)
+            .field("header_timeout_ms", &self.header_timeout_ms)
+            .field("max_sockets_per_address", &self.max_sockets_per_address)
             .field("auth_burst", &self.auth_burst)
             .field("store_timeout_ms", &self.store_timeout_ms)
             .field("auth_per_minute", &self.auth_per_minute)

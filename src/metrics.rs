@@ -20,6 +20,10 @@ pub struct Metrics {
     pub bad_frames: AtomicU64,
     /// Connections closed because they could not keep up.
     pub slow_disconnects: AtomicU64,
+    /// Sockets closed at once: over the node's socket cap or one address's share.
+    pub sockets_refused: AtomicU64,
+    /// `accept` failures (file descriptors exhausted, …).
+    pub accept_errors: AtomicU64,
 }
 
 impl Metrics {
@@ -46,6 +50,18 @@ impl Metrics {
         line("frames_out_total", "counter", "Frames sent.", get(&self.frames_out));
         line("bad_frames_total", "counter", "Undecodable, oversized or text frames.", get(&self.bad_frames));
         line("slow_disconnects_total", "counter", "Connections closed as slow consumers.", get(&self.slow_disconnects));
+        line(
+            "sockets_refused_total",
+            "counter",
+            "Sockets closed at once: over the socket cap or one address's share.",
+            get(&self.sockets_refused),
+        );
+        line(
+            "accept_errors_total",
+            "counter",
+            "Failed accepts (file descriptors exhausted).",
+            get(&self.accept_errors),
+        );
         line("messages_stored_total", "counter", "Messages stored (duplicates excluded).", get(&writer.stored));
         line("store_batches_total", "counter", "Group-commit batches sent to the store.", get(&writer.batches));
         line("store_sends_total", "counter", "Sends handed to the store, duplicates included.", get(&writer.sends));

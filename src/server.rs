@@ -13,7 +13,6 @@ use crate::store::{PostgresStore, SqliteStore, Store, StoreError};
 use crate::tickets::Tickets;
 use crate::transport::certs::Certificates;
 use crate::writer::Writer;
-use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -217,6 +216,27 @@ async fn presence_upkeep(node: Arc<Node>, every: Duration) {
     }
 }
 
+/// File descriptors kept for everything but client sockets: the store, Redis, the listeners,
+/// log and data files.
+const FD_RESERVE: u64 = 256;
+
+/// The socket caps, fitted to the open-file limit (raised to its hard limit first).
+fn socket_limits(config: &Config) -> crate::http::listener::Limits {
+    let files = crate::http::listener::raise_file_limit();
+    let wanted = if config.max_sockets == 0 { config.max_connections + 1024 } else { config.max_sockets };
+    let fits = usize::try_from(files.saturating_sub(FD_RESERVE)).unwrap_or(usize::MAX).max(1);
+    let max_sockets = wanted.min(fits);
+    if max_sockets < wanted {
+        tracing::warn!(files, wanted, max_sockets, "the open-file limit caps the sockets this node accepts");
+    }
+    tracing::info!(files, max_sockets, per_address = config.max_sockets_per_address, "socket limits");
+    crate::http::listener::Limits {
+        max_sockets,
+        per_address: config.max_sockets_per_address.max(1),
+        header_timeout: Duration::from_millis(config.header_timeout_ms.max(1)),
+    }
+}
+
 /// Threads that hash passwords (each holds one argon2id hash's 19 MiB at a time).
 const HASH_THREADS: usize = 2;
 /// Password checks that may wait for a hashing thread; beyond, `503` with `Retry-After`.
@@ -345,20 +365,10 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         });
         tracing::info!(node = %node.node_id, "WebTransport on udp/{port} at /wt");
     }
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     let app = crate::http::router(node.clone());
-    let mut stopped = shutdown;
-    let served = tokio::spawn(async move {
-        let graceful = async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        };
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(graceful).await {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
+    let limits = socket_limits(&config);
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let served = tokio::spawn(crate::http::listener::serve(listener, app, node.clone(), limits, shutdown, grace));
     let upkeep = Some(tokio::spawn(presence_upkeep(node.clone(), node.presence.upkeep_every())));
     let relay = if config.redis_url.is_some() { "redis" } else { "in-process" };
     tracing::info!(node = %node_id, store = %store_name, relay, "listening on http://{addr}");

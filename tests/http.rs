@@ -213,3 +213,76 @@ async fn guesses_are_throttled_per_account_and_attempts_per_address() {
     assert_eq!(over.status(), 429, "the address is over its burst");
     assert!(over.headers().contains_key("retry-after"));
 }
+
+/// Reads until the server closes the socket; `Err` when it is still open after `wait`.
+async fn closed_within(tcp: &mut tokio::net::TcpStream, wait: std::time::Duration) -> Result<(), String> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Ok(()),
+            Ok(Ok(_)) => {}
+            Err(_) => return Err("still open".into()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn idle_half_sent_and_kept_alive_connections_are_closed_in_time() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), |c| c.header_timeout_ms = 300).await;
+    let wait = std::time::Duration::from_secs(5);
+    let mut silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut half = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut kept = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    closed_within(&mut silent, wait).await.expect("a silent connection is closed");
+    closed_within(&mut half, wait).await.expect("half-sent headers are closed");
+    closed_within(&mut kept, wait).await.expect("an idle keep-alive connection is closed");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_every_socket_and_idle_connections_do_not_hold_shutdown() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), |c| {
+        c.max_sockets_per_address = 5;
+        c.shutdown_grace_secs = 30;
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        held.push(tcp);
+    }
+    let mut sixth = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    closed_within(&mut sixth, std::time::Duration::from_secs(5)).await.expect("the sixth is closed at once");
+    drop(held.pop());
+    // Once one is gone, the address may open another (the server counts the close first).
+    let mut metrics = None;
+    for _ in 0..50 {
+        if let Ok(r) = reqwest::get(server.url("/metrics")).await {
+            metrics = Some(r.text().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let metrics = metrics.expect("a freed share is given back");
+    let refused: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("socketchat_sockets_refused_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("the counter is exported");
+    assert!(refused >= 1, "the refused socket is counted: {refused}");
+    // Four idle keep-alive connections stay open: shutdown does not wait the 30 s grace for them.
+    let started = std::time::Instant::now();
+    server.stop().await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "shutdown took {:?}", started.elapsed());
+    for mut tcp in held {
+        closed_within(&mut tcp, std::time::Duration::from_secs(5)).await.expect("closed by the shutdown");
+    }
+}

@@ -2,6 +2,7 @@
 //! `/ws` upgrade. Every error is JSON `{"error": …, "fields"?: {…}}` with a fitting status.
 
 mod api;
+pub(crate) mod listener;
 mod web;
 
 use crate::auth::{self, Claims};
