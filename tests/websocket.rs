@@ -624,3 +624,36 @@ async fn joining_a_joined_room_again_sends_nothing_twice() {
     ack(&mut a).await;
     assert_eq!(message(&mut a).await.seq, 6);
 }
+
+#[tokio::test]
+async fn a_client_with_unread_input_gets_the_goaway_the_close_code_and_a_clean_close_not_a_reset() {
+    use futures_util::SinkExt;
+    let server = TestServer::start().await;
+    let token = server.register("alice").await;
+    for round in 0..5 {
+        let (mut bad, _) = server.connect_hello(&token).await;
+        // A bad frame, and right behind it more input the server will never read as frames.
+        bad.ws.feed(Message::Binary(vec![0xff, 0x00, 0x13].into())).await.unwrap();
+        for n in 0..5000u64 {
+            bad.ws
+                .feed(Message::Binary(wire::encode(&ClientFrame::Ping(wire::Ping { nonce: n })).into()))
+                .await
+                .unwrap();
+        }
+        let _ = bad.ws.flush().await;
+        let (goaway, close) = bad.expect_close().await;
+        assert_eq!(
+            (goaway, close),
+            (Some(CloseCode::BadFrame.code()), Some(CloseCode::BadFrame.code())),
+            "round {round}"
+        );
+        // The client answers the close; the server reads on until then, so the connection ends
+        // with a clean close, not a reset (which can cost a client the frames above).
+        use futures_util::StreamExt;
+        let end = tokio::time::timeout(std::time::Duration::from_secs(5), bad.ws.next()).await.expect("ends");
+        assert!(
+            !matches!(&end, Some(Err(e)) if e.to_string().to_lowercase().contains("reset")),
+            "round {round}: the connection was reset: {end:?}"
+        );
+    }
+}

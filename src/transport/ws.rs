@@ -139,11 +139,28 @@ where
         self.ws.flush().await.map_err(|e| e.to_string())
     }
 
+    /// Sends the close frame, then reads (and drops) whatever the client still sends until its
+    /// own close frame or EOF, for at most `CLOSE_DRAIN`: closing a socket with unread input
+    /// makes the kernel answer with a reset, and the client would lose the close frame (and
+    /// the `GoAway` before it) that explains why.
     async fn close(&mut self, code: CloseCode, reason: &str) {
         let frame = CloseFrame { code: WsCloseCode::from(code.code()), reason: reason.to_owned().into() };
-        let _ = self.ws.close(Some(frame)).await;
+        if self.ws.close(Some(frame)).await.is_err() {
+            return;
+        }
+        let _ = tokio::time::timeout(CLOSE_DRAIN, async {
+            while let Some(Ok(message)) = self.ws.next().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 }
+
+/// How long a closing connection's input is still read, so the close reaches the client.
+const CLOSE_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Kept next to the transport so the two limits are read together.
 const _: () = assert!(MAX_CLIENT_FRAME < MAX_WS_MESSAGE);
