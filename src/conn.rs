@@ -35,6 +35,9 @@ pub(crate) enum Inbound {
     Activity,
     /// Bytes that cannot be a frame (over the limit, or broken stream framing).
     Malformed(wire::DecodeError),
+    /// The transport's own framing broke (a malformed WebSocket frame): no protocol frame can
+    /// be trusted any more, the transport closes with its own protocol-error code.
+    Broken(String),
     /// The peer closed, or the transport failed.
     Closed(Option<String>),
 }
@@ -49,6 +52,8 @@ pub(crate) trait Transport: std::marker::Send {
     fn flush(&mut self) -> impl Future<Output = Result<(), String>> + std::marker::Send;
     /// Closes with a code and reason (≤ 123 bytes).
     fn close(&mut self, code: CloseCode, reason: &str) -> impl Future<Output = ()> + std::marker::Send;
+    /// Closes after `Inbound::Broken`, with the transport's protocol-error code.
+    fn abort(&mut self, reason: &str) -> impl Future<Output = ()> + std::marker::Send;
 }
 
 struct Driver<T> {
@@ -163,6 +168,12 @@ impl<T: Transport> Driver<T> {
                         tracing::warn!(user = %self.user.username, error = %e, "malformed input");
                         self.node.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
                         session.handle_malformed(&e);
+                    }
+                    Inbound::Broken(reason) => {
+                        tracing::warn!(user = %self.user.username, error = %reason, "broken transport framing");
+                        self.node.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
+                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.transport.abort(truncate(&reason, 123))).await;
+                        return reason;
                     }
                     Inbound::Activity => {
                         session.handle_activity(Instant::now());

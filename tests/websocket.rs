@@ -657,3 +657,22 @@ async fn a_client_with_unread_input_gets_the_goaway_the_close_code_and_a_clean_c
         );
     }
 }
+
+#[tokio::test]
+async fn a_malformed_websocket_frame_gets_close_1002() {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start().await;
+    let token = server.register("alice").await;
+    let (mut bad, _) = server.connect_hello(&token).await;
+    // An unmasked frame from a client is a protocol error (RFC 6455 § 5.1); written raw.
+    bad.ws.get_mut().write_all(&[0x82, 0x02, 0x07, 0x01]).await.unwrap();
+    let close = loop {
+        match tokio::time::timeout(WAIT, bad.ws.next()).await.expect("an answer") {
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    assert_eq!(close, Some(1002));
+}

@@ -127,6 +127,7 @@ where
             Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
                 Inbound::Malformed(DecodeError::TooLarge { len: size, max: max_size })
             }
+            Some(Err(e @ (WsError::Protocol(_) | WsError::Utf8(_)))) => Inbound::Broken(e.to_string()),
             Some(Err(e)) => Inbound::Closed(Some(e.to_string())),
         }
     }
@@ -139,12 +140,26 @@ where
         self.ws.flush().await.map_err(|e| e.to_string())
     }
 
+    /// A malformed WebSocket frame: close 1002 (RFC 6455 § 7.4.1), no `GoAway`.
+    async fn abort(&mut self, reason: &str) {
+        self.close_with(WsCloseCode::Protocol, reason).await;
+    }
+
+    async fn close(&mut self, code: CloseCode, reason: &str) {
+        self.close_with(WsCloseCode::from(code.code()), reason).await;
+    }
+}
+
+impl<S> WsTransport<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + std::marker::Send,
+{
     /// Sends the close frame, then reads (and drops) whatever the client still sends until its
     /// own close frame or EOF, for at most `CLOSE_DRAIN`: closing a socket with unread input
     /// makes the kernel answer with a reset, and the client would lose the close frame (and
     /// the `GoAway` before it) that explains why.
-    async fn close(&mut self, code: CloseCode, reason: &str) {
-        let frame = CloseFrame { code: WsCloseCode::from(code.code()), reason: reason.to_owned().into() };
+    async fn close_with(&mut self, code: WsCloseCode, reason: &str) {
+        let frame = CloseFrame { code, reason: reason.to_owned().into() };
         if self.ws.close(Some(frame)).await.is_err() {
             return;
         }

@@ -239,6 +239,12 @@ impl Transport for WtTransport {
         self.stream.flush().await.map_err(|e| e.to_string())
     }
 
+    /// The stream's framing is ours and never yields `Inbound::Broken`; were it to, the session
+    /// ends as for a bad frame.
+    async fn abort(&mut self, reason: &str) {
+        self.close(CloseCode::BadFrame, reason).await;
+    }
+
     async fn close(&mut self, code: CloseCode, reason: &str) {
         let _ = self.flush().await;
         // A QUIC close drops stream data still in flight, GoAway included: end the stream,
