@@ -21,6 +21,10 @@ use tokio::sync::mpsc;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Deadline for the goodbye (GoAway and close frame) to a peer that is being closed.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A write that did not finish within its deadline.
+const TIMED_OUT: &str = "write timed out";
+/// How the reason of a slow consumer's disconnect begins.
+const SLOW: &str = "slow consumer";
 /// Events handled per turn before the transport is read again.
 const EVENTS_PER_TURN: usize = 256;
 
@@ -136,11 +140,11 @@ impl<T: Transport> Driver<T> {
             while let Some(action) = session.poll_action() {
                 match self.execute(session, action).await {
                     Ok(w) => wrote |= w,
-                    Err(e) => return e,
+                    Err(e) => return self.part(e).await,
                 }
             }
             if wrote && let Err(e) = self.flush().await {
-                return e;
+                return self.part(e).await;
             }
             if session.is_closed() {
                 return "closed by server".into();
@@ -178,7 +182,7 @@ impl<T: Transport> Driver<T> {
                     Inbound::Activity => {
                         session.handle_activity(Instant::now());
                         if let Err(e) = self.flush().await {
-                            return e;
+                            return self.part(e).await;
                         }
                     }
                     Inbound::Closed(reason) => return reason.unwrap_or_else(|| "closed by client".into()),
@@ -207,12 +211,50 @@ impl<T: Transport> Driver<T> {
     async fn feed(&mut self, bytes: Bytes) -> Result<bool, String> {
         self.node.metrics.frames_out.fetch_add(1, Ordering::Relaxed);
         let io = self.transport.feed(bytes);
-        write(&self.node, &self.member, WRITE_TIMEOUT, io).await.map(|()| true)
+        let written = write(&self.node, &self.member, WRITE_TIMEOUT, io).await;
+        self.slow_if_stuck(written).map(|()| true)
     }
 
     async fn flush(&mut self) -> Result<(), String> {
         let io = self.transport.flush();
-        write(&self.node, &self.member, WRITE_TIMEOUT, io).await
+        let written = write(&self.node, &self.member, WRITE_TIMEOUT, io).await;
+        self.slow_if_stuck(written)
+    }
+
+    /// A write that waited out `WRITE_TIMEOUT` is a peer that stopped reading: a slow consumer
+    /// like one whose queue filled, counted and told so (4001) if it still reads.
+    fn slow_if_stuck(&self, written: Result<(), String>) -> Result<(), String> {
+        match written {
+            Err(e) if e == TIMED_OUT => {
+                self.node.metrics.slow_disconnects.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(user = %self.user.username, "slow consumer: a write waited 10 s");
+                Err(format!("{SLOW}: write timed out"))
+            }
+            other => other,
+        }
+    }
+
+    /// The connection ends on a write error. A slow consumer still gets `GoAway` 4001 and the
+    /// close frame, best effort within a short deadline: a peer that reads again learns why.
+    async fn part(&mut self, error: String) -> String {
+        if error.starts_with(SLOW) {
+            self.goodbye(CloseCode::Slow, "outbound queue full or not read").await;
+        }
+        error
+    }
+
+    /// `GoAway{code, reason}` then the transport's close, each within `CLOSE_TIMEOUT`.
+    async fn goodbye(&mut self, code: CloseCode, reason: &str) {
+        let reason = truncate(reason, 123);
+        let goaway = ServerFrame::GoAway(GoAway { code: code.code(), reason: reason.to_owned() });
+        // Best effort within a short deadline: a peer that stopped reading may never see the
+        // reason, but it is disconnected all the same.
+        let io = self.transport.feed(wire::encode_bytes(&goaway));
+        if write(&self.node, &self.member, CLOSE_TIMEOUT, io).await.is_ok() {
+            let io = self.transport.flush();
+            let _ = write(&self.node, &self.member, CLOSE_TIMEOUT, io).await;
+        }
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.transport.close(code, reason)).await;
     }
 
     /// Carries out one action; `Ok(true)` when something was queued for writing.
@@ -282,16 +324,7 @@ impl<T: Transport> Driver<T> {
                 Ok(false)
             }
             Action::Close(code, reason) => {
-                let reason = truncate(&reason, 123);
-                let goaway = ServerFrame::GoAway(GoAway { code: code.code(), reason: reason.to_owned() });
-                // Best effort within a short deadline: a peer that stopped reading may never
-                // see the reason, but it is disconnected all the same.
-                let io = self.transport.feed(wire::encode_bytes(&goaway));
-                if write(&self.node, &self.member, CLOSE_TIMEOUT, io).await.is_ok() {
-                    let io = self.transport.flush();
-                    let _ = write(&self.node, &self.member, CLOSE_TIMEOUT, io).await;
-                }
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.transport.close(code, reason)).await;
+                self.goodbye(code, &reason).await;
                 Ok(false)
             }
         }
@@ -307,11 +340,11 @@ async fn write(
     io: impl Future<Output = Result<(), String>>,
 ) -> Result<(), String> {
     tokio::select! {
-        result = tokio::time::timeout(deadline, io) => result.unwrap_or_else(|_| Err("write timed out".into())),
+        result = tokio::time::timeout(deadline, io) => result.unwrap_or_else(|_| Err(TIMED_OUT.into())),
         () = member.kicked() => {
             node.metrics.slow_disconnects.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(conn = member.id, "slow consumer disconnected while a write was blocked");
-            Err("slow consumer: outbound queue full".into())
+            Err(format!("{SLOW}: outbound queue full"))
         }
     }
 }
