@@ -678,3 +678,38 @@ async fn a_malformed_websocket_frame_gets_close_1002() {
     };
     assert_eq!(close, Some(1002));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_client_at_shutdown_gets_goaway_4000_and_the_close_code() {
+    use futures_util::{SinkExt, StreamExt};
+    let server = TestServer::start().await;
+    let token = server.register("alice").await;
+    let (client, _) = server.connect_hello(&token).await;
+    let (mut sink, mut stream) = client.ws.split();
+    // The client never stops sending while the server shuts down.
+    let writer = tokio::spawn(async move {
+        for n in 0u64.. {
+            let ping = wire::encode(&ClientFrame::Ping(wire::Ping { nonce: n }));
+            if sink.send(Message::Binary(ping.into())).await.is_err() {
+                break;
+            }
+        }
+    });
+    let stopping = tokio::spawn(server.stop());
+    let mut goaway = None;
+    let close = loop {
+        match tokio::time::timeout(WAIT, stream.next()).await.expect("an answer") {
+            Some(Ok(Message::Binary(bytes))) => {
+                if let Ok(ServerFrame::GoAway(g)) = wire::decode::<ServerFrame>(&bytes, usize::MAX) {
+                    goaway = Some(g.code);
+                }
+            }
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            other => panic!("no close frame (GoAway {goaway:?}): {other:?}"),
+        }
+    };
+    assert_eq!((goaway, close), (Some(4000), Some(4000)));
+    writer.abort();
+    stopping.await.unwrap();
+}
