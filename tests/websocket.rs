@@ -713,3 +713,58 @@ async fn a_busy_client_at_shutdown_gets_goaway_4000_and_the_close_code() {
     writer.abort();
     stopping.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_that_reads_again_learns_why_it_was_cut() {
+    use futures_util::StreamExt;
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), |c| c.send_burst = 100_000).await;
+    let (ts, tw) = (server.register("slow").await, server.register("writer").await);
+    let mut slow = Client::connect_small_buffer(server.addr, &ts).await;
+    slow.hello().await;
+    join_and_replay(&mut slow, "general", None).await;
+    let (mut writer, _) = server.connect_hello(&tw).await;
+    join_and_replay(&mut writer, "general", None).await;
+    let text = "z".repeat(3900);
+    let slow_count = |metrics: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("socketchat_slow_disconnects_total "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // Send until the server gives up on `slow` (which reads nothing meanwhile).
+    let mut n = 0u64;
+    loop {
+        for _ in 0..50 {
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&n.to_be_bytes());
+            n += 1;
+            writer
+                .send(&ClientFrame::Send(wire::Send { room: "general".into(), client_msg_id: id, text: text.clone() }))
+                .await;
+        }
+        for _ in 0..50 {
+            writer.recv_until(pick::ack).await;
+        }
+        let metrics = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        if slow_count(&metrics) == 1 {
+            break;
+        }
+        assert!(n < 20_000, "never cut");
+    }
+    // It reads again at once: behind what was queued for it come GoAway 4001 and the close.
+    let mut goaway = None;
+    let close = loop {
+        match tokio::time::timeout(WAIT, slow.ws.next()).await.expect("the stream goes on") {
+            Some(Ok(Message::Binary(bytes))) => {
+                if let Ok(ServerFrame::GoAway(g)) = wire::decode::<ServerFrame>(&bytes, usize::MAX) {
+                    goaway = Some(g.code);
+                }
+            }
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            other => panic!("ended without a close frame (GoAway {goaway:?}): {other:?}"),
+        }
+    };
+    assert_eq!((goaway, close), (Some(CloseCode::Slow.code()), Some(CloseCode::Slow.code())));
+}
