@@ -7,11 +7,16 @@ use crate::hub::{Event, EventKind, Member, Topic};
 use crate::node::Node;
 use crate::presence::{Scope, room_presence};
 use crate::session::{Action, Session, replay_range};
+use crate::store::Appended;
 use crate::store::{StoreError, StoreResult};
+use crate::wire::ClientMsgId;
 use crate::wire::{self, ClientFrame, CloseCode, GoAway, MAX_CLIENT_FRAME, OUTBOUND_QUEUE, ServerFrame, UserRef};
 use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
 use std::collections::HashSet;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -21,6 +26,10 @@ use tokio::sync::mpsc;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Deadline for the goodbye (GoAway and close frame) to a peer that is being closed.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Sends a connection may have waiting for their commit; beyond, its input waits.
+const MAX_SENDS_IN_FLIGHT: usize = 64;
+/// How long a closing connection waits for the outcome of its sends in flight.
+const SENDS_GRACE: Duration = Duration::from_secs(5);
 /// A write that did not finish within its deadline.
 const TIMED_OUT: &str = "write timed out";
 /// How the reason of a slow consumer's disconnect begins.
@@ -60,11 +69,17 @@ pub(crate) trait Transport: std::marker::Send {
     fn abort(&mut self, reason: &str) -> impl Future<Output = ()> + std::marker::Send;
 }
 
+/// A send being committed: its room, id and outcome.
+type PendingSend = Pin<Box<dyn Future<Output = (u64, ClientMsgId, StoreResult<Appended>)> + std::marker::Send>>;
+
 struct Driver<T> {
     node: Arc<Node>,
     transport: T,
     member: Arc<Member>,
     user: UserRef,
+    /// Sends queued to the writer whose outcome has not come back, in the order they were
+    /// accepted (their acks go out in that order). The connection keeps reading meanwhile.
+    sends: FuturesOrdered<PendingSend>,
     /// Rooms this connection is counted in for presence.
     present_in: HashSet<u64>,
 }
@@ -102,7 +117,14 @@ pub(crate) async fn run<T: Transport>(node: Arc<Node>, transport: T, credentials
         node.send_rate_per_sec,
         now,
     );
-    let mut driver = Driver { node: node.clone(), transport, member, user: user.clone(), present_in: HashSet::new() };
+    let mut driver = Driver {
+        node: node.clone(),
+        transport,
+        member,
+        user: user.clone(),
+        sends: FuturesOrdered::new(),
+        present_in: HashSet::new(),
+    };
     let reason = driver.run(&mut session, rx).await;
     tracing::debug!(conn = conn_id, user = %user.username, reason = %reason, "connection closed");
 
@@ -151,7 +173,11 @@ impl<T: Transport> Driver<T> {
             }
             sleep.as_mut().reset(session.poll_timeout().into());
             tokio::select! {
-                inbound = self.transport.recv() => match inbound {
+                Some((room_id, client_msg_id, result)) = self.sends.next(), if !self.sends.is_empty() => {
+                    session.handle_appended(room_id, client_msg_id, result);
+                }
+                // At the cap of sends in flight, the client's next frames wait in its socket.
+                inbound = self.transport.recv(), if self.sends.len() < MAX_SENDS_IN_FLIGHT => match inbound {
                     Inbound::Frame(bytes) => {
                         self.node.metrics.frames_in.fetch_add(1, Ordering::Relaxed);
                         match wire::decode::<ClientFrame>(&bytes, MAX_CLIENT_FRAME) {
@@ -243,6 +269,22 @@ impl<T: Transport> Driver<T> {
         error
     }
 
+    /// Before a goodbye: the sends being committed are answered (acks or errors), within
+    /// `SENDS_GRACE`, so a client closed while storing learns what was stored.
+    async fn answer_sends(&mut self, session: &mut Session) {
+        let deadline = tokio::time::Instant::now() + SENDS_GRACE;
+        while let Ok(Some((room_id, client_msg_id, result))) =
+            tokio::time::timeout_at(deadline, self.sends.next()).await
+        {
+            session.handle_appended(room_id, client_msg_id, result);
+            while let Some(Action::Send(frame)) = session.poll_action() {
+                if self.feed(wire::encode_bytes(&frame)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
     /// `GoAway{code, reason}` then the transport's close, each within `CLOSE_TIMEOUT`.
     async fn goodbye(&mut self, code: CloseCode, reason: &str) {
         let reason = truncate(reason, 123);
@@ -304,8 +346,12 @@ impl<T: Transport> Driver<T> {
             }
             Action::Append(message) => {
                 let (room_id, client_msg_id) = (message.room_id, message.client_msg_id);
-                let result = node.writer.append(message).await;
-                session.handle_appended(room_id, client_msg_id, result);
+                match node.writer.submit(message).await {
+                    Ok(outcome) => {
+                        self.sends.push_back(Box::pin(async move { (room_id, client_msg_id, outcome.await) }));
+                    }
+                    Err(e) => session.handle_appended(room_id, client_msg_id, Err(e)),
+                }
                 Ok(false)
             }
             Action::History { request_id, room_id, before_seq, limit } => {
@@ -324,6 +370,7 @@ impl<T: Transport> Driver<T> {
                 Ok(false)
             }
             Action::Close(code, reason) => {
+                self.answer_sends(session).await;
                 self.goodbye(code, &reason).await;
                 Ok(false)
             }

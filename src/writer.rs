@@ -79,10 +79,20 @@ impl Writer {
 
     /// Stores one send; resolves after its transaction committed.
     pub async fn append(&self, message: NewMessage) -> Result<Appended, StoreError> {
+        self.submit(message).await?.await
+    }
+
+    /// Queues one send (waiting only for room in the queue) and returns the future of its
+    /// outcome: a connection queues its sends in the order it accepted them, and goes on
+    /// reading while they commit.
+    pub async fn submit(
+        &self,
+        message: NewMessage,
+    ) -> Result<impl Future<Output = Result<Appended, StoreError>> + Send + 'static, StoreError> {
         let (reply, answer) = oneshot::channel();
         let shard = &self.shards[(message.room_id % self.shards.len() as u64) as usize];
         shard.send((message, reply)).await.map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
-        answer.await.map_err(|_| StoreError::Unavailable("writer stopped".into()))?
+        Ok(async move { answer.await.map_err(|_| StoreError::Unavailable("writer stopped".into()))? })
     }
 
     /// The writer's counters.

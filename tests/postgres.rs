@@ -229,3 +229,47 @@ async fn a_send_that_outlasts_the_store_timeout_is_announced_when_it_commits() {
     assert_eq!((ack.seq, ack.message_id), (1, delivered.message_id), "the original row");
     assert_eq!(stored_rows(&pg).await.len(), 1, "stored once");
 }
+
+/// A connection's sends are pipelined: while one waits for its commit (a row lock holds the
+/// room), the connection still reads, answers pings and queues more sends; the acks then come
+/// in send order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_keeps_reading_while_its_sends_commit() {
+    let pg = Postgres::start();
+    let server = node(&pg).await;
+    let token = server.register("alice").await;
+    let (mut alice, _) = server.connect_hello(&token).await;
+    join_and_replay(&mut alice, "general", None).await;
+    let (mut db, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let lock = db.transaction().await.unwrap();
+    lock.execute("SELECT 1 FROM rooms WHERE name = 'general' FOR UPDATE", &[]).await.unwrap();
+
+    for n in 0..3 {
+        alice
+            .send(&ClientFrame::Send(wire::Send {
+                room: "general".into(),
+                client_msg_id: cmid(1, n),
+                text: format!("n{n}"),
+            }))
+            .await;
+    }
+    alice.send(&ClientFrame::Ping(wire::Ping { nonce: 77 })).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match tokio::time::timeout_at(deadline, alice.recv()).await {
+            Ok(ServerFrame::Pong(wire::Ping { nonce: 77 })) => break,
+            Ok(ServerFrame::Ack(a)) => panic!("acked while the room is locked: {a:?}"),
+            Ok(_) => {}
+            Err(_) => panic!("the ping was not answered while the sends wait for the lock"),
+        }
+    }
+    lock.commit().await.unwrap();
+    let mut acked = Vec::new();
+    while acked.len() < 3 {
+        if let ServerFrame::Ack(a) = alice.recv().await {
+            acked.push((a.client_msg_id, a.seq));
+        }
+    }
+    assert_eq!(acked, vec![(cmid(1, 0), 1), (cmid(1, 1), 2), (cmid(1, 2), 3)], "acks and seqs in send order");
+}

@@ -153,6 +153,9 @@ pub fn token_from(response: &reqwest::Response) -> Option<String> {
 
 pub struct Client {
     pub ws: WebSocketStream<TcpStream>,
+    /// Messages `ack` read past (an `Ack` and the sender's own `Message` come in either
+    /// order, PROTOCOL.md § 6.3): `recv` hands them out first.
+    pub stash: std::collections::VecDeque<ServerFrame>,
 }
 
 impl Client {
@@ -178,7 +181,7 @@ impl Client {
         let tcp = socket.connect(addr).await.map_err(|e| e.to_string())?;
         tcp.set_nodelay(true).unwrap();
         match tokio_tungstenite::client_async_with_config(request, tcp, None).await {
-            Ok((ws, _)) => Ok(Self { ws }),
+            Ok((ws, _)) => Ok(Self { ws, stash: Default::default() }),
             Err(e) => Err(e.to_string()),
         }
     }
@@ -202,7 +205,7 @@ impl Client {
         tcp.set_nodelay(true).unwrap();
         let config = WebSocketConfig::default().max_message_size(Some(4 << 20)).max_frame_size(Some(4 << 20));
         match tokio_tungstenite::client_async_with_config(request, tcp, Some(config)).await {
-            Ok((ws, _)) => Ok(Self { ws }),
+            Ok((ws, _)) => Ok(Self { ws, stash: Default::default() }),
             Err(WsError::Http(response)) => Err(response.status().as_u16()),
             Err(e) => panic!("handshake failed: {e}"),
         }
@@ -222,6 +225,9 @@ impl Client {
 
     /// Next frame; panics on timeout or close.
     pub async fn recv(&mut self) -> ServerFrame {
+        if let Some(frame) = self.stash.pop_front() {
+            return frame;
+        }
         loop {
             let message = tokio::time::timeout(WAIT, self.ws.next())
                 .await
@@ -298,14 +304,21 @@ pub async fn join_and_replay(
     (joined, replay)
 }
 
+/// The next `Ack`; `Message` frames read on the way are kept for `message` (either order).
 pub async fn ack(client: &mut Client) -> wire::Ack {
-    client
-        .recv_until(|f| match f {
-            ServerFrame::Ack(a) => Some(a),
+    let mut passed = Vec::new();
+    let ack = loop {
+        match client.recv().await {
+            ServerFrame::Ack(a) => break a,
             ServerFrame::Error(e) => panic!("expected an Ack, got {e:?}"),
-            _ => None,
-        })
-        .await
+            message @ ServerFrame::Message(_) => passed.push(message),
+            _ => {}
+        }
+    };
+    for (i, frame) in passed.into_iter().enumerate() {
+        client.stash.insert(i, frame);
+    }
+    ack
 }
 
 pub async fn message(client: &mut Client) -> wire::ChatMessage {
