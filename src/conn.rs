@@ -69,6 +69,34 @@ pub(crate) trait Transport: std::marker::Send {
     fn abort(&mut self, reason: &str) -> impl Future<Output = ()> + std::marker::Send;
 }
 
+/// The sends in flight, in order; allocated only while there are any (an idle connection pays
+/// nothing for them).
+#[derive(Default)]
+struct Sends(Option<FuturesOrdered<PendingSend>>);
+
+impl Sends {
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, FuturesOrdered::len)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push_back(&mut self, send: PendingSend) {
+        self.0.get_or_insert_with(FuturesOrdered::new).push_back(send);
+    }
+
+    /// The next outcome, in send order; `None` when nothing is in flight.
+    async fn next(&mut self) -> Option<(u64, ClientMsgId, StoreResult<Appended>)> {
+        let outcome = self.0.as_mut()?.next().await;
+        if self.0.as_ref().is_some_and(FuturesOrdered::is_empty) {
+            self.0 = None;
+        }
+        outcome
+    }
+}
+
 /// A send being committed: its room, id and outcome.
 type PendingSend = Pin<Box<dyn Future<Output = (u64, ClientMsgId, StoreResult<Appended>)> + std::marker::Send>>;
 
@@ -79,7 +107,7 @@ struct Driver<T> {
     user: UserRef,
     /// Sends queued to the writer whose outcome has not come back, in the order they were
     /// accepted (their acks go out in that order). The connection keeps reading meanwhile.
-    sends: FuturesOrdered<PendingSend>,
+    sends: Sends,
     /// Rooms this connection is counted in for presence.
     present_in: HashSet<u64>,
 }
@@ -122,7 +150,7 @@ pub(crate) async fn run<T: Transport>(node: Arc<Node>, transport: T, credentials
         transport,
         member,
         user: user.clone(),
-        sends: FuturesOrdered::new(),
+        sends: Sends::default(),
         present_in: HashSet::new(),
     };
     let reason = driver.run(&mut session, rx).await;

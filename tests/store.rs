@@ -19,8 +19,12 @@ async fn sqlite_reopens_without_reseeding() {
     let path = dir.path().join("chat.db");
     let first = SqliteStore::open(&path).unwrap();
     first.create_user("keep", "keep@example.com", "h").await.unwrap();
+    first.revoke_token("logged-out", u64::MAX / 2).await.unwrap();
+    first.revoke_token("long-expired", 1).await.unwrap();
     drop(first);
     let again = SqliteStore::open(&path).unwrap();
+    assert!(again.is_revoked("logged-out").await.unwrap(), "revocations survive a restart");
+    assert!(!again.is_revoked("never-revoked").await.unwrap());
     assert_eq!(again.rooms().await.unwrap().len(), 4);
     assert!(again.user_by_email("KEEP@example.com").await.unwrap().is_some());
 }

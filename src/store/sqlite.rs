@@ -19,6 +19,10 @@ const MIGRATIONS: &[&str] = &[
 pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
+    /// Revoked token ids with their expiry (Unix s), mirrored in memory: the embedded store
+    /// belongs to one process, which makes every revocation itself, so the check every upgrade
+    /// and API call makes needs no trip to the blocking pool.
+    revoked: Arc<Mutex<std::collections::HashMap<String, u64>>>,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -80,8 +84,18 @@ impl SqliteStore {
     pub fn open(path: &Path) -> StoreResult<Self> {
         let mut writer = open(path)?;
         migrate(&mut writer)?;
+        let revoked = {
+            let mut stmt = writer.prepare("SELECT jti, expires_at FROM revoked_tokens WHERE expires_at >= ?1")?;
+            let rows =
+                stmt.query_map(params![now_ms() / 1000], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))?;
+            rows.collect::<rusqlite::Result<std::collections::HashMap<_, _>>>()?
+        };
         let reader = open(path)?;
-        Ok(Self { writer: Arc::new(Mutex::new(writer)), reader: Arc::new(Mutex::new(reader)) })
+        Ok(Self {
+            writer: Arc::new(Mutex::new(writer)),
+            reader: Arc::new(Mutex::new(reader)),
+            revoked: Arc::new(Mutex::new(revoked)),
+        })
     }
 
     async fn with<T, F>(conn: &Arc<Mutex<Connection>>, f: F) -> StoreResult<T>
@@ -266,21 +280,25 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_token(&self, jti: &str, expires_at: u64) -> StoreResult<()> {
-        let jti = jti.to_owned();
+        let owned = jti.to_owned();
         self.write(move |c| {
             let now = now_ms() / 1000;
             c.prepare_cached("DELETE FROM revoked_tokens WHERE expires_at < ?1")?.execute(params![now])?;
             c.prepare_cached("INSERT OR IGNORE INTO revoked_tokens (jti, expires_at) VALUES (?1, ?2)")?
-                .execute(params![jti, expires_at])?;
+                .execute(params![owned, expires_at])?;
             Ok(())
         })
-        .await
+        .await?;
+        // Only once it is on disk; expired ones are forgotten as the table forgets them.
+        let now = now_ms() / 1000;
+        let mut revoked = self.revoked.lock().map_err(|_| StoreError::Unavailable("revocations poisoned".into()))?;
+        revoked.retain(|_, exp| *exp >= now);
+        revoked.insert(jti.to_owned(), expires_at);
+        Ok(())
     }
 
     async fn is_revoked(&self, jti: &str) -> StoreResult<bool> {
-        let jti = jti.to_owned();
-        self.read(move |c| Ok(c.prepare_cached("SELECT 1 FROM revoked_tokens WHERE jti = ?1")?.exists(params![jti])?))
-            .await
+        Ok(self.revoked.lock().map_err(|_| StoreError::Unavailable("revocations poisoned".into()))?.contains_key(jti))
     }
 
     async fn record_seen(&self, seen: Vec<(u64, u64)>) -> StoreResult<()> {
