@@ -20,7 +20,15 @@ async fn a_native_client_authenticates_with_its_cookie_and_chats_with_a_websocke
     join_and_replay(&mut ws, "general", None).await;
 
     wt.send(&send("general", 1, "over QUIC")).await;
-    let acked = wt.recv_until(pick::ack).await;
+    // The Ack and the sender's own Message come in either order (PROTOCOL.md § 6.3).
+    let mut on_wt = Vec::new();
+    let acked = loop {
+        match wt.next().await.unwrap() {
+            ServerFrame::Ack(a) => break a,
+            ServerFrame::Message(m) => on_wt.push((m.seq, m.text)),
+            _ => {}
+        }
+    };
     ws.send(&send("general", 2, "over TCP")).await;
     let mut on_ws = Vec::new();
     let mut ws_acked = false;
@@ -31,7 +39,6 @@ async fn a_native_client_authenticates_with_its_cookie_and_chats_with_a_websocke
             _ => {}
         }
     }
-    let mut on_wt = Vec::new();
     while on_wt.len() < 2 {
         if let ServerFrame::Message(m) = wt.next().await.unwrap() {
             on_wt.push((m.seq, m.text));
