@@ -64,26 +64,10 @@ async fn sources_by_node(proxy: SocketAddr) -> HashMap<String, Vec<IpAddr>> {
     groups
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
 /// Hello, then Welcome.
 async fn greet(client: &mut Client) {
     client.hello().await;
     client.recv_until(|f| matches!(f, ServerFrame::Welcome(_)).then_some(())).await;
-}
-
-/// The next `RoomPresence` of `room` as `(online, usernames)`.
-async fn room_presence(client: &mut Client, room: &str) -> (u32, Vec<String>) {
-    client
-        .recv_until(|f| match f {
-            ServerFrame::RoomPresence(p) if p.room == room => {
-                Some((p.online, p.users.into_iter().map(|u| u.username).collect()))
-            }
-            _ => None,
-        })
-        .await
 }
 
 /// Usernames `GET /api/presence/online` lists, sorted.
@@ -460,27 +444,9 @@ async fn a_killed_node_goes_offline_within_15_s_and_its_clients_resume_on_the_ot
     assert!(killed.elapsed() < Duration::from_secs(15), "offline after {:?}", killed.elapsed());
     // Offline, and last seen at the dead node's last heartbeat: at most a fifth of the node
     // timeout before the kill.
-    let victim_id = {
-        let me: serde_json::Value = reqwest::Client::new()
-            .get(format!("http://{}/api/auth/me", n2.addr))
-            .header("cookie", format!("token={victim_token}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        me["user"]["id"].as_u64().unwrap()
-    };
-    let status: serde_json::Value = reqwest::Client::new()
-        .get(format!("http://{}/api/presence/users?ids={victim_id}", n2.addr))
-        .header("cookie", format!("token={observer_token}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me = get_json_at(n2.addr, "/api/auth/me", &victim_token).await;
+    let victim_id = me["user"]["id"].as_u64().unwrap();
+    let status = get_json_at(n2.addr, &format!("/api/presence/users?ids={victim_id}"), &observer_token).await;
     assert_eq!(status["users"][0]["online"], false);
     let seen = status["users"][0]["last_seen_ms"].as_u64().expect("a last-seen time");
     let killed_ms = unix_ms() - killed.elapsed().as_millis() as u64;

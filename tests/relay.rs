@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::cluster::{Redis, RedisCluster};
+use support::unix_ms;
 use tokio::sync::Notify;
 
 /// An inbox that records what reaches it.
@@ -219,10 +220,6 @@ fn t(scope: Scope, name: &str, online: bool) -> (Scope, String, bool) {
 async fn names(p: &dyn Presence, scope: Scope) -> (u64, Vec<String>) {
     let page = p.page(scope, None, 100).await.unwrap();
     (page.online, page.users.into_iter().map(|u| u.username).collect())
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
 /// What every presence backend does on one node: counting tabs per scope, pages, last seen.

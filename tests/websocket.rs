@@ -188,18 +188,6 @@ async fn resume_after_reconnect_delivers_exactly_the_missed_messages() {
     assert_eq!((live.seq, live.text.as_str()), (9, "live again"), "nothing twice, nothing skipped");
 }
 
-/// The next `RoomPresence` of `room` as `(online, usernames)`.
-async fn room_presence(client: &mut Client, room: &str) -> (u32, Vec<String>) {
-    client
-        .recv_until(|f| match f {
-            ServerFrame::RoomPresence(p) if p.room == room => {
-                Some((p.online, p.users.into_iter().map(|u| u.username).collect()))
-            }
-            _ => None,
-        })
-        .await
-}
-
 /// `GET /api/presence/users?ids=…` as `(online, last_seen_ms)` per id.
 async fn status(server: &TestServer, token: &str, ids: &[u64]) -> Vec<(bool, Option<u64>)> {
     let ids: Vec<String> = ids.iter().map(u64::to_string).collect();
@@ -211,10 +199,6 @@ async fn status(server: &TestServer, token: &str, ids: &[u64]) -> Vec<(bool, Opt
         .iter()
         .map(|u| (u["online"].as_bool().unwrap(), u["last_seen_ms"].as_u64()))
         .collect()
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
 #[tokio::test]

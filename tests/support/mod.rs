@@ -124,6 +124,36 @@ impl TestServer {
     }
 }
 
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// `GET` with the token cookie on whatever answers at `addr`, as JSON.
+pub async fn get_json_at(addr: SocketAddr, path: &str, token: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(format!("http://{addr}{path}"))
+        .header("cookie", format!("token={token}"))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("a JSON body")
+}
+
+/// The next `RoomPresence` of `room` as `(online, usernames)`.
+pub async fn room_presence(client: &mut Client, room: &str) -> (u32, Vec<String>) {
+    client
+        .recv_until(|f| match f {
+            ServerFrame::RoomPresence(p) if p.room == room => {
+                Some((p.online, p.users.into_iter().map(|u| u.username).collect()))
+            }
+            _ => None,
+        })
+        .await
+}
+
 /// Registers a user on whatever answers at `addr` (a node, or HAProxy) and returns its token.
 pub async fn register_at(http: &reqwest::Client, addr: SocketAddr, username: &str) -> String {
     let response = http
