@@ -1,6 +1,7 @@
 # Shared by the benchmark scripts (sourced, not run): a throwaway PostgreSQL 15 and Redis on
 # free loopback ports, nodes of the release binary, and cleanup on exit.
-# After `bench_setup NAME`: $dir, $pg_port, $redis_port, DATABASE_URL and JWT_SECRET are set.
+# After `bench_setup NAME`: $dir, $pg_port, $redis_port, DATABASE_URL and JWT_SECRET are set;
+# `bench_postgres NAME` alone starts only PostgreSQL.
 
 bin=/usr/lib/postgresql/15/bin
 as_pg=()
@@ -15,21 +16,26 @@ bench_cleanup() {
   rm -rf "$dir"
 }
 
-# bench_setup NAME: builds, then starts PostgreSQL and Redis (pids[0] is Redis).
-bench_setup() {
+# bench_postgres NAME: builds, then starts a throwaway PostgreSQL (DATABASE_URL is set).
+bench_postgres() {
   cargo build --release -q --workspace
   dir=$(mktemp -d "/tmp/socketchat-bench-$1.XXXXXX")
   [ "$(id -u)" = 0 ] && chown postgres:postgres "$dir"
   pg_port=$(free_port)
-  redis_port=$(free_port)
   trap bench_cleanup EXIT
   "${as_pg[@]}" "$bin/initdb" -A trust -U postgres -E UTF8 -D "$dir/data" >/dev/null
   "${as_pg[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/pg.log" -w \
     -o "-p $pg_port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null
   "${as_pg[@]}" "$bin/createdb" -h 127.0.0.1 -p "$pg_port" -U postgres socketchat
+  export DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/socketchat"
+}
+
+# bench_setup NAME: bench_postgres, then Redis (pids[0] is Redis) and the nodes' settings.
+bench_setup() {
+  bench_postgres "$1"
+  redis_port=$(free_port)
   redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >"$dir/redis.log" 2>&1 &
   pids+=($!)
-  export DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/socketchat"
   export JWT_SECRET=benchmark-secret-that-is-long-enough-for-hs256
   export SOCKETCHAT_SEND_RATE=100000 SOCKETCHAT_SEND_BURST=100000 SOCKETCHAT_WT_LISTEN=off RUST_LOG=warn
   # The generator opens every connection from 127.0.0.1.

@@ -8,20 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
 seconds=${2:-10}
-bin=/usr/lib/postgresql/15/bin
-as_pg=()
-[ "$(id -u)" = 0 ] && as_pg=(runuser -u postgres --)
-
-cargo build --release -q -p socketchat-bench
-dir=$(mktemp -d /tmp/socketchat-bench-pg.XXXXXX)
-[ "$(id -u)" = 0 ] && chown postgres:postgres "$dir"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"${as_pg[@]}" "$bin/initdb" -A trust -U postgres -E UTF8 -D "$dir/data" >/dev/null
-"${as_pg[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w \
-  -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null
-trap '"${as_pg[@]}" "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1; rm -rf "$dir"' EXIT
-"${as_pg[@]}" "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres socketchat
-url="postgres://postgres@127.0.0.1:$port/socketchat"
+source bench/lib.sh
+bench_postgres store
+url=$DATABASE_URL
+port=$pg_port
 echo "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on port $port; synchronous_commit=$("${as_pg[@]}" psql -h 127.0.0.1 -p "$port" -U postgres -Atc 'show synchronous_commit' socketchat)"
 
 results=$(mktemp)
