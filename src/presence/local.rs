@@ -4,7 +4,7 @@ use super::{Page, Presence, PresenceError, Scope, Status, Transition, unix_ms};
 use crate::store::Store;
 use crate::wire::UserRef;
 use async_trait::async_trait;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -149,31 +149,21 @@ impl Presence for LocalPresence {
     }
 
     async fn status(&self, ids: &[u64]) -> Result<Vec<Status>, PresenceError> {
-        let mut known: HashMap<u64, u64> = HashMap::new();
-        let mut ask = Vec::new();
-        {
+        let online: HashSet<u64> = ids.iter().copied().filter(|id| self.counts.is_online(*id)).collect();
+        // Times not written yet are the newest; the store has the rest.
+        let mut seen: HashMap<u64, u64> = {
             let unwritten = self.unwritten();
-            for &id in ids {
-                match unwritten.get(&id) {
-                    Some(ms) => {
-                        known.insert(id, *ms);
-                    }
-                    None if !self.counts.is_online(id) => ask.push(id),
-                    None => {}
-                }
-            }
-        }
+            ids.iter().filter_map(|id| unwritten.get(id).map(|ms| (*id, *ms))).collect()
+        };
+        let ask: Vec<u64> = ids.iter().copied().filter(|id| !online.contains(id) && !seen.contains_key(id)).collect();
         if !ask.is_empty() {
-            let stored = self.store.last_seen(&ask).await.map_err(|e| PresenceError(e.to_string()))?;
-            for (id, ms) in stored {
-                known.entry(id).or_insert(ms);
-            }
+            seen.extend(self.store.last_seen(&ask).await.map_err(|e| PresenceError(e.to_string()))?);
         }
         Ok(ids
             .iter()
             .map(|&id| {
-                let online = self.counts.is_online(id);
-                Status { id, online, last_seen_ms: if online { None } else { known.get(&id).copied() } }
+                let online = online.contains(&id);
+                Status { id, online, last_seen_ms: if online { None } else { seen.get(&id).copied() } }
             })
             .collect())
     }
