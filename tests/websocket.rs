@@ -312,10 +312,18 @@ async fn a_room_presence_frame_stays_bounded_however_many_are_online_and_the_res
         ("/api/presence/users?ids=", 400),
         ("/api/presence/users?ids=1,x", 400),
         (&format!("/api/presence/users?ids={}", vec!["1"; 101].join(",")), 400),
+        ("/api/presence/online?limit=abc", 400),
+        ("/api/presence/online?limit=-1", 400),
+        (&format!("/api/presence/online?after={}", "z".repeat(4000)), 200),
+        ("/api/presence/rooms/general?after=%00%01", 200),
     ] {
         assert_eq!(server.get(path, &watcher_token).await.status(), status, "{path}");
     }
-    assert_eq!(server.http.get(server.url("/api/presence/users?ids=1")).send().await.unwrap().status(), 401);
+    for path in ["/api/presence/users?ids=1", "/api/presence/online", "/api/presence/rooms/general"] {
+        assert_eq!(server.http.get(server.url(path)).send().await.unwrap().status(), 401, "{path}");
+    }
+    let forged = format!("{}x", watcher_token);
+    assert_eq!(server.get("/api/presence/online", &forged).await.status(), 401, "a bad signature");
 }
 
 #[tokio::test]
