@@ -112,10 +112,6 @@ struct Driver<T> {
     present_in: HashSet<u64>,
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
 /// Who a connection is, from its verified token.
 pub(crate) struct Credentials {
     /// The user.
@@ -139,7 +135,7 @@ pub(crate) async fn run<T: Transport>(node: Arc<Node>, transport: T, credentials
     tracing::debug!(conn = conn_id, user = %user.username, "connection open");
 
     let now = Instant::now();
-    let token_deadline = now + Duration::from_secs(token_exp.saturating_sub(unix_now()));
+    let token_deadline = now + Duration::from_secs(token_exp.saturating_sub(crate::clock::unix_secs()));
     let mut session = Session::new(user.clone(), conn_id, node.rooms.clone(), now, token_deadline).with_send_rate(
         node.send_burst,
         node.send_rate_per_sec,

@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //!
+//! - [`clock`]: wall-clock time as Unix numbers.
 //! - [`config`]: the only module that reads the command line and environment.
 //! - [`wire`]: sans-IO protocol codec — frames, postcard encoding, stream framing, limits, codes.
 //! - [`session`]: sans-IO per-connection state machine (`handle_*` in, `poll_action` out).
@@ -29,6 +30,7 @@
 
 pub mod auth;
 pub mod bus;
+pub mod clock;
 pub mod config;
 mod conn;
 pub mod hashing;

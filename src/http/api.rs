@@ -25,10 +25,6 @@ use std::sync::OnceLock;
 
 type ApiResult = Result<Response, ApiError>;
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
 fn user_json(id: u64, username: &str, email: &str) -> Value {
     json!({ "user": { "id": id, "username": username, "email": email } })
 }
@@ -125,7 +121,7 @@ pub(super) async fn register(
         Err(e) => return Err(ApiError::unavailable(e)),
     };
     tracing::info!(user = %user.username, id = user.id, "registered");
-    let (token, _) = node.keys.issue(user.id, &user.username, unix_now());
+    let (token, _) = node.keys.issue(user.id, &user.username, crate::clock::unix_secs());
     let cookie = auth::session_cookie(&token, node.keys.ttl_secs());
     Ok(with_cookie(StatusCode::CREATED, cookie, user_json(user.id, &user.username, &user.email)))
 }
@@ -177,7 +173,7 @@ pub(super) async fn login(
         let _ = node.failed_logins.take(&account, std::time::Instant::now());
         return Err(refused());
     };
-    let (token, _) = node.keys.issue(user.id, &user.username, unix_now());
+    let (token, _) = node.keys.issue(user.id, &user.username, crate::clock::unix_secs());
     let cookie = auth::session_cookie(&token, node.keys.ttl_secs());
     Ok(with_cookie(StatusCode::OK, cookie, user_json(user.id, &user.username, &user.email)))
 }

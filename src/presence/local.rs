@@ -1,6 +1,7 @@
 //! In-process presence: counts in memory, last-seen times written to the store.
 
-use super::{Page, Presence, PresenceError, Scope, Status, Transition, unix_ms};
+use super::{Page, Presence, PresenceError, Scope, Status, Transition};
+use crate::clock::unix_ms;
 use crate::store::Store;
 use crate::wire::UserRef;
 use async_trait::async_trait;

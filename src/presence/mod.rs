@@ -113,11 +113,6 @@ pub trait Presence: Send + Sync + 'static {
     async fn leave(&self) -> Result<Vec<Transition>, PresenceError>;
 }
 
-/// Milliseconds since the Unix epoch.
-pub(crate) fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
 /// How often [`refresh_rooms`] looks for rooms whose presence changed.
 const REFRESH_TICK: Duration = Duration::from_millis(100);
 

@@ -12,7 +12,7 @@ use super::{Appended, NewMessage, Room, Store, StoreError, StoreResult, StoredMe
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -69,7 +69,7 @@ impl From<deadpool_postgres::PoolError> for StoreError {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    crate::clock::unix_ms() as i64
 }
 
 fn message_row(row: &tokio_postgres::Row) -> StoredMessage {
