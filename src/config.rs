@@ -137,6 +137,14 @@ pub struct Config {
     #[arg(long, env = "SOCKETCHAT_AUTH_PER_MINUTE", default_value_t = 60, global = true)]
     pub auth_per_minute: u32,
 
+    /// Most members of a direct conversation, its creator included (2 allows one-to-one only).
+    #[arg(long, env = "SOCKETCHAT_MAX_DM_MEMBERS", default_value_t = 8, global = true)]
+    pub max_dm_members: u32,
+
+    /// Channels and group conversations a user may create in a burst; then one a minute.
+    #[arg(long, env = "SOCKETCHAT_ROOM_CREATION_BURST", default_value_t = 10, global = true)]
+    pub room_creation_burst: u32,
+
     /// Lifetime of a WebTransport ticket in milliseconds.
     #[arg(long, env = "SOCKETCHAT_TICKET_TTL_MS", default_value_t = 30_000, global = true)]
     pub ticket_ttl_ms: u64,
@@ -171,6 +179,8 @@ impl std::fmt::Debug for Config {
             .field("header_timeout_ms", &self.header_timeout_ms)
             .field("max_sockets_per_address", &self.max_sockets_per_address)
             .field("auth_burst", &self.auth_burst)
+            .field("max_dm_members", &self.max_dm_members)
+            .field("room_creation_burst", &self.room_creation_burst)
             .field("store_timeout_ms", &self.store_timeout_ms)
             .field("auth_per_minute", &self.auth_per_minute)
             .field("token_ttl_secs", &self.token_ttl_secs)

@@ -7,8 +7,7 @@ use crate::hub::{Event, EventKind, Member, Topic};
 use crate::node::Node;
 use crate::presence::{Scope, room_presence};
 use crate::session::{Action, Session, replay_range};
-use crate::store::Appended;
-use crate::store::{StoreError, StoreResult};
+use crate::store::{Appended, RoomKind, StoreError, StoreResult};
 use crate::wire::ClientMsgId;
 use crate::wire::{self, ClientFrame, CloseCode, GoAway, MAX_CLIENT_FRAME, OUTBOUND_QUEUE, ServerFrame, UserRef};
 use bytes::Bytes;
@@ -329,6 +328,11 @@ impl<T: Transport> Driver<T> {
         match action {
             Action::Send(frame) => self.feed(wire::encode_bytes(&frame)).await,
             Action::Forward(bytes) => self.feed(bytes).await,
+            Action::Resolve { room, lookup } => {
+                let found = node.visible_room(&room, self.user.id).await;
+                session.handle_resolved(room, lookup, found);
+                Ok(false)
+            }
             Action::Join { room_id, after_seq } => {
                 // Membership and the relay's subscription first, then the head: a message
                 // committed after the head was read is published after it, so it reaches the
@@ -336,15 +340,23 @@ impl<T: Transport> Driver<T> {
                 node.hub.join(room_id, self.member.id);
                 let replay: StoreResult<_> = async {
                     node.bus.subscribe(room_id).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                    // Membership of a closed room is checked (again) only now that removals
+                    // reach this connection: one committed after this read is delivered to it.
+                    if node.rooms.by_id(room_id).is_none_or(|r| r.kind != RoomKind::Public)
+                        && node.store.role(room_id, self.user.id).await?.is_none()
+                    {
+                        return Ok(None);
+                    }
                     let head = node.store.head_seq(room_id).await?;
                     node.hub.start(room_id, head);
                     let (from, to) = replay_range(after_seq, head);
                     let messages = if from <= to { node.store.range(room_id, from, to).await? } else { Vec::new() };
-                    Ok((head, messages))
+                    Ok(Some((head, messages)))
                 }
                 .await;
                 match replay {
-                    Ok((head, messages)) => {
+                    Ok(None) => session.handle_join_refused(room_id),
+                    Ok(Some((head, messages))) => {
                         if self.present_in.insert(room_id) {
                             count_presence(&node, &self.user, &[Scope::Room(room_id)], true).await;
                         }

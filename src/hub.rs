@@ -44,6 +44,8 @@ pub enum EventKind {
     /// A token was revoked (logout): `bytes` holds its id; the user's connections that
     /// authenticated with it are closed. Never forwarded.
     Revoke,
+    /// `from_user` was removed from the room: their connections joined to it leave it.
+    Removed,
 }
 
 /// One encoded event on its way to members.
@@ -287,6 +289,7 @@ impl Hub {
         for member in members.values() {
             match event.kind {
                 EventKind::Typing if member.user_id == event.from_user => {}
+                EventKind::Removed if member.user_id != event.from_user => {}
                 EventKind::Revoke => {
                     if member.user_id == event.from_user && member.token_id.as_bytes() == &event.bytes[..] {
                         member.revoke.notify_one();

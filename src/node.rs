@@ -8,7 +8,7 @@ use crate::hub::{Event, EventKind, Hub, Topic};
 use crate::metrics::Metrics;
 use crate::presence::{Presence, Scope, Transition};
 use crate::rooms::RoomDirectory;
-use crate::store::Store;
+use crate::store::{Room, RoomKind, Store, StoreResult};
 use crate::tickets::Tickets;
 use crate::transport::certs::Certificates;
 use crate::writer::Writer;
@@ -57,6 +57,10 @@ pub struct Node {
     pub auth_per_address: crate::rate::Throttle<IpAddr>,
     /// Failed logins per account (email, lowercased).
     pub failed_logins: crate::rate::Throttle<String>,
+    /// Rooms created per user (channels and group conversations).
+    pub room_creations: crate::rate::Throttle<u64>,
+    /// Most members of a direct conversation, its creator included.
+    pub max_dm_members: usize,
     pub(crate) next_connection: AtomicU64,
     /// WebTransport tickets.
     pub tickets: Tickets,
@@ -93,6 +97,34 @@ impl Node {
                 self.broadcast(&event);
             }
         }
+    }
+
+    /// The room called `name` if `user_id` may see it: a public room, or a private or direct
+    /// one they belong to. A room they may not see is answered like one that does not exist.
+    pub async fn visible_room(&self, name: &str, user_id: u64) -> StoreResult<Option<Arc<Room>>> {
+        let room = match self.rooms.by_name(name) {
+            Some(room) => room,
+            None => match self.store.room_by_name(name).await? {
+                Some(room) => self.rooms.insert(room, |id| self.hub.wants(id)),
+                None => return Ok(None),
+            },
+        };
+        if room.kind != RoomKind::Public && self.store.role(room.id, user_id).await?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(room))
+    }
+
+    /// Takes a user out of a room on every node: their connections joined to it leave it at
+    /// once (they are sent `Left`).
+    pub fn evict(&self, room_id: u64, user_id: u64) {
+        let event = Event {
+            topic: Topic::Room(room_id),
+            kind: EventKind::Removed,
+            from_user: user_id,
+            bytes: bytes::Bytes::new(),
+        };
+        self.broadcast(&event);
     }
 
     /// The client's address (see [`client_addr`]).

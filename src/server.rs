@@ -346,6 +346,8 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         hasher: crate::hashing::Hasher::start(HASH_THREADS, HASH_QUEUE),
         auth_per_address: crate::rate::Throttle::new(config.auth_burst, config.auth_per_minute, THROTTLED_KEYS),
         failed_logins: crate::rate::Throttle::new(FAILED_LOGIN_BURST, FAILED_LOGINS_PER_MINUTE, THROTTLED_KEYS),
+        room_creations: crate::rate::Throttle::new(config.room_creation_burst, 1, THROTTLED_KEYS),
+        max_dm_members: config.max_dm_members.max(2) as usize,
         next_connection: AtomicU64::new(1),
         tickets,
         http_port: addr.port(),

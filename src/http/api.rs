@@ -30,12 +30,12 @@ fn user_json(id: u64, username: &str, email: &str) -> Value {
 }
 
 /// Parses a JSON body into `T`, answering 400 with the parser's reason.
-fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
+pub(super) fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
 }
 
 /// A cookie-authenticated POST from a browser must come from an allowed origin (CSRF).
-fn check_origin(node: &Node, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn check_origin(node: &Node, headers: &HeaderMap) -> Result<(), ApiError> {
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     if auth::origin_allowed(origin, host, &node.allowed_origins) {
@@ -207,17 +207,6 @@ pub(super) async fn me(State(node): State<Arc<Node>>, headers: HeaderMap) -> Api
     Ok(Json(user_json(user.id, &user.username, &user.email)).into_response())
 }
 
-/// `GET /api/channels`.
-pub(super) async fn channels(State(node): State<Arc<Node>>, headers: HeaderMap) -> ApiResult {
-    authenticate(&node, &headers).await?;
-    let mut out = Vec::new();
-    for room in node.rooms.all() {
-        let head = node.store.head_seq(room.id).await.map_err(ApiError::unavailable)?;
-        out.push(json!({ "name": room.name, "topic": room.topic, "head_seq": head }));
-    }
-    Ok(Json(json!({ "channels": out })).into_response())
-}
-
 /// `GET /api/channels/{name}/messages?before=SEQ&limit=N`: the newest page first (messages
 /// ascending inside it), `next_before` for the next older page.
 pub(super) async fn history(
@@ -226,8 +215,12 @@ pub(super) async fn history(
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    authenticate(&node, &headers).await?;
-    let room = node.rooms.by_name(&name).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such channel"))?;
+    let claims = authenticate(&node, &headers).await?;
+    let room = node
+        .visible_room(&name, claims.user_id().unwrap_or_default())
+        .await
+        .map_err(ApiError::unavailable)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such channel"))?;
     let number =
         |key: &'static str| -> Result<Option<u64>, ApiError> {
             query.get(key).map(|v| v.parse::<u64>()).transpose().map_err(|_| {
@@ -296,8 +289,12 @@ pub(super) async fn room_online(
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    authenticate(&node, &headers).await?;
-    let room = node.rooms.by_name(&name).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such channel"))?;
+    let claims = authenticate(&node, &headers).await?;
+    let room = node
+        .visible_room(&name, claims.user_id().unwrap_or_default())
+        .await
+        .map_err(ApiError::unavailable)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such channel"))?;
     presence_page(&node, Scope::Room(room.id), &query).await
 }
 

@@ -2,6 +2,7 @@
 //! `/ws` upgrade. Every error is JSON `{"error": …, "fields"?: {…}}` with a fitting status.
 
 mod api;
+mod channels;
 pub(crate) mod listener;
 mod web;
 
@@ -13,7 +14,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -55,6 +56,11 @@ impl ApiError {
     pub(crate) fn field(mut self, name: &'static str, message: impl Into<String>) -> Self {
         self.fields.insert(name, message.into());
         self
+    }
+
+    /// Whether any per-field message was added.
+    pub(crate) fn has_fields(&self) -> bool {
+        !self.fields.is_empty()
     }
 
     fn unavailable(e: impl std::fmt::Display) -> Self {
@@ -145,8 +151,12 @@ pub(crate) fn router(node: Arc<Node>) -> Router {
         .route("/api/auth/login", post(api::login))
         .route("/api/auth/logout", post(api::logout))
         .route("/api/auth/me", get(api::me))
-        .route("/api/channels", get(api::channels))
+        .route("/api/channels", get(channels::list).post(channels::create))
         .route("/api/channels/{name}/messages", get(api::history))
+        .route("/api/channels/{name}/members", get(channels::members).post(channels::invite))
+        .route("/api/channels/{name}/members/{username}", delete(channels::remove))
+        .route("/api/channels/{name}/read", post(channels::read))
+        .route("/api/dms", post(channels::direct))
         .route("/api/presence/online", get(api::online))
         .route("/api/presence/rooms/{name}", get(api::room_online))
         .route("/api/presence/users", get(api::user_status))

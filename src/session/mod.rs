@@ -6,7 +6,7 @@
 use crate::hub::{Event, EventKind};
 use crate::rate::TokenBucket;
 use crate::rooms::RoomDirectory;
-use crate::store::{Appended, NewMessage, StoreError, StoredMessage};
+use crate::store::{Appended, NewMessage, Room, RoomKind, StoreError, StoredMessage};
 use crate::wire::{self, *};
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
@@ -20,6 +20,14 @@ pub enum Action {
     Send(ServerFrame),
     /// Send these already encoded bytes (a live event).
     Forward(Bytes),
+    /// Look a room that is not public (or not cached) up in the store, checking that the user
+    /// may see it, and report with `handle_resolved`.
+    Resolve {
+        /// The room name as the client sent it.
+        room: String,
+        /// The request waiting for it.
+        lookup: Lookup,
+    },
     /// Make the connection a member of the room, then read the head and the messages
     /// `replay_range(after_seq, head)` and report them with `handle_joined`.
     Join {
@@ -55,6 +63,24 @@ pub enum Action {
     },
     /// Send `GoAway` and close the transport with this code.
     Close(CloseCode, String),
+}
+
+/// A request waiting for its room to be looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// `Join`.
+    Join(Option<u64>),
+    /// `Switch`.
+    Switch(Option<u64>),
+    /// `History`.
+    History {
+        /// Echoed to the client.
+        request_id: u32,
+        /// Upper bound (exclusive).
+        before_seq: Option<u64>,
+        /// Page size as asked.
+        limit: u16,
+    },
 }
 
 #[derive(Debug)]
@@ -215,33 +241,28 @@ impl Session {
         }
         match frame {
             ClientFrame::Hello(_) => self.reply_error(error(ErrorCode::AlreadyGreeted, "Hello was already sent")),
-            ClientFrame::Join(join) => {
-                if self.admit_read(now, &join.room, None) {
-                    self.join(join);
+            ClientFrame::Join(Join { room, after_seq }) => {
+                if self.admit_read(now, &room, None) {
+                    self.lookup(room, Lookup::Join(after_seq), None);
                 }
             }
             ClientFrame::Leave(Leave { room }) => {
-                if let Some(room_id) = self.room_id(&room, None) {
-                    self.leave(room_id, room);
+                if self.valid_name(&room, None) {
+                    match self.joined_room(&room) {
+                        Some(room_id) => self.leave(room_id, room),
+                        None => self.out.push_back(Action::Send(ServerFrame::Left(Left { room }))),
+                    }
                 }
             }
-            ClientFrame::Switch(join) => {
-                if !self.admit_read(now, &join.room, None) {
-                    return;
-                }
-                if let Some(target) = self.room_id(&join.room, None) {
-                    let others: Vec<u64> = self.joined.keys().copied().filter(|id| *id != target).collect();
-                    for room_id in others {
-                        let name = self.rooms.by_id(room_id).map(|r| r.name.clone()).unwrap_or_default();
-                        self.leave(room_id, name);
-                    }
-                    self.join(join);
+            ClientFrame::Switch(Join { room, after_seq }) => {
+                if self.admit_read(now, &room, None) {
+                    self.lookup(room, Lookup::Switch(after_seq), None);
                 }
             }
             ClientFrame::Send(send) => self.send(now, send),
-            ClientFrame::History(req) => {
-                if self.admit_read(now, &req.room, Some(req.request_id)) {
-                    self.history(req);
+            ClientFrame::History(HistoryRequest { request_id, room, before_seq, limit }) => {
+                if self.admit_read(now, &room, Some(request_id)) {
+                    self.lookup(room, Lookup::History { request_id, before_seq, limit }, Some(request_id));
                 }
             }
             ClientFrame::Typing(typing) => self.typing(now, typing),
@@ -278,30 +299,87 @@ impl Session {
         })));
     }
 
-    /// Resolves a room name, replying `UnknownRoom`/`BadRequest` when it does not resolve.
-    fn room_id(&mut self, name: &str, context: Option<(Option<ClientMsgId>, Option<u32>)>) -> Option<u64> {
-        let found = self.rooms.by_name(name).map(|r| r.id);
-        if found.is_none() {
-            let (code, message) = if name.is_empty() || name.len() > MAX_ROOM_NAME_BYTES {
-                (ErrorCode::BadRequest, "room name must be 1 to 64 bytes")
-            } else {
-                (ErrorCode::UnknownRoom, "no such room")
-            };
-            let mut frame = error(code, message);
-            frame.room = Some(name.chars().take(MAX_ROOM_NAME_BYTES).collect());
-            if let Some((client_msg_id, request_id)) = context {
-                frame.client_msg_id = client_msg_id;
-                frame.request_id = request_id;
-            }
-            self.reply_error(frame);
+    /// Checks a room name's length, replying `BadRequest` when it is out of range.
+    fn valid_name(&mut self, name: &str, context: Option<(Option<ClientMsgId>, Option<u32>)>) -> bool {
+        if !name.is_empty() && name.len() <= MAX_ROOM_NAME_BYTES {
+            return true;
         }
-        found
+        self.reply_room_error(ErrorCode::BadRequest, "room name must be 1 to 64 bytes", name, context);
+        false
     }
 
-    fn join(&mut self, Join { room, after_seq }: Join) {
-        let Some(room_id) = self.room_id(&room, None) else {
+    fn reply_room_error(
+        &mut self,
+        code: ErrorCode,
+        message: &str,
+        name: &str,
+        context: Option<(Option<ClientMsgId>, Option<u32>)>,
+    ) {
+        let mut frame = error(code, message);
+        frame.room = Some(crate::conn::truncate(name, MAX_ROOM_NAME_BYTES).to_owned());
+        if let Some((client_msg_id, request_id)) = context {
+            frame.client_msg_id = client_msg_id;
+            frame.request_id = request_id;
+        }
+        self.reply_error(frame);
+    }
+
+    /// The id of a room this connection joined (or is joining), by name.
+    fn joined_room(&self, name: &str) -> Option<u64> {
+        self.rooms.by_name(name).map(|r| r.id).filter(|id| self.joined.contains_key(id))
+    }
+
+    /// Finds the room a `Join`, `Switch` or `History` names: a public room known to the node
+    /// at once, any other through the store (`Action::Resolve`), which checks that the user
+    /// may see it.
+    fn lookup(&mut self, room: String, lookup: Lookup, request_id: Option<u32>) {
+        if !self.valid_name(&room, Some((None, request_id))) {
             return;
+        }
+        match self.rooms.by_name(&room) {
+            Some(known) if known.kind == RoomKind::Public => self.proceed(known.id, room, lookup),
+            _ => self.out.push_back(Action::Resolve { room, lookup }),
+        }
+    }
+
+    /// The store answered a `Resolve`: the room, or `None` when it does not exist or the user
+    /// may not see it (both get the same answer, `UnknownRoom`).
+    pub fn handle_resolved(&mut self, room: String, lookup: Lookup, found: Result<Option<Arc<Room>>, StoreError>) {
+        let request_id = match lookup {
+            Lookup::History { request_id, .. } => Some(request_id),
+            _ => None,
         };
+        match found {
+            Ok(Some(found)) => self.proceed(found.id, room, lookup),
+            Ok(None) => self.reply_room_error(ErrorCode::UnknownRoom, "no such room", &room, Some((None, request_id))),
+            Err(e) => {
+                let mut frame = error(ErrorCode::Unavailable, format!("room lookup failed: {e}"));
+                frame.room = Some(room);
+                frame.request_id = request_id;
+                frame.retry_after_ms = Some(1000);
+                self.reply_error(frame);
+            }
+        }
+    }
+
+    fn proceed(&mut self, room_id: u64, room: String, lookup: Lookup) {
+        match lookup {
+            Lookup::Join(after_seq) => self.join(room_id, room, after_seq),
+            Lookup::Switch(after_seq) => {
+                let others: Vec<u64> = self.joined.keys().copied().filter(|id| *id != room_id).collect();
+                for other in others {
+                    let name = self.rooms.name_of(other);
+                    self.leave(other, name);
+                }
+                self.join(room_id, room, after_seq);
+            }
+            Lookup::History { request_id, before_seq, limit } => {
+                self.history(request_id, room_id, room, before_seq, limit)
+            }
+        }
+    }
+
+    fn join(&mut self, room_id: u64, room: String, after_seq: Option<u64>) {
         if !self.joined.contains_key(&room_id) && self.joined.len() >= MAX_ROOMS_PER_CONNECTION {
             let mut frame = error(ErrorCode::TooManyRooms, "already in 32 rooms; leave one first");
             frame.room = Some(room);
@@ -382,17 +460,18 @@ impl Session {
     }
 
     fn send(&mut self, now: Instant, Send { room, client_msg_id, text }: Send) {
-        let Some(room_id) = self.room_id(&room, Some((Some(client_msg_id), None))) else {
+        if !self.valid_name(&room, Some((Some(client_msg_id), None))) {
             return;
-        };
+        }
         let context = |mut frame: ErrorFrame| {
             frame.room = Some(room.clone());
             frame.client_msg_id = Some(client_msg_id);
             frame
         };
-        if !self.joined.contains_key(&room_id) {
+        // A room not joined gets the same answer whether it exists or not.
+        let Some(room_id) = self.joined_room(&room) else {
             return self.reply_error(context(error(ErrorCode::NotMember, "join the room before sending")));
-        }
+        };
         if text.trim().is_empty() || text.len() > MAX_TEXT_BYTES {
             return self.reply_error(context(error(ErrorCode::InvalidText, "text must be 1 to 4000 bytes")));
         }
@@ -414,10 +493,7 @@ impl Session {
         }));
     }
 
-    fn history(&mut self, HistoryRequest { request_id, room, before_seq, limit }: HistoryRequest) {
-        let Some(room_id) = self.room_id(&room, Some((None, Some(request_id)))) else {
-            return;
-        };
+    fn history(&mut self, request_id: u32, room_id: u64, room: String, before_seq: Option<u64>, limit: u16) {
         if limit == 0 {
             let mut frame = error(ErrorCode::BadRequest, "limit must be at least 1");
             frame.room = Some(room);
@@ -429,14 +505,14 @@ impl Session {
     }
 
     fn typing(&mut self, now: Instant, TypingUpdate { room, active }: TypingUpdate) {
-        let Some(room_id) = self.room_id(&room, None) else {
+        if !self.valid_name(&room, None) {
             return;
-        };
-        if !self.joined.contains_key(&room_id) {
+        }
+        let Some(room_id) = self.joined_room(&room) else {
             let mut frame = error(ErrorCode::NotMember, "join the room first");
             frame.room = Some(room);
             return self.reply_error(frame);
-        }
+        };
         if let Err(wait) = self.typing.take(now) {
             let mut frame = error(ErrorCode::RateLimited, "too many typing updates");
             frame.room = Some(room);
@@ -463,7 +539,7 @@ impl Session {
         else {
             return;
         };
-        let room = self.rooms.by_id(room_id).map(|r| r.name.clone()).unwrap_or_default();
+        let room = self.rooms.name_of(room_id);
         let replay_from = replay.first().map_or(head_seq + 1, |m| m.seq);
         self.out.push_back(Action::Send(ServerFrame::Joined(Joined { room, head_seq, replay_from })));
         for m in &replay {
@@ -488,14 +564,24 @@ impl Session {
             self.out.push_back(Action::Leave { room_id });
         }
         let mut frame = error(ErrorCode::Unavailable, format!("join failed: {err}"));
-        frame.room = self.rooms.by_id(room_id).map(|r| r.name.clone());
+        frame.room = Some(self.rooms.name_of(room_id));
         frame.retry_after_ms = Some(1000);
         self.reply_error(frame);
     }
 
+    /// A join found the user is not (or no longer) a member of the private room: the
+    /// membership is dropped and the client told the room does not exist (for this user).
+    pub fn handle_join_refused(&mut self, room_id: u64) {
+        if self.joined.remove(&room_id).is_some() {
+            self.out.push_back(Action::Leave { room_id });
+        }
+        let name = self.rooms.name_of(room_id);
+        self.reply_room_error(ErrorCode::UnknownRoom, "no such room", &name, None);
+    }
+
     /// The writer answered the send `client_msg_id` to `room_id`.
     pub fn handle_appended(&mut self, room_id: u64, client_msg_id: ClientMsgId, result: Result<Appended, StoreError>) {
-        let room = self.rooms.by_id(room_id).map(|r| r.name.clone()).unwrap_or_default();
+        let room = self.rooms.name_of(room_id);
         match result {
             Ok(Appended { message, .. }) => self.out.push_back(Action::Send(ServerFrame::Ack(Ack {
                 room,
@@ -521,7 +607,7 @@ impl Session {
 
     /// The store answered a history request.
     pub fn handle_history(&mut self, request_id: u32, room_id: u64, result: Result<Vec<StoredMessage>, StoreError>) {
-        let room = self.rooms.by_id(room_id).map(|r| r.name.clone()).unwrap_or_default();
+        let room = self.rooms.name_of(room_id);
         match result {
             Ok(page) => {
                 let next_before = page.first().map(|m| m.seq).filter(|seq| *seq > 1);
@@ -556,6 +642,11 @@ impl Session {
             return;
         };
         match (event.kind, membership) {
+            (EventKind::Removed, _) => {
+                // Removed from the room on some node: out of it at once, joined or joining.
+                let name = self.rooms.name_of(room_id);
+                self.leave(room_id, name);
+            }
             (EventKind::Message { seq }, Membership::Live { last_seq }) => {
                 if seq > *last_seq {
                     *last_seq = seq;

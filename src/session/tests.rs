@@ -1,6 +1,7 @@
 //! Session state machine tests: frames in, actions out, time passed in. No sockets.
 
 use super::*;
+use crate::hub::Topic;
 use crate::store::Room;
 
 const CMID: ClientMsgId = [7; 16];
@@ -10,7 +11,12 @@ fn rooms() -> Arc<RoomDirectory> {
         ["general", "design"]
             .iter()
             .enumerate()
-            .map(|(i, n)| Room { id: i as u64 + 1, name: (*n).into(), topic: String::new() })
+            .map(|(i, n)| Room {
+                id: i as u64 + 1,
+                name: (*n).into(),
+                topic: String::new(),
+                kind: crate::store::RoomKind::Public,
+            })
             .collect(),
     ))
 }
@@ -201,8 +207,12 @@ fn only_members_send_and_type_and_sends_are_validated() {
     assert!(matches!(&a[0], Action::Send(ServerFrame::Error(e)) if e.client_msg_id == Some(CMID)));
     s.handle_frame(now, ClientFrame::Typing(TypingUpdate { room: "general".into(), active: true }));
     assert_eq!(error_code(&drain(&mut s)[0]), Some(ErrorCode::NotMember.code()));
+    // A room not joined gets the same answer whether it exists or not (a private room's
+    // existence is not revealed to non-members).
     s.handle_frame(now, send("hi", "nope"));
-    assert_eq!(error_code(&drain(&mut s)[0]), Some(ErrorCode::UnknownRoom.code()));
+    assert_eq!(error_code(&drain(&mut s)[0]), Some(ErrorCode::NotMember.code()));
+    s.handle_frame(now, ClientFrame::Typing(TypingUpdate { room: "nope".into(), active: true }));
+    assert_eq!(error_code(&drain(&mut s)[0]), Some(ErrorCode::NotMember.code()));
 
     join(&mut s, now, "general", None);
     s.handle_frame(now, send("   ", "general"));
@@ -399,4 +409,65 @@ fn store_failures_become_retryable_errors_never_acks() {
         if e.code == ErrorCode::BadRequest.code() && e.client_msg_id == Some(CMID) && e.retry_after_ms.is_none()),
         "refused data is terminal: {a:?}"
     );
+}
+
+#[test]
+fn rooms_not_known_to_be_public_are_looked_up_and_refused_like_unknown_ones() {
+    let now = Instant::now();
+    let mut s = greeted(now);
+    s.handle_frame(now, ClientFrame::Join(Join { room: "secret".into(), after_seq: Some(3) }));
+    let lookup = Lookup::Join(Some(3));
+    assert_eq!(drain(&mut s), vec![Action::Resolve { room: "secret".into(), lookup: lookup.clone() }]);
+    // Not there, or not for this user: one answer for both.
+    s.handle_resolved("secret".into(), lookup.clone(), Ok(None));
+    let a = drain(&mut s);
+    assert_eq!(error_code(&a[0]), Some(ErrorCode::UnknownRoom.code()));
+    assert_eq!(s.room_ids().count(), 0);
+    // The store failing is not "unknown": retry later.
+    s.handle_resolved("secret".into(), lookup.clone(), Err(StoreError::Unavailable("down".into())));
+    assert_eq!(error_code(&drain(&mut s)[0]), Some(ErrorCode::Unavailable.code()));
+
+    let secret = Arc::new(Room { id: 77, name: "secret".into(), topic: String::new(), kind: RoomKind::Private });
+    s.handle_resolved("secret".into(), lookup, Ok(Some(secret)));
+    assert_eq!(drain(&mut s), vec![Action::Join { room_id: 77, after_seq: Some(3) }]);
+
+    // History names its request in the refusal.
+    s.handle_frame(
+        now,
+        ClientFrame::History(HistoryRequest { request_id: 5, room: "other".into(), before_seq: None, limit: 10 }),
+    );
+    let a = drain(&mut s);
+    let [Action::Resolve { room, lookup }] = &a[..] else { panic!("{a:?}") };
+    s.handle_resolved(room.clone(), lookup.clone(), Ok(None));
+    match &drain(&mut s)[..] {
+        [Action::Send(ServerFrame::Error(e))] => {
+            assert_eq!((e.code, e.request_id), (ErrorCode::UnknownRoom.code(), Some(5)));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_removed_member_leaves_the_room_at_once_and_a_refused_join_is_undone() {
+    let now = Instant::now();
+    let mut s = greeted(now);
+    join(&mut s, now, "general", None);
+    s.handle_joined(1, 0, Vec::new(), None);
+    drain(&mut s);
+    s.handle_event(Event { topic: Topic::Room(1), kind: EventKind::Removed, from_user: 10, bytes: Bytes::new() });
+    assert_eq!(
+        drain(&mut s),
+        vec![Action::Leave { room_id: 1 }, Action::Send(ServerFrame::Left(Left { room: "general".into() }))]
+    );
+    assert_eq!(s.room_ids().count(), 0);
+    s.handle_frame(now, ClientFrame::Send(Send { room: "general".into(), client_msg_id: CMID, text: "x".into() }));
+    assert_eq!(error_code(&drain(&mut s)[0]), Some(ErrorCode::NotMember.code()));
+
+    // A join whose membership check failed after subscribing is taken back.
+    join(&mut s, now, "general", None);
+    s.handle_join_refused(1);
+    let a = drain(&mut s);
+    assert_eq!(a[0], Action::Leave { room_id: 1 });
+    assert_eq!(error_code(&a[1]), Some(ErrorCode::UnknownRoom.code()));
+    assert_eq!(s.room_ids().count(), 0);
 }

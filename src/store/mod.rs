@@ -41,16 +41,106 @@ pub struct UserRecord {
     pub password_hash: String,
 }
 
-/// A room (channel).
-#[derive(Debug, Clone)]
+/// Who may see and join a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomKind {
+    /// Listed and joinable by every user.
+    Public,
+    /// Visible and joinable by its members only; owners invite and remove.
+    Private,
+    /// A direct conversation between its members (one-to-one or a group).
+    Direct,
+}
+
+impl RoomKind {
+    /// The name stored in the database and shown over HTTP.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoomKind::Public => "public",
+            RoomKind::Private => "private",
+            RoomKind::Direct => "direct",
+        }
+    }
+
+    /// The kind stored as `s` (anything unknown is treated as the most closed kind).
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "public" => RoomKind::Public,
+            "private" => RoomKind::Private,
+            _ => RoomKind::Direct,
+        }
+    }
+}
+
+/// A room (channel or direct conversation).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Room {
     /// Room id.
     pub id: u64,
-    /// Unique name, e.g. `general`.
+    /// Unique name, e.g. `general`; direct rooms are named `@…`.
     pub name: String,
     /// One-line description.
     pub topic: String,
+    /// Who may see it.
+    pub kind: RoomKind,
 }
+
+/// A member's standing in a private or direct room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Invites and removes members.
+    Owner,
+    /// Reads and writes.
+    Member,
+}
+
+impl Role {
+    /// The name stored in the database and shown over HTTP.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Member => "member",
+        }
+    }
+
+    /// The role stored as `s`.
+    pub fn parse(s: &str) -> Self {
+        if s == "owner" { Role::Owner } else { Role::Member }
+    }
+}
+
+/// A room to create, with its first members (the creator first, as its owner).
+#[derive(Debug, Clone)]
+pub struct NewRoom {
+    /// Unique name.
+    pub name: String,
+    /// One-line description.
+    pub topic: String,
+    /// Who may see it.
+    pub kind: RoomKind,
+    /// The creator (owner); `None` for rooms seeded by the server.
+    pub owner: Option<u64>,
+    /// Further members (private and direct rooms).
+    pub members: Vec<u64>,
+}
+
+/// A room as one user sees it in the room list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomListing {
+    /// The room.
+    pub room: Room,
+    /// Highest seq stored in it.
+    pub head_seq: u64,
+    /// The user's read mark (0 when never read).
+    pub last_read_seq: u64,
+    /// Messages of others above the read mark, counted up to [`UNREAD_CAP`].
+    pub unread: u64,
+    /// The user's role, for a room they belong to.
+    pub role: Option<Role>,
+}
+
+/// Unread messages are counted up to this many (a client shows "99+").
+pub const UNREAD_CAP: u64 = 100;
 
 /// A send to be stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,8 +198,28 @@ pub trait Store: Send + Sync + 'static {
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>>;
     /// Looks a user up by id.
     async fn user_by_id(&self, id: u64) -> StoreResult<Option<UserRecord>>;
-    /// Every room, ordered by id.
+    /// Looks a user up by username (case-insensitive).
+    async fn user_by_name(&self, username: &str) -> StoreResult<Option<UserRecord>>;
+    /// Every public room, ordered by id.
     async fn rooms(&self) -> StoreResult<Vec<Room>>;
+    /// A room by name, whoever may see it.
+    async fn room_by_name(&self, name: &str) -> StoreResult<Option<Room>>;
+    /// Creates a room with its owner and members; `Conflict("name")` when the name is taken.
+    async fn create_room(&self, room: NewRoom) -> StoreResult<Room>;
+    /// The user's role in a room, `None` when they do not belong to it.
+    async fn role(&self, room_id: u64, user_id: u64) -> StoreResult<Option<Role>>;
+    /// Adds a member (a no-op for a member already); `false` when they were one already.
+    async fn add_member(&self, room_id: u64, user_id: u64) -> StoreResult<bool>;
+    /// Removes a member; `false` when they were none.
+    async fn remove_member(&self, room_id: u64, user_id: u64) -> StoreResult<bool>;
+    /// A room's members with their roles, by username.
+    async fn members(&self, room_id: u64) -> StoreResult<Vec<(u64, String, Role)>>;
+    /// The rooms a user sees: every public room and the private and direct rooms they belong
+    /// to, ordered by id, with read marks and unread counts.
+    async fn rooms_for(&self, user_id: u64) -> StoreResult<Vec<RoomListing>>;
+    /// Moves a user's read mark in a room up to `seq` (never down, never above the head);
+    /// returns the mark in force.
+    async fn mark_read(&self, user_id: u64, room_id: u64, seq: u64) -> StoreResult<u64>;
     /// Stores a batch of sends in one transaction, in order: each new one gets the room's next
     /// seq, a duplicate `(room, sender, client_msg_id)` returns the original row. All or nothing.
     async fn append(&self, batch: Vec<NewMessage>) -> StoreResult<Vec<Appended>>;

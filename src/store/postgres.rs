@@ -8,7 +8,10 @@
 //! looks for duplicates, so nothing can be inserted into those rooms between the duplicate check
 //! and the insert. A rolled-back batch returns its seqs with the lock.
 
-use super::{Appended, NewMessage, Room, Store, StoreError, StoreResult, StoredMessage, UserRecord};
+use super::{
+    Appended, NewMessage, NewRoom, Role, Room, RoomKind, RoomListing, Store, StoreError, StoreResult, StoredMessage,
+    UNREAD_CAP, UserRecord,
+};
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use std::str::FromStr;
@@ -22,6 +25,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
     (2, "append_function", include_str!("../../migrations/postgres/0002_append_function.sql")),
     (3, "last_seen", include_str!("../../migrations/postgres/0003_last_seen.sql")),
+    (4, "channels", include_str!("../../migrations/postgres/0004_channels.sql")),
 ];
 
 /// The send path: see `migrations/postgres/0002_append_function.sql`.
@@ -84,6 +88,11 @@ fn message_row(row: &tokio_postgres::Row) -> StoredMessage {
         text: row.get(6),
         sent_at_ms: row.get::<_, i64>(7) as u64,
     }
+}
+
+/// A room from `id, name, topic, kind`.
+fn room_row(row: &tokio_postgres::Row) -> Room {
+    Room { id: row.get::<_, i64>(0) as u64, name: row.get(1), topic: row.get(2), kind: RoomKind::parse(row.get(3)) }
 }
 
 fn user_row(row: &tokio_postgres::Row) -> UserRecord {
@@ -207,9 +216,142 @@ impl Store for PostgresStore {
         Ok(rows.first().map(user_row))
     }
 
+    async fn user_by_name(&self, username: &str) -> StoreResult<Option<UserRecord>> {
+        let rows = self
+            .query(
+                "SELECT id, username, email, password_hash FROM users WHERE lower(username) = lower($1)",
+                &[&username],
+            )
+            .await?;
+        Ok(rows.first().map(user_row))
+    }
+
     async fn rooms(&self) -> StoreResult<Vec<Room>> {
-        let rows = self.query("SELECT id, name, topic FROM rooms ORDER BY id", &[]).await?;
-        Ok(rows.iter().map(|r| Room { id: r.get::<_, i64>(0) as u64, name: r.get(1), topic: r.get(2) }).collect())
+        let rows = self.query("SELECT id, name, topic, kind FROM rooms WHERE kind = 'public' ORDER BY id", &[]).await?;
+        Ok(rows.iter().map(room_row).collect())
+    }
+
+    async fn room_by_name(&self, name: &str) -> StoreResult<Option<Room>> {
+        let rows = self.query("SELECT id, name, topic, kind FROM rooms WHERE name = $1", &[&name]).await?;
+        Ok(rows.first().map(room_row))
+    }
+
+    async fn create_room(&self, room: NewRoom) -> StoreResult<Room> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO rooms (name, topic, kind) VALUES ($1, $2, $3)
+                 ON CONFLICT (name) DO NOTHING RETURNING id",
+            )
+            .await?;
+        let Some(row) = tx.query_opt(&insert, &[&room.name, &room.topic, &room.kind.as_str()]).await? else {
+            return Err(StoreError::Conflict("name"));
+        };
+        let id: i64 = row.get(0);
+        let mut users = Vec::new();
+        let mut roles = Vec::new();
+        if let Some(owner) = room.owner {
+            users.push(big(owner));
+            roles.push(Role::Owner.as_str());
+        }
+        for member in &room.members {
+            users.push(big(*member));
+            roles.push(Role::Member.as_str());
+        }
+        let add = tx
+            .prepare_cached(
+                "INSERT INTO memberships (room_id, user_id, role)
+                 SELECT $1, u, r FROM unnest($2::bigint[], $3::text[]) AS v(u, r)
+                 ON CONFLICT (room_id, user_id) DO NOTHING",
+            )
+            .await?;
+        tx.execute(&add, &[&id, &users, &roles]).await?;
+        tx.commit().await?;
+        Ok(Room { id: id as u64, name: room.name, topic: room.topic, kind: room.kind })
+    }
+
+    async fn role(&self, room_id: u64, user_id: u64) -> StoreResult<Option<Role>> {
+        let rows = self
+            .query("SELECT role FROM memberships WHERE room_id = $1 AND user_id = $2", &[&big(room_id), &big(user_id)])
+            .await?;
+        Ok(rows.first().map(|r| Role::parse(r.get(0))))
+    }
+
+    async fn add_member(&self, room_id: u64, user_id: u64) -> StoreResult<bool> {
+        let rows = self
+            .query(
+                "INSERT INTO memberships (room_id, user_id, role) VALUES ($1, $2, 'member')
+                 ON CONFLICT (room_id, user_id) DO NOTHING RETURNING 1",
+                &[&big(room_id), &big(user_id)],
+            )
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
+    async fn remove_member(&self, room_id: u64, user_id: u64) -> StoreResult<bool> {
+        let rows = self
+            .query(
+                "DELETE FROM memberships WHERE room_id = $1 AND user_id = $2 RETURNING 1",
+                &[&big(room_id), &big(user_id)],
+            )
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
+    async fn members(&self, room_id: u64) -> StoreResult<Vec<(u64, String, Role)>> {
+        let rows = self
+            .query(
+                "SELECT u.id, u.username, m.role FROM memberships m JOIN users u ON u.id = m.user_id
+                 WHERE m.room_id = $1 ORDER BY u.username COLLATE \"C\"",
+                &[&big(room_id)],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get::<_, i64>(0) as u64, r.get(1), Role::parse(r.get(2)))).collect())
+    }
+
+    async fn rooms_for(&self, user_id: u64) -> StoreResult<Vec<RoomListing>> {
+        // The unread count reads at most UNREAD_CAP index entries per room.
+        let rows = self
+            .query(
+                "SELECT r.id, r.name, r.topic, r.kind, r.last_seq, coalesce(k.last_read_seq, 0), m.role,
+                        CASE WHEN r.last_seq > coalesce(k.last_read_seq, 0) THEN
+                            (SELECT count(*) FROM (SELECT 1 FROM messages x
+                              WHERE x.room_id = r.id AND x.seq > coalesce(k.last_read_seq, 0)
+                                AND x.sender_id <> $1 LIMIT $2) c)
+                        ELSE 0 END
+                 FROM rooms r
+                 LEFT JOIN memberships m ON m.room_id = r.id AND m.user_id = $1
+                 LEFT JOIN read_marks k ON k.room_id = r.id AND k.user_id = $1
+                 WHERE r.kind = 'public' OR m.user_id IS NOT NULL
+                 ORDER BY r.id",
+                &[&big(user_id), &big(UNREAD_CAP)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| RoomListing {
+                room: room_row(r),
+                head_seq: r.get::<_, i64>(4) as u64,
+                last_read_seq: r.get::<_, i64>(5) as u64,
+                role: r.get::<_, Option<&str>>(6).map(Role::parse),
+                unread: r.get::<_, i64>(7) as u64,
+            })
+            .collect())
+    }
+
+    async fn mark_read(&self, user_id: u64, room_id: u64, seq: u64) -> StoreResult<u64> {
+        let rows = self
+            .query(
+                "INSERT INTO read_marks (user_id, room_id, last_read_seq)
+                 SELECT $1, id, LEAST($3, last_seq) FROM rooms WHERE id = $2
+                 ON CONFLICT (user_id, room_id) DO UPDATE
+                 SET last_read_seq = GREATEST(read_marks.last_read_seq, excluded.last_read_seq)
+                 RETURNING last_read_seq",
+                &[&big(user_id), &big(room_id), &big(seq)],
+            )
+            .await?;
+        Ok(rows.first().map(|r| r.get::<_, i64>(0) as u64).unwrap_or(0))
     }
 
     async fn append(&self, batch: Vec<NewMessage>) -> StoreResult<Vec<Appended>> {

@@ -2,7 +2,10 @@
 //! anyway), another reads, so history reads never wait behind a commit. Calls run on tokio's
 //! blocking pool; every statement is prepared once per connection (`prepare_cached`).
 
-use super::{Appended, NewMessage, Room, Store, StoreError, StoreResult, StoredMessage, UserRecord};
+use super::{
+    Appended, NewMessage, NewRoom, Role, Room, RoomKind, RoomListing, Store, StoreError, StoreResult, StoredMessage,
+    UNREAD_CAP, UserRecord,
+};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
@@ -11,6 +14,7 @@ use std::sync::{Arc, Mutex};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_last_seen.sql"),
+    include_str!("../../migrations/sqlite/0003_channels.sql"),
 ];
 
 /// SQLite-backed [`Store`].
@@ -70,6 +74,21 @@ fn message_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
         text: row.get(6)?,
         sent_at_ms: row.get(7)?,
     })
+}
+
+/// A room from `id, name, topic, kind`.
+fn room_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Room> {
+    let kind: String = row.get(3)?;
+    Ok(Room { id: row.get(0)?, name: row.get(1)?, topic: row.get(2)?, kind: RoomKind::parse(&kind) })
+}
+
+/// Messages of others above `after` in a room, counted up to `UNREAD_CAP`.
+fn unread(c: &Connection, room_id: u64, user_id: u64, after: u64) -> rusqlite::Result<u64> {
+    c.prepare_cached(
+        "SELECT count(*) FROM (SELECT 1 FROM messages
+         WHERE room_id = ?1 AND seq > ?2 AND sender_id <> ?3 LIMIT ?4)",
+    )?
+    .query_row(params![room_id, after, user_id, UNREAD_CAP], |r| r.get(0))
 }
 
 fn user_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
@@ -204,11 +223,157 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn user_by_name(&self, username: &str) -> StoreResult<Option<UserRecord>> {
+        let username = username.to_owned();
+        self.read(move |c| {
+            Ok(c.prepare_cached("SELECT id, username, email, password_hash FROM users WHERE username = ?1")?
+                .query_row(params![username], user_row)
+                .optional()?)
+        })
+        .await
+    }
+
     async fn rooms(&self) -> StoreResult<Vec<Room>> {
         self.read(|c| {
-            let mut stmt = c.prepare_cached("SELECT id, name, topic FROM rooms ORDER BY id")?;
-            let rows = stmt.query_map([], |r| Ok(Room { id: r.get(0)?, name: r.get(1)?, topic: r.get(2)? }))?;
+            let mut stmt =
+                c.prepare_cached("SELECT id, name, topic, kind FROM rooms WHERE kind = 'public' ORDER BY id")?;
+            let rows = stmt.query_map([], room_row)?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn room_by_name(&self, name: &str) -> StoreResult<Option<Room>> {
+        let name = name.to_owned();
+        self.read(move |c| {
+            Ok(c.prepare_cached("SELECT id, name, topic, kind FROM rooms WHERE name = ?1")?
+                .query_row(params![name], room_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn create_room(&self, room: NewRoom) -> StoreResult<Room> {
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            if tx.prepare_cached("SELECT 1 FROM rooms WHERE name = ?1")?.exists(params![room.name])? {
+                return Err(StoreError::Conflict("name"));
+            }
+            tx.prepare_cached("INSERT INTO rooms (name, topic, kind) VALUES (?1, ?2, ?3)")?.execute(params![
+                room.name,
+                room.topic,
+                room.kind.as_str()
+            ])?;
+            let id = tx.last_insert_rowid() as u64;
+            {
+                let mut add = tx.prepare_cached(
+                    "INSERT INTO memberships (room_id, user_id, role) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (room_id, user_id) DO NOTHING",
+                )?;
+                if let Some(owner) = room.owner {
+                    add.execute(params![id, owner, Role::Owner.as_str()])?;
+                }
+                for member in &room.members {
+                    add.execute(params![id, member, Role::Member.as_str()])?;
+                }
+            }
+            tx.commit()?;
+            Ok(Room { id, name: room.name, topic: room.topic, kind: room.kind })
+        })
+        .await
+    }
+
+    async fn role(&self, room_id: u64, user_id: u64) -> StoreResult<Option<Role>> {
+        self.read(move |c| {
+            let role: Option<String> = c
+                .prepare_cached("SELECT role FROM memberships WHERE room_id = ?1 AND user_id = ?2")?
+                .query_row(params![room_id, user_id], |r| r.get(0))
+                .optional()?;
+            Ok(role.as_deref().map(Role::parse))
+        })
+        .await
+    }
+
+    async fn add_member(&self, room_id: u64, user_id: u64) -> StoreResult<bool> {
+        self.write(move |c| {
+            let added = c
+                .prepare_cached(
+                    "INSERT INTO memberships (room_id, user_id, role) VALUES (?1, ?2, 'member')
+                     ON CONFLICT (room_id, user_id) DO NOTHING",
+                )?
+                .execute(params![room_id, user_id])?;
+            Ok(added > 0)
+        })
+        .await
+    }
+
+    async fn remove_member(&self, room_id: u64, user_id: u64) -> StoreResult<bool> {
+        self.write(move |c| {
+            let removed = c
+                .prepare_cached("DELETE FROM memberships WHERE room_id = ?1 AND user_id = ?2")?
+                .execute(params![room_id, user_id])?;
+            Ok(removed > 0)
+        })
+        .await
+    }
+
+    async fn members(&self, room_id: u64) -> StoreResult<Vec<(u64, String, Role)>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT u.id, u.username, m.role FROM memberships m JOIN users u ON u.id = m.user_id
+                 WHERE m.room_id = ?1 ORDER BY u.username COLLATE BINARY",
+            )?;
+            let rows =
+                stmt.query_map(params![room_id], |r| Ok((r.get(0)?, r.get(1)?, Role::parse(&r.get::<_, String>(2)?))))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn rooms_for(&self, user_id: u64) -> StoreResult<Vec<RoomListing>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT r.id, r.name, r.topic, r.kind, r.last_seq, coalesce(k.last_read_seq, 0), m.role
+                 FROM rooms r
+                 LEFT JOIN memberships m ON m.room_id = r.id AND m.user_id = ?1
+                 LEFT JOIN read_marks k ON k.room_id = r.id AND k.user_id = ?1
+                 WHERE r.kind = 'public' OR m.user_id IS NOT NULL
+                 ORDER BY r.id",
+            )?;
+            let rows = stmt.query_map(params![user_id], |r| {
+                let role: Option<String> = r.get(6)?;
+                Ok(RoomListing {
+                    room: room_row(r)?,
+                    head_seq: r.get(4)?,
+                    last_read_seq: r.get(5)?,
+                    unread: 0,
+                    role: role.as_deref().map(Role::parse),
+                })
+            })?;
+            let mut listings: Vec<RoomListing> = rows.collect::<rusqlite::Result<_>>()?;
+            for l in &mut listings {
+                if l.head_seq > l.last_read_seq {
+                    l.unread = unread(c, l.room.id, user_id, l.last_read_seq)?;
+                }
+            }
+            Ok(listings)
+        })
+        .await
+    }
+
+    async fn mark_read(&self, user_id: u64, room_id: u64, seq: u64) -> StoreResult<u64> {
+        let seq = seq.min(i64::MAX as u64);
+        self.write(move |c| {
+            Ok(c.prepare_cached(
+                "INSERT INTO read_marks (user_id, room_id, last_read_seq)
+                 SELECT ?1, id, min(?3, last_seq) FROM rooms WHERE id = ?2
+                 ON CONFLICT (user_id, room_id) DO UPDATE
+                 SET last_read_seq = max(last_read_seq, excluded.last_read_seq)
+                 RETURNING last_read_seq",
+            )?
+            .query_row(params![user_id, room_id, seq], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0))
         })
         .await
     }

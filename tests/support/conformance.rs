@@ -20,6 +20,91 @@ pub async fn run_all(store: &dyn Store) {
     paging_and_ranges(store, &alice).await;
     a_batch_with_an_unknown_room_stores_nothing(store, &alice).await;
     revocation(store).await;
+    channels_members_and_read_marks(store, &alice, &bob).await;
+}
+
+async fn channels_members_and_read_marks(store: &dyn Store, alice: &UserRecord, bob: &UserRecord) {
+    let carol = store.create_user("carol", "carol@example.com", "hash-c").await.unwrap();
+    assert_eq!(store.user_by_name("CAROL").await.unwrap().unwrap().id, carol.id, "usernames are case-insensitive");
+    assert!(store.user_by_name("nobody").await.unwrap().is_none());
+
+    let new = |name: &str, kind: RoomKind, owner: Option<u64>, members: Vec<u64>| NewRoom {
+        name: name.into(),
+        topic: format!("about {name}"),
+        kind,
+        owner,
+        members,
+    };
+    let secret = store.create_room(new("secret", RoomKind::Private, Some(alice.id), vec![])).await.unwrap();
+    assert_eq!((secret.name.as_str(), secret.kind), ("secret", RoomKind::Private));
+    assert!(matches!(
+        store.create_room(new("secret", RoomKind::Public, Some(bob.id), vec![])).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(
+        matches!(store.create_room(new("general", RoomKind::Public, None, vec![])).await, Err(StoreError::Conflict(_))),
+        "seeded names are taken too"
+    );
+    let open = store.create_room(new("open", RoomKind::Public, Some(bob.id), vec![])).await.unwrap();
+    let dm = store.create_room(new("@1-2", RoomKind::Direct, None, vec![alice.id, bob.id])).await.unwrap();
+    assert_eq!(store.room_by_name("secret").await.unwrap().unwrap(), secret);
+    assert!(store.room_by_name("nope").await.unwrap().is_none());
+    let public: Vec<String> = store.rooms().await.unwrap().into_iter().map(|r| r.name).collect();
+    assert_eq!(public, ["general", "engineering", "design", "support", "open"], "only public rooms");
+
+    // Roles and membership changes.
+    assert_eq!(store.role(secret.id, alice.id).await.unwrap(), Some(Role::Owner));
+    assert_eq!(store.role(secret.id, bob.id).await.unwrap(), None);
+    assert!(store.add_member(secret.id, bob.id).await.unwrap());
+    assert!(!store.add_member(secret.id, bob.id).await.unwrap(), "already a member");
+    assert_eq!(store.role(secret.id, bob.id).await.unwrap(), Some(Role::Member));
+    let members: Vec<(String, Role)> =
+        store.members(secret.id).await.unwrap().into_iter().map(|(_, name, role)| (name, role)).collect();
+    assert_eq!(members, [("alice".to_owned(), Role::Owner), ("bob".to_owned(), Role::Member)]);
+    assert!(store.remove_member(secret.id, bob.id).await.unwrap());
+    assert!(!store.remove_member(secret.id, bob.id).await.unwrap());
+    assert_eq!(store.role(secret.id, bob.id).await.unwrap(), None);
+    assert!(store.add_member(secret.id, 999_999).await.is_err(), "no such user");
+
+    // Each user sees the public rooms and their own closed ones.
+    let seen = |listings: Vec<RoomListing>| -> Vec<String> { listings.into_iter().map(|l| l.room.name).collect() };
+    let all_public = ["general", "engineering", "design", "support"];
+    let alice_sees = seen(store.rooms_for(alice.id).await.unwrap());
+    assert_eq!(alice_sees, [&all_public[..], &["secret", "open", "@1-2"]].concat());
+    let bob_sees = seen(store.rooms_for(bob.id).await.unwrap());
+    assert_eq!(bob_sees, [&all_public[..], &["open", "@1-2"]].concat());
+    let carol_sees = seen(store.rooms_for(carol.id).await.unwrap());
+    assert_eq!(carol_sees, [&all_public[..], &["open"]].concat());
+
+    // Unread: others' messages above the read mark; the mark only moves up, never past the head.
+    let sends: Vec<NewMessage> = (0..5).map(|i| msg(dm.id, if i < 3 { bob } else { alice }, 100 + i, "dm")).collect();
+    store.append(sends).await.unwrap();
+    let listing = |l: Vec<RoomListing>| l.into_iter().find(|l| l.room.id == dm.id).unwrap();
+    let a = listing(store.rooms_for(alice.id).await.unwrap());
+    assert_eq!((a.head_seq, a.last_read_seq, a.unread, a.role), (5, 0, 3, Some(Role::Member)));
+    assert_eq!(store.mark_read(alice.id, dm.id, 2).await.unwrap(), 2);
+    assert_eq!(store.mark_read(alice.id, dm.id, 1).await.unwrap(), 2, "never down");
+    assert_eq!(listing(store.rooms_for(alice.id).await.unwrap()).unread, 1);
+    assert_eq!(store.mark_read(alice.id, dm.id, u64::MAX).await.unwrap(), 5, "never past the head");
+    assert_eq!(listing(store.rooms_for(alice.id).await.unwrap()).unread, 0);
+    let b = listing(store.rooms_for(bob.id).await.unwrap());
+    assert_eq!((b.last_read_seq, b.unread), (0, 2), "bob's own messages are not unread to him");
+    assert_eq!(store.mark_read(carol.id, 999_999, 3).await.unwrap(), 0, "no such room: no mark");
+
+    // Unread counts stop at the cap.
+    let many: Vec<NewMessage> =
+        (0..(UNREAD_CAP + 5)).map(|i| msg(open.id, bob, (i % 200) as u8, &format!("m{i}"))).collect();
+    let many: Vec<NewMessage> = many
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut m)| {
+            m.client_msg_id[1] = (i / 200) as u8 + 1;
+            m
+        })
+        .collect();
+    store.append(many).await.unwrap();
+    let o = store.rooms_for(carol.id).await.unwrap().into_iter().find(|l| l.room.id == open.id).unwrap();
+    assert_eq!((o.head_seq, o.unread), (UNREAD_CAP + 5, UNREAD_CAP));
 }
 
 async fn seeded_rooms(store: &dyn Store) {
