@@ -312,6 +312,60 @@ async fn typing_on_one_node_reaches_members_on_the_other_only() {
     assert!(first, "typing reaches room members only");
 }
 
+/// POST (or DELETE) with the token cookie and a JSON body; the status.
+async fn call(server: &TestServer, method: reqwest::Method, path: &str, token: &str, body: serde_json::Value) -> u16 {
+    let response = server
+        .http
+        .request(method, server.url(path))
+        .header("cookie", format!("token={token}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    response.status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_channel_made_on_one_node_is_used_on_the_other_and_a_removal_there_takes_effect_at_once() {
+    let pg = Postgres::start();
+    let redis = Redis::start();
+    let (a, b) = (node(&pg, &redis.url()).await, node(&pg, &redis.url()).await);
+    let alice = a.register("alice").await;
+    let bob = a.register("bob").await;
+    let carol = a.register("carol").await;
+    let body = serde_json::json!({"name": "ops", "private": true});
+    assert_eq!(call(&a, reqwest::Method::POST, "/api/channels", &alice, body).await, 201);
+    let invite = serde_json::json!({"username": "bob"});
+    assert_eq!(call(&a, reqwest::Method::POST, "/api/channels/ops/members", &alice, invite).await, 201);
+
+    // Node b never saw the room being made: it finds it, and only for members.
+    let (mut owner, _) = a.connect_hello(&alice).await;
+    let (mut member, _) = b.connect_hello(&bob).await;
+    let (mut outsider, _) = b.connect_hello(&carol).await;
+    join_and_replay(&mut owner, "ops", None).await;
+    join_and_replay(&mut member, "ops", None).await;
+    join_and_replay(&mut member, "general", None).await;
+    outsider.send(&join("ops", None)).await;
+    let refused = outsider.recv_until(pick::error).await;
+    assert_eq!(refused.code, wire::ErrorCode::UnknownRoom.code());
+    owner.send(&send("ops", 1, "on a")).await;
+    ack(&mut owner).await;
+    assert_eq!(message(&mut member).await.text, "on a");
+
+    // Removed through node a: bob's connection on node b leaves the room at once.
+    let removed = call(&a, reqwest::Method::DELETE, "/api/channels/ops/members/bob", &alice, serde_json::Value::Null);
+    assert_eq!(removed.await, 204);
+    let left = member.recv_until(|f| if let ServerFrame::Left(l) = f { Some(l) } else { None }).await;
+    assert_eq!(left.room, "ops");
+    member.send(&send("ops", 2, "still in?")).await;
+    let refused = member.recv_until(pick::error).await;
+    assert_eq!(refused.code, wire::ErrorCode::NotMember.code());
+    member.send(&join("ops", None)).await;
+    let refused = member.recv_until(pick::error).await;
+    assert_eq!(refused.code, wire::ErrorCode::UnknownRoom.code(), "a rejoin is refused on node b too");
+    assert_eq!(b.get("/api/channels/ops/messages", &bob).await.status(), 404);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarts_and_a_stalled_subscriber_lose_nothing_and_keep_the_order() {
     const SENDS: usize = 300;
