@@ -21,12 +21,38 @@ fn main() {
         [0x6f, 0x1c, 0x8a, 0x3e, 0x52, 0x04, 0x4b, 0x7d, 0x9a, 0x11, 0xe0, 0x2f, 0x33, 0xc4, 0x58, 0x90];
     let alice = UserRef { id: 1, username: "alice".into() };
     let c = "client_to_server";
-    line("hello", c, &ClientFrame::Hello(Hello { version: 2, client: "web/1.0".into() }));
+    line("hello", c, &ClientFrame::Hello(Hello { version: 3, client: "web/1.0".into() }));
     line("join_live", c, &ClientFrame::Join(Join { room: "general".into(), after_seq: None }));
     line("join_resume", c, &ClientFrame::Join(Join { room: "general".into(), after_seq: Some(300) }));
     line("leave", c, &ClientFrame::Leave(Leave { room: "design".into() }));
     line("switch", c, &ClientFrame::Switch(Join { room: "support".into(), after_seq: Some(0) }));
-    line("send", c, &ClientFrame::Send(Send { room: "general".into(), client_msg_id: id, text: "héllo <b>".into() }));
+    line(
+        "send",
+        c,
+        &ClientFrame::Send(Send {
+            room: "general".into(),
+            client_msg_id: id,
+            text: "héllo <b>".into(),
+            attachments: vec![],
+        }),
+    );
+    line(
+        "send_with_attachments",
+        c,
+        &ClientFrame::Send(Send {
+            room: "general".into(),
+            client_msg_id: id,
+            text: String::new(),
+            attachments: vec![12, 300],
+        }),
+    );
+    line(
+        "edit",
+        c,
+        &ClientFrame::Edit(Edit { room: "general".into(), client_msg_id: id, target_seq: 306, text: "hello".into() }),
+    );
+    line("delete", c, &ClientFrame::Delete(Delete { room: "general".into(), client_msg_id: id, target_seq: 306 }));
+    line("mark_read", c, &ClientFrame::MarkRead(MarkRead { room: "general".into(), seq: 306 }));
     line(
         "history",
         c,
@@ -50,7 +76,7 @@ fn main() {
         "welcome",
         s,
         &ServerFrame::Welcome(Welcome {
-            version: 2,
+            version: 3,
             user: alice.clone(),
             connection_id: 42,
             heartbeat_ms: HEARTBEAT_MS,
@@ -99,8 +125,61 @@ fn main() {
         client_msg_id: id,
         sent_at_ms: 1_795_000_000_000,
         text: "héllo <b>".into(),
+        kind: MessageKind::Post,
+        target_seq: None,
+        edited_at_ms: None,
+        deleted: false,
+        attachments: vec![],
     };
     line("message", s, &ServerFrame::Message(message.clone()));
+    line(
+        "message_with_attachment_edited",
+        s,
+        &ServerFrame::Message(ChatMessage {
+            seq: 307,
+            message_id: 9002,
+            text: "see the photo".into(),
+            edited_at_ms: Some(1_795_000_060_000),
+            attachments: vec![Attachment {
+                id: 12,
+                name: "cat.png".into(),
+                content_type: "image/png".into(),
+                size: 48_213,
+            }],
+            ..message.clone()
+        }),
+    );
+    line(
+        "message_deleted",
+        s,
+        &ServerFrame::Message(ChatMessage { text: String::new(), deleted: true, ..message.clone() }),
+    );
+    line(
+        "message_edit_event",
+        s,
+        &ServerFrame::Message(ChatMessage {
+            seq: 308,
+            message_id: 9003,
+            text: "héllo, edited".into(),
+            kind: MessageKind::Edit,
+            target_seq: Some(306),
+            ..message.clone()
+        }),
+    );
+    line(
+        "message_delete_event",
+        s,
+        &ServerFrame::Message(ChatMessage {
+            seq: 309,
+            message_id: 9004,
+            text: String::new(),
+            kind: MessageKind::Delete,
+            target_seq: Some(306),
+            ..message.clone()
+        }),
+    );
+    line("read_state", s, &ServerFrame::ReadState(ReadState { room: "general".into(), last_read_seq: 306 }));
+    line("room_added", s, &ServerFrame::RoomAdded(RoomAdded { room: "@1-2".into() }));
     line(
         "history_page",
         s,

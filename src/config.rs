@@ -145,6 +145,10 @@ pub struct Config {
     #[arg(long, env = "SOCKETCHAT_ROOM_CREATION_BURST", default_value_t = 10, global = true)]
     pub room_creation_burst: u32,
 
+    /// Largest file accepted by `POST /api/uploads`, in bytes.
+    #[arg(long, env = "SOCKETCHAT_MAX_UPLOAD_BYTES", default_value_t = 10 * 1024 * 1024, global = true)]
+    pub max_upload_bytes: usize,
+
     /// Lifetime of a WebTransport ticket in milliseconds.
     #[arg(long, env = "SOCKETCHAT_TICKET_TTL_MS", default_value_t = 30_000, global = true)]
     pub ticket_ttl_ms: u64,
@@ -181,6 +185,7 @@ impl std::fmt::Debug for Config {
             .field("auth_burst", &self.auth_burst)
             .field("max_dm_members", &self.max_dm_members)
             .field("room_creation_burst", &self.room_creation_burst)
+            .field("max_upload_bytes", &self.max_upload_bytes)
             .field("store_timeout_ms", &self.store_timeout_ms)
             .field("auth_per_minute", &self.auth_per_minute)
             .field("token_ttl_secs", &self.token_ttl_secs)

@@ -395,6 +395,15 @@ impl<T: Transport> Driver<T> {
                 session.handle_history(request_id, room_id, result);
                 Ok(false)
             }
+            Action::MarkRead { room_id, seq } => {
+                let result = node.store.mark_read(self.user.id, room_id, seq).await;
+                if let Ok(last_read_seq) = result {
+                    let room = node.rooms.name_of(room_id);
+                    node.tell_user(self.user.id, &ServerFrame::ReadState(wire::ReadState { room, last_read_seq }));
+                }
+                session.handle_marked(room_id, result);
+                Ok(false)
+            }
             Action::PublishTyping { room_id, frame } => {
                 let event = Event {
                     topic: Topic::Room(room_id),

@@ -46,6 +46,9 @@ pub enum EventKind {
     Revoke,
     /// `from_user` was removed from the room: their connections joined to it leave it.
     Removed,
+    /// A frame for every connection of `from_user` (their read marks, rooms they were added
+    /// to), whatever rooms they joined.
+    ToUser,
 }
 
 /// One encoded event on its way to members.
@@ -289,7 +292,7 @@ impl Hub {
         for member in members.values() {
             match event.kind {
                 EventKind::Typing if member.user_id == event.from_user => {}
-                EventKind::Removed if member.user_id != event.from_user => {}
+                EventKind::Removed | EventKind::ToUser if member.user_id != event.from_user => {}
                 EventKind::Revoke => {
                     if member.user_id == event.from_user && member.token_id.as_bytes() == &event.bytes[..] {
                         member.revoke.notify_one();

@@ -61,6 +61,12 @@ pub struct Node {
     pub room_creations: crate::rate::Throttle<u64>,
     /// Most members of a direct conversation, its creator included.
     pub max_dm_members: usize,
+    /// Largest upload, in bytes.
+    pub max_upload_bytes: usize,
+    /// Uploads being received at once (each holds its body in memory).
+    pub uploads_in_flight: Arc<Semaphore>,
+    /// Uploads per user.
+    pub upload_throttle: crate::rate::Throttle<u64>,
     pub(crate) next_connection: AtomicU64,
     /// WebTransport tickets.
     pub tickets: Tickets,
@@ -123,6 +129,29 @@ impl Node {
             kind: EventKind::Removed,
             from_user: user_id,
             bytes: bytes::Bytes::new(),
+        };
+        self.broadcast(&event);
+    }
+
+    /// Whether `user_id` may see the room with this id (see [`Node::visible_room`]).
+    pub async fn may_see(&self, room_id: u64, user_id: u64) -> StoreResult<bool> {
+        let room = match self.rooms.by_id(room_id) {
+            Some(room) => room,
+            None => match self.store.room_by_id(room_id).await? {
+                Some(room) => self.rooms.insert(room, |id| self.hub.wants(id)),
+                None => return Ok(false),
+            },
+        };
+        Ok(room.kind == RoomKind::Public || self.store.role(room.id, user_id).await?.is_some())
+    }
+
+    /// Sends a frame to every connection of a user, on every node.
+    pub fn tell_user(&self, user_id: u64, frame: &crate::wire::ServerFrame) {
+        let event = Event {
+            topic: Topic::Everyone,
+            kind: EventKind::ToUser,
+            from_user: user_id,
+            bytes: crate::wire::encode_bytes(frame),
         };
         self.broadcast(&event);
     }

@@ -81,6 +81,11 @@ impl RoomDirectory {
             client_msg_id: m.client_msg_id,
             sent_at_ms: m.sent_at_ms,
             text: m.text.clone(),
+            kind: m.kind,
+            target_seq: m.target_seq,
+            edited_at_ms: m.edited_at_ms,
+            deleted: m.deleted,
+            attachments: m.attachments.clone(),
         }
     }
 }

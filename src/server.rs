@@ -243,6 +243,11 @@ const HASH_THREADS: usize = 2;
 const HASH_QUEUE: usize = 16;
 /// Addresses and accounts whose login attempts are tracked at most.
 const THROTTLED_KEYS: usize = 100_000;
+/// Uploads received at once; each holds up to `--max-upload-bytes` in memory.
+const UPLOADS_IN_FLIGHT: usize = 4;
+/// Uploads a user may make in a burst, then `UPLOADS_PER_MINUTE`.
+const UPLOAD_BURST: u32 = 20;
+const UPLOADS_PER_MINUTE: u32 = 10;
 /// Failed logins per account before they are slowed down, then how many per minute.
 const FAILED_LOGIN_BURST: u32 = 5;
 const FAILED_LOGINS_PER_MINUTE: u32 = 6;
@@ -348,6 +353,9 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         failed_logins: crate::rate::Throttle::new(FAILED_LOGIN_BURST, FAILED_LOGINS_PER_MINUTE, THROTTLED_KEYS),
         room_creations: crate::rate::Throttle::new(config.room_creation_burst, 1, THROTTLED_KEYS),
         max_dm_members: config.max_dm_members.max(2) as usize,
+        max_upload_bytes: config.max_upload_bytes,
+        uploads_in_flight: Arc::new(Semaphore::new(UPLOADS_IN_FLIGHT)),
+        upload_throttle: crate::rate::Throttle::new(UPLOAD_BURST, UPLOADS_PER_MINUTE, THROTTLED_KEYS),
         next_connection: AtomicU64::new(1),
         tickets,
         http_port: addr.port(),

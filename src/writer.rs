@@ -127,18 +127,25 @@ async fn run(mut rx: mpsc::Receiver<(NewMessage, Reply)>, store: Arc<dyn Store>,
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         out.counters.sends.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        commit(&store, &out, std::mem::take(&mut batch), timeout).await;
+        // Plain messages go in one transaction; a send that needs checks (an edit, a deletion,
+        // attachments) goes alone, in its place, so commits and announcements keep the order.
+        let mut plain = Vec::with_capacity(batch.len());
+        for (message, reply) in batch.drain(..) {
+            if message.needs_checks() {
+                if !plain.is_empty() {
+                    commit(&store, &out, std::mem::take(&mut plain), timeout).await;
+                }
+                commit(&store, &out, vec![(message, reply)], timeout).await;
+            } else {
+                plain.push((message, reply));
+            }
+        }
+        if !plain.is_empty() {
+            commit(&store, &out, plain, timeout).await;
+        }
     }
 }
 
-/// Commits a batch and answers its senders. When the store refuses the batch because of its
-/// data (one bad row fails the whole transaction), the batch is split in halves, in order,
-/// until the refused sends stand alone: only their senders get the error, everyone else's
-/// sends are stored — in the order they were accepted, so each room's seqs still follow it.
-///
-/// A batch the store has not answered within `timeout` keeps running: its senders are told
-/// now that the outcome is unknown (they retry with the same ids and get the original ack if it
-/// commits), and whatever commits is announced when it does.
 async fn commit(store: &Arc<dyn Store>, out: &Outlet, batch: Vec<(NewMessage, Reply)>, timeout: Duration) {
     let mut pending = std::collections::VecDeque::from([batch]);
     while let Some(mut part) = pending.pop_front() {
@@ -146,7 +153,12 @@ async fn commit(store: &Arc<dyn Store>, out: &Outlet, batch: Vec<(NewMessage, Re
         out.counters.batches.fetch_add(1, Ordering::Relaxed);
         let mut append = tokio::spawn({
             let (store, messages) = (store.clone(), messages.clone());
-            async move { store.append(messages).await }
+            async move {
+                match &messages[..] {
+                    [one] if one.needs_checks() => store.append_checked(one.clone()).await.map(|a| vec![a]),
+                    _ => store.append(messages).await,
+                }
+            }
         });
         let outcome = match tokio::time::timeout(timeout, &mut append).await {
             Ok(joined) => joined.unwrap_or_else(|e| Err(StoreError::Unavailable(e.to_string()))),

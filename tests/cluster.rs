@@ -46,7 +46,7 @@ fn cmid(client: usize, n: usize) -> [u8; 16] {
 }
 
 fn send_frame(room: &str, id: [u8; 16], text: &str) -> ClientFrame {
-    ClientFrame::Send(wire::Send { room: room.into(), client_msg_id: id, text: text.into() })
+    ClientFrame::Send(wire::Send { room: room.into(), client_msg_id: id, text: text.into(), attachments: Vec::new() })
 }
 
 /// Source addresses 127.0.0.2… grouped by the node HAProxy sends them to (told apart by the

@@ -34,7 +34,14 @@ async fn send_for_ack(
     id: [u8; 16],
     text: &str,
 ) -> Result<wire::Ack, wire::ErrorFrame> {
-    client.send(&ClientFrame::Send(wire::Send { room: room.into(), client_msg_id: id, text: text.into() })).await;
+    client
+        .send(&ClientFrame::Send(wire::Send {
+            room: room.into(),
+            client_msg_id: id,
+            text: text.into(),
+            attachments: Vec::new(),
+        }))
+        .await;
     client
         .recv_until(|f| match f {
             ServerFrame::Ack(a) if a.client_msg_id == id => Some(Ok(a)),
@@ -251,6 +258,7 @@ async fn a_connection_keeps_reading_while_its_sends_commit() {
                 room: "general".into(),
                 client_msg_id: cmid(1, n),
                 text: format!("n{n}"),
+                attachments: Vec::new(),
             }))
             .await;
     }

@@ -4,6 +4,7 @@
 mod support;
 
 use socketchat::store::{NewMessage, PostgresStore, SqliteStore, Store, postgres};
+use socketchat::wire::UserRef;
 use support::{conformance, postgres::Postgres};
 
 #[tokio::test]
@@ -60,13 +61,7 @@ async fn postgres_history_and_resume_reads_use_the_room_seq_index() {
                 let n = batch * 1000 + i;
                 let mut id = [0u8; 16];
                 id[..4].copy_from_slice(&n.to_be_bytes());
-                NewMessage {
-                    room_id: 1,
-                    sender_id: user.id,
-                    sender_name: "alice".into(),
-                    client_msg_id: id,
-                    text: format!("m{n}"),
-                }
+                NewMessage::post(1, &UserRef { id: user.id, username: "alice".into() }, id, format!("m{n}"))
             })
             .collect();
         store.append(messages).await.unwrap();
@@ -103,13 +98,7 @@ async fn a_refused_send_fails_only_its_sender(store: std::sync::Arc<dyn Store>, 
             if i == 4 {
                 return bad.clone();
             }
-            NewMessage {
-                room_id: 1,
-                sender_id: user.id,
-                sender_name: "alice".into(),
-                client_msg_id: [i; 16],
-                text: format!("m{i}"),
-            }
+            NewMessage::post(1, &UserRef { id: user.id, username: "alice".into() }, [i; 16], format!("m{i}"))
         })
         .collect();
     let results = futures_util::future::join_all(sends.into_iter().map(|m| writer.append(m))).await;
@@ -130,13 +119,12 @@ async fn a_refused_send_fails_only_its_sender(store: std::sync::Arc<dyn Store>, 
 async fn sqlite_isolates_a_send_its_constraints_refuse() {
     let dir = tempfile::tempdir().unwrap();
     let store = std::sync::Arc::new(SqliteStore::open(&dir.path().join("chat.db")).unwrap());
-    let ghost = NewMessage {
-        room_id: 1,
-        sender_id: 999_999,
-        sender_name: "removed".into(),
-        client_msg_id: [99; 16],
-        text: "from a user no longer in the database".into(),
-    };
+    let ghost = NewMessage::post(
+        1,
+        &UserRef { id: 999_999, username: "removed".into() },
+        [99; 16],
+        "from a user no longer in the database".into(),
+    );
     a_refused_send_fails_only_its_sender(store, ghost).await;
 }
 
@@ -144,12 +132,6 @@ async fn sqlite_isolates_a_send_its_constraints_refuse() {
 async fn postgres_isolates_a_send_with_text_it_cannot_hold() {
     let pg = Postgres::start();
     let store = std::sync::Arc::new(PostgresStore::connect(&pg.url(), 4).await.unwrap());
-    let nul = NewMessage {
-        room_id: 1,
-        sender_id: 1,
-        sender_name: "alice".into(),
-        client_msg_id: [99; 16],
-        text: "nul \0 inside".into(),
-    };
+    let nul = NewMessage::post(1, &UserRef { id: 1, username: "alice".into() }, [99; 16], "nul \0 inside".into());
     a_refused_send_fails_only_its_sender(store, nul).await;
 }

@@ -536,6 +536,7 @@ async fn a_slow_consumer_is_disconnected_and_everyone_else_gets_everything() {
                             room: "general".into(),
                             client_msg_id: id,
                             text: text.clone(),
+                            attachments: Vec::new(),
                         }))
                         .await;
                     sent += 1;
@@ -732,7 +733,12 @@ async fn a_slow_consumer_that_reads_again_learns_why_it_was_cut() {
             id[..8].copy_from_slice(&n.to_be_bytes());
             n += 1;
             writer
-                .send(&ClientFrame::Send(wire::Send { room: "general".into(), client_msg_id: id, text: text.clone() }))
+                .send(&ClientFrame::Send(wire::Send {
+                    room: "general".into(),
+                    client_msg_id: id,
+                    text: text.clone(),
+                    attachments: Vec::new(),
+                }))
                 .await;
         }
         for _ in 0..50 {

@@ -178,6 +178,7 @@ async fn relay_scenario(args: RelayArgs) -> Result<(), Box<dyn std::error::Error
                     room: room.clone(),
                     client_msg_id: id,
                     text: format!("{now} bench"),
+                    attachments: Vec::new(),
                 });
                 if sink.send(Message::Binary(wire::encode(&frame).into())).await.is_err() {
                     break;
@@ -384,13 +385,8 @@ async fn store_scenario(args: StoreArgs) -> Result<(), Box<dyn std::error::Error
                 id[..8].copy_from_slice(&(s as u64).to_be_bytes());
                 id[8..].copy_from_slice(&n.to_be_bytes());
                 n += 1;
-                let message = NewMessage {
-                    room_id: room,
-                    sender_id: user_id,
-                    sender_name: username.clone(),
-                    client_msg_id: id,
-                    text: text.clone(),
-                };
+                let sender = socketchat::wire::UserRef { id: user_id, username: username.clone() };
+                let message = NewMessage::post(room, &sender, id, text.clone());
                 let ok = match mode {
                     Mode::Group => writer.append(message).await.is_ok(),
                     Mode::Single => store.append(vec![message]).await.is_ok(),

@@ -20,3 +20,28 @@ CREATE TABLE read_marks (
     last_read_seq INTEGER NOT NULL,
     PRIMARY KEY (user_id, room_id)
 ) WITHOUT ROWID;
+
+-- Edits and deletions are events in the room's seq stream (`kind` 1 and 2, naming the message
+-- they change in `target_seq`); a message row (`kind` 0) holds its current state: its text as
+-- last edited, when, whether it was deleted, and its attachments (a JSON array, '' for none).
+ALTER TABLE messages ADD COLUMN kind INTEGER NOT NULL DEFAULT 0 CHECK (kind IN (0, 1, 2));
+ALTER TABLE messages ADD COLUMN target_seq INTEGER;
+ALTER TABLE messages ADD COLUMN edited_at_ms INTEGER;
+ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN attachments TEXT NOT NULL DEFAULT '';
+
+-- Uploaded files, in the database so that every node serves them. `room_id`/`seq` name the
+-- message a file is attached to (once, when that message is stored); unattached files are
+-- forgotten after a day.
+CREATE TABLE uploads (
+    id            INTEGER PRIMARY KEY,
+    owner_id      INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name          TEXT NOT NULL,
+    content_type  TEXT NOT NULL,
+    size          INTEGER NOT NULL,
+    data          BLOB NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    room_id       INTEGER REFERENCES rooms(id) ON DELETE CASCADE,
+    seq           INTEGER
+);
+CREATE INDEX uploads_unattached ON uploads (created_at_ms) WHERE room_id IS NULL;

@@ -67,6 +67,7 @@ fn encode(origin: u64, event: &Event) -> Bytes {
         EventKind::Presence => (2, 0),
         EventKind::Revoke => (3, 0),
         EventKind::Removed => (4, 0),
+        EventKind::ToUser => (5, 0),
     };
     out.put_u8(kind);
     out.put_u64_le(match event.topic {
@@ -96,6 +97,7 @@ fn decode(payload: &[u8]) -> Option<(u64, Event)> {
         2 => EventKind::Presence,
         3 => EventKind::Revoke,
         4 => EventKind::Removed,
+        5 => EventKind::ToUser,
         _ => return None,
     };
     let topic = if room == EVERYONE { Topic::Everyone } else { Topic::Room(room) };

@@ -7,6 +7,7 @@ use super::api::{check_origin, parse};
 use super::{ApiError, authenticate};
 use crate::node::Node;
 use crate::store::{NewRoom, Role, Room, RoomKind, RoomListing, StoreError};
+use crate::wire::{ReadState, RoomAdded, ServerFrame};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -181,6 +182,9 @@ pub(super) async fn invite(
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such user"))?;
     let added = node.store.add_member(room.id, user.id).await.map_err(ApiError::unavailable)?;
     tracing::info!(room = %room.name, member = %user.username, added, "member invited");
+    if added {
+        node.tell_user(user.id, &ServerFrame::RoomAdded(RoomAdded { room: room.name.clone() }));
+    }
     let status = if added { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(json!({ "member": { "id": user.id, "username": user.username, "role": "member" } })))
         .into_response())
@@ -276,6 +280,11 @@ pub(super) async fn direct(State(node): State<Arc<Node>>, headers: HeaderMap, bo
         (node.store.create_room(new).await.map_err(ApiError::unavailable)?.name, true)
     };
     let room = visible(&node, &name, me).await?;
+    if created {
+        for other in &others {
+            node.tell_user(*other, &ServerFrame::RoomAdded(RoomAdded { room: room.name.clone() }));
+        }
+    }
     let head = node.store.head_seq(room.id).await.map_err(ApiError::unavailable)?;
     let body = room_json(&node, &room, json!({ "head_seq": head, "role": "member" })).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
@@ -301,6 +310,7 @@ pub(super) async fn read(
     let req: MarkRead = parse(&body)?;
     let room = visible(&node, &name, user_id).await?;
     let mark = node.store.mark_read(user_id, room.id, req.seq).await.map_err(ApiError::unavailable)?;
+    node.tell_user(user_id, &ServerFrame::ReadState(ReadState { room: room.name.clone(), last_read_seq: mark }));
     Ok(Json(json!({ "last_read_seq": mark })).into_response())
 }
 

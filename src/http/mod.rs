@@ -4,6 +4,7 @@
 mod api;
 mod channels;
 pub(crate) mod listener;
+mod uploads;
 mod web;
 
 use crate::auth::{self, Claims};
@@ -123,7 +124,10 @@ async fn security_headers(State(node): State<Arc<Node>>, request: Request, next:
     let csp = format!(
         "default-src 'self'; connect-src 'self'{connect}; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
     );
-    if let Ok(csp) = HeaderValue::from_str(&csp) {
+    // A handler's own policy (a stricter one for uploaded files) stands.
+    if let Ok(csp) = HeaderValue::from_str(&csp)
+        && !h.contains_key(header::CONTENT_SECURITY_POLICY)
+    {
         h.insert(header::CONTENT_SECURITY_POLICY, csp);
     }
     if let Some((_, port)) = &node.webtransport
@@ -157,6 +161,13 @@ pub(crate) fn router(node: Arc<Node>) -> Router {
         .route("/api/channels/{name}/members/{username}", delete(channels::remove))
         .route("/api/channels/{name}/read", post(channels::read))
         .route("/api/dms", post(channels::direct))
+        .route(
+            "/api/uploads",
+            post(uploads::create)
+                .layer(DefaultBodyLimit::max(node.max_upload_bytes))
+                .layer(axum::middleware::from_fn_with_state(node.clone(), uploads::limit_in_flight)),
+        )
+        .route("/api/uploads/{id}", get(uploads::download))
         .route("/api/presence/online", get(api::online))
         .route("/api/presence/rooms/{name}", get(api::room_online))
         .route("/api/presence/users", get(api::user_status))

@@ -7,6 +7,7 @@ use crate::hub::{Event, EventKind};
 use crate::rate::TokenBucket;
 use crate::rooms::RoomDirectory;
 use crate::store::{Appended, NewMessage, Room, RoomKind, StoreError, StoredMessage};
+use crate::wire::MessageKind;
 use crate::wire::{self, *};
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
@@ -53,6 +54,14 @@ pub enum Action {
         before_seq: Option<u64>,
         /// Page size, already clamped.
         limit: u16,
+    },
+    /// Move the user's read mark and report with `handle_marked`; the new mark reaches all
+    /// the user's connections as `ReadState`.
+    MarkRead {
+        /// Room id.
+        room_id: u64,
+        /// Highest seq read.
+        seq: u64,
     },
     /// Publish this typing frame to the room.
     PublishTyping {
@@ -112,6 +121,7 @@ pub struct Session {
     send_burst: u32,
     typing: TokenBucket,
     reads: TokenBucket,
+    marks: TokenBucket,
     rejections: u32,
     /// Sends refused for the rate, with the time their retry is admitted.
     reserved: HashMap<ClientMsgId, Instant>,
@@ -160,6 +170,7 @@ impl Session {
             send_burst: SEND_BURST,
             typing: TokenBucket::new(TYPING_BURST, TYPING_RATE_PER_SEC, now),
             reads: TokenBucket::new(READ_BURST, READ_RATE_PER_SEC, now),
+            marks: TokenBucket::new(MARK_BURST, MARKS_PER_SEC, now),
             rejections: 0,
             reserved: HashMap::new(),
             rejection_window: now,
@@ -259,7 +270,16 @@ impl Session {
                     self.lookup(room, Lookup::Switch(after_seq), None);
                 }
             }
-            ClientFrame::Send(send) => self.send(now, send),
+            ClientFrame::Send(Send { room, client_msg_id, text, attachments }) => {
+                self.send(now, room, client_msg_id, (MessageKind::Post, None), text, attachments);
+            }
+            ClientFrame::Edit(Edit { room, client_msg_id, target_seq, text }) => {
+                self.send(now, room, client_msg_id, (MessageKind::Edit, Some(target_seq)), text, Vec::new());
+            }
+            ClientFrame::Delete(Delete { room, client_msg_id, target_seq }) => {
+                self.send(now, room, client_msg_id, (MessageKind::Delete, Some(target_seq)), String::new(), Vec::new());
+            }
+            ClientFrame::MarkRead(MarkRead { room, seq }) => self.mark_read(now, room, seq),
             ClientFrame::History(HistoryRequest { request_id, room, before_seq, limit }) => {
                 if self.admit_read(now, &room, Some(request_id)) {
                     self.lookup(room, Lookup::History { request_id, before_seq, limit }, Some(request_id));
@@ -459,7 +479,17 @@ impl Session {
         Err((wait, false))
     }
 
-    fn send(&mut self, now: Instant, Send { room, client_msg_id, text }: Send) {
+    /// A `Send`, `Edit` or `Delete`: all three are stored in the room's seq stream, acked,
+    /// and share the send rate limit.
+    fn send(
+        &mut self,
+        now: Instant,
+        room: String,
+        client_msg_id: ClientMsgId,
+        (kind, target_seq): (MessageKind, Option<u64>),
+        text: String,
+        attachments: Vec<u64>,
+    ) {
         if !self.valid_name(&room, Some((Some(client_msg_id), None))) {
             return;
         }
@@ -472,7 +502,14 @@ impl Session {
         let Some(room_id) = self.joined_room(&room) else {
             return self.reply_error(context(error(ErrorCode::NotMember, "join the room before sending")));
         };
-        if text.trim().is_empty() || text.len() > MAX_TEXT_BYTES {
+        if attachments.len() > MAX_ATTACHMENTS {
+            return self.reply_error(context(error(ErrorCode::BadRequest, "at most 10 attachments")));
+        }
+        if attachments.iter().enumerate().any(|(i, id)| attachments[..i].contains(id)) {
+            return self.reply_error(context(error(ErrorCode::BadRequest, "an upload is attached twice")));
+        }
+        let blank_allowed = kind == MessageKind::Delete || !attachments.is_empty();
+        if (text.trim().is_empty() && !blank_allowed) || text.len() > MAX_TEXT_BYTES {
             return self.reply_error(context(error(ErrorCode::InvalidText, "text must be 1 to 4000 bytes")));
         }
         if text.contains('\0') {
@@ -484,13 +521,39 @@ impl Session {
             frame.retry_after_ms = Some(wait);
             return if counted { self.reject(now, frame) } else { self.reply_error(frame) };
         }
-        self.out.push_back(Action::Append(NewMessage {
-            room_id,
-            sender_id: self.user.id,
-            sender_name: self.user.username.clone(),
-            client_msg_id,
-            text,
-        }));
+        let mut message = NewMessage::post(room_id, &self.user, client_msg_id, text);
+        message.kind = kind;
+        message.target_seq = target_seq;
+        message.attachments = attachments;
+        self.out.push_back(Action::Append(message));
+    }
+
+    fn mark_read(&mut self, now: Instant, room: String, seq: u64) {
+        if !self.valid_name(&room, None) {
+            return;
+        }
+        let Some(room_id) = self.joined_room(&room) else {
+            let mut frame = error(ErrorCode::NotMember, "join the room first");
+            frame.room = Some(room);
+            return self.reply_error(frame);
+        };
+        if let Err(wait) = self.marks.take(now) {
+            let mut frame = error(ErrorCode::RateLimited, "too many read marks");
+            frame.room = Some(room);
+            frame.retry_after_ms = Some(wait);
+            return self.reject(now, frame);
+        }
+        self.out.push_back(Action::MarkRead { room_id, seq });
+    }
+
+    /// The store answered a `MarkRead` (the new mark itself comes as a live `ReadState`).
+    pub fn handle_marked(&mut self, room_id: u64, result: Result<u64, StoreError>) {
+        if let Err(e) = result {
+            let mut frame = error(ErrorCode::Unavailable, format!("read mark not stored: {e}"));
+            frame.room = Some(self.rooms.name_of(room_id));
+            frame.retry_after_ms = Some(1000);
+            self.reply_error(frame);
+        }
     }
 
     fn history(&mut self, request_id: u32, room_id: u64, room: String, before_seq: Option<u64>, limit: u16) {

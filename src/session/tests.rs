@@ -50,6 +50,11 @@ fn stored(seq: u64) -> StoredMessage {
         client_msg_id: [seq as u8; 16],
         text: format!("m{seq}"),
         sent_at_ms: 5,
+        kind: MessageKind::Post,
+        target_seq: None,
+        edited_at_ms: None,
+        deleted: false,
+        attachments: Vec::new(),
     }
 }
 
@@ -86,8 +91,8 @@ fn hello_must_come_first_and_gets_welcome_only() {
     s.handle_frame(now, ClientFrame::Hello(Hello { version: PROTOCOL_VERSION, client: "t".into() }));
     let actions = drain(&mut s);
     assert!(
-        matches!(actions.as_slice(), [Action::Send(ServerFrame::Welcome(w))] if w.user == alice() && w.connection_id == 99 && w.version == 2),
-        "no list of everyone online in v2: {actions:?}"
+        matches!(actions.as_slice(), [Action::Send(ServerFrame::Welcome(w))] if w.user == alice() && w.connection_id == 99 && w.version == 3),
+        "no list of everyone online since v2: {actions:?}"
     );
     s.handle_frame(now, ClientFrame::Hello(Hello { version: PROTOCOL_VERSION, client: "t".into() }));
     assert_eq!(error_code(&drain(&mut s)[0]), Some(ErrorCode::AlreadyGreeted.code()));
@@ -95,7 +100,7 @@ fn hello_must_come_first_and_gets_welcome_only() {
 
 #[test]
 fn unsupported_version_is_terminal_and_names_the_version_spoken() {
-    for version in [1, 3] {
+    for version in [1, 2, 4] {
         let now = Instant::now();
         let mut s = session(now);
         s.handle_frame(now, ClientFrame::Hello(Hello { version, client: "t".into() }));
@@ -103,7 +108,7 @@ fn unsupported_version_is_terminal_and_names_the_version_spoken() {
         let [Action::Close(CloseCode::UnsupportedVersion, reason)] = actions.as_slice() else {
             panic!("version {version}: {actions:?}");
         };
-        assert_eq!(reason, &format!("protocol version {version} is not supported; this server speaks 2"));
+        assert_eq!(reason, &format!("protocol version {version} is not supported; this server speaks 3"));
     }
 }
 
@@ -129,7 +134,12 @@ fn frames_right_after_hello_are_all_handled_in_order() {
     for i in 0..20u8 {
         s.handle_frame(
             now,
-            ClientFrame::Send(Send { room: "general".into(), client_msg_id: [i; 16], text: "x".into() }),
+            ClientFrame::Send(Send {
+                room: "general".into(),
+                client_msg_id: [i; 16],
+                text: "x".into(),
+                attachments: Vec::new(),
+            }),
         );
     }
     let appends: Vec<u8> = drain(&mut s)
@@ -199,8 +209,9 @@ fn joining_a_joined_room_again_continues_from_what_was_sent() {
 fn only_members_send_and_type_and_sends_are_validated() {
     let now = Instant::now();
     let mut s = greeted(now);
-    let send =
-        |text: &str, room: &str| ClientFrame::Send(Send { room: room.into(), client_msg_id: CMID, text: text.into() });
+    let send = |text: &str, room: &str| {
+        ClientFrame::Send(Send { room: room.into(), client_msg_id: CMID, text: text.into(), attachments: Vec::new() })
+    };
     s.handle_frame(now, send("hi", "general"));
     let a = drain(&mut s);
     assert_eq!(error_code(&a[0]), Some(ErrorCode::NotMember.code()));
@@ -235,7 +246,12 @@ fn sends_are_rate_limited_and_a_flood_closes() {
     for i in 0..(SEND_BURST + 5) {
         s.handle_frame(
             now,
-            ClientFrame::Send(Send { room: "general".into(), client_msg_id: [i as u8; 16], text: "x".into() }),
+            ClientFrame::Send(Send {
+                room: "general".into(),
+                client_msg_id: [i as u8; 16],
+                text: "x".into(),
+                attachments: Vec::new(),
+            }),
         );
         for a in drain(&mut s) {
             match a {
@@ -252,7 +268,15 @@ fn sends_are_rate_limited_and_a_flood_closes() {
     // Retrying before the hint, again and again, is a flood.
     let mut closed = false;
     for _ in 0..FLOOD_REJECTIONS + 2 {
-        s.handle_frame(now, ClientFrame::Send(Send { room: "general".into(), client_msg_id: CMID, text: "x".into() }));
+        s.handle_frame(
+            now,
+            ClientFrame::Send(Send {
+                room: "general".into(),
+                client_msg_id: CMID,
+                text: "x".into(),
+                attachments: Vec::new(),
+            }),
+        );
         closed |= drain(&mut s).iter().any(|a| matches!(a, Action::Close(CloseCode::Flood, _)));
     }
     assert!(closed);
@@ -320,7 +344,12 @@ fn a_client_that_honours_retry_after_is_never_cut_however_many_sends_it_has_in_f
         for id in batch {
             s.handle_frame(
                 now,
-                ClientFrame::Send(Send { room: "general".into(), client_msg_id: id, text: "x".into() }),
+                ClientFrame::Send(Send {
+                    room: "general".into(),
+                    client_msg_id: id,
+                    text: "x".into(),
+                    attachments: Vec::new(),
+                }),
             );
             for a in drain(&mut s) {
                 match a {
@@ -460,7 +489,15 @@ fn a_removed_member_leaves_the_room_at_once_and_a_refused_join_is_undone() {
         vec![Action::Leave { room_id: 1 }, Action::Send(ServerFrame::Left(Left { room: "general".into() }))]
     );
     assert_eq!(s.room_ids().count(), 0);
-    s.handle_frame(now, ClientFrame::Send(Send { room: "general".into(), client_msg_id: CMID, text: "x".into() }));
+    s.handle_frame(
+        now,
+        ClientFrame::Send(Send {
+            room: "general".into(),
+            client_msg_id: CMID,
+            text: "x".into(),
+            attachments: Vec::new(),
+        }),
+    );
     assert_eq!(error_code(&drain(&mut s)[0]), Some(ErrorCode::NotMember.code()));
 
     // A join whose membership check failed after subscribing is taken back.
@@ -470,4 +507,57 @@ fn a_removed_member_leaves_the_room_at_once_and_a_refused_join_is_undone() {
     assert_eq!(a[0], Action::Leave { room_id: 1 });
     assert_eq!(error_code(&a[1]), Some(ErrorCode::UnknownRoom.code()));
     assert_eq!(s.room_ids().count(), 0);
+}
+
+#[test]
+fn edits_deletes_attachments_and_read_marks_are_validated_and_go_to_the_store() {
+    let now = Instant::now();
+    let mut s = greeted(now);
+    let edit = |target_seq: u64, text: &str| {
+        ClientFrame::Edit(Edit { room: "general".into(), client_msg_id: CMID, target_seq, text: text.into() })
+    };
+    let send_files = |text: &str, attachments: Vec<u64>| {
+        ClientFrame::Send(Send { room: "general".into(), client_msg_id: CMID, text: text.into(), attachments })
+    };
+    // Not joined: refused like a send.
+    for frame in [
+        edit(1, "x"),
+        ClientFrame::Delete(Delete { room: "general".into(), client_msg_id: CMID, target_seq: 1 }),
+        ClientFrame::MarkRead(MarkRead { room: "general".into(), seq: 1 }),
+    ] {
+        s.handle_frame(now, frame.clone());
+        assert_eq!(error_code(&drain(&mut s)[0]), Some(ErrorCode::NotMember.code()), "{frame:?}");
+    }
+    join(&mut s, now, "general", None);
+
+    s.handle_frame(now, edit(3, "  "));
+    assert_eq!(error_code(&drain(&mut s)[0]), Some(ErrorCode::InvalidText.code()), "an edit needs text");
+    s.handle_frame(now, edit(3, "better"));
+    assert!(matches!(&drain(&mut s)[..],
+        [Action::Append(m)] if m.kind == MessageKind::Edit && m.target_seq == Some(3) && m.text == "better"));
+    s.handle_frame(now, ClientFrame::Delete(Delete { room: "general".into(), client_msg_id: [8; 16], target_seq: 3 }));
+    assert!(matches!(&drain(&mut s)[..],
+        [Action::Append(m)] if m.kind == MessageKind::Delete && m.target_seq == Some(3) && m.text.is_empty()));
+
+    // Files: text may be empty with attachments; at most 10, none twice.
+    s.handle_frame(now, send_files("", vec![5]));
+    assert!(matches!(&drain(&mut s)[..], [Action::Append(m)] if m.attachments == [5] && m.needs_checks()));
+    s.handle_frame(now, send_files("", vec![]));
+    assert_eq!(error_code(&drain(&mut s)[0]), Some(ErrorCode::InvalidText.code()));
+    s.handle_frame(now, send_files("x", (1..=11).collect()));
+    assert_eq!(error_code(&drain(&mut s)[0]), Some(ErrorCode::BadRequest.code()));
+    s.handle_frame(now, send_files("x", vec![4, 4]));
+    assert_eq!(error_code(&drain(&mut s)[0]), Some(ErrorCode::BadRequest.code()));
+
+    // Read marks: to the store, rate-limited.
+    s.handle_frame(now, ClientFrame::MarkRead(MarkRead { room: "general".into(), seq: 9 }));
+    assert_eq!(drain(&mut s), vec![Action::MarkRead { room_id: 1, seq: 9 }]);
+    let mut limited = false;
+    for _ in 0..MARK_BURST {
+        s.handle_frame(now, ClientFrame::MarkRead(MarkRead { room: "general".into(), seq: 9 }));
+        limited |= drain(&mut s).iter().any(|a| error_code(a) == Some(ErrorCode::RateLimited.code()));
+    }
+    assert!(limited, "read marks beyond the burst are refused");
+    s.handle_marked(1, Err(StoreError::Unavailable("down".into())));
+    assert_eq!(error_code(&drain(&mut s)[0]), Some(ErrorCode::Unavailable.code()));
 }

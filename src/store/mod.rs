@@ -8,6 +8,7 @@ mod sqlite;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
+pub use crate::wire::{Attachment, MessageKind};
 use async_trait::async_trait;
 
 /// Why a store call failed.
@@ -155,6 +156,35 @@ pub struct NewMessage {
     pub client_msg_id: [u8; 16],
     /// Text, already validated.
     pub text: String,
+    /// A message, or a change to one.
+    pub kind: MessageKind,
+    /// For an edit or a deletion: the seq of the message it changes.
+    pub target_seq: Option<u64>,
+    /// Upload ids to attach (a message only).
+    pub attachments: Vec<u64>,
+}
+
+impl NewMessage {
+    /// A plain message: text only.
+    pub fn post(room_id: u64, sender: &crate::wire::UserRef, client_msg_id: [u8; 16], text: String) -> Self {
+        Self {
+            room_id,
+            sender_id: sender.id,
+            sender_name: sender.username.clone(),
+            client_msg_id,
+            text,
+            kind: MessageKind::Post,
+            target_seq: None,
+            attachments: Vec::new(),
+        }
+    }
+
+    /// Whether storing it needs checks against stored rows (an edit or deletion of the
+    /// sender's own message, uploads of the sender's): such sends are stored one at a time
+    /// with `Store::append_checked`, plain messages in batches with `Store::append`.
+    pub fn needs_checks(&self) -> bool {
+        self.kind != MessageKind::Post || !self.attachments.is_empty()
+    }
 }
 
 /// A stored message.
@@ -176,6 +206,27 @@ pub struct StoredMessage {
     pub text: String,
     /// Commit time, ms since the Unix epoch.
     pub sent_at_ms: u64,
+    /// A message, or a change to one.
+    pub kind: MessageKind,
+    /// For an edit or a deletion: the seq of the message it changes.
+    pub target_seq: Option<u64>,
+    /// For a message: when it was last edited.
+    pub edited_at_ms: Option<u64>,
+    /// For a message: it was deleted.
+    pub deleted: bool,
+    /// For a message: its attachments.
+    pub attachments: Vec<Attachment>,
+}
+
+/// An uploaded file, without its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    /// The file's description as messages carry it.
+    pub attachment: Attachment,
+    /// Who uploaded it.
+    pub owner_id: u64,
+    /// The room of the message it is attached to, once it is.
+    pub room_id: Option<u64>,
 }
 
 /// Outcome of one send in a batch.
@@ -202,6 +253,8 @@ pub trait Store: Send + Sync + 'static {
     async fn user_by_name(&self, username: &str) -> StoreResult<Option<UserRecord>>;
     /// Every public room, ordered by id.
     async fn rooms(&self) -> StoreResult<Vec<Room>>;
+    /// A room by id, whoever may see it.
+    async fn room_by_id(&self, id: u64) -> StoreResult<Option<Room>>;
     /// A room by name, whoever may see it.
     async fn room_by_name(&self, name: &str) -> StoreResult<Option<Room>>;
     /// Creates a room with its owner and members; `Conflict("name")` when the name is taken.
@@ -223,6 +276,16 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a batch of sends in one transaction, in order: each new one gets the room's next
     /// seq, a duplicate `(room, sender, client_msg_id)` returns the original row. All or nothing.
     async fn append(&self, batch: Vec<NewMessage>) -> StoreResult<Vec<Appended>>;
+    /// Stores one send that needs checks (see [`NewMessage::needs_checks`]) in its own
+    /// transaction, like `append` (next seq, idempotent on `client_msg_id`). An edit or
+    /// deletion must target a message of the same sender in the room that is not deleted; it
+    /// changes that message too. Attachments must be uploads of the sender not attached yet.
+    /// A check that fails is `Rejected` with the reason (nothing stored).
+    async fn append_checked(&self, message: NewMessage) -> StoreResult<Appended>;
+    /// Stores an uploaded file; it is attached later, or forgotten after a day.
+    async fn create_upload(&self, owner_id: u64, name: &str, content_type: &str, data: &[u8]) -> StoreResult<Upload>;
+    /// An upload's description and bytes.
+    async fn upload(&self, id: u64) -> StoreResult<Option<(Upload, Vec<u8>)>>;
     /// Highest seq stored in a room (0 when empty).
     async fn head_seq(&self, room_id: u64) -> StoreResult<u64>;
     /// Highest seq of each of these rooms (rooms that do not exist are left out).
@@ -241,3 +304,58 @@ pub trait Store: Send + Sync + 'static {
     /// When these users were last seen; users never seen (or unknown) are left out.
     async fn last_seen(&self, ids: &[u64]) -> StoreResult<Vec<(u64, u64)>>;
 }
+
+/// The stored code of a kind of message event (`messages.kind`).
+pub(crate) fn kind_code(kind: MessageKind) -> i16 {
+    match kind {
+        MessageKind::Post => 0,
+        MessageKind::Edit => 1,
+        MessageKind::Delete => 2,
+    }
+}
+
+/// The kind stored as `code`.
+pub(crate) fn kind_from(code: i64) -> MessageKind {
+    match code {
+        1 => MessageKind::Edit,
+        2 => MessageKind::Delete,
+        _ => MessageKind::Post,
+    }
+}
+
+/// Attachments as stored with a message: a JSON array, empty text for none.
+pub(crate) fn attachments_text(attachments: &[Attachment]) -> String {
+    if attachments.is_empty() { String::new() } else { serde_json::to_string(attachments).unwrap_or_default() }
+}
+
+/// Attachments read back from a message row.
+pub(crate) fn attachments_from(text: &str) -> Vec<Attachment> {
+    if text.is_empty() { Vec::new() } else { serde_json::from_str(text).unwrap_or_default() }
+}
+
+/// What an edit or deletion found at its target: `(sender, kind, deleted)` of the row, if any.
+pub(crate) fn check_target(m: &NewMessage, found: Option<(u64, MessageKind, bool)>) -> StoreResult<()> {
+    match found {
+        None => Err(StoreError::Rejected(format!("no message {} in this room", m.target_seq.unwrap_or(0)))),
+        Some((sender, _, _)) if sender != m.sender_id => {
+            Err(StoreError::Rejected("only your own messages can be changed".into()))
+        }
+        Some((_, kind, _)) if kind != MessageKind::Post => {
+            Err(StoreError::Rejected("only a message can be changed, not an edit or deletion".into()))
+        }
+        Some((_, _, true)) => Err(StoreError::Rejected("the message was deleted".into())),
+        Some(_) => Ok(()),
+    }
+}
+
+/// What an attachment found for its upload id: `(upload, attached already)`, if any.
+pub(crate) fn check_upload(m: &NewMessage, id: u64, found: Option<&Upload>) -> StoreResult<()> {
+    match found {
+        Some(u) if u.owner_id == m.sender_id && u.room_id.is_none() => Ok(()),
+        Some(u) if u.owner_id == m.sender_id => Err(StoreError::Rejected(format!("upload {id} is attached already"))),
+        _ => Err(StoreError::Rejected(format!("no upload {id} of yours"))),
+    }
+}
+
+/// Unattached uploads are forgotten this long after they were made.
+pub const UNATTACHED_UPLOAD_LIFETIME_MS: u64 = 24 * 3600 * 1000;

@@ -9,8 +9,9 @@
 //! and the insert. A rolled-back batch returns its seqs with the lock.
 
 use super::{
-    Appended, NewMessage, NewRoom, Role, Room, RoomKind, RoomListing, Store, StoreError, StoreResult, StoredMessage,
-    UNREAD_CAP, UserRecord,
+    Appended, Attachment, MessageKind, NewMessage, NewRoom, Role, Room, RoomKind, RoomListing, Store, StoreError,
+    StoreResult, StoredMessage, UNATTACHED_UPLOAD_LIFETIME_MS, UNREAD_CAP, Upload, UserRecord, attachments_from,
+    attachments_text, check_target, check_upload, kind_code, kind_from,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -36,14 +37,37 @@ const APPEND_SQL: &str =
 const MIGRATION_LOCK: i64 = 0x736f_636b_6574_6368; // "socketch"
 
 /// The range read of a join's replay (also checked with EXPLAIN by the tests).
-pub const RANGE_SQL: &str = "SELECT m.id, m.room_id, m.seq, m.sender_id, coalesce(u.username, '[deleted]'), m.client_msg_id, m.text, m.sent_at_ms \
+pub const RANGE_SQL: &str = "SELECT m.id, m.room_id, m.seq, m.sender_id, coalesce(u.username, '[deleted]'), m.client_msg_id, m.text, m.sent_at_ms, \
+     m.kind, m.target_seq, m.edited_at_ms, m.deleted, m.attachments \
      FROM messages m LEFT JOIN users u ON u.id = m.sender_id \
      WHERE m.room_id = $1 AND m.seq BETWEEN $2 AND $3 ORDER BY m.seq";
 
 /// The history page read (also checked with EXPLAIN by the tests).
-pub const PAGE_SQL: &str = "SELECT m.id, m.room_id, m.seq, m.sender_id, coalesce(u.username, '[deleted]'), m.client_msg_id, m.text, m.sent_at_ms \
+pub const PAGE_SQL: &str = "SELECT m.id, m.room_id, m.seq, m.sender_id, coalesce(u.username, '[deleted]'), m.client_msg_id, m.text, m.sent_at_ms, \
+     m.kind, m.target_seq, m.edited_at_ms, m.deleted, m.attachments \
      FROM messages m LEFT JOIN users u ON u.id = m.sender_id \
      WHERE m.room_id = $1 AND m.seq < $2 ORDER BY m.seq DESC LIMIT $3";
+
+/// One stored row by its idempotency key (a retry).
+const DUPLICATE_SQL: &str = "SELECT m.id, m.room_id, m.seq, m.sender_id, coalesce(u.username, '[deleted]'), m.client_msg_id, m.text, m.sent_at_ms, \
+     m.kind, m.target_seq, m.edited_at_ms, m.deleted, m.attachments \
+     FROM messages m LEFT JOIN users u ON u.id = m.sender_id \
+     WHERE m.room_id = $1 AND m.sender_id = $2 AND m.client_msg_id = $3";
+
+const UPLOAD_COLUMNS: &str = "id, name, content_type, size, owner_id, room_id";
+
+fn upload_row(row: &tokio_postgres::Row) -> Upload {
+    Upload {
+        attachment: Attachment {
+            id: row.get::<_, i64>(0) as u64,
+            name: row.get(1),
+            content_type: row.get(2),
+            size: row.get::<_, i64>(3) as u64,
+        },
+        owner_id: row.get::<_, i64>(4) as u64,
+        room_id: row.get::<_, Option<i64>>(5).map(|id| id as u64),
+    }
+}
 
 /// PostgreSQL-backed [`Store`].
 #[derive(Clone)]
@@ -87,6 +111,11 @@ fn message_row(row: &tokio_postgres::Row) -> StoredMessage {
         client_msg_id: cmid.try_into().unwrap_or([0; 16]),
         text: row.get(6),
         sent_at_ms: row.get::<_, i64>(7) as u64,
+        kind: kind_from(i64::from(row.get::<_, i16>(8))),
+        target_seq: row.get::<_, Option<i64>>(9).map(|s| s as u64),
+        edited_at_ms: row.get::<_, Option<i64>>(10).map(|s| s as u64),
+        deleted: row.get(11),
+        attachments: attachments_from(row.get(12)),
     }
 }
 
@@ -231,6 +260,11 @@ impl Store for PostgresStore {
         Ok(rows.iter().map(room_row).collect())
     }
 
+    async fn room_by_id(&self, id: u64) -> StoreResult<Option<Room>> {
+        let rows = self.query("SELECT id, name, topic, kind FROM rooms WHERE id = $1", &[&big(id)]).await?;
+        Ok(rows.first().map(room_row))
+    }
+
     async fn room_by_name(&self, name: &str) -> StoreResult<Option<Room>> {
         let rows = self.query("SELECT id, name, topic, kind FROM rooms WHERE name = $1", &[&name]).await?;
         Ok(rows.first().map(room_row))
@@ -318,7 +352,7 @@ impl Store for PostgresStore {
                         CASE WHEN r.last_seq > coalesce(k.last_read_seq, 0) THEN
                             (SELECT count(*) FROM (SELECT 1 FROM messages x
                               WHERE x.room_id = r.id AND x.seq > coalesce(k.last_read_seq, 0)
-                                AND x.sender_id <> $1 LIMIT $2) c)
+                                AND x.sender_id <> $1 AND x.kind = 0 AND NOT x.deleted LIMIT $2) c)
                         ELSE 0 END
                  FROM rooms r
                  LEFT JOIN memberships m ON m.room_id = r.id AND m.user_id = $1
@@ -355,6 +389,9 @@ impl Store for PostgresStore {
     }
 
     async fn append(&self, batch: Vec<NewMessage>) -> StoreResult<Vec<Appended>> {
+        if batch.iter().any(NewMessage::needs_checks) {
+            return Err(StoreError::Rejected("edits, deletions and attachments are stored with append_checked".into()));
+        }
         let rooms: Vec<i64> = batch.iter().map(|m| big(m.room_id)).collect();
         let senders: Vec<i64> = batch.iter().map(|m| big(m.sender_id)).collect();
         let ids: Vec<&[u8]> = batch.iter().map(|m| &m.client_msg_id[..]).collect();
@@ -377,10 +414,142 @@ impl Store for PostgresStore {
                     client_msg_id: m.client_msg_id,
                     text: row.get(4),
                     sent_at_ms: row.get::<_, i64>(3) as u64,
+                    kind: MessageKind::Post,
+                    target_seq: None,
+                    edited_at_ms: None,
+                    deleted: false,
+                    attachments: Vec::new(),
                 },
                 duplicate: row.get(5),
             })
             .collect())
+    }
+
+    async fn append_checked(&self, m: NewMessage) -> StoreResult<Appended> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let room = big(m.room_id);
+        let lock = tx.prepare_cached("SELECT last_seq FROM rooms WHERE id = $1 FOR UPDATE").await?;
+        let Some(head) = tx.query_opt(&lock, &[&room]).await? else {
+            return Err(StoreError::Rejected(format!("no room {}", m.room_id)));
+        };
+        let head: i64 = head.get(0);
+        let duplicate = tx.prepare_cached(DUPLICATE_SQL).await?;
+        if let Some(row) = tx.query_opt(&duplicate, &[&room, &big(m.sender_id), &&m.client_msg_id[..]]).await? {
+            return Ok(Appended { message: message_row(&row), duplicate: true });
+        }
+        let mut attachments = Vec::with_capacity(m.attachments.len());
+        let target = m.target_seq.map(big);
+        match m.kind {
+            MessageKind::Post => {
+                let stmt = tx
+                    .prepare_cached(&format!("SELECT {UPLOAD_COLUMNS} FROM uploads WHERE id = $1 FOR UPDATE"))
+                    .await?;
+                for id in &m.attachments {
+                    let found = tx.query_opt(&stmt, &[&big(*id)]).await?.map(|r| upload_row(&r));
+                    check_upload(&m, *id, found.as_ref())?;
+                    attachments.extend(found.map(|u| u.attachment));
+                }
+            }
+            MessageKind::Edit | MessageKind::Delete => {
+                let stmt = tx
+                    .prepare_cached("SELECT sender_id, kind, deleted FROM messages WHERE room_id = $1 AND seq = $2")
+                    .await?;
+                let found = tx.query_opt(&stmt, &[&room, &target]).await?.map(|r| {
+                    (r.get::<_, i64>(0) as u64, kind_from(i64::from(r.get::<_, i16>(1))), r.get::<_, bool>(2))
+                });
+                check_target(&m, found)?;
+            }
+        }
+        let seq = head + 1;
+        let at = now_ms();
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO messages (room_id, seq, sender_id, client_msg_id, text, sent_at_ms, kind, target_seq, attachments)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+            )
+            .await?;
+        let text_of_attachments = attachments_text(&attachments);
+        let row = tx
+            .query_one(
+                &insert,
+                &[
+                    &room,
+                    &seq,
+                    &big(m.sender_id),
+                    &&m.client_msg_id[..],
+                    &m.text,
+                    &at,
+                    &kind_code(m.kind),
+                    &target,
+                    &text_of_attachments,
+                ],
+            )
+            .await?;
+        let advance = tx.prepare_cached("UPDATE rooms SET last_seq = $2 WHERE id = $1").await?;
+        tx.execute(&advance, &[&room, &seq]).await?;
+        match m.kind {
+            MessageKind::Post => {
+                let ids: Vec<i64> = m.attachments.iter().map(|id| big(*id)).collect();
+                let attach = tx.prepare_cached("UPDATE uploads SET room_id = $2, seq = $3 WHERE id = ANY($1)").await?;
+                tx.execute(&attach, &[&ids, &room, &seq]).await?;
+            }
+            MessageKind::Edit => {
+                let edit = tx
+                    .prepare_cached("UPDATE messages SET text = $3, edited_at_ms = $4 WHERE room_id = $1 AND seq = $2")
+                    .await?;
+                tx.execute(&edit, &[&room, &target, &m.text, &at]).await?;
+            }
+            MessageKind::Delete => {
+                let delete = tx
+                    .prepare_cached(
+                        "UPDATE messages SET text = '', deleted = true, attachments = '' WHERE room_id = $1 AND seq = $2",
+                    )
+                    .await?;
+                tx.execute(&delete, &[&room, &target]).await?;
+                let files = tx.prepare_cached("DELETE FROM uploads WHERE room_id = $1 AND seq = $2").await?;
+                tx.execute(&files, &[&room, &target]).await?;
+            }
+        }
+        tx.commit().await?;
+        let message = StoredMessage {
+            id: row.get::<_, i64>(0) as u64,
+            room_id: m.room_id,
+            seq: seq as u64,
+            sender_id: m.sender_id,
+            sender_name: m.sender_name,
+            client_msg_id: m.client_msg_id,
+            text: m.text,
+            sent_at_ms: at as u64,
+            kind: m.kind,
+            target_seq: m.target_seq,
+            edited_at_ms: None,
+            deleted: false,
+            attachments,
+        };
+        Ok(Appended { message, duplicate: false })
+    }
+
+    async fn create_upload(&self, owner_id: u64, name: &str, content_type: &str, data: &[u8]) -> StoreResult<Upload> {
+        let now = now_ms();
+        let stale = now - UNATTACHED_UPLOAD_LIFETIME_MS as i64;
+        self.query("DELETE FROM uploads WHERE room_id IS NULL AND created_at_ms < $1", &[&stale]).await?;
+        let rows = self
+            .query(
+                &format!(
+                    "INSERT INTO uploads (owner_id, name, content_type, size, data, created_at_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING {UPLOAD_COLUMNS}"
+                ),
+                &[&big(owner_id), &name, &content_type, &(data.len() as i64), &data, &now],
+            )
+            .await?;
+        rows.first().map(upload_row).ok_or_else(|| unavailable("upload not stored"))
+    }
+
+    async fn upload(&self, id: u64) -> StoreResult<Option<(Upload, Vec<u8>)>> {
+        let rows =
+            self.query(&format!("SELECT {UPLOAD_COLUMNS}, data FROM uploads WHERE id = $1"), &[&big(id)]).await?;
+        Ok(rows.first().map(|r| (upload_row(r), r.get::<_, Vec<u8>>(6))))
     }
 
     async fn head_seq(&self, room_id: u64) -> StoreResult<u64> {

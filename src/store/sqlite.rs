@@ -3,8 +3,9 @@
 //! blocking pool; every statement is prepared once per connection (`prepare_cached`).
 
 use super::{
-    Appended, NewMessage, NewRoom, Role, Room, RoomKind, RoomListing, Store, StoreError, StoreResult, StoredMessage,
-    UNREAD_CAP, UserRecord,
+    Appended, Attachment, MessageKind, NewMessage, NewRoom, Role, Room, RoomKind, RoomListing, Store, StoreError,
+    StoreResult, StoredMessage, UNATTACHED_UPLOAD_LIFETIME_MS, UNREAD_CAP, Upload, UserRecord, attachments_from,
+    attachments_text, check_target, check_upload, kind_code, kind_from,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -60,7 +61,8 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 
 use crate::clock::unix_ms as now_ms;
 
-const MESSAGE_COLUMNS: &str = "m.id, m.room_id, m.seq, m.sender_id, u.username, m.client_msg_id, m.text, m.sent_at_ms";
+const MESSAGE_COLUMNS: &str = "m.id, m.room_id, m.seq, m.sender_id, u.username, m.client_msg_id, m.text, m.sent_at_ms, \
+     m.kind, m.target_seq, m.edited_at_ms, m.deleted, m.attachments";
 
 fn message_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
     let id: Vec<u8> = row.get(5)?;
@@ -73,6 +75,21 @@ fn message_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
         client_msg_id: id.try_into().unwrap_or([0; 16]),
         text: row.get(6)?,
         sent_at_ms: row.get(7)?,
+        kind: kind_from(row.get(8)?),
+        target_seq: row.get(9)?,
+        edited_at_ms: row.get(10)?,
+        deleted: row.get(11)?,
+        attachments: attachments_from(&row.get::<_, String>(12)?),
+    })
+}
+
+const UPLOAD_COLUMNS: &str = "id, name, content_type, size, owner_id, room_id";
+
+fn upload_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Upload> {
+    Ok(Upload {
+        attachment: Attachment { id: row.get(0)?, name: row.get(1)?, content_type: row.get(2)?, size: row.get(3)? },
+        owner_id: row.get(4)?,
+        room_id: row.get(5)?,
     })
 }
 
@@ -86,7 +103,7 @@ fn room_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Room> {
 fn unread(c: &Connection, room_id: u64, user_id: u64, after: u64) -> rusqlite::Result<u64> {
     c.prepare_cached(
         "SELECT count(*) FROM (SELECT 1 FROM messages
-         WHERE room_id = ?1 AND seq > ?2 AND sender_id <> ?3 LIMIT ?4)",
+         WHERE room_id = ?1 AND seq > ?2 AND sender_id <> ?3 AND kind = 0 AND deleted = 0 LIMIT ?4)",
     )?
     .query_row(params![room_id, after, user_id, UNREAD_CAP], |r| r.get(0))
 }
@@ -145,38 +162,117 @@ impl SqliteStore {
     }
 }
 
-fn append_one(tx: &rusqlite::Transaction<'_>, m: &NewMessage, at: u64) -> StoreResult<Appended> {
-    let existing = tx
+/// The row already stored for this send's idempotency key, if any.
+fn stored_duplicate(tx: &rusqlite::Transaction<'_>, m: &NewMessage) -> StoreResult<Option<StoredMessage>> {
+    Ok(tx
         .prepare_cached(&format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id
              WHERE m.room_id = ?1 AND m.sender_id = ?2 AND m.client_msg_id = ?3"
         ))?
         .query_row(params![m.room_id, m.sender_id, &m.client_msg_id[..]], message_row)
-        .optional()?;
-    if let Some(message) = existing {
-        return Ok(Appended { message, duplicate: true });
-    }
+        .optional()?)
+}
+
+/// Inserts a new row for `m` with the room's next seq.
+fn insert(
+    tx: &rusqlite::Transaction<'_>,
+    m: &NewMessage,
+    at: u64,
+    attachments: Vec<Attachment>,
+) -> StoreResult<StoredMessage> {
     let seq: u64 = tx
         .prepare_cached("UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq")?
         .query_row(params![m.room_id], |r| r.get(0))?;
     tx.prepare_cached(
-        "INSERT INTO messages (room_id, seq, sender_id, client_msg_id, text, sent_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO messages (room_id, seq, sender_id, client_msg_id, text, sent_at_ms, kind, target_seq, attachments)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
-    .execute(params![m.room_id, seq, m.sender_id, &m.client_msg_id[..], m.text, at])?;
-    Ok(Appended {
-        message: StoredMessage {
-            id: tx.last_insert_rowid() as u64,
-            room_id: m.room_id,
-            seq,
-            sender_id: m.sender_id,
-            sender_name: m.sender_name.clone(),
-            client_msg_id: m.client_msg_id,
-            text: m.text.clone(),
-            sent_at_ms: at,
-        },
-        duplicate: false,
+    .execute(params![
+        m.room_id,
+        seq,
+        m.sender_id,
+        &m.client_msg_id[..],
+        m.text,
+        at,
+        kind_code(m.kind),
+        m.target_seq,
+        attachments_text(&attachments)
+    ])?;
+    Ok(StoredMessage {
+        id: tx.last_insert_rowid() as u64,
+        room_id: m.room_id,
+        seq,
+        sender_id: m.sender_id,
+        sender_name: m.sender_name.clone(),
+        client_msg_id: m.client_msg_id,
+        text: m.text.clone(),
+        sent_at_ms: at,
+        kind: m.kind,
+        target_seq: m.target_seq,
+        edited_at_ms: None,
+        deleted: false,
+        attachments,
     })
+}
+
+/// `Store::append_checked` inside a transaction.
+fn append_checked_in(tx: &rusqlite::Transaction<'_>, m: &NewMessage, at: u64) -> StoreResult<Appended> {
+    if let Some(message) = stored_duplicate(tx, m)? {
+        return Ok(Appended { message, duplicate: true });
+    }
+    let mut attachments = Vec::with_capacity(m.attachments.len());
+    match m.kind {
+        MessageKind::Post => {
+            let mut stmt = tx.prepare_cached(&format!("SELECT {UPLOAD_COLUMNS} FROM uploads WHERE id = ?1"))?;
+            for id in &m.attachments {
+                let found = stmt.query_row(params![id], upload_row).optional()?;
+                check_upload(m, *id, found.as_ref())?;
+                attachments.extend(found.map(|u| u.attachment));
+            }
+        }
+        MessageKind::Edit | MessageKind::Delete => {
+            let found = tx
+                .prepare_cached("SELECT sender_id, kind, deleted FROM messages WHERE room_id = ?1 AND seq = ?2")?
+                .query_row(params![m.room_id, m.target_seq], |r| {
+                    Ok((r.get::<_, u64>(0)?, kind_from(r.get(1)?), r.get::<_, bool>(2)?))
+                })
+                .optional()?;
+            check_target(m, found)?;
+        }
+    }
+    let message = insert(tx, m, at, attachments)?;
+    match m.kind {
+        MessageKind::Post => {
+            let mut attach = tx.prepare_cached("UPDATE uploads SET room_id = ?2, seq = ?3 WHERE id = ?1")?;
+            for id in &m.attachments {
+                attach.execute(params![id, m.room_id, message.seq])?;
+            }
+        }
+        MessageKind::Edit => {
+            tx.prepare_cached("UPDATE messages SET text = ?3, edited_at_ms = ?4 WHERE room_id = ?1 AND seq = ?2")?
+                .execute(params![m.room_id, m.target_seq, m.text, at])?;
+        }
+        MessageKind::Delete => {
+            tx.prepare_cached(
+                "UPDATE messages SET text = '', deleted = 1, attachments = '' WHERE room_id = ?1 AND seq = ?2",
+            )?
+            .execute(params![m.room_id, m.target_seq])?;
+            tx.prepare_cached("DELETE FROM uploads WHERE room_id = ?1 AND seq = ?2")?
+                .execute(params![m.room_id, m.target_seq])?;
+        }
+    }
+    Ok(Appended { message, duplicate: false })
+}
+
+fn append_one(tx: &rusqlite::Transaction<'_>, m: &NewMessage, at: u64) -> StoreResult<Appended> {
+    if m.needs_checks() {
+        // The writer stores these alone; in a batch, a failed check refuses the batch.
+        return append_checked_in(tx, m, at);
+    }
+    if let Some(message) = stored_duplicate(tx, m)? {
+        return Ok(Appended { message, duplicate: true });
+    }
+    Ok(Appended { message: insert(tx, m, at, Vec::new())?, duplicate: false })
 }
 
 #[async_trait]
@@ -239,6 +335,15 @@ impl Store for SqliteStore {
                 c.prepare_cached("SELECT id, name, topic, kind FROM rooms WHERE kind = 'public' ORDER BY id")?;
             let rows = stmt.query_map([], room_row)?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn room_by_id(&self, id: u64) -> StoreResult<Option<Room>> {
+        self.read(move |c| {
+            Ok(c.prepare_cached("SELECT id, name, topic, kind FROM rooms WHERE id = ?1")?
+                .query_row(params![id], room_row)
+                .optional()?)
         })
         .await
     }
@@ -385,6 +490,43 @@ impl Store for SqliteStore {
             let out = batch.iter().map(|m| append_one(&tx, m, at)).collect::<StoreResult<Vec<_>>>()?;
             tx.commit()?;
             Ok(out)
+        })
+        .await
+    }
+
+    async fn append_checked(&self, message: NewMessage) -> StoreResult<Appended> {
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let appended = append_checked_in(&tx, &message, now_ms())?;
+            tx.commit()?;
+            Ok(appended)
+        })
+        .await
+    }
+
+    async fn create_upload(&self, owner_id: u64, name: &str, content_type: &str, data: &[u8]) -> StoreResult<Upload> {
+        let (name, content_type, data) = (name.to_owned(), content_type.to_owned(), data.to_vec());
+        self.write(move |c| {
+            let now = now_ms();
+            c.prepare_cached("DELETE FROM uploads WHERE room_id IS NULL AND created_at_ms < ?1")?
+                .execute(params![now.saturating_sub(UNATTACHED_UPLOAD_LIFETIME_MS)])?;
+            let size = data.len() as u64;
+            c.prepare_cached(
+                "INSERT INTO uploads (owner_id, name, content_type, size, data, created_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![owner_id, name, content_type, size, data, now])?;
+            let id = c.last_insert_rowid() as u64;
+            Ok(Upload { attachment: Attachment { id, name, content_type, size }, owner_id, room_id: None })
+        })
+        .await
+    }
+
+    async fn upload(&self, id: u64) -> StoreResult<Option<(Upload, Vec<u8>)>> {
+        self.read(move |c| {
+            Ok(c.prepare_cached(&format!("SELECT {UPLOAD_COLUMNS}, data FROM uploads WHERE id = ?1"))?
+                .query_row(params![id], |r| Ok((upload_row(r)?, r.get::<_, Vec<u8>>(6)?)))
+                .optional()?)
         })
         .await
     }

@@ -136,7 +136,12 @@ mod tests {
             for frame in [
                 ClientFrame::Ping(Ping { nonce }),
                 ClientFrame::Join(crate::wire::Join { room: room.clone(), after_seq: after }),
-                ClientFrame::Send(crate::wire::Send { room: room.clone(), client_msg_id: id, text: text.clone() }),
+                ClientFrame::Send(crate::wire::Send {
+                    room: room.clone(), client_msg_id: id, text: text.clone(), attachments: vec![nonce, 1],
+                }),
+                ClientFrame::Edit(crate::wire::Edit {
+                    room: room.clone(), client_msg_id: id, target_seq: nonce, text: text.clone(),
+                }),
             ] {
                 prop_assert_eq!(decode::<ClientFrame>(&encode(&frame), usize::MAX).unwrap(), frame);
             }

@@ -1,4 +1,4 @@
-//! Every frame of protocol v2. Field order is wire order, variant order is the discriminant:
+//! Every frame of protocol v3. Field order is wire order, variant order is the discriminant:
 //! never reorder, only append (PROTOCOL.md § Frames).
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +25,12 @@ pub enum ClientFrame {
     Typing(TypingUpdate),
     /// 7: keepalive; answered with `Pong`.
     Ping(Ping),
+    /// 8: replace the text of one's own message (v3).
+    Edit(Edit),
+    /// 9: delete one's own message (v3).
+    Delete(Delete),
+    /// 10: move the user's read mark in a joined room (v3).
+    MarkRead(MarkRead),
 }
 
 /// Frames the server sends.
@@ -56,12 +62,16 @@ pub enum ServerFrame {
     GoAway(GoAway),
     /// 12: who is online in a joined room: a count and the first page (v2).
     RoomPresence(RoomPresence),
+    /// 13: the user's read mark in a room moved (on any of their connections) (v3).
+    ReadState(ReadState),
+    /// 14: the user was added to a private channel or a direct conversation (v3).
+    RoomAdded(RoomAdded),
 }
 
 /// Opens a connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
-    /// Protocol version the client speaks (2). `Hello`'s layout is the same in every version.
+    /// Protocol version the client speaks (3). `Hello`'s layout is the same in every version.
     pub version: u32,
     /// Free-form client name and version, at most 64 bytes, for logs.
     pub client: String,
@@ -90,8 +100,43 @@ pub struct Send {
     pub room: String,
     /// Idempotency key: a retry with the same id gets the same `Ack`.
     pub client_msg_id: ClientMsgId,
-    /// Message text, 1..=4000 UTF-8 bytes.
+    /// Message text, at most 4000 UTF-8 bytes; not empty unless there are attachments.
     pub text: String,
+    /// Ids of the sender's uploads to attach (at most 10; each one attached once).
+    pub attachments: Vec<u64>,
+}
+
+/// Replace the text of one's own message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Edit {
+    /// Room name (joined).
+    pub room: String,
+    /// Idempotency key of the edit itself.
+    pub client_msg_id: ClientMsgId,
+    /// Seq of the message to edit (a `Post` of the sender, not deleted).
+    pub target_seq: u64,
+    /// The new text, as for `Send`.
+    pub text: String,
+}
+
+/// Delete one's own message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delete {
+    /// Room name (joined).
+    pub room: String,
+    /// Idempotency key of the deletion itself.
+    pub client_msg_id: ClientMsgId,
+    /// Seq of the message to delete (a `Post` of the sender, not deleted).
+    pub target_seq: u64,
+}
+
+/// Move the user's read mark.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkRead {
+    /// Room name (joined).
+    pub room: String,
+    /// Highest seq read; the mark never moves down, nor above the room's head.
+    pub seq: u64,
 }
 
 /// Ask for messages older than `before_seq`.
@@ -224,8 +269,58 @@ pub struct ChatMessage {
     pub client_msg_id: ClientMsgId,
     /// Server time of storage, ms since the Unix epoch.
     pub sent_at_ms: u64,
-    /// Message text.
+    /// Message text (a `Post`'s current text; an `Edit`'s new text; empty for a `Delete`).
     pub text: String,
+    /// What this event is.
+    pub kind: MessageKind,
+    /// For an `Edit` or a `Delete`: the seq of the `Post` it changes.
+    pub target_seq: Option<u64>,
+    /// For a `Post`: when it was last edited, if ever.
+    pub edited_at_ms: Option<u64>,
+    /// For a `Post`: it was deleted (its text is empty and its attachments gone).
+    pub deleted: bool,
+    /// For a `Post`: files attached to it.
+    pub attachments: Vec<Attachment>,
+}
+
+/// The kinds of events in a room's seq stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MessageKind {
+    /// 0: a message.
+    Post,
+    /// 1: the text of the `Post` at `target_seq` was replaced.
+    Edit,
+    /// 2: the `Post` at `target_seq` was deleted.
+    Delete,
+}
+
+/// A file attached to a message; its bytes are at `GET /api/uploads/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// Upload id.
+    pub id: u64,
+    /// File name as uploaded.
+    pub name: String,
+    /// Media type the server serves it with.
+    pub content_type: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// The user's read mark in a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadState {
+    /// Room name.
+    pub room: String,
+    /// Highest seq the user has read.
+    pub last_read_seq: u64,
+}
+
+/// The user now belongs to a closed room (fetch the room list again to show it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomAdded {
+    /// Room name.
+    pub room: String,
 }
 
 /// A page of history, ascending by seq.

@@ -1,13 +1,23 @@
-//! Numeric limits of protocol v2 (PROTOCOL.md § Limits). Clients learn them from `Welcome`.
+//! Numeric limits of protocol v3 (PROTOCOL.md § Limits). Clients learn them from `Welcome`.
 
 /// Protocol version this server speaks.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Largest frame a client may send, in bytes (after framing is removed).
 pub const MAX_CLIENT_FRAME: usize = 16 * 1024;
 /// Largest frame the server sends (a full history page of maximum-length messages fits).
 pub const MAX_SERVER_FRAME: usize = 1024 * 1024;
 /// Largest message text, in UTF-8 bytes.
 pub const MAX_TEXT_BYTES: usize = 4000;
+/// Attachments per message.
+pub const MAX_ATTACHMENTS: usize = 10;
+/// Longest attachment file name, in bytes.
+pub const MAX_FILE_NAME_BYTES: usize = 255;
+/// Longest attachment media type, in bytes.
+pub const MAX_CONTENT_TYPE_BYTES: usize = 100;
+/// Read marks a connection may move in a burst, then `MARKS_PER_SEC`.
+pub const MARK_BURST: u32 = 10;
+/// Sustained read-mark moves per second per connection.
+pub const MARKS_PER_SEC: u32 = 2;
 /// Largest room name, in UTF-8 bytes.
 pub const MAX_ROOM_NAME_BYTES: usize = 64;
 /// Largest `client` string in `Hello`.

@@ -3,13 +3,12 @@
 use socketchat::store::*;
 
 fn msg(room_id: u64, sender: &UserRecord, id: u8, text: &str) -> NewMessage {
-    NewMessage {
+    NewMessage::post(
         room_id,
-        sender_id: sender.id,
-        sender_name: sender.username.clone(),
-        client_msg_id: [id; 16],
-        text: text.to_owned(),
-    }
+        &socketchat::wire::UserRef { id: sender.id, username: sender.username.clone() },
+        [id; 16],
+        text.to_owned(),
+    )
 }
 
 /// Runs every contract test against `store` (which must be freshly migrated).

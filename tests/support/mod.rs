@@ -316,7 +316,12 @@ pub fn join(room: &str, after_seq: Option<u64>) -> ClientFrame {
 }
 
 pub fn send(room: &str, id: u8, text: &str) -> ClientFrame {
-    ClientFrame::Send(wire::Send { room: room.into(), client_msg_id: [id; 16], text: text.into() })
+    ClientFrame::Send(wire::Send {
+        room: room.into(),
+        client_msg_id: [id; 16],
+        text: text.into(),
+        attachments: Vec::new(),
+    })
 }
 
 /// Joins and reads `Joined` plus the replayed messages.
