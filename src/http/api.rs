@@ -7,8 +7,8 @@ use crate::node::Node;
 use crate::presence::Scope;
 use crate::store::StoreError;
 use crate::tickets::Grant;
-use crate::wire::MAX_HISTORY_PAGE;
 use crate::wire::UserRef;
+use crate::wire::{MAX_HISTORY_PAGE, MessageKind};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Query, State};
@@ -245,6 +245,15 @@ pub(super) async fn history(
                 "client_msg_id": hex::encode(m.client_msg_id),
                 "sent_at_ms": m.sent_at_ms,
                 "text": m.text,
+                "kind": match m.kind {
+                    MessageKind::Post => "post",
+                    MessageKind::Edit => "edit",
+                    MessageKind::Delete => "delete",
+                },
+                "target_seq": m.target_seq,
+                "edited_at_ms": m.edited_at_ms,
+                "deleted": m.deleted,
+                "attachments": m.attachments,
             })
         })
         .collect();

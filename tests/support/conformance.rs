@@ -20,6 +20,85 @@ pub async fn run_all(store: &dyn Store) {
     a_batch_with_an_unknown_room_stores_nothing(store, &alice).await;
     revocation(store).await;
     channels_members_and_read_marks(store, &alice, &bob).await;
+    edits_deletes_and_attachments(store, &alice, &bob).await;
+}
+
+async fn edits_deletes_and_attachments(store: &dyn Store, alice: &UserRecord, bob: &UserRecord) {
+    let room = store.rooms().await.unwrap()[3].id; // support
+    let head = store.head_seq(room).await.unwrap();
+    assert_eq!(store.mark_read(bob.id, room, head).await.unwrap(), head, "what came before is read");
+    let change = |sender: &UserRecord, id: u8, kind: MessageKind, target: u64, text: &str| {
+        let mut m = msg(room, sender, id, text);
+        m.kind = kind;
+        m.target_seq = Some(target);
+        m
+    };
+    let posted = store.append(vec![msg(room, alice, 200, "first"), msg(room, bob, 200, "bob's")]).await.unwrap();
+    let (mine, theirs) = (posted[0].message.seq, posted[1].message.seq);
+    assert_eq!((mine, theirs), (head + 1, head + 2));
+
+    // Refusals: nothing stored, no seq taken.
+    for (bad, why) in [
+        (change(alice, 201, MessageKind::Edit, theirs, "mine now"), "someone else's"),
+        (change(alice, 202, MessageKind::Delete, theirs, ""), "someone else's"),
+        (change(alice, 203, MessageKind::Edit, 9_999, "x"), "no such seq"),
+    ] {
+        assert!(matches!(store.append_checked(bad).await, Err(StoreError::Rejected(_))), "{why}");
+    }
+    assert_eq!(store.head_seq(room).await.unwrap(), theirs);
+
+    // An edit is an event with its own seq, and changes the message.
+    let edit = store.append_checked(change(alice, 204, MessageKind::Edit, mine, "first, edited")).await.unwrap();
+    assert!(!edit.duplicate);
+    assert_eq!(
+        (edit.message.seq, edit.message.kind, edit.message.target_seq),
+        (theirs + 1, MessageKind::Edit, Some(mine))
+    );
+    let again = store.append_checked(change(alice, 204, MessageKind::Edit, mine, "first, edited")).await.unwrap();
+    assert!(again.duplicate, "a retried edit is stored once");
+    assert_eq!(again.message.seq, edit.message.seq);
+    assert!(
+        matches!(
+            store.append_checked(change(alice, 205, MessageKind::Edit, edit.message.seq, "x")).await,
+            Err(StoreError::Rejected(_))
+        ),
+        "an edit event is not a message"
+    );
+    let rows = store.range(room, mine, edit.message.seq).await.unwrap();
+    assert_eq!(rows[0].text, "first, edited");
+    assert_eq!(rows[0].edited_at_ms, Some(edit.message.sent_at_ms));
+    assert_eq!((rows[2].kind, rows[2].text.as_str()), (MessageKind::Edit, "first, edited"));
+
+    // Attachments: the sender's own uploads, each once.
+    let file = store.create_upload(alice.id, "cat.png", "image/png", b"\x89PNG\r\n\x1a\nabc").await.unwrap();
+    assert_eq!((file.attachment.size, file.room_id), (11, None));
+    let (meta, data) = store.upload(file.attachment.id).await.unwrap().unwrap();
+    assert_eq!((meta.owner_id, data.len()), (alice.id, 11));
+    let with_file = |sender: &UserRecord, id: u8| {
+        let mut m = msg(room, sender, id, "");
+        m.attachments = vec![file.attachment.id];
+        m
+    };
+    assert!(matches!(store.append_checked(with_file(bob, 210)).await, Err(StoreError::Rejected(_))), "not bob's");
+    let shared = store.append_checked(with_file(alice, 211)).await.unwrap();
+    assert_eq!(shared.message.attachments, [file.attachment.clone()]);
+    assert_eq!(store.upload(file.attachment.id).await.unwrap().unwrap().0.room_id, Some(room));
+    assert!(matches!(store.append_checked(with_file(alice, 212)).await, Err(StoreError::Rejected(_))), "once");
+    let page = store.page_before(room, None, 1).await.unwrap();
+    assert_eq!(page[0].attachments, [file.attachment.clone()], "read back with the message");
+
+    // A deletion empties the message, drops its files, and is final.
+    let delete = change(alice, 213, MessageKind::Delete, shared.message.seq, "");
+    let deleted = store.append_checked(delete).await.unwrap();
+    assert_eq!(deleted.message.kind, MessageKind::Delete);
+    let row = &store.range(room, shared.message.seq, shared.message.seq).await.unwrap()[0];
+    assert!(row.deleted && row.text.is_empty() && row.attachments.is_empty(), "{row:?}");
+    assert!(store.upload(file.attachment.id).await.unwrap().is_none(), "the file goes with it");
+    let edit_deleted = change(alice, 214, MessageKind::Edit, shared.message.seq, "back");
+    assert!(matches!(store.append_checked(edit_deleted).await, Err(StoreError::Rejected(_))));
+    // Edits, deletions and deleted messages are not unread.
+    let unread = store.rooms_for(bob.id).await.unwrap().into_iter().find(|l| l.room.id == room).unwrap();
+    assert_eq!(unread.unread, 1, "only alice's first message counts for bob: {unread:?}");
 }
 
 async fn channels_members_and_read_marks(store: &dyn Store, alice: &UserRecord, bob: &UserRecord) {

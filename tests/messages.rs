@@ -1,0 +1,251 @@
+//! Protocol v3 end to end on the embedded server: edits and deletions as events of the seq
+//! stream (live and on resume), files uploaded over HTTP and attached to messages, read marks
+//! shared by a user's connections, and `RoomAdded` when someone is invited.
+
+mod support;
+
+use serde_json::{Value, json};
+use socketchat::wire::{self, ClientFrame, ErrorCode, MessageKind, ServerFrame};
+use support::*;
+
+fn edit(room: &str, id: u8, target_seq: u64, text: &str) -> ClientFrame {
+    ClientFrame::Edit(wire::Edit { room: room.into(), client_msg_id: [id; 16], target_seq, text: text.into() })
+}
+
+fn delete(room: &str, id: u8, target_seq: u64) -> ClientFrame {
+    ClientFrame::Delete(wire::Delete { room: room.into(), client_msg_id: [id; 16], target_seq })
+}
+
+fn send_files(room: &str, id: u8, text: &str, attachments: Vec<u64>) -> ClientFrame {
+    ClientFrame::Send(wire::Send { room: room.into(), client_msg_id: [id; 16], text: text.into(), attachments })
+}
+
+async fn upload(server: &TestServer, token: &str, name: &str, content_type: &str, body: &[u8]) -> (u16, Value) {
+    let response = server
+        .http
+        .post(server.url(&format!("/api/uploads?name={name}")))
+        .header("cookie", format!("token={token}"))
+        .header("content-type", content_type)
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR not really an image";
+
+#[tokio::test]
+async fn edits_and_deletions_reach_members_live_and_on_resume_and_only_the_author_may_make_them() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let (mut a, _) = server.connect_hello(&alice).await;
+    let (mut b, _) = server.connect_hello(&bob).await;
+    join_and_replay(&mut a, "general", None).await;
+    join_and_replay(&mut b, "general", None).await;
+    a.send(&send("general", 1, "helo")).await;
+    let first = ack(&mut a).await.seq;
+    assert_eq!(message(&mut b).await.text, "helo");
+    let bob_last_seen = first;
+
+    a.send(&edit("general", 2, first, "hello")).await;
+    let edit_ack = ack(&mut a).await;
+    assert_eq!(edit_ack.seq, first + 1, "an edit takes the next seq");
+    let live = message(&mut b).await;
+    assert_eq!((live.kind, live.target_seq, live.text.as_str()), (MessageKind::Edit, Some(first), "hello"));
+    a.send(&edit("general", 2, first, "hello")).await;
+    assert_eq!(ack(&mut a).await, edit_ack, "a retried edit gets the same ack");
+
+    // Bob may not change alice's message; refusals say why and store nothing.
+    b.send(&edit("general", 3, first, "bob was here")).await;
+    let refused = b.recv_until(pick::error).await;
+    assert_eq!((refused.code, refused.client_msg_id), (ErrorCode::BadRequest.code(), Some([3; 16])));
+    assert!(refused.message.contains("your own"), "{}", refused.message);
+    b.send(&delete("general", 4, first)).await;
+    assert_eq!(b.recv_until(pick::error).await.code, ErrorCode::BadRequest.code());
+
+    a.send(&delete("general", 5, first)).await;
+    let delete_ack = ack(&mut a).await;
+    let live = message(&mut b).await;
+    assert_eq!((live.kind, live.target_seq, live.seq), (MessageKind::Delete, Some(first), delete_ack.seq));
+
+    // A client that resumes from before the edit learns both changes in order, and the
+    // message itself now reads deleted.
+    b.close().await;
+    let (mut b, _) = server.connect_hello(&bob).await;
+    let (_, replay) = join_and_replay(&mut b, "general", Some(bob_last_seen - 1)).await;
+    let kinds: Vec<(u64, MessageKind, Option<u64>)> = replay.iter().map(|m| (m.seq, m.kind, m.target_seq)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (first, MessageKind::Post, None),
+            (first + 1, MessageKind::Edit, Some(first)),
+            (first + 2, MessageKind::Delete, Some(first)),
+        ]
+    );
+    assert!(replay[0].deleted && replay[0].text.is_empty(), "{:?}", replay[0]);
+    assert!(replay[0].edited_at_ms.is_some());
+    let (status, page) = (
+        server.get("/api/channels/general/messages", &bob).await.status(),
+        server.get("/api/channels/general/messages", &bob).await.json::<Value>().await.unwrap(),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(page["messages"][0]["deleted"], true);
+    assert_eq!(page["messages"][1]["kind"], "edit");
+    assert_eq!(page["messages"][1]["target_seq"], first);
+}
+
+#[tokio::test]
+async fn files_are_stored_attached_and_served_only_to_who_may_see_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(dir, |c| c.max_upload_bytes = 64 * 1024).await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let carol = server.register("carol").await;
+
+    // Limits and names.
+    let (status, _) = upload(&server, &alice, "big.bin", "application/octet-stream", &vec![7; 64 * 1024 + 1]).await;
+    assert_eq!(status, 413, "over the configured limit");
+    let (status, _) = upload(&server, &alice, "", "text/plain", b"x").await;
+    assert_eq!(status, 400, "a name is needed");
+    let (status, _) = upload(&server, &alice, "a%2Fb.txt", "text/plain", b"x").await;
+    assert_eq!(status, 400, "no paths");
+    let (status, _) = upload(&server, &alice, "empty.txt", "text/plain", b"").await;
+    assert_eq!(status, 400);
+    let (status, _) = upload(&server, "bogus", "x.txt", "text/plain", b"x").await;
+    assert_eq!(status, 401);
+
+    let (status, image) = upload(&server, &alice, "cat.png", "image/png", PNG).await;
+    assert_eq!(status, 201, "{image}");
+    let image_id = image["upload"]["id"].as_u64().unwrap();
+    assert_eq!(image["upload"]["content_type"], "image/png");
+    let (_, page) = upload(&server, &alice, "page.html", "text/html", b"<script>alert(1)</script>").await;
+    let page_id = page["upload"]["id"].as_u64().unwrap();
+    let (_, fake) = upload(&server, &alice, "fake.png", "image/png", b"<svg onload=alert(1)>").await;
+    assert_eq!(fake["upload"]["content_type"], "application/octet-stream", "the bytes decide, not the claim");
+
+    // Before it is shared, only its owner can fetch it; a guessed id is a 404 like a missing one.
+    let fetch = |token: String, id: u64| {
+        let http = server.http.clone();
+        let url = server.url(&format!("/api/uploads/{id}"));
+        async move { http.get(url).header("cookie", format!("token={token}")).send().await.unwrap() }
+    };
+    assert_eq!(fetch(alice.clone(), image_id).await.status(), 200);
+    let guessed = fetch(bob.clone(), image_id).await;
+    let missing = fetch(bob.clone(), 999_999).await;
+    assert_eq!((guessed.status(), missing.status()), (reqwest::StatusCode::NOT_FOUND, reqwest::StatusCode::NOT_FOUND));
+    assert_eq!(guessed.text().await.unwrap(), missing.text().await.unwrap());
+
+    // Shared in a private room: its members fetch it; nobody else does.
+    let post = |token: &str, path: &str, body: Value| {
+        server.http.post(server.url(path)).header("cookie", format!("token={token}")).json(&body).send()
+    };
+    post(&alice, "/api/channels", json!({"name": "inner", "private": true})).await.unwrap();
+    post(&alice, "/api/channels/inner/members", json!({"username": "bob"})).await.unwrap();
+    let (mut a, _) = server.connect_hello(&alice).await;
+    let (mut b, _) = server.connect_hello(&bob).await;
+    join_and_replay(&mut a, "inner", None).await;
+    join_and_replay(&mut b, "inner", None).await;
+    a.send(&send_files("inner", 1, "", vec![image_id, page_id])).await;
+    ack(&mut a).await;
+    let live = message(&mut b).await;
+    let names: Vec<&str> = live.attachments.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["cat.png", "page.html"]);
+    assert_eq!(live.attachments[0].size, PNG.len() as u64);
+
+    let shown = fetch(bob.clone(), image_id).await;
+    assert_eq!(shown.status(), 200);
+    let header = |r: &reqwest::Response, h: &str| r.headers().get(h).map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(header(&shown, "content-type").as_deref(), Some("image/png"));
+    assert!(header(&shown, "content-disposition").unwrap().starts_with("inline;"));
+    assert_eq!(header(&shown, "x-content-type-options").as_deref(), Some("nosniff"));
+    assert!(header(&shown, "content-security-policy").unwrap().starts_with("sandbox"));
+    assert_eq!(shown.bytes().await.unwrap().as_ref(), PNG);
+    let download = fetch(bob.clone(), page_id).await;
+    assert!(header(&download, "content-disposition").unwrap().starts_with("attachment;"), "HTML is never inline");
+    assert_eq!(header(&download, "x-content-type-options").as_deref(), Some("nosniff"));
+    assert_eq!(fetch(carol.clone(), image_id).await.status(), 404, "not a member of the room");
+
+    // Each file is attached once, by its owner only.
+    a.send(&send_files("inner", 2, "again", vec![image_id])).await;
+    assert_eq!(a.recv_until(pick::error).await.code, ErrorCode::BadRequest.code());
+    let (_, mine) = upload(&server, &bob, "b.txt", "text/plain", b"bob's").await;
+    a.send(&send_files("inner", 3, "not mine", vec![mine["upload"]["id"].as_u64().unwrap()])).await;
+    assert_eq!(a.recv_until(pick::error).await.code, ErrorCode::BadRequest.code());
+
+    // Removing bob from the room removes his access to what was shared there.
+    let removed = server
+        .http
+        .delete(server.url("/api/channels/inner/members/bob"))
+        .header("cookie", format!("token={alice}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 204);
+    assert_eq!(fetch(bob.clone(), image_id).await.status(), 404);
+}
+
+#[tokio::test]
+async fn a_read_mark_reaches_the_users_other_tabs_and_an_invitation_announces_the_room() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let (mut tab1, _) = server.connect_hello(&alice).await;
+    let (mut tab2, _) = server.connect_hello(&alice).await;
+    let (mut other, _) = server.connect_hello(&bob).await;
+    join_and_replay(&mut tab1, "design", None).await;
+    join_and_replay(&mut other, "design", None).await;
+    for i in 1..=3 {
+        other.send(&send("design", i, "news")).await;
+        ack(&mut other).await;
+    }
+    tab1.send(&ClientFrame::MarkRead(wire::MarkRead { room: "design".into(), seq: 2 })).await;
+    let read_state = |f| if let ServerFrame::ReadState(r) = f { Some(r) } else { None };
+    for tab in [&mut tab1, &mut tab2] {
+        let state = tab.recv_until(read_state).await;
+        assert_eq!((state.room.as_str(), state.last_read_seq), ("design", 2), "also the tab not in the room");
+    }
+    // Another user's connections hear nothing of it: a ping answered first proves it.
+    other.send(&ClientFrame::Ping(wire::Ping { nonce: 1 })).await;
+    let first = other
+        .recv_until(|f| match f {
+            ServerFrame::ReadState(_) => Some(false),
+            ServerFrame::Pong(_) => Some(true),
+            _ => None,
+        })
+        .await;
+    assert!(first);
+    // Over HTTP too, and never backwards.
+    let response = server
+        .http
+        .post(server.url("/api/channels/design/read"))
+        .header("cookie", format!("token={alice}"))
+        .json(&json!({"seq": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.json::<Value>().await.unwrap()["last_read_seq"], 2);
+    assert_eq!(tab2.recv_until(read_state).await.last_read_seq, 2);
+
+    // Invited: every connection of bob learns the room's name.
+    server
+        .http
+        .post(server.url("/api/channels"))
+        .header("cookie", format!("token={alice}"))
+        .json(&json!({"name": "plans", "private": true}))
+        .send()
+        .await
+        .unwrap();
+    server
+        .http
+        .post(server.url("/api/channels/plans/members"))
+        .header("cookie", format!("token={alice}"))
+        .json(&json!({"username": "bob"}))
+        .send()
+        .await
+        .unwrap();
+    let added = other.recv_until(|f| if let ServerFrame::RoomAdded(r) = f { Some(r) } else { None }).await;
+    assert_eq!(added.room, "plans");
+}
