@@ -285,6 +285,18 @@ async fn a_direct_conversation_is_found_again_from_both_sides_and_groups_have_a_
     assert_hidden(&server, &carol, &name).await;
     let (status, _) = call(&server, "DELETE", &format!("/api/channels/{name}/members/bob"), &alice, Value::Null).await;
     assert_eq!(status, 400, "a direct conversation keeps its members");
+    // Bob leaves it; when alice writes to him again, it is the same conversation, bob back in.
+    let (status, _) = call(&server, "DELETE", &format!("/api/channels/{name}/members/bob"), &bob, Value::Null).await;
+    assert_eq!(status, 204);
+    let left = b.recv_until(|f| if let ServerFrame::Left(l) = f { Some(l) } else { None }).await;
+    assert_eq!(left.room, name);
+    assert_hidden(&server, &bob, &name).await;
+    let (status, found) = call(&server, "POST", "/api/dms", &alice, json!({"usernames": ["bob"]})).await;
+    assert_eq!((status, found["channel"]["name"].as_str()), (200, Some(name.as_str())));
+    let added = b.recv_until(|f| if let ServerFrame::RoomAdded(r) = f { Some(r) } else { None }).await;
+    assert_eq!(added.room, name);
+    let (_, replay) = join_and_replay(&mut b, &name, Some(0)).await;
+    assert_eq!(replay.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["psst"], "the history is kept");
 
     // Groups: a new room every time, up to the configured size (3 with the creator).
     let (status, group) = call(&server, "POST", "/api/dms", &alice, json!({"usernames": ["bob", "carol"]})).await;

@@ -267,8 +267,18 @@ pub(super) async fn direct(State(node): State<Arc<Node>>, headers: HeaderMap, bo
         };
         match node.store.create_room(new).await {
             Ok(room) => (room.name, true),
-            // Made before, from either side (or at this moment by the other).
-            Err(StoreError::Conflict(_)) => (name, false),
+            // Made before, from either side (or at this moment by the other): found again,
+            // with whoever had left it back in.
+            Err(StoreError::Conflict(_)) => {
+                let room =
+                    node.store.room_by_name(&name).await.map_err(ApiError::unavailable)?.ok_or_else(not_found)?;
+                for user in [me, other] {
+                    if node.store.add_member(room.id, user).await.map_err(ApiError::unavailable)? && user != me {
+                        node.tell_user(user, &ServerFrame::RoomAdded(RoomAdded { room: name.clone() }));
+                    }
+                }
+                (name, false)
+            }
             Err(e) => return Err(ApiError::unavailable(e)),
         }
     } else {
@@ -285,8 +295,9 @@ pub(super) async fn direct(State(node): State<Arc<Node>>, headers: HeaderMap, bo
             node.tell_user(*other, &ServerFrame::RoomAdded(RoomAdded { room: room.name.clone() }));
         }
     }
-    let head = node.store.head_seq(room.id).await.map_err(ApiError::unavailable)?;
-    let body = room_json(&node, &room, json!({ "head_seq": head, "role": "member" })).await?;
+    let listings = node.store.rooms_for(me).await.map_err(ApiError::unavailable)?;
+    let listing = listings.iter().find(|l| l.room.id == room.id).ok_or_else(not_found)?;
+    let body = room_json(&node, &room, listing_json(listing)).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(json!({ "channel": body }))).into_response())
 }
