@@ -10,7 +10,7 @@
 //! lost (relay down, or a node that died between commit and publish) is delivered all the same.
 
 use crate::rooms::RoomDirectory;
-use crate::store::{Store, StoredMessage};
+use crate::store::{RoomKind, Store, StoredMessage};
 use crate::wire::{RoomPresence, ServerFrame};
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
@@ -393,6 +393,21 @@ impl Hub {
         inner.rooms.iter().filter_map(|(room, s)| s.next.map(|next| (*room, next))).collect()
     }
 
+    /// The distinct users with connections in each room of the node.
+    fn users_by_room(&self) -> Vec<(u64, Vec<u64>)> {
+        let inner = self.lock();
+        inner
+            .rooms
+            .iter()
+            .map(|(room, state)| {
+                let mut users: Vec<u64> = state.members.values().map(|m| m.user_id).collect();
+                users.sort_unstable();
+                users.dedup();
+                (*room, users)
+            })
+            .collect()
+    }
+
     fn resync_requested(&self) -> bool {
         self.lock().resync
     }
@@ -447,6 +462,31 @@ async fn fill(hub: &Hub, store: &dyn Store, rooms: &RoomDirectory, room: u64, fr
     true
 }
 
+/// After the relay lost events, removals among them included: every local member of a closed
+/// room whose membership is gone is taken out of it now, as the lost `Removed` would have.
+async fn revalidate(hub: &Hub, store: &dyn Store, rooms: &RoomDirectory) {
+    for (room, users) in hub.users_by_room() {
+        if rooms.by_id(room).is_some_and(|r| r.kind == RoomKind::Public) {
+            continue;
+        }
+        for user in users {
+            match store.role(room, user).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    tracing::info!(room, user, "membership gone while the relay was away; removing");
+                    hub.deliver(&Event {
+                        topic: Topic::Room(room),
+                        kind: EventKind::Removed,
+                        from_user: user,
+                        bytes: Bytes::new(),
+                    });
+                }
+                Err(e) => return tracing::warn!(error = %e, "memberships not re-checked"),
+            }
+        }
+    }
+}
+
 /// The node's repair task: fills gaps that outlast `GAP_HOLD`, and every `HEAD_CHECK` (and at
 /// once after a relay reconnect) delivers whatever the store has beyond each room's stream.
 /// Runs until the hub is dropped by everyone else.
@@ -462,8 +502,12 @@ pub async fn repair(hub: Arc<Hub>, store: Arc<dyn Store>, rooms: Arc<RoomDirecto
                 tracing::debug!(room, from, to, filled, "gap filled from the store");
             }
         }
-        if now >= next_check || hub.resync_requested() {
+        let resync = hub.resync_requested();
+        if now >= next_check || resync {
             next_check = now + head_check;
+            if resync {
+                revalidate(&hub, &*store, &rooms).await;
+            }
             let streams = hub.streams();
             if !streams.is_empty() {
                 let ids: Vec<u64> = streams.iter().map(|(room, _)| *room).collect();

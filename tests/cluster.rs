@@ -367,6 +367,35 @@ async fn a_private_channel_made_on_one_node_is_used_on_the_other_and_a_removal_t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_whose_event_the_relay_lost_takes_effect_once_the_relay_is_back() {
+    let pg = Postgres::start();
+    let mut redis = Redis::start();
+    let (a, b) = (node(&pg, &redis.url()).await, node(&pg, &redis.url()).await);
+    let alice = a.register("alice").await;
+    let bob = a.register("bob").await;
+    let body = serde_json::json!({"name": "ops", "private": true});
+    assert_eq!(call(&a, reqwest::Method::POST, "/api/channels", &alice, body).await, 201);
+    let invite = serde_json::json!({"username": "bob"});
+    assert_eq!(call(&a, reqwest::Method::POST, "/api/channels/ops/members", &alice, invite).await, 201);
+    let (mut member, _) = b.connect_hello(&bob).await;
+    join_and_replay(&mut member, "ops", None).await;
+
+    redis.stop();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.http.get(b.url("/readyz")).send().await.unwrap().status() != 503 {
+        assert!(Instant::now() < deadline, "readyz stayed 200 with Redis down");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The removal is stored; its event cannot cross to node b.
+    let removed = call(&a, reqwest::Method::DELETE, "/api/channels/ops/members/bob", &alice, serde_json::Value::Null);
+    assert_eq!(removed.await, 204);
+    redis.start_again();
+    // Once b's relay is back it re-checks its closed rooms' members: bob is out.
+    let left = member.recv_until(|f| if let ServerFrame::Left(l) = f { Some(l) } else { None }).await;
+    assert_eq!(left.room, "ops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarts_and_a_stalled_subscriber_lose_nothing_and_keep_the_order() {
     const SENDS: usize = 300;
     let pg = Postgres::start();
