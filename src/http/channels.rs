@@ -241,7 +241,7 @@ pub(super) async fn direct(State(node): State<Arc<Node>>, headers: HeaderMap, bo
     let max_others = node.max_dm_members - 1;
     if req.usernames.is_empty() || req.usernames.len() > max_others {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid conversation")
-            .field("usernames", &format!("1 to {max_others} other users")));
+            .field("usernames", format!("1 to {max_others} other users")));
     }
     let mut others = Vec::with_capacity(req.usernames.len());
     for name in &req.usernames {
