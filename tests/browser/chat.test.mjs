@@ -4,14 +4,14 @@
 // `cargo build --bin socketchat`.
 //
 // Env: SOCKETCHAT_BIN (default target/debug/socketchat), CHROMIUM_PATH (default
-// /usr/bin/chromium), SOCKETCHAT_WEB_FROM_DISK=1 serves web/*.{html,js,css} from the work tree
+// /usr/bin/chromium), SOCKETCHAT_WEB_FROM_DISK=1 serves the web/ files from the work tree
 // instead of the copies embedded in the binary (UI work without rebuilding the server).
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 
-import { ASSETS, Server, WAIT_MS, launchBrowser, messagesOf, openUser, registerThroughUi, repoRoot, tearDown, waitFor, webFromDisk } from './harness.mjs';
+import { ASSETS, Server, WAIT_MS, launchBrowser, messagesOf, openUser, registerThroughUi, repoRoot, tearDown, waitFor, webFiles, webFromDisk } from './harness.mjs';
 
 // This suite is the WebSocket one (webtransport.test.mjs covers WebTransport): the server runs
 // with `--wt-listen off`.
@@ -68,16 +68,20 @@ describe('SocketChat in the browser', { timeout: 120_000 }, () => {
 
   after(() => tearDown(browser, server));
 
-  test('the page is served with a CSP and the four assets', async () => {
+  test('the page is served with a CSP, and every file it loads with its type and no-cache', async () => {
     const res = await fetch(server.base + '/');
     assert.equal(res.status, 200);
     assert.match(res.headers.get('content-security-policy') || '', /default-src 'self'/);
     await res.arrayBuffer();
+    assert.deepEqual(Object.values(ASSETS).sort(), await webFiles(), 'ASSETS (harness.mjs) lists every file of web/ the page loads');
+    const types = { html: 'text/html; charset=utf-8', js: 'text/javascript; charset=utf-8', css: 'text/css; charset=utf-8' };
     for (const [asset, file] of Object.entries(ASSETS)) {
       const r = await fetch(server.base + asset);
       assert.equal(r.status, 200, asset);
       const served = await r.text();
       if (webFromDisk) continue;
+      assert.equal(r.headers.get('content-type'), types[file.split('.').pop()], asset);
+      assert.equal(r.headers.get('cache-control'), 'no-cache', asset);
       const onDisk = await readFile(path.join(repoRoot, 'web', file), 'utf8');
       assert.equal(served, onDisk, `${asset} differs from web/${file}: the binary embeds an old copy, rebuild it`);
     }
