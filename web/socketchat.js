@@ -15,12 +15,22 @@
 //   transport-websocket.js     WebSocketConnection (§ 1.2)
 //   transport-webtransport.js  WebTransportConnection (§ 1.3) and how a page opens one
 //   backoff.js                 reconnect delays
+//   rate.js                    token bucket: typing updates stay within the server's limit
 //   client.js                  ChatClient: the session that survives reconnects
 //
 // The codec and framing follow protocol/PROTOCOL.md; web/test/codec.test.mjs checks them
 // against protocol/vectors/frames.jsonl.
 
-export { MAX_CLIENT_FRAME, MAX_SERVER_FRAME, MAX_TEXT_BYTES, PROTOCOL_VERSION, utf8Length } from './socketchat/limits.js';
+export {
+  MAX_CLIENT_FRAME,
+  MAX_SERVER_FRAME,
+  MAX_TEXT_BYTES,
+  PROTOCOL_VERSION,
+  TYPING_BURST,
+  TYPING_RATE_PER_SEC,
+  utf8Length,
+} from './socketchat/limits.js';
+export { TokenBucket } from './socketchat/rate.js';
 export { CloseCode, ErrorCode, closeName, isTerminalClose } from './socketchat/codes.js';
 export { CLIENT_FRAME_TYPES, RETIRED_SERVER_FRAMES, SERVER_FRAME_TYPES } from './socketchat/frames.js';
 export { DecodeError, decodeClientFrame, decodeServerFrame, encodeClientFrame, encodeServerFrame } from './socketchat/codec.js';

@@ -6,7 +6,8 @@ import { reconnectDelay } from './backoff.js';
 import { decodeServerFrame, encodeClientFrame } from './codec.js';
 import { CloseCode, ErrorCode, closeName, isTerminalClose } from './codes.js';
 import { idToHex, newClientMsgId } from './ids.js';
-import { PROTOCOL_VERSION } from './limits.js';
+import { PROTOCOL_VERSION, TYPING_BURST, TYPING_RATE_PER_SEC } from './limits.js';
+import { TokenBucket } from './rate.js';
 import { abortable, chooseTransport, errorText } from './transport.js';
 import { WebSocketConnection } from './transport-websocket.js';
 import { WebTransportConnection, WEBTRANSPORT_RETRY_AFTER_MS, WEBTRANSPORT_TIMEOUT_MS, fetchTicket, fetchTransportInfo, webTransportOptions, webTransportUrl } from './transport-webtransport.js';
@@ -27,6 +28,11 @@ function defaultUrl() {
 
 /** Sends transmitted but not yet acknowledged, at most (keeps a long offline queue from flooding). */
 const MAX_SENDS_IN_FLIGHT = 32;
+/**
+ * Typing updates this client sends in a burst: one fewer than the server allows, so that
+ * updates sent at the sustained rate but arriving bunched up (network jitter) still fit.
+ */
+const TYPING_CLIENT_BURST = TYPING_BURST - 1;
 
 /**
  * A SocketChat connection that survives reconnects, over WebTransport when the server offers
@@ -145,6 +151,10 @@ export class ChatClient extends EventTarget {
     this.nextRequestId = 1;
     /** room → latest RoomPresence of a joined room, as `{room, online, users}`. */
     this.presence = new Map();
+    /** The server's typing limit (burst 5, then 1/s per connection), kept on this side. */
+    this.typingBucket = new TokenBucket(TYPING_CLIENT_BURST, TYPING_RATE_PER_SEC, Date.now());
+    /** No typing update is sent before this time (after a RateLimited without a send). */
+    this.typingPausedUntil = 0;
 
     if (opts.on) for (const [type, fn] of Object.entries(opts.on)) this.on(type, fn);
     this._onBrowserOnline = () => {
@@ -321,6 +331,9 @@ export class ChatClient extends EventTarget {
   _onTransportOpen(conn) {
     this.lastRxAt = Date.now();
     this.connectedAt = Date.now();
+    // The server's buckets are per connection: a new one starts full.
+    this.typingBucket = new TokenBucket(TYPING_CLIENT_BURST, TYPING_RATE_PER_SEC, Date.now());
+    this.typingPausedUntil = 0;
     if (this.transport !== conn.kind) {
       const previous = this.transport;
       this.transport = conn.kind;
@@ -620,6 +633,10 @@ export class ChatClient extends EventTarget {
         req.reject(err);
       }
     }
+    if (frame.code === ErrorCode.RateLimited && frame.client_msg_id === null && frame.request_id === null) {
+      // A refused Typing (or Join): no typing update until the server says so (§ 4.1).
+      this.typingPausedUntil = Math.max(this.typingPausedUntil, Date.now() + (frame.retry_after_ms ?? 1000));
+    }
     let retrying = false;
     const key = frame.client_msg_id !== null ? idToHex(frame.client_msg_id) : null;
     const p = key !== null ? this.pending.get(key) : undefined;
@@ -713,8 +730,15 @@ export class ChatClient extends EventTarget {
     });
   }
 
-  /** Sends a typing state for a joined room (dropped when not connected). */
+  /**
+   * Sends a typing state for a joined room. Returns false when it was dropped: not connected,
+   * or over the server's typing limit (burst 5, then 1/s per connection, § 5), which this
+   * client never exceeds; a caller that wants its peers to see the state tries again later.
+   */
   typing(room, active) {
+    if (!this.conn || !this.conn.isOpen) return false;
+    const now = Date.now();
+    if (now < this.typingPausedUntil || !this.typingBucket.take(now)) return false;
     return this._sendFrame({ type: 'Typing', room, active });
   }
 }

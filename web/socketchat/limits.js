@@ -10,6 +10,10 @@ export const MAX_CLIENT_FRAME = 16 * 1024;
 export const MAX_SERVER_FRAME = 1024 * 1024;
 /** Largest message text in UTF-8 bytes (§ 5). */
 export const MAX_TEXT_BYTES = 4000;
+/** Typing updates a connection may send in a burst (§ 5; not in Welcome's limits). */
+export const TYPING_BURST = 5;
+/** Typing updates per second a connection may send after its burst (§ 5). */
+export const TYPING_RATE_PER_SEC = 1;
 
 const textEncoder = new TextEncoder();
 
