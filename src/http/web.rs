@@ -48,6 +48,10 @@ pub(super) const ASSETS: &[Asset] = &[
     asset!("/socketchat/transport.js", JS, "socketchat/transport.js"),
     asset!("/socketchat/transport-websocket.js", JS, "socketchat/transport-websocket.js"),
     asset!("/socketchat/transport-webtransport.js", JS, "socketchat/transport-webtransport.js"),
+    asset!("/ui/composer.js", JS, "ui/composer.js"),
+    asset!("/ui/links.js", JS, "ui/links.js"),
+    asset!("/ui/message-list.js", JS, "ui/message-list.js"),
+    asset!("/ui/timeline.js", JS, "ui/timeline.js"),
 ];
 
 /// A route per asset, each answering with its content type and `Cache-Control: no-cache`

@@ -42,6 +42,10 @@ export const ASSETS = {
   '/socketchat/transport.js': 'socketchat/transport.js',
   '/socketchat/transport-websocket.js': 'socketchat/transport-websocket.js',
   '/socketchat/transport-webtransport.js': 'socketchat/transport-webtransport.js',
+  '/ui/composer.js': 'ui/composer.js',
+  '/ui/links.js': 'ui/links.js',
+  '/ui/message-list.js': 'ui/message-list.js',
+  '/ui/timeline.js': 'ui/timeline.js',
 };
 
 const CONTENT_TYPES = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8' };
