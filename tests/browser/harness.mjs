@@ -213,10 +213,11 @@ export async function tearDown(browser, server) {
  * Options: `query` is kept on the user for `registerThroughUi` (e.g. '?transport=websocket');
  * `webFromDiskFor` (a Server) serves the ASSETS of that server from web/ on disk;
  * `httpProblems` judges failed HTTP requests by URL (a 401 for /api/auth/me before logging in is
- * expected) instead of by Chromium's console line, which does not name the URL.
+ * expected) instead of by Chromium's console line, which does not name the URL;
+ * `contextOptions` go to `browser.newContext` (e.g. a phone's viewport).
  */
-export async function openUser(browser, name, { query = '', webFromDiskFor = null, httpProblems = false } = {}) {
-  const context = await browser.newContext();
+export async function openUser(browser, name, { query = '', webFromDiskFor = null, httpProblems = false, contextOptions = {} } = {}) {
+  const context = await browser.newContext(contextOptions);
   if (webFromDiskFor) {
     const server = webFromDiskFor;
     await context.route(
