@@ -227,7 +227,7 @@ export async function openUser(browser, name, { query = '', webFromDiskFor = nul
         const file = ASSETS[pathname];
         const body = await readFile(path.join(repoRoot, 'web', file), 'utf8');
         const response = await route.fetch(); // keep the server's headers (CSP)
-        if (response.ok) {
+        if (response.ok()) {
           await route.fulfill({ response, body });
         } else {
           // A binary older than web/ has no route for a newly added module: serve it anyway,
