@@ -44,6 +44,7 @@ const els = {
   loginForm: $('#login-form'),
   registerForm: $('#register-form'),
   chatView: $('#chat-view'),
+  room: $('#room'),
   channelsPanel: $('#channels-panel'),
   channelsToggle: $('#channels-toggle'),
   channels: $('#channels'),
@@ -380,10 +381,18 @@ const drawers = {
   online: { panel: els.onlinePanel, toggle: els.onlineToggle },
 };
 
+/** The layout that has drawers (keep in step with style.css). */
+const narrowScreen = window.matchMedia('(max-width: 760px)');
+
 function openDrawer(name) {
   els.chatView.dataset.drawer = name;
   els.drawerBackdrop.hidden = false;
-  for (const [other, d] of Object.entries(drawers)) d.toggle.setAttribute('aria-expanded', String(other === name));
+  // What the drawer covers takes no focus or clicks until it closes (Escape or the backdrop).
+  els.room.inert = true;
+  for (const [other, d] of Object.entries(drawers)) {
+    d.toggle.setAttribute('aria-expanded', String(other === name));
+    d.panel.inert = other !== name;
+  }
   drawers[name].panel.focus();
 }
 
@@ -392,9 +401,16 @@ function closeDrawer({ restoreFocus = false } = {}) {
   if (!name) return;
   delete els.chatView.dataset.drawer;
   els.drawerBackdrop.hidden = true;
-  for (const d of Object.values(drawers)) d.toggle.setAttribute('aria-expanded', 'false');
+  els.room.inert = false;
+  for (const d of Object.values(drawers)) {
+    d.toggle.setAttribute('aria-expanded', 'false');
+    d.panel.inert = false;
+  }
   if (restoreFocus) drawers[name].toggle.focus();
 }
+
+// A screen turned or resized to the wide layout shows both lists in place: no drawer is open.
+narrowScreen.addEventListener('change', () => narrowScreen.matches || closeDrawer());
 
 for (const [name, d] of Object.entries(drawers)) {
   d.toggle.addEventListener('click', () => {
