@@ -654,7 +654,8 @@ function renderComposer() {
   els.counter.textContent = budget.label;
   els.counter.dataset.level = budget.over ? 'over' : budget.near ? 'near' : '';
   els.counter.title = budget.over ? `Too long: at most ${budget.max} bytes (UTF-8)` : `${budget.bytes} of ${budget.max} bytes (UTF-8)`;
-  els.input.toggleAttribute('aria-invalid', budget.over);
+  if (budget.over) els.input.setAttribute('aria-invalid', 'true');
+  else els.input.removeAttribute('aria-invalid');
   els.send.disabled = !canSend(text, budget.max);
   // Grow with the text up to the CSS max-height, then scroll inside (CSSOM, allowed by the CSP).
   els.input.style.height = '';
