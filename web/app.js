@@ -1,15 +1,24 @@
 // SocketChat web UI. No framework, no build step; runs under
 // `default-src 'self'; connect-src 'self' <WebTransport origin>; style-src 'self'; img-src 'self' data:`,
-// so nothing inline. User-supplied text only ever goes through textContent.
-import { ChatClient, CloseCode, ErrorCode, MAX_TEXT_BYTES, idToHex, utf8Length } from './socketchat.js';
+// so nothing inline. User-supplied text only ever goes through textContent and text nodes.
+//
+// This file wires the page: login, the session, rooms, presence, typing, the composer and the
+// drawers of a narrow screen. ui/message-list.js renders the messages; ui/links.js,
+// ui/timeline.js and ui/composer.js hold its pure rules (tested in web/test/).
+import { ChatClient, CloseCode, ErrorCode, MAX_TEXT_BYTES, idToHex } from './socketchat.js';
+import { canSend, isSendKey, textBudget, typingWaitMs } from './ui/composer.js';
+import { MessageList } from './ui/message-list.js';
 
 const HISTORY_PAGE = 50;
-const TYPING_REFRESH_MS = 3000; // send Typing{active:true} at most this often
+// Typing{active:true} goes out at most every 3 s per room while typing goes on (peers expire it
+// after 6 s without one; ui/composer.js typingWaitMs). A send needs no Typing{active:false}:
+// peers end the author's typing state at the Message. All of it stays within the server's limit
+// of a burst of 5, then 1/s (ChatClient.typing drops what would exceed it).
+const TYPING_RETRY_MS = 1000; // a Typing{true} dropped by ChatClient's limit is tried again after this
 const TYPING_IDLE_MS = 4000; // send Typing{active:false} after this long without input
 const TYPING_EXPIRE_MS = 6000; // others' typing state expires without a refresh
 const ERROR_LINE_MS = 8000;
 const NEAR_TOP_PX = 48;
-const NEAR_BOTTOM_PX = 48;
 const PRESENCE_PAGE = 100; // users per GET /api/presence/rooms/{room} page (the server's maximum)
 const MAX_LISTED = 300; // users shown in the online list at most, first page included
 const STATUS_TTL_MS = 30000; // a user's online / last-seen answer is reused this long
@@ -35,14 +44,23 @@ const els = {
   loginForm: $('#login-form'),
   registerForm: $('#register-form'),
   chatView: $('#chat-view'),
+  room: $('#room'),
+  channelsPanel: $('#channels-panel'),
+  channelsToggle: $('#channels-toggle'),
   channels: $('#channels'),
   roomName: $('#room-name'),
   roomTopic: $('#room-topic'),
   messages: $('#messages'),
+  emptyRoom: $('#empty-room'),
   typing: $('#typing'),
   error: $('#error'),
   composer: $('#composer'),
   input: $('#message-input'),
+  send: $('#send'),
+  counter: $('#counter'),
+  onlinePanel: $('#online-panel'),
+  onlineToggle: $('#online-toggle'),
+  drawerBackdrop: $('#drawer-backdrop'),
   online: $('#online'),
   onlineHeading: $('#online-heading'),
   onlineMore: $('#online-more'),
@@ -86,7 +104,11 @@ const state = {
 let client = null;
 let statusTimer = null;
 let errorTimer = null;
-const typingOut = { active: false, room: null, lastSentAt: 0, idleTimer: null };
+/**
+ * Peers see us typing in `room` while `active`; the last Typing{true} went to `lastRoom` at
+ * `lastSentAt`; `announceTimer` sends one once it is due.
+ */
+const typingOut = { active: false, room: null, lastRoom: null, lastSentAt: 0, idleTimer: null, announceTimer: null };
 
 // ---------------------------------------------------------------------------------------------
 // REST
@@ -247,6 +269,7 @@ async function enterChat(user) {
   client.on('welcome', (w) => {
     state.me = { ...state.me, id: w.user.id, username: w.user.username };
     els.me.textContent = w.user.username;
+    renderComposer(); // the server's text limit
   });
   client.on('room_presence', onRoomPresence);
   client.on('left', onLeft);
@@ -282,8 +305,12 @@ function leaveChat() {
   state.typing.clear();
   resetPresence();
   statusCache.clear();
+  closeDrawer();
   els.channels.replaceChildren();
   els.messages.replaceChildren();
+  els.emptyRoom.hidden = true;
+  els.input.value = '';
+  renderComposer();
   els.typing.textContent = '';
   els.roomName.textContent = '';
   els.roomTopic.textContent = '';
@@ -339,7 +366,63 @@ function renderChannels() {
 
 els.channels.addEventListener('click', (e) => {
   const btn = e.target.closest('[data-channel]');
-  if (btn && client) selectRoom(btn.dataset.channel);
+  if (!btn || !client) return;
+  closeDrawer();
+  selectRoom(btn.dataset.channel);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Drawers: on a narrow screen the channel list and the online list slide over the conversation
+// (style.css shows both columns and hides the toggles on a wide one)
+// ---------------------------------------------------------------------------------------------
+
+const drawers = {
+  channels: { panel: els.channelsPanel, toggle: els.channelsToggle },
+  online: { panel: els.onlinePanel, toggle: els.onlineToggle },
+};
+
+/** The layout that has drawers (keep in step with style.css). */
+const narrowScreen = window.matchMedia('(max-width: 760px)');
+
+function openDrawer(name) {
+  els.chatView.dataset.drawer = name;
+  els.drawerBackdrop.hidden = false;
+  // What the drawer covers takes no focus or clicks until it closes (Escape or the backdrop).
+  els.room.inert = true;
+  for (const [other, d] of Object.entries(drawers)) {
+    d.toggle.setAttribute('aria-expanded', String(other === name));
+    d.panel.inert = other !== name;
+  }
+  drawers[name].panel.focus();
+}
+
+function closeDrawer({ restoreFocus = false } = {}) {
+  const name = els.chatView.dataset.drawer;
+  if (!name) return;
+  delete els.chatView.dataset.drawer;
+  els.drawerBackdrop.hidden = true;
+  els.room.inert = false;
+  for (const d of Object.values(drawers)) {
+    d.toggle.setAttribute('aria-expanded', 'false');
+    d.panel.inert = false;
+  }
+  if (restoreFocus) drawers[name].toggle.focus();
+}
+
+// A screen turned or resized to the wide layout shows both lists in place: no drawer is open.
+narrowScreen.addEventListener('change', () => narrowScreen.matches || closeDrawer());
+
+for (const [name, d] of Object.entries(drawers)) {
+  d.toggle.addEventListener('click', () => {
+    if (els.chatView.dataset.drawer === name) closeDrawer({ restoreFocus: true });
+    else openDrawer(name);
+  });
+}
+
+els.drawerBackdrop.addEventListener('click', () => closeDrawer({ restoreFocus: true }));
+
+document.addEventListener('keydown', (e) => {
+  if (e.key === 'Escape' && els.chatView.dataset.drawer) closeDrawer({ restoreFocus: true });
 });
 
 window.addEventListener('hashchange', () => {
@@ -408,132 +491,21 @@ function onStatus(s) {
 // Messages
 // ---------------------------------------------------------------------------------------------
 
-const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
-const dateTimeFormat = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
-
-function formatTime(ms) {
-  const d = new Date(ms);
-  const now = new Date();
-  return d.toDateString() === now.toDateString() ? timeFormat.format(d) : dateTimeFormat.format(d);
-}
-
 function isOwn(m) {
   return state.me && m.sender && m.sender.id === state.me.id;
 }
 
-function messageEl(m) {
-  const li = document.createElement('li');
-  li.className = isOwn(m) ? 'message own' : 'message';
-  li.dataset.seq = String(m.seq);
-  const author = userNameEl('span', 'author', m.sender);
-  const time = document.createElement('time');
-  time.className = 'time';
-  const d = new Date(m.sent_at_ms);
-  time.dateTime = d.toISOString();
-  time.title = d.toLocaleString();
-  time.textContent = formatTime(m.sent_at_ms);
-  const text = document.createElement('div');
-  text.className = 'text';
-  text.textContent = m.text;
-  li.append(author, time, text);
-  return li;
-}
-
-function pendingEl(p) {
-  const li = document.createElement('li');
-  li.className = p.failed ? 'message own pending failed' : 'message own pending';
-  li.dataset.pending = p.key;
-  const author = userNameEl('span', 'author', state.me || { username: '' });
-  const time = document.createElement('span');
-  time.className = 'time';
-  time.textContent = p.failed ? `not sent: ${p.reason}` : 'sending…';
-  const text = document.createElement('div');
-  text.className = 'text';
-  text.textContent = p.text;
-  li.append(author, time, text);
-  return li;
-}
-
-function isNearBottom() {
-  const list = els.messages;
-  return list.scrollHeight - list.scrollTop - list.clientHeight < NEAR_BOTTOM_PX;
-}
-
-/**
- * Runs a DOM mutation of the message list without moving what the reader sees: stays pinned
- * to the bottom when it was there, otherwise keeps the first visible message where it was
- * (so prepending an older page does not jump).
- */
-function mutateMessages(fn) {
-  const list = els.messages;
-  const pinned = isNearBottom();
-  let anchor = null;
-  let anchorOffset = 0;
-  if (!pinned) {
-    for (const el of list.children) {
-      if (el.offsetTop + el.offsetHeight > list.scrollTop) {
-        anchor = el;
-        anchorOffset = el.offsetTop - list.scrollTop;
-        break;
-      }
-    }
-  }
-  fn();
-  if (pinned) list.scrollTop = list.scrollHeight;
-  else if (anchor && anchor.isConnected) list.scrollTop = anchor.offsetTop - anchorOffset;
-}
-
-/** Inserts an element for `m` at its seq position (pending sends stay last). */
-function insertMessageEl(m) {
-  const list = els.messages;
-  const li = messageEl(m);
-  for (let el = list.lastElementChild; el; el = el.previousElementSibling) {
-    if (el.dataset.seq === undefined) continue; // pending
-    const seq = Number(el.dataset.seq);
-    if (seq === m.seq) return; // already shown
-    if (seq < m.seq) {
-      el.after(li);
-      return;
-    }
-  }
-  list.prepend(li);
-}
-
-function firstSeqEl() {
-  for (const el of els.messages.children) if (el.dataset.seq !== undefined) return el;
-  return null;
-}
-
-/** Shows messages of the current room; older-than-everything batches are prepended at once. */
-function showMessages(msgs) {
-  if (!msgs.length) return;
-  msgs.sort((a, b) => a.seq - b.seq);
-  mutateMessages(() => {
-    const first = firstSeqEl();
-    if (first && msgs[msgs.length - 1].seq < Number(first.dataset.seq)) {
-      const frag = document.createDocumentFragment();
-      for (const m of msgs) frag.append(messageEl(m));
-      els.messages.prepend(frag);
-    } else {
-      for (const m of msgs) insertMessageEl(m);
-    }
-  });
-}
+const messageList = new MessageList(els.messages, els.emptyRoom, {
+  authorEl: (user) => userNameEl('span', 'author', user || { username: '' }),
+  myId: () => state.me?.id,
+  atStart: () => state.room !== null && roomCache(state.room).nextBefore === null,
+});
 
 function renderRoom() {
   const cache = roomCache(state.room);
-  const frag = document.createDocumentFragment();
   const msgs = [...cache.messages.values()].sort((a, b) => a.seq - b.seq);
-  for (const m of msgs) frag.append(messageEl(m));
-  for (const p of cache.pending.values()) frag.append(pendingEl(p));
-  els.messages.replaceChildren(frag);
-  els.messages.scrollTop = els.messages.scrollHeight;
+  messageList.reset(msgs, cache.pending.values());
   fillViewport();
-}
-
-function removePendingEl(key) {
-  const el = els.messages.querySelector(`[data-pending="${CSS.escape(key)}"]`);
-  if (el) el.remove();
 }
 
 /** Adds messages to a room's cache (deduplicated by seq) and shows the new ones. */
@@ -546,10 +518,10 @@ function addMessages(room, msgs) {
     fresh.push(m);
     if (isOwn(m)) {
       const key = idToHex(m.client_msg_id);
-      if (cache.pending.delete(key) && room === state.room) removePendingEl(key);
+      if (cache.pending.delete(key) && room === state.room) messageList.removePending(key);
     }
   }
-  if (room === state.room) showMessages(fresh);
+  if (room === state.room) messageList.show(fresh);
   return fresh;
 }
 
@@ -558,12 +530,10 @@ function onJoined(j) {
   if (!(j.first || j.stale)) return; // resumed: the missed messages follow as Message frames
   // First visit, or the replay could not cover the gap: refetch the newest page.
   cache.messages.clear();
-  cache.nextBefore = undefined;
+  // An empty room has nothing older to load: it shows its empty-room notice.
+  cache.nextBefore = j.head_seq === 0 ? null : undefined;
   if (j.room === state.room) renderRoom();
-  if (j.head_seq === 0) {
-    cache.nextBefore = null;
-    return;
-  }
+  if (j.head_seq === 0) return;
   cache.initialLoading = true;
   client
     .history(j.room, j.head_seq + 1, HISTORY_PAGE)
@@ -581,6 +551,8 @@ function applyPage(room, page) {
   const cache = roomCache(room);
   addMessages(room, page.messages);
   cache.nextBefore = page.messages.length ? page.next_before : null;
+  // Reaching the first message puts its day separator above it (or the empty-room notice).
+  if (room === state.room) messageList.refresh();
 }
 
 function loadOlder() {
@@ -641,7 +613,7 @@ function onAck(a) {
   const p = cache.pending.get(key);
   if (!p) return; // its Message came first
   cache.pending.delete(key);
-  if (a.room === state.room) removePendingEl(key);
+  if (a.room === state.room) messageList.removePending(key);
   const me = client.user || state.me;
   addMessages(a.room, [
     {
@@ -663,31 +635,68 @@ function onSendFailed(f) {
   if (!p) return;
   p.failed = true;
   p.reason = f.message;
-  if (f.room === state.room) {
-    const el = els.messages.querySelector(`[data-pending="${CSS.escape(key)}"]`);
-    if (el) el.replaceWith(pendingEl(p));
-  }
+  if (f.room === state.room) messageList.replacePending(p);
 }
 
-els.composer.addEventListener('submit', (e) => {
-  e.preventDefault();
+// ---------------------------------------------------------------------------------------------
+// Composer: a textarea; Enter sends, Shift+Enter starts a new line
+// ---------------------------------------------------------------------------------------------
+
+/** Largest message text in UTF-8 bytes: the server's (Welcome), or the spec's before it. */
+function maxTextBytes() {
+  return (client && client.limits && client.limits.max_text_bytes) || MAX_TEXT_BYTES;
+}
+
+/** Updates the length counter, the Send button and the textarea's height to the text. */
+function renderComposer() {
+  const text = els.input.value;
+  const budget = textBudget(text, maxTextBytes());
+  els.counter.textContent = budget.label;
+  els.counter.dataset.level = budget.over ? 'over' : budget.near ? 'near' : '';
+  els.counter.title = budget.over ? `Too long: at most ${budget.max} bytes (UTF-8)` : `${budget.bytes} of ${budget.max} bytes (UTF-8)`;
+  if (budget.over) els.input.setAttribute('aria-invalid', 'true');
+  else els.input.removeAttribute('aria-invalid');
+  els.send.disabled = !canSend(text, budget.max);
+  // Grow with the text up to the CSS max-height, then scroll inside (CSSOM, allowed by the CSP).
+  els.input.style.height = '';
+  if (els.input.offsetParent === null || els.input.value === '') return; // not laid out, or one line
+  const border = els.input.offsetHeight - els.input.clientHeight;
+  els.input.style.height = `${els.input.scrollHeight + border}px`;
+}
+
+function sendFromComposer() {
   if (!client || !state.room) return;
   const text = els.input.value;
   if (text.trim() === '') return;
-  const max = (client.limits && client.limits.max_text_bytes) || MAX_TEXT_BYTES;
-  const bytes = utf8Length(text);
+  const max = maxTextBytes();
+  const { bytes } = textBudget(text, max);
   if (bytes > max) {
     showError(`Message too long: ${bytes} bytes, at most ${max}.`);
     return;
   }
-  stopTyping();
+  // No Typing{active:false}: the Message ends this user's typing state at every peer.
+  clearTimeout(typingOut.idleTimer);
+  clearTimeout(typingOut.announceTimer);
+  typingOut.idleTimer = typingOut.announceTimer = null;
+  typingOut.active = false;
   const room = state.room;
   const { key } = client.send(room, text);
-  const p = { key, text, failed: false, reason: '' };
+  const p = { key, text, failed: false, reason: '', at: Date.now(), author: state.me };
   roomCache(room).pending.set(key, p);
-  els.messages.append(pendingEl(p));
-  els.messages.scrollTop = els.messages.scrollHeight;
+  messageList.appendPending(p);
   els.input.value = '';
+  renderComposer();
+}
+
+els.composer.addEventListener('submit', (e) => {
+  e.preventDefault();
+  sendFromComposer();
+});
+
+els.input.addEventListener('keydown', (e) => {
+  if (!isSendKey(e)) return;
+  e.preventDefault();
+  sendFromComposer();
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -842,6 +851,7 @@ function userNameEl(tag, className, user) {
 function renderOnline() {
   const p = state.presence;
   els.onlineHeading.textContent = p ? `Online — ${p.online}` : 'Online';
+  els.onlineToggle.textContent = p ? `${p.online} online` : 'Online';
   if (p) els.online.dataset.count = String(p.online);
   else delete els.online.dataset.count;
   const users = p ? p.users.concat(p.extra) : [];
@@ -1017,26 +1027,38 @@ function renderTyping() {
 
 function stopTyping() {
   clearTimeout(typingOut.idleTimer);
-  typingOut.idleTimer = null;
+  clearTimeout(typingOut.announceTimer);
+  typingOut.idleTimer = typingOut.announceTimer = null;
   if (typingOut.active && client) client.typing(typingOut.room, false);
   typingOut.active = false;
   typingOut.room = null;
 }
 
+/** Sends Typing{active:true} for the current room if it is due, else once it is (while typing goes on). */
+function announceTyping() {
+  clearTimeout(typingOut.announceTimer);
+  typingOut.announceTimer = null;
+  if (!client || !state.room || els.input.value.trim() === '') return;
+  const now = Date.now();
+  const wait = typingWaitMs({ room: state.room, now, lastRoom: typingOut.lastRoom, lastSentAt: typingOut.lastSentAt });
+  if (wait === 0 && client.typing(state.room, true)) {
+    Object.assign(typingOut, { lastRoom: state.room, lastSentAt: now, active: true, room: state.room });
+    return;
+  }
+  typingOut.announceTimer = setTimeout(announceTyping, wait || TYPING_RETRY_MS);
+}
+
 els.input.addEventListener('input', () => {
+  renderComposer();
   if (!client || !state.room) return;
   if (els.input.value.trim() === '') {
     stopTyping();
     return;
   }
-  const now = Date.now();
-  if (!typingOut.active || typingOut.room !== state.room || now - typingOut.lastSentAt >= TYPING_REFRESH_MS) {
-    if (client.typing(state.room, true)) {
-      typingOut.active = true;
-      typingOut.room = state.room;
-      typingOut.lastSentAt = now;
-    }
-  }
+  // Peers that see us typing get a refresh when it is due; peers that do not (a message was
+  // just sent) get an announcement as soon as one may go out.
+  const due = typingWaitMs({ room: state.room, now: Date.now(), lastRoom: typingOut.lastRoom, lastSentAt: typingOut.lastSentAt }) === 0;
+  if (due || (!typingOut.active && typingOut.announceTimer === null)) announceTyping();
   clearTimeout(typingOut.idleTimer);
   typingOut.idleTimer = setTimeout(stopTyping, TYPING_IDLE_MS);
 });

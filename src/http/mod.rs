@@ -144,10 +144,7 @@ async fn security_headers(State(node): State<Arc<Node>>, request: Request, next:
 /// Every route of the TCP listener.
 pub(crate) fn router(node: Arc<Node>) -> Router {
     Router::new()
-        .route("/", get(web::index))
-        .route("/app.js", get(web::app_js))
-        .route("/socketchat.js", get(web::socketchat_js))
-        .route("/style.css", get(web::style_css))
+        .merge(web::routes())
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(api::metrics))

@@ -4,14 +4,14 @@
 // `cargo build --bin socketchat`.
 //
 // Env: SOCKETCHAT_BIN (default target/debug/socketchat), CHROMIUM_PATH (default
-// /usr/bin/chromium), SOCKETCHAT_WEB_FROM_DISK=1 serves web/*.{html,js,css} from the work tree
+// /usr/bin/chromium), SOCKETCHAT_WEB_FROM_DISK=1 serves the web/ files from the work tree
 // instead of the copies embedded in the binary (UI work without rebuilding the server).
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 
-import { ASSETS, Server, WAIT_MS, launchBrowser, messagesOf, openUser, registerThroughUi, repoRoot, tearDown, waitFor, webFromDisk } from './harness.mjs';
+import { ASSETS, Server, WAIT_MS, launchBrowser, messagesOf, openUser, registerThroughUi, repoRoot, tearDown, waitFor, webFiles, webFromDisk } from './harness.mjs';
 
 // This suite is the WebSocket one (webtransport.test.mjs covers WebTransport): the server runs
 // with `--wt-listen off`.
@@ -48,6 +48,56 @@ async function hoverAuthor(page, name, pattern) {
   return author.getAttribute('title');
 }
 
+/** Resolves once `page` shows a confirmed message whose text is exactly `text`. */
+function waitForText(page, text) {
+  return waitFor(page, (t) => [...document.querySelectorAll('#messages [data-seq] .text')].some((el) => el.textContent === t), text);
+}
+
+/** Records every text the error line shows from now on (`errorsSeen(page)` reads them). */
+function watchErrorLine(page) {
+  return page.evaluate(() => {
+    window.__errorsSeen = [];
+    const line = document.querySelector('#error');
+    const note = () => !line.hidden && line.textContent && window.__errorsSeen.push(line.textContent);
+    new MutationObserver(note).observe(line, { attributes: true, childList: true, characterData: true, subtree: true });
+  });
+}
+
+const errorsSeen = (page) => page.evaluate(() => window.__errorsSeen);
+
+/** Whether `selector`'s box lies entirely inside the viewport (and is not empty). */
+function fullyInViewport(page, selector) {
+  return page.$eval(selector, (el) => {
+    const r = el.getBoundingClientRect();
+    return r.width > 0 && r.height > 0 && r.left >= 0 && r.top >= 0 && r.right <= window.innerWidth && r.bottom <= window.innerHeight;
+  });
+}
+
+/** Resolves once `selector`'s box lies entirely inside the viewport (a drawer slides in). */
+function waitInViewport(page, selector) {
+  return waitFor(
+    page,
+    (sel) => {
+      const el = document.querySelector(sel);
+      const r = el && el.getBoundingClientRect();
+      return !!r && r.width > 0 && r.height > 0 && r.left >= 0 && r.top >= 0 && r.right <= window.innerWidth && r.bottom <= window.innerHeight;
+    },
+    selector,
+  );
+}
+
+/** Whether the newest confirmed message lies entirely inside the message list's visible area. */
+function newestMessageInView(page) {
+  return page.$eval('#messages', (list) => {
+    const items = list.querySelectorAll('[data-seq]');
+    const last = items[items.length - 1];
+    if (!last) return false;
+    const box = list.getBoundingClientRect();
+    const r = last.getBoundingClientRect();
+    return r.top >= box.top - 1 && r.bottom <= box.bottom + 1 && r.height > 0;
+  });
+}
+
 describe('SocketChat in the browser', { timeout: 120_000 }, () => {
   let browser;
   const suffix = Math.random().toString(36).slice(2, 7);
@@ -57,6 +107,8 @@ describe('SocketChat in the browser', { timeout: 120_000 }, () => {
   const fromBob = 'hi alice, this is bob';
   let alice;
   let bob;
+  /** A third user on a phone-sized screen (the last tests). */
+  let phoneUser = null;
 
   before(async () => {
     await server.start();
@@ -68,16 +120,21 @@ describe('SocketChat in the browser', { timeout: 120_000 }, () => {
 
   after(() => tearDown(browser, server));
 
-  test('the page is served with a CSP and the four assets', async () => {
+  test('the page is served with a CSP, and every file it loads with its type and no-cache', async () => {
     const res = await fetch(server.base + '/');
     assert.equal(res.status, 200);
     assert.match(res.headers.get('content-security-policy') || '', /default-src 'self'/);
     await res.arrayBuffer();
+    assert.deepEqual(Object.values(ASSETS).sort(), await webFiles(), 'ASSETS (harness.mjs) lists every file of web/ the page loads');
+    const types = { html: 'text/html; charset=utf-8', js: 'text/javascript; charset=utf-8', css: 'text/css; charset=utf-8' };
+    // From disk, the binary may predate a module (the page still gets it, from the harness).
+    if (webFromDisk) return;
     for (const [asset, file] of Object.entries(ASSETS)) {
       const r = await fetch(server.base + asset);
       assert.equal(r.status, 200, asset);
       const served = await r.text();
-      if (webFromDisk) continue;
+      assert.equal(r.headers.get('content-type'), types[file.split('.').pop()], asset);
+      assert.equal(r.headers.get('cache-control'), 'no-cache', asset);
       const onDisk = await readFile(path.join(repoRoot, 'web', file), 'utf8');
       assert.equal(served, onDisk, `${asset} differs from web/${file}: the binary embeds an old copy, rebuild it`);
     }
@@ -141,6 +198,98 @@ describe('SocketChat in the browser', { timeout: 120_000 }, () => {
       a.slice(ia, ib + 1).map((m) => m.author),
       [aliceName, bobName],
     );
+  });
+
+  test('Shift+Enter starts a new line; the message arrives with its line break and shows it', async () => {
+    const input = alice.page.locator('#message-input');
+    assert.equal(await input.evaluate((el) => el.tagName), 'TEXTAREA');
+    await input.pressSequentially('first line', { delay: 5 });
+    await input.press('Shift+Enter');
+    await input.pressSequentially('second line', { delay: 5 });
+    assert.equal(await input.inputValue(), 'first line\nsecond line', 'Shift+Enter did not send');
+    await input.press('Enter');
+    await waitForText(bob.page, 'first line\nsecond line');
+    const shown = await bob.page.$$eval('#messages [data-seq] .text', (els) => {
+      const el = els.find((e) => e.textContent === 'first line\nsecond line');
+      const lineHeight = parseFloat(getComputedStyle(el).lineHeight) || 20;
+      return { whiteSpace: getComputedStyle(el).whiteSpace, lines: Math.round(el.getBoundingClientRect().height / lineHeight) };
+    });
+    assert.equal(shown.whiteSpace, 'pre-wrap');
+    assert.equal(shown.lines, 2, 'rendered on two lines');
+    assert.equal(await input.inputValue(), '', 'composer cleared');
+  });
+
+  test('pasted text keeps its line breaks', async () => {
+    const text = 'pasted one\npasted two\n\npasted four';
+    await alice.context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: server.base });
+    await alice.page.evaluate((t) => navigator.clipboard.writeText(t), text);
+    await alice.page.focus('#message-input');
+    await alice.page.keyboard.press('ControlOrMeta+V');
+    assert.equal(await alice.page.locator('#message-input').inputValue(), text);
+    await alice.page.press('#message-input', 'Enter');
+    await waitForText(bob.page, text);
+  });
+
+  test('a link is an <a> with its href; the rest of the text, markup included, is text', async () => {
+    const url = 'https://example.com/docs/page?q=1&r=two#part';
+    const text = `read ${url}, then <b>x</b> and javascript:alert(1)`;
+    await alice.page.fill('#message-input', text);
+    await alice.page.press('#message-input', 'Enter');
+    for (const u of [alice, bob]) {
+      await waitForText(u.page, text);
+      const links = await u.page.$$eval('#messages [data-seq] .text a', (as) =>
+        as.map((a) => ({ href: a.getAttribute('href'), text: a.textContent, rel: a.rel, target: a.target })),
+      );
+      assert.deepEqual(links, [{ href: url, text: url, rel: 'noopener noreferrer', target: '_blank' }], u.name);
+      assert.equal(await u.page.locator('#messages b').count(), 0, `${u.name}: no <b> element`);
+    }
+  });
+
+  test('four messages half a second apart: no rate-limit error, all delivered in order', async () => {
+    await watchErrorLine(alice.page);
+    const texts = [1, 2, 3, 4].map((i) => `quick message ${i}`);
+    for (const text of texts) {
+      // Typed key by key, like a person: every keystroke is an input event (typing updates).
+      await alice.page.locator('#message-input').pressSequentially(text, { delay: 5 });
+      await alice.page.press('#message-input', 'Enter');
+      await alice.page.waitForTimeout(500);
+    }
+    for (const u of [alice, bob]) for (const text of texts) await waitForText(u.page, text);
+    await alice.page.waitForTimeout(1500); // an Error frame would have arrived by now
+    assert.deepEqual(await errorsSeen(alice.page), [], 'no error line shown');
+    assert.equal(await alice.page.isVisible('#error'), false);
+    const order = (await messagesOf(bob.page)).filter((m) => texts.includes(m.text)).map((m) => m.text);
+    assert.deepEqual(order, texts);
+  });
+
+  test('consecutive messages of one author show the name once; the counter counts UTF-8 bytes', async () => {
+    // The four quick messages above continue alice's group: her name is not shown again.
+    const continued = (page, pattern) =>
+      page.$$eval(
+        '#messages [data-seq]',
+        (els, source) => els.filter((el) => new RegExp(source).test(el.querySelector('.text').textContent)).map((el) => el.classList.contains('continued')),
+        pattern.source,
+      );
+    assert.deepEqual(await continued(bob.page, /^quick message \d$/), [true, true, true, true]);
+    const hiddenName = await bob.page.locator('#messages [data-seq].continued .author').first().boundingBox();
+    assert.ok(hiddenName.width <= 1 && hiddenName.height <= 1, 'the name is there for screen readers only');
+    // Bob's reply came after alice's message: it shows his name.
+    assert.deepEqual(await continued(bob.page, new RegExp(`^${fromBob}$`)), [false]);
+    assert.equal(await bob.page.locator('#messages .day-separator').count() >= 1, true, 'a day separator above the first message');
+
+    const page = alice.page;
+    await page.fill('#message-input', 'héllo 👋');
+    assert.equal(await page.textContent('#counter'), '11 / 4000');
+    assert.equal(await page.isEnabled('#send'), true);
+    await page.fill('#message-input', 'é'.repeat(2001));
+    assert.equal(await page.textContent('#counter'), '4002 / 4000');
+    assert.equal(await page.getAttribute('#counter', 'data-level'), 'over');
+    assert.equal(await page.isEnabled('#send'), false, 'Send disabled over the limit');
+    await page.press('#message-input', 'Enter');
+    assert.equal((await page.locator('#message-input').inputValue()).length, 2001, 'Enter sends nothing over the limit');
+    await page.fill('#message-input', '');
+    assert.equal(await page.textContent('#counter'), '0 / 4000');
+    assert.equal(await page.isEnabled('#send'), false, 'nothing to send');
   });
 
   test("the online list is the room's: bob's switch takes him out of #general's list, and back", async () => {
@@ -318,10 +467,85 @@ describe('SocketChat in the browser', { timeout: 120_000 }, () => {
     assert.deepEqual(result.states, ['connecting', 'disconnected'], 'no reconnect');
   });
 
+  test('an empty channel says so', async () => {
+    await alice.page.click('#channels [data-channel="support"]');
+    await alice.page.waitForSelector('#empty-room', { state: 'visible', timeout: WAIT_MS });
+    assert.match(await alice.page.textContent('#empty-room'), /No messages yet/);
+    await alice.page.fill('#message-input', 'first in #support');
+    await alice.page.press('#message-input', 'Enter');
+    await alice.page.waitForSelector('#empty-room', { state: 'hidden', timeout: WAIT_MS });
+    await waitForText(alice.page, 'first in #support');
+    await alice.page.click('#channels [data-channel="general"]');
+  });
+
+  test('on a 390 px wide phone: Log out on screen, channels and who is online in drawers, the newest message in view', async () => {
+    const carol = await openUser(browser, `carol_${suffix}`, {
+      webFromDiskFor: webFromDisk ? server : null,
+      contextOptions: { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true },
+    });
+    phoneUser = carol;
+    const page = carol.page;
+    await registerThroughUi(carol, server.base);
+
+    // The top bar fits: Log out is entirely on screen and takes a click.
+    assert.equal(await page.isVisible('#logout'), true);
+    assert.ok(await fullyInViewport(page, '#logout'), 'Log out inside the viewport');
+    await page.locator('#logout').click({ trial: true, timeout: 2000 });
+    assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth), 'no horizontal scrolling');
+
+    // The channel list is a drawer: closed at first, opened by its button, closed by a choice.
+    assert.equal(await page.isVisible('#channels [data-channel="general"]'), false, 'channels drawer closed');
+    await page.click('#channels-toggle');
+    await page.waitForSelector('#channels [data-channel="design"]', { state: 'visible', timeout: WAIT_MS });
+    await waitInViewport(page, '#channels [data-channel="design"]');
+    await page.click('#channels [data-channel="design"]');
+    await waitFor(page, () => document.querySelector('#room-name')?.textContent === '# design');
+    await page.waitForSelector('#channels-panel', { state: 'hidden', timeout: WAIT_MS });
+    await page.click('#channels-toggle');
+    await page.click('#channels [data-channel="general"]');
+    await waitFor(page, () => document.querySelector('#room-name')?.textContent === '# general');
+
+    // Who is online: another drawer, from a button that shows the count.
+    await waitFor(page, (n) => document.querySelector('#online')?.dataset.count === '2' && document.querySelector(`#online [data-user="${n}"]`), aliceName);
+    assert.equal(await page.textContent('#online-toggle'), '2 online');
+    assert.equal(await page.isVisible(`#online [data-user="${aliceName}"]`), false, 'online drawer closed');
+    await page.click('#online-toggle');
+    await page.waitForSelector(`#online [data-user="${aliceName}"]`, { state: 'visible', timeout: WAIT_MS });
+    await waitInViewport(page, `#online [data-user="${carol.name}"]`);
+    await page.keyboard.press('Escape');
+    await page.waitForSelector('#online-panel', { state: 'hidden', timeout: WAIT_MS });
+
+    // The composer is on screen and wide enough to use.
+    assert.ok(await fullyInViewport(page, '#message-input'));
+    assert.ok(await fullyInViewport(page, '#send'));
+    assert.ok((await page.locator('#message-input').boundingBox()).width > 200);
+
+    // Sending several messages: each time the newest one is in view.
+    await waitFor(page, () => document.querySelectorAll('#messages [data-seq]').length > 5);
+    for (let i = 1; i <= 6; i++) {
+      const text = `from the phone ${i}: ${'a fairly long line that wraps on a narrow screen '.repeat(2)}`;
+      await page.fill('#message-input', text);
+      await page.press('#message-input', 'Enter');
+      await waitForText(page, text);
+      await waitFor(page, () => !document.querySelector('#messages .pending'));
+      assert.ok(await newestMessageInView(page), `message ${i} in view after sending`);
+    }
+    // Receiving one: still in view, the typing line and all.
+    await alice.page.locator('#message-input').pressSequentially('to the phone', { delay: 5 });
+    await waitFor(page, (n) => (document.querySelector('#typing')?.textContent || '').includes(n), aliceName);
+    await alice.page.press('#message-input', 'Enter');
+    await waitForText(page, 'to the phone');
+    await page.waitForTimeout(200);
+    assert.ok(await newestMessageInView(page), 'the received message in view');
+    assert.equal((await messagesOf(page)).at(-1).text, 'to the phone');
+    assert.ok(await fullyInViewport(page, '#logout'), 'Log out still on screen');
+  });
+
   test('no page errors and no CSP violations', () => {
     // A wrong password is answered 401, which Chromium logs as a failed resource load.
     const real = (u) => u.problems.filter((p) => !/status of 401/.test(p));
     assert.deepEqual(real(alice), []);
     assert.deepEqual(real(bob), []);
+    if (phoneUser) assert.deepEqual(real(phoneUser), []);
   });
 });

@@ -7,7 +7,7 @@
 // /usr/bin/chromium), SOCKETCHAT_WEB_FROM_DISK=1 (read by the suites that support it: serve
 // web/*.{html,js,css} from the work tree instead of the copies embedded in the binary).
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm, access, readFile } from 'node:fs/promises';
+import { mkdtemp, rm, access, readFile, readdir } from 'node:fs/promises';
 import { constants as fsConstants } from 'node:fs';
 import dgram from 'node:dgram';
 import net from 'node:net';
@@ -21,8 +21,48 @@ export const serverBin = path.resolve(repoRoot, process.env.SOCKETCHAT_BIN || 't
 export const chromiumPath = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 export const WAIT_MS = 15_000;
 export const webFromDisk = process.env.SOCKETCHAT_WEB_FROM_DISK === '1';
-/** The assets the server embeds: URL path → file in web/. */
-export const ASSETS = { '/': 'index.html', '/app.js': 'app.js', '/socketchat.js': 'socketchat.js', '/style.css': 'style.css' };
+/**
+ * The assets the server embeds (src/http/web.rs ASSETS): URL path → file in web/. The server's
+ * unit test fails when a file of web/ is not embedded; chat.test.mjs fails when it is not here.
+ */
+export const ASSETS = {
+  '/': 'index.html',
+  '/style.css': 'style.css',
+  '/app.js': 'app.js',
+  '/socketchat.js': 'socketchat.js',
+  '/socketchat/backoff.js': 'socketchat/backoff.js',
+  '/socketchat/client.js': 'socketchat/client.js',
+  '/socketchat/codec.js': 'socketchat/codec.js',
+  '/socketchat/codes.js': 'socketchat/codes.js',
+  '/socketchat/frames.js': 'socketchat/frames.js',
+  '/socketchat/framing.js': 'socketchat/framing.js',
+  '/socketchat/ids.js': 'socketchat/ids.js',
+  '/socketchat/limits.js': 'socketchat/limits.js',
+  '/socketchat/rate.js': 'socketchat/rate.js',
+  '/socketchat/transport.js': 'socketchat/transport.js',
+  '/socketchat/transport-websocket.js': 'socketchat/transport-websocket.js',
+  '/socketchat/transport-webtransport.js': 'socketchat/transport-webtransport.js',
+  '/ui/composer.js': 'ui/composer.js',
+  '/ui/links.js': 'ui/links.js',
+  '/ui/message-list.js': 'ui/message-list.js',
+  '/ui/timeline.js': 'ui/timeline.js',
+};
+
+const CONTENT_TYPES = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8' };
+
+/** Files under web/ that the page loads (all but the Node-only test/ and test-support/), sorted. */
+export async function webFiles(dir = '') {
+  const out = [];
+  for (const entry of await readdir(path.join(repoRoot, 'web', dir), { withFileTypes: true })) {
+    const rel = dir ? `${dir}/${entry.name}` : entry.name;
+    if (entry.isDirectory()) {
+      if (rel !== 'test' && rel !== 'test-support') out.push(...(await webFiles(rel)));
+    } else if (Object.hasOwn(CONTENT_TYPES, path.extname(entry.name))) {
+      out.push(rel);
+    }
+  }
+  return out.sort();
+}
 
 export const delay = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -173,19 +213,29 @@ export async function tearDown(browser, server) {
  * Options: `query` is kept on the user for `registerThroughUi` (e.g. '?transport=websocket');
  * `webFromDiskFor` (a Server) serves the ASSETS of that server from web/ on disk;
  * `httpProblems` judges failed HTTP requests by URL (a 401 for /api/auth/me before logging in is
- * expected) instead of by Chromium's console line, which does not name the URL.
+ * expected) instead of by Chromium's console line, which does not name the URL;
+ * `contextOptions` go to `browser.newContext` (e.g. a phone's viewport).
  */
-export async function openUser(browser, name, { query = '', webFromDiskFor = null, httpProblems = false } = {}) {
-  const context = await browser.newContext();
+export async function openUser(browser, name, { query = '', webFromDiskFor = null, httpProblems = false, contextOptions = {} } = {}) {
+  const context = await browser.newContext(contextOptions);
   if (webFromDiskFor) {
     const server = webFromDiskFor;
     await context.route(
       (url) => url.origin === server.base && Object.hasOwn(ASSETS, url.pathname),
       async (route) => {
         const pathname = new URL(route.request().url()).pathname;
+        const file = ASSETS[pathname];
+        const body = await readFile(path.join(repoRoot, 'web', file), 'utf8');
         const response = await route.fetch(); // keep the server's headers (CSP)
-        const body = await readFile(path.join(repoRoot, 'web', ASSETS[pathname]), 'utf8');
-        await route.fulfill({ response, body });
+        if (response.ok()) {
+          await route.fulfill({ response, body });
+        } else {
+          // A binary older than web/ has no route for a newly added module: serve it anyway,
+          // with the headers the server gives its assets (the page's CSP is the document's).
+          await response.dispose();
+          const headers = { 'content-type': CONTENT_TYPES[path.extname(file)], 'cache-control': 'no-cache' };
+          await route.fulfill({ status: 200, headers, body });
+        }
       },
     );
   }

@@ -3,7 +3,7 @@
 import { test, describe, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { ChatClient, idToHex } from '../socketchat.js';
+import { ChatClient, TYPING_BURST, TokenBucket, idToHex } from '../socketchat.js';
 import { FakeWebSocket, alice, bob, message as msg, roomPresence, waitFor, welcome } from '../test-support/fakes.mjs';
 
 function newClient(opts = {}) {
@@ -360,6 +360,60 @@ describe('ChatClient', () => {
     await new Promise((r) => setTimeout(r, 150));
     assert.equal(FakeWebSocket.instances.length, 1);
     assert.equal(client.state, 'disconnected');
+  });
+});
+
+describe('typing updates stay within the server limit (burst 5, then 1/s, § 5)', () => {
+  test('TokenBucket: starts full, refills at its rate, never above its burst', () => {
+    const b = new TokenBucket(4, 1, 0);
+    for (let i = 0; i < 4; i++) assert.equal(b.take(0), true, `token ${i + 1}`);
+    assert.equal(b.take(0), false, 'empty');
+    assert.equal(b.waitMs(0), 1000);
+    assert.equal(b.take(999), false, 'not yet a whole token');
+    assert.ok(b.waitMs(999) <= 2, 'about 1 ms to go');
+    assert.equal(b.take(1000), true);
+    assert.equal(b.take(60_000), true, 'refilled');
+    assert.equal(b.tokens, 3, 'capped at the burst, then one taken');
+    assert.equal(b.take(30_000), true, 'a clock going back adds nothing');
+    assert.equal(b.tokens, 2);
+  });
+
+  test('a burst of typing calls sends one fewer than the server allows and drops the rest', () => {
+    const ws = connectedInGeneral();
+    const results = [];
+    for (let i = 0; i < 10; i++) results.push(client.typing('general', i % 2 === 0));
+    const typing = ws.sent.filter((f) => f.type === 'Typing');
+    assert.equal(typing.length, TYPING_BURST - 1);
+    assert.deepEqual(results, [true, true, true, true, false, false, false, false, false, false]);
+    assert.deepEqual(typing[0], { type: 'Typing', room: 'general', active: true });
+  });
+
+  test('a new connection starts with a full bucket, like the server', async () => {
+    let ws = connectedInGeneral();
+    for (let i = 0; i < 10; i++) client.typing('general', true);
+    ws.serverClose(1006);
+    await waitFor(client, 'status', (s) => s.state === 'connecting');
+    ws = FakeWebSocket.last();
+    ws.open();
+    ws.deliver(welcome());
+    for (let i = 0; i < 10; i++) client.typing('general', true);
+    assert.equal(ws.sent.filter((f) => f.type === 'Typing').length, TYPING_BURST - 1);
+  });
+
+  test('a RateLimited without a send or request pauses typing updates for retry_after_ms', async () => {
+    const ws = connectedInGeneral();
+    assert.equal(client.typing('general', true), true);
+    ws.deliver({ type: 'Error', code: 5, message: 'too many typing updates', room: 'general', client_msg_id: null, request_id: null, retry_after_ms: 40 });
+    assert.equal(client.typing('general', true), false, 'paused');
+    await new Promise((r) => setTimeout(r, 60));
+    assert.equal(client.typing('general', true), true, 'resumed after retry_after_ms');
+    assert.equal(ws.sent.filter((f) => f.type === 'Typing').length, 2);
+  });
+
+  test('typing is dropped, not queued, while not connected', () => {
+    client = newClient();
+    client.switchRoom('general');
+    assert.equal(client.typing('general', true), false);
   });
 });
 
