@@ -327,11 +327,11 @@ async fn a_room_presence_frame_stays_bounded_however_many_are_online_and_the_res
 }
 
 #[tokio::test]
-async fn a_version_1_client_is_told_which_version_to_speak() {
+async fn a_version_2_client_is_told_which_version_to_speak() {
     let server = TestServer::start().await;
     let token = server.register("alice").await;
     let mut old = server.connect(&token).await;
-    old.send(&ClientFrame::Hello(wire::Hello { version: 1, client: "web/0.9".into() })).await;
+    old.send(&ClientFrame::Hello(wire::Hello { version: 2, client: "web/0.9".into() })).await;
     use futures_util::StreamExt;
     let mut goaway = None;
     let close = loop {
@@ -342,7 +342,7 @@ async fn a_version_1_client_is_told_which_version_to_speak() {
             other => panic!("no close frame: {other:?}"),
         }
     };
-    let reason = "protocol version 1 is not supported; this server speaks 2".to_owned();
+    let reason = "protocol version 2 is not supported; this server speaks 3".to_owned();
     assert_eq!(goaway, Some(ServerFrame::GoAway(wire::GoAway { code: 4502, reason: reason.clone() })));
     assert_eq!(close, Some((4502, reason)));
 }
@@ -357,9 +357,11 @@ async fn only_members_may_send_or_type_and_typing_reaches_other_members() {
     a.send(&send("general", 1, "not joined")).await;
     let err = a.recv_until(pick::error).await;
     assert_eq!((err.code, err.client_msg_id), (ErrorCode::NotMember.code(), Some([1; 16])));
+    // A room that does not exist gets the same answer as one not joined (a private room's
+    // existence is not told to non-members).
     a.send(&send("nowhere", 2, "x")).await;
     let err = a.recv_until(pick::error).await;
-    assert_eq!(err.code, ErrorCode::UnknownRoom.code());
+    assert_eq!(err.code, ErrorCode::NotMember.code());
 
     join_and_replay(&mut a, "general", None).await;
     join_and_replay(&mut b, "general", None).await;
@@ -409,9 +411,9 @@ async fn bad_frames_close_only_the_offender() {
     let mut first = server.connect(&ta).await;
     first.send(&join("general", None)).await;
     assert_eq!(first.expect_close().await.1, Some(CloseCode::HelloRequired.code()));
-    let mut v3 = server.connect(&ta).await;
-    v3.send(&ClientFrame::Hello(wire::Hello { version: 3, client: "future".into() })).await;
-    assert_eq!(v3.expect_close().await.1, Some(CloseCode::UnsupportedVersion.code()));
+    let mut future = server.connect(&ta).await;
+    future.send(&ClientFrame::Hello(wire::Hello { version: 4, client: "future".into() })).await;
+    assert_eq!(future.expect_close().await.1, Some(CloseCode::UnsupportedVersion.code()));
 
     // The well-behaved client never noticed.
     good.send(&send("general", 7, "still here")).await;

@@ -41,7 +41,7 @@ except ImportError as exc:  # pragma: no cover - reported as a JSON failure belo
 else:
     AIOQUIC_IMPORT_ERROR = None
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 CLIENT_NAME = "aioquic-interop/1.0"
 TEXT = "from aioquic"
 MAX_SERVER_FRAME = 1024 * 1024
@@ -52,7 +52,7 @@ class Failure(Exception):
 
 
 # ---------------------------------------------------------------------------------------------
-# Protocol v1 encoding (PROTOCOL.md section 2)
+# Protocol v3 encoding (PROTOCOL.md section 2)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -84,9 +84,10 @@ def join(room: str, after_seq: int | None) -> bytes:
     return varint(1) + string(room) + option_u64(after_seq)
 
 
-def send(room: str, client_msg_id: bytes, text: str) -> bytes:
+def send(room: str, client_msg_id: bytes, text: str, attachments: list[int] = ()) -> bytes:
     assert len(client_msg_id) == 16
-    return varint(4) + string(room) + client_msg_id + string(text)
+    files = varint(len(attachments)) + b"".join(varint(a) for a in attachments)
+    return varint(4) + string(room) + client_msg_id + string(text) + files
 
 
 def stream_frame(frame: bytes) -> bytes:
@@ -149,7 +150,9 @@ class Reader:
 SERVER_FRAME_NAMES = [
     "Welcome", "retired#1", "Joined", "Left", "Ack", "Message",
     "History", "Typing", "retired#8", "Pong", "Error", "GoAway", "RoomPresence",
+    "ReadState", "RoomAdded",
 ]  # fmt: skip
+MESSAGE_KINDS = ["Post", "Edit", "Delete"]
 
 
 def decode_server_frame(data: bytes) -> dict:
@@ -174,6 +177,20 @@ def decode_server_frame(data: bytes) -> dict:
     elif kind == "Message":
         frame.update(room=r.string(), seq=r.varint(), message_id=r.varint(), sender=r.user())
         frame.update(client_msg_id=r.take(16), sent_at_ms=r.varint(), text=r.string())
+        kind_index = r.varint(5)
+        if kind_index >= len(MESSAGE_KINDS):
+            raise Failure(f"unknown message kind {kind_index}")
+        frame["kind"] = MESSAGE_KINDS[kind_index]
+        frame["target_seq"] = r.option(r.varint)
+        frame["edited_at_ms"] = r.option(r.varint)
+        deleted = r.byte()
+        if deleted > 1:
+            raise Failure(f"bool byte {deleted}")
+        frame["deleted"] = deleted == 1
+        frame["attachments"] = [
+            {"id": r.varint(), "name": r.string(), "content_type": r.string(), "size": r.varint()}
+            for _ in range(r.varint())
+        ]
         r.end(kind)
     elif kind == "Error":
         frame.update(code=r.varint(3), message=r.string())
@@ -241,9 +258,11 @@ def self_test() -> dict:
     for name in ("join_live", "join_resume"):
         v = vectors[name]["frame"]["Join"]
         expect(name, join(v["room"], v["after_seq"]))
-    v = vectors["send"]["frame"]["Send"]
-    expect("send", send(v["room"], bytes(v["client_msg_id"]), v["text"]))
-    for name in ("ack", "message", "error", "goaway", "joined", "room_presence", "room_presence_empty"):
+    for name in ("send", "send_with_attachments"):
+        v = vectors[name]["frame"]["Send"]
+        expect(name, send(v["room"], bytes(v["client_msg_id"]), v["text"], v["attachments"]))
+    messages = ("message", "message_with_attachment_edited", "message_deleted", "message_edit_event", "message_delete_event")
+    for name in ("ack", *messages, "error", "goaway", "joined", "room_presence", "room_presence_empty"):
         vector = vectors[name]
         (kind, fields), = vector["frame"].items()
         frame = decode_server_frame(bytes.fromhex(vector["hex"]))
