@@ -65,6 +65,8 @@ pub struct Node {
     pub max_upload_bytes: usize,
     /// Uploads being received at once (each holds its body in memory).
     pub uploads_in_flight: Arc<Semaphore>,
+    /// Files being served at once (each is held in memory until sent).
+    pub downloads_in_flight: Arc<Semaphore>,
     /// Uploads per user.
     pub upload_throttle: crate::rate::Throttle<u64>,
     pub(crate) next_connection: AtomicU64,

@@ -245,6 +245,8 @@ const HASH_QUEUE: usize = 16;
 const THROTTLED_KEYS: usize = 100_000;
 /// Uploads received at once; each holds up to `--max-upload-bytes` in memory.
 const UPLOADS_IN_FLIGHT: usize = 4;
+/// Files served at once; each is held in memory until its last byte is written.
+const DOWNLOADS_IN_FLIGHT: usize = 16;
 /// Uploads a user may make in a burst, then `UPLOADS_PER_MINUTE`.
 const UPLOAD_BURST: u32 = 20;
 const UPLOADS_PER_MINUTE: u32 = 10;
@@ -355,6 +357,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         max_dm_members: config.max_dm_members.max(2) as usize,
         max_upload_bytes: config.max_upload_bytes,
         uploads_in_flight: Arc::new(Semaphore::new(UPLOADS_IN_FLIGHT)),
+        downloads_in_flight: Arc::new(Semaphore::new(DOWNLOADS_IN_FLIGHT)),
         upload_throttle: crate::rate::Throttle::new(UPLOAD_BURST, UPLOADS_PER_MINUTE, THROTTLED_KEYS),
         next_connection: AtomicU64::new(1),
         tickets,

@@ -249,3 +249,50 @@ async fn a_read_mark_reaches_the_users_other_tabs_and_an_invitation_announces_th
     let added = other.recv_until(|f| if let ServerFrame::RoomAdded(r) = f { Some(r) } else { None }).await;
     assert_eq!(added.room, "plans");
 }
+
+#[tokio::test]
+async fn files_served_at_once_are_bounded_and_a_reader_that_stops_frees_its_slot_when_it_goes() {
+    use tokio::io::AsyncWriteExt;
+    const SIZE: usize = 8 << 20; // more than a socket's send buffer can hold (4 MiB here)
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(dir, |c| c.max_upload_bytes = SIZE).await;
+    let alice = server.register("alice").await;
+    let (status, file) = upload(&server, &alice, "big.bin", "application/octet-stream", &vec![1; SIZE]).await;
+    assert_eq!(status, 201);
+    let id = file["upload"]["id"].as_u64().unwrap();
+    let request = format!("GET /api/uploads/{id} HTTP/1.1\r\nHost: {}\r\nCookie: token={alice}\r\n\r\n", server.addr);
+
+    // Readers that never read: each holds one of the 16 slots while its bytes wait to be written.
+    let mut stalled = Vec::new();
+    for _ in 0..16 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut tcp = socket.connect(server.addr).await.unwrap();
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        stalled.push(tcp);
+    }
+    let fetch =
+        || server.http.get(server.url(&format!("/api/uploads/{id}"))).header("cookie", format!("token={alice}")).send();
+    // The stalled requests reach the handler in their own time: wait until they hold every slot.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let refused = loop {
+        assert!(std::time::Instant::now() < deadline, "never refused: downloads are not bounded");
+        let response = fetch().await.unwrap();
+        if response.status() == 503 {
+            break response;
+        }
+        assert_eq!(response.bytes().await.unwrap().len(), SIZE);
+    };
+    assert_eq!(refused.headers().get("retry-after").unwrap(), "1");
+    // One goes away: its slot is free again, and a full download works.
+    drop(stalled.pop());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let response = fetch().await.unwrap();
+        if response.status() == 200 {
+            assert_eq!(response.bytes().await.unwrap().len(), SIZE);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the slot of a closed reader was never freed");
+    }
+}

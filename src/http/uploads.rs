@@ -12,7 +12,7 @@ use super::{ApiError, authenticate};
 use crate::node::Node;
 use crate::wire::{MAX_CONTENT_TYPE_BYTES, MAX_FILE_NAME_BYTES};
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -125,6 +125,12 @@ pub(super) async fn download(State(node): State<Arc<Node>>, headers: HeaderMap, 
     let user_id = claims.user_id().unwrap_or_default();
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "no such file");
     let id: u64 = id.parse().map_err(|_| not_found())?;
+    // Each file being served is held in memory until its last byte is written: a bounded
+    // number at once, whoever asks (a member fetching one file many times over included).
+    let Ok(slot) = node.downloads_in_flight.clone().try_acquire_owned() else {
+        tracing::warn!(user = user_id, "download refused: too many in flight");
+        return Err(ApiError::busy("too many downloads in progress, retry shortly"));
+    };
     let (upload, data) = node.store.upload(id).await.map_err(ApiError::unavailable)?.ok_or_else(not_found)?;
     let allowed = upload.owner_id == user_id
         || match upload.room_id {
@@ -136,8 +142,10 @@ pub(super) async fn download(State(node): State<Arc<Node>>, headers: HeaderMap, 
     }
     let a = &upload.attachment;
     let shown = inline(&a.content_type);
-    let mut response = data.into_response();
+    let size = data.len();
+    let mut response = Body::from_stream(chunks(Bytes::from(data), slot)).into_response();
     let h = response.headers_mut();
+    h.insert(header::CONTENT_LENGTH, size.into());
     let value =
         |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
     h.insert(header::CONTENT_TYPE, value(&a.content_type));
@@ -145,6 +153,23 @@ pub(super) async fn download(State(node): State<Arc<Node>>, headers: HeaderMap, 
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=3600"));
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("sandbox; default-src 'none'"));
     Ok(response)
+}
+
+/// A file's bytes in 64 KiB pieces, holding `slot` until the last one is taken (or the
+/// client goes away and the body is dropped).
+fn chunks(
+    data: Bytes,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
+    const PIECE: usize = 64 * 1024;
+    futures_util::stream::unfold((data, Some(slot)), |(mut rest, slot)| async move {
+        if rest.is_empty() {
+            drop(slot);
+            return None;
+        }
+        let piece = rest.split_to(rest.len().min(PIECE));
+        Some((Ok(piece), (rest, slot)))
+    })
 }
 
 /// Takes one of the upload slots before the body is read, so at most `UPLOADS_IN_FLIGHT`
