@@ -141,7 +141,7 @@ pub struct Config {
     #[arg(long, env = "SOCKETCHAT_MAX_DM_MEMBERS", default_value_t = 8, global = true)]
     pub max_dm_members: u32,
 
-    /// Channels and group conversations a user may create in a burst; then one a minute.
+    /// Channels and new direct conversations a user may create in a burst; then one a minute.
     #[arg(long, env = "SOCKETCHAT_ROOM_CREATION_BURST", default_value_t = 10, global = true)]
     pub room_creation_burst: u32,
 

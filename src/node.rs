@@ -57,7 +57,7 @@ pub struct Node {
     pub auth_per_address: crate::rate::Throttle<IpAddr>,
     /// Failed logins per account (email, lowercased).
     pub failed_logins: crate::rate::Throttle<String>,
-    /// Rooms created per user (channels and group conversations).
+    /// Rooms created per user (channels and new direct conversations).
     pub room_creations: crate::rate::Throttle<u64>,
     /// Most members of a direct conversation, its creator included.
     pub max_dm_members: usize,
@@ -67,6 +67,8 @@ pub struct Node {
     pub uploads_in_flight: Arc<Semaphore>,
     /// Files being served at once (each is held in memory until sent).
     pub downloads_in_flight: Arc<Semaphore>,
+    /// Read marks moved over HTTP per user (each one reaches every node).
+    pub read_marks: crate::rate::Throttle<u64>,
     /// Uploads per user.
     pub upload_throttle: crate::rate::Throttle<u64>,
     pub(crate) next_connection: AtomicU64,

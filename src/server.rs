@@ -245,6 +245,9 @@ const HASH_QUEUE: usize = 16;
 const THROTTLED_KEYS: usize = 100_000;
 /// Uploads received at once; each holds up to `--max-upload-bytes` in memory.
 const UPLOADS_IN_FLIGHT: usize = 4;
+/// Read marks a user may move over HTTP in a burst, then `READ_MARKS_PER_MINUTE`.
+const READ_MARK_BURST: u32 = 20;
+const READ_MARKS_PER_MINUTE: u32 = 120;
 /// Files served at once; each is held in memory until its last byte is written.
 const DOWNLOADS_IN_FLIGHT: usize = 16;
 /// Uploads a user may make in a burst, then `UPLOADS_PER_MINUTE`.
@@ -358,6 +361,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         max_upload_bytes: config.max_upload_bytes,
         uploads_in_flight: Arc::new(Semaphore::new(UPLOADS_IN_FLIGHT)),
         downloads_in_flight: Arc::new(Semaphore::new(DOWNLOADS_IN_FLIGHT)),
+        read_marks: crate::rate::Throttle::new(READ_MARK_BURST, READ_MARKS_PER_MINUTE, THROTTLED_KEYS),
         upload_throttle: crate::rate::Throttle::new(UPLOAD_BURST, UPLOADS_PER_MINUTE, THROTTLED_KEYS),
         next_connection: AtomicU64::new(1),
         tickets,

@@ -347,3 +347,31 @@ async fn read_marks_only_move_up_and_drive_unread_counts() {
         assert_eq!(status, 400, "{bad}");
     }
 }
+
+#[tokio::test]
+async fn creating_rooms_and_moving_read_marks_over_http_are_throttled_per_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(dir, |c| c.room_creation_burst = 2).await;
+    let alice = server.register("alice").await;
+    server.register("bob").await;
+    server.register("carol").await;
+    let (status, _) = call(&server, "POST", "/api/channels", &alice, json!({"name": "one"})).await;
+    assert_eq!(status, 201);
+    let (status, _) = call(&server, "POST", "/api/dms", &alice, json!({"usernames": ["bob"]})).await;
+    assert_eq!(status, 201, "a new conversation takes the second token");
+    let (status, _) = call(&server, "POST", "/api/dms", &alice, json!({"usernames": ["carol"]})).await;
+    assert_eq!(status, 429, "a third new room in the burst");
+    let (status, _) = call(&server, "POST", "/api/channels", &alice, json!({"name": "two"})).await;
+    assert_eq!(status, 429);
+    let (status, _) = call(&server, "POST", "/api/dms", &alice, json!({"usernames": ["bob"]})).await;
+    assert_eq!(status, 200, "finding an existing conversation never counts");
+
+    let mut statuses = Vec::new();
+    for _ in 0..25 {
+        statuses.push(call(&server, "POST", "/api/channels/general/read", &alice, json!({"seq": 0})).await.0);
+    }
+    // 20 in the burst; beyond it, refused (a token comes back every half second, so a slow
+    // machine may see one more admitted).
+    assert!(statuses[..20].iter().all(|s| *s == 200), "{statuses:?}");
+    assert!(statuses[20..].contains(&429), "{statuses:?}");
+}

@@ -258,6 +258,10 @@ pub(super) async fn direct(State(node): State<Arc<Node>>, headers: HeaderMap, bo
     }
     let (name, created) = if let [other] = others[..] {
         let name = direct_name(me, other);
+        if node.store.room_by_name(&name).await.map_err(ApiError::unavailable)?.is_none() {
+            // Only a new conversation counts toward the creation limit.
+            creation_allowed(&node, me)?;
+        }
         let new = NewRoom {
             name: name.clone(),
             topic: String::new(),
@@ -319,6 +323,10 @@ pub(super) async fn read(
     let claims = authenticate(&node, &headers).await?;
     let user_id = claims.user_id().unwrap_or_default();
     let req: MarkRead = parse(&body)?;
+    node.read_marks.take(&user_id, std::time::Instant::now()).map_err(|wait| {
+        tracing::warn!(user = user_id, "read marks throttled");
+        ApiError::too_many("too many read marks, retry later", wait)
+    })?;
     let room = visible(&node, &name, user_id).await?;
     let mark = node.store.mark_read(user_id, room.id, req.seq).await.map_err(ApiError::unavailable)?;
     node.tell_user(user_id, &ServerFrame::ReadState(ReadState { room: room.name.clone(), last_read_seq: mark }));
