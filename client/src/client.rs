@@ -1,0 +1,237 @@
+//! A client that survives lost connections (PROTOCOL.md § 6.4–6.5, § 4): it reconnects with
+//! backoff, joins its rooms again from the last seq it saw, and retries sends with the same
+//! `client_msg_id` — so across any number of reconnects it receives every message of its rooms
+//! once and in order, and each send is stored once.
+
+use crate::connection::Connection;
+use crate::link::Endpoint;
+use crate::{ClientError, ClientResult};
+use socketchat::wire::{
+    Ack, ChatMessage, ClientFrame, ClientMsgId, Delete, Edit, ErrorCode, HistoryPage, MarkRead, Send, ServerFrame,
+};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+/// Longest wait between two reconnect attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Attempts to reconnect before a call gives up.
+const RECONNECT_ATTEMPTS: u32 = 8;
+/// Tries a send makes (rate limits, an unavailable store, reconnects) before giving up.
+const SEND_ATTEMPTS: u32 = 20;
+
+/// A resilient connection for one account.
+pub struct Client {
+    endpoint: Endpoint,
+    token: String,
+    name: String,
+    conn: Option<Connection>,
+    /// Joined rooms and the highest seq received in each.
+    rooms: BTreeMap<String, u64>,
+    /// Messages replayed by a resume, not yet handed out.
+    replayed: VecDeque<ChatMessage>,
+    /// Times a connection had to be made again.
+    reconnects: u64,
+}
+
+impl Client {
+    /// Connects to `endpoint` with the account's token.
+    pub async fn connect(endpoint: Endpoint, token: &str, name: &str) -> ClientResult<Self> {
+        let conn = Connection::open(&endpoint, token, name).await?;
+        Ok(Self {
+            endpoint,
+            token: token.to_owned(),
+            name: name.to_owned(),
+            conn: Some(conn),
+            rooms: BTreeMap::new(),
+            replayed: VecDeque::new(),
+            reconnects: 0,
+        })
+    }
+
+    /// How many times the client had to connect again.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects
+    }
+
+    /// The highest seq received in a joined room.
+    pub fn last_seq(&self, room: &str) -> Option<u64> {
+        self.rooms.get(room).copied()
+    }
+
+    /// The live connection, connecting again (and resuming every joined room) when it was lost.
+    async fn conn(&mut self) -> ClientResult<&mut Connection> {
+        if self.conn.is_none() {
+            self.reconnect().await?;
+        }
+        self.conn.as_mut().ok_or_else(|| ClientError::Lost("no connection".into()))
+    }
+
+    async fn reconnect(&mut self) -> ClientResult<()> {
+        let mut delay = Duration::from_millis(100);
+        let mut last = None;
+        for _ in 0..RECONNECT_ATTEMPTS {
+            match self.resume().await {
+                Ok(()) => {
+                    self.reconnects += 1;
+                    return Ok(());
+                }
+                Err(e) if e.reconnectable() || matches!(e, ClientError::Http(_)) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+            // Jitter spreads many clients that lost one node over time.
+            let jitter = Duration::from_millis(rand::random_range(0..=delay.as_millis() as u64 / 2));
+            tokio::time::sleep(delay + jitter).await;
+            delay = (delay * 2).min(MAX_BACKOFF);
+        }
+        Err(last.unwrap_or_else(|| ClientError::Lost("could not reconnect".into())))
+    }
+
+    /// A new connection that joins every room again after its last seq; the replay is kept
+    /// as events, in order, so nothing missed is lost.
+    async fn resume(&mut self) -> ClientResult<()> {
+        let mut conn = Connection::open(&self.endpoint, &self.token, &self.name).await?;
+        let mut replayed = Vec::new();
+        for (room, last) in &self.rooms {
+            let (_, replay) = conn.join(room, Some(*last)).await?;
+            replayed.extend(replay);
+        }
+        self.conn = Some(conn);
+        self.replayed.extend(replayed);
+        Ok(())
+    }
+
+    /// Drops a connection that failed in a way a new one may fix.
+    fn lost(&mut self, error: &ClientError) -> bool {
+        if error.reconnectable() {
+            self.conn = None;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Joins a room: `after_seq` as in PROTOCOL.md § 6.2 (none: start at the head). Returns the
+    /// replayed messages; the room is joined again after every reconnect.
+    pub async fn join(&mut self, room: &str, after_seq: Option<u64>) -> ClientResult<Vec<ChatMessage>> {
+        loop {
+            let result = self.conn().await?.join(room, after_seq).await;
+            match result {
+                Ok((joined, replay)) => {
+                    let last = replay.last().map_or(joined.head_seq, |m| m.seq).max(after_seq.unwrap_or(0));
+                    self.rooms.insert(room.to_owned(), last.min(joined.head_seq));
+                    return Ok(replay);
+                }
+                Err(e) if self.lost(&e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Sends a message and returns its `Ack`, retrying with the same `client_msg_id` after a
+    /// rate limit, an unavailable store or a lost connection (the retry of a send that was
+    /// stored gets the original `Ack`).
+    pub async fn send(&mut self, room: &str, text: &str, attachments: Vec<u64>) -> ClientResult<Ack> {
+        let client_msg_id = rand::random::<ClientMsgId>();
+        let frame =
+            ClientFrame::Send(Send { room: room.to_owned(), client_msg_id, text: text.to_owned(), attachments });
+        self.store(frame).await
+    }
+
+    /// Replaces the text of one's own message at `seq`.
+    pub async fn edit(&mut self, room: &str, seq: u64, text: &str) -> ClientResult<Ack> {
+        let client_msg_id = rand::random::<ClientMsgId>();
+        let frame =
+            ClientFrame::Edit(Edit { room: room.to_owned(), client_msg_id, target_seq: seq, text: text.to_owned() });
+        self.store(frame).await
+    }
+
+    /// Deletes one's own message at `seq`.
+    pub async fn delete(&mut self, room: &str, seq: u64) -> ClientResult<Ack> {
+        let client_msg_id = rand::random::<ClientMsgId>();
+        self.store(ClientFrame::Delete(Delete { room: room.to_owned(), client_msg_id, target_seq: seq })).await
+    }
+
+    async fn store(&mut self, frame: ClientFrame) -> ClientResult<Ack> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let result = self.conn().await?.store(frame.clone()).await;
+            let wait = match result {
+                Ok(ack) => return Ok(ack),
+                Err(e) if attempts >= SEND_ATTEMPTS => return Err(e),
+                Err(e) if self.lost(&e) => Duration::ZERO,
+                Err(ClientError::Refused(e))
+                    if e.code == ErrorCode::RateLimited.code() || e.code == ErrorCode::Unavailable.code() =>
+                {
+                    Duration::from_millis(u64::from(e.retry_after_ms.unwrap_or(1000)))
+                }
+                Err(e) => return Err(e),
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Moves the user's read mark in a joined room (answered by `ReadState` as an event).
+    pub async fn mark_read(&mut self, room: &str, seq: u64) -> ClientResult<()> {
+        let frame = ClientFrame::MarkRead(MarkRead { room: room.to_owned(), seq });
+        let result = self.conn().await?.send_frame(&frame).await;
+        if let Err(e) = &result {
+            self.lost(e);
+        }
+        result
+    }
+
+    /// A page of older events.
+    pub async fn history(&mut self, room: &str, before_seq: Option<u64>, limit: u16) -> ClientResult<HistoryPage> {
+        loop {
+            let result = self.conn().await?.history(room, before_seq, limit).await;
+            match result {
+                Err(e) if self.lost(&e) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// The next event. Messages of joined rooms come once each and in seq order, across
+    /// reconnects (a message already seen, replayed again, is skipped).
+    pub async fn next_event(&mut self) -> ClientResult<ServerFrame> {
+        loop {
+            let frame = match self.replayed.pop_front() {
+                Some(message) => ServerFrame::Message(message),
+                None => {
+                    let result = self.conn().await?.next_event().await;
+                    match result {
+                        Ok(frame) => frame,
+                        Err(e) if self.lost(&e) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
+            if let ServerFrame::Message(m) = &frame
+                && let Some(last) = self.rooms.get_mut(&m.room)
+            {
+                if m.seq <= *last {
+                    continue;
+                }
+                *last = m.seq;
+            }
+            return Ok(frame);
+        }
+    }
+
+    /// The next message of a joined room (other events are dropped).
+    pub async fn next_message(&mut self) -> ClientResult<ChatMessage> {
+        loop {
+            if let ServerFrame::Message(m) = self.next_event().await? {
+                return Ok(m);
+            }
+        }
+    }
+
+    /// Ends the connection cleanly.
+    pub async fn close(mut self) {
+        if let Some(conn) = self.conn.take() {
+            conn.close().await;
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! One greeted connection. Requests wait for their own answer; every other frame that arrives
+//! meanwhile is kept, in order, for [`Connection::next_event`].
+
+use crate::link::{Endpoint, Link};
+use crate::{ClientError, ClientResult};
+use socketchat::wire::{
+    Ack, ChatMessage, ClientFrame, ClientMsgId, ErrorFrame, Hello, HistoryPage, HistoryRequest, Join, Joined,
+    PROTOCOL_VERSION, ServerFrame, Welcome,
+};
+use std::collections::VecDeque;
+
+/// A connection after `Hello` was answered.
+pub struct Connection {
+    link: Link,
+    welcome: Welcome,
+    events: VecDeque<ServerFrame>,
+    next_request: u32,
+}
+
+/// What a frame is to a waiting request.
+enum Verdict<T> {
+    /// Its answer.
+    Answer(T),
+    /// Its refusal.
+    Refused(ErrorFrame),
+    /// Someone else's: kept for `next_event`.
+    Other(ServerFrame),
+}
+
+impl Connection {
+    /// Connects, says `Hello` (version 3) and waits for `Welcome`.
+    pub async fn open(endpoint: &Endpoint, token: &str, client_name: &str) -> ClientResult<Self> {
+        let mut link = Link::open(endpoint, token).await?;
+        link.send(&ClientFrame::Hello(Hello { version: PROTOCOL_VERSION, client: client_name.to_owned() })).await?;
+        let mut events = VecDeque::new();
+        let welcome = loop {
+            match link.recv().await? {
+                ServerFrame::Welcome(w) => break w,
+                ServerFrame::Error(e) => return Err(ClientError::Refused(e)),
+                other => events.push_back(other),
+            }
+        };
+        Ok(Self { link, welcome, events, next_request: 1 })
+    }
+
+    /// The server's answer to `Hello`: who we are and the limits in force.
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    /// Sends a frame without waiting for anything.
+    pub async fn send_frame(&mut self, frame: &ClientFrame) -> ClientResult<()> {
+        self.link.send(frame).await
+    }
+
+    /// The next frame no request took: live messages, typing, presence, read marks, errors of
+    /// frames sent with `send_frame`.
+    pub async fn next_event(&mut self) -> ClientResult<ServerFrame> {
+        match self.events.pop_front() {
+            Some(frame) => Ok(frame),
+            None => self.link.recv().await,
+        }
+    }
+
+    /// Frames already received and not yet taken.
+    pub fn pending_events(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Reads until `judge` finds the answer or the refusal; other frames are kept in order.
+    async fn wait<T>(&mut self, mut judge: impl FnMut(ServerFrame) -> Verdict<T>) -> ClientResult<T> {
+        loop {
+            match judge(self.link.recv().await?) {
+                Verdict::Answer(answer) => return Ok(answer),
+                Verdict::Refused(e) => return Err(ClientError::Refused(e)),
+                Verdict::Other(frame) => self.events.push_back(frame),
+            }
+        }
+    }
+
+    /// Joins a room and returns `Joined` with the replayed messages (`after_seq`: the highest
+    /// seq already held; none to start at the head).
+    pub async fn join(&mut self, room: &str, after_seq: Option<u64>) -> ClientResult<(Joined, Vec<ChatMessage>)> {
+        self.link.send(&ClientFrame::Join(Join { room: room.to_owned(), after_seq })).await?;
+        let joined = self
+            .wait(|f| match f {
+                ServerFrame::Joined(j) if j.room == room => Verdict::Answer(j),
+                ServerFrame::Error(e) if e.room.as_deref() == Some(room) && e.client_msg_id.is_none() => {
+                    Verdict::Refused(e)
+                }
+                other => Verdict::Other(other),
+            })
+            .await?;
+        // The replay follows `Joined` at once, in seq order (PROTOCOL.md § 6.2).
+        let mut replay = Vec::new();
+        let mut next = joined.replay_from;
+        while next <= joined.head_seq {
+            let message = self
+                .wait(|f| match f {
+                    ServerFrame::Message(m) if m.room == room && m.seq == next => Verdict::Answer(m),
+                    other => Verdict::Other(other),
+                })
+                .await?;
+            replay.push(message);
+            next += 1;
+        }
+        Ok((joined, replay))
+    }
+
+    /// Sends a message (`Send`, `Edit` or `Delete` as `frame`) and waits for its `Ack`; one
+    /// attempt, no retry (see [`crate::Client::send`]).
+    pub async fn store(&mut self, frame: ClientFrame) -> ClientResult<Ack> {
+        let id: ClientMsgId = match &frame {
+            ClientFrame::Send(s) => s.client_msg_id,
+            ClientFrame::Edit(e) => e.client_msg_id,
+            ClientFrame::Delete(d) => d.client_msg_id,
+            other => return Err(ClientError::Protocol(format!("{other:?} is not stored"))),
+        };
+        self.link.send(&frame).await?;
+        self.wait(|f| match f {
+            ServerFrame::Ack(a) if a.client_msg_id == id => Verdict::Answer(a),
+            ServerFrame::Error(e) if e.client_msg_id == Some(id) => Verdict::Refused(e),
+            other => Verdict::Other(other),
+        })
+        .await
+    }
+
+    /// A page of older events (`before_seq`: none for the newest page).
+    pub async fn history(&mut self, room: &str, before_seq: Option<u64>, limit: u16) -> ClientResult<HistoryPage> {
+        let request_id = self.next_request;
+        self.next_request = self.next_request.wrapping_add(1);
+        let request = HistoryRequest { request_id, room: room.to_owned(), before_seq, limit };
+        self.link.send(&ClientFrame::History(request)).await?;
+        self.wait(|f| match f {
+            ServerFrame::History(page) if page.request_id == request_id => Verdict::Answer(page),
+            ServerFrame::Error(e) if e.request_id == Some(request_id) => Verdict::Refused(e),
+            other => Verdict::Other(other),
+        })
+        .await
+    }
+
+    /// Ends the connection cleanly.
+    pub async fn close(mut self) {
+        self.link.close().await;
+    }
+}

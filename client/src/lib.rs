@@ -1,0 +1,68 @@
+//! # socketchat-client
+//!
+//! What a native Rust application uses to talk to a SocketChat server, written against
+//! `protocol/PROTOCOL.md` (version 3) and the server's own frame types.
+//!
+//! # Layout
+//!
+//! - [`account`]: HTTP before any frame — register, log in (the `token` cookie), and ask the
+//!   server where to connect (`GET /api/transport`).
+//! - [`link`]: one transport connection carrying frames: a WebSocket (one binary message per
+//!   frame, § 1.2) or a WebTransport session's bidirectional stream (length-prefixed frames,
+//!   § 1.3–1.4), both authenticated with the cookie.
+//! - [`connection`]: one greeted connection (`Hello` → `Welcome`) with request helpers that
+//!   wait for their own answer (`Joined` and its replay, `Ack`, `History`) and keep every
+//!   other frame, in order, for [`Connection::next_event`].
+//! - [`client`]: [`Client`], which survives a lost connection: it reconnects with backoff,
+//!   joins its rooms again from the last seq it saw (§ 6.5), and retries a send with the same
+//!   `client_msg_id`, so nothing is missed and nothing is stored twice (§ 6.4).
+
+pub mod account;
+pub mod client;
+pub mod connection;
+pub mod link;
+
+pub use account::Account;
+pub use client::Client;
+pub use connection::Connection;
+pub use link::Endpoint;
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// HTTP failed or answered with an error status.
+    #[error("http: {0}")]
+    Http(String),
+    /// The transport could not be opened, or the connection was lost.
+    #[error("connection lost: {0}")]
+    Lost(String),
+    /// The server closed the connection with `GoAway` (a code of PROTOCOL.md § 4.2).
+    #[error("closed by the server: {code} {reason}")]
+    Closed {
+        /// Close code.
+        code: u16,
+        /// Reason.
+        reason: String,
+    },
+    /// The server refused a request (`Error` frame, PROTOCOL.md § 4.1).
+    #[error("refused: {} {}", .0.code, .0.message)]
+    Refused(socketchat::wire::ErrorFrame),
+    /// The server sent bytes that are not a frame of protocol v3.
+    #[error("protocol: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// Whether a new connection may succeed (PROTOCOL.md § 4.2: codes below 4500, and a
+    /// connection that dropped).
+    pub fn reconnectable(&self) -> bool {
+        match self {
+            ClientError::Lost(_) => true,
+            ClientError::Closed { code, .. } => *code < 4500,
+            _ => false,
+        }
+    }
+}
+
+/// Result of a client call.
+pub type ClientResult<T> = Result<T, ClientError>;

@@ -1,0 +1,157 @@
+//! One transport connection carrying frames, authenticated with the `token` cookie:
+//! a WebSocket (one binary message per frame, PROTOCOL.md § 1.2) or a WebTransport session's
+//! one bidirectional stream (each frame after its varint length, § 1.3–1.4).
+
+use crate::{ClientError, ClientResult};
+use futures_util::{SinkExt, StreamExt};
+use socketchat::wire::{self, ClientFrame, GoAway, MAX_SERVER_FRAME, ServerFrame};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// Where a connection goes.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    /// `ws://host:port/ws`.
+    WebSocket {
+        /// The URL.
+        url: String,
+    },
+    /// `https://host:port/wt`.
+    WebTransport {
+        /// The URL.
+        url: String,
+        /// SHA-256 of the certificate to pin (a self-signed one); `None` trusts the usual roots.
+        cert_hash: Option<[u8; 32]>,
+    },
+}
+
+/// An open transport.
+pub enum Link {
+    /// Over TCP.
+    WebSocket(Box<WebSocketStream<TcpStream>>),
+    /// Over QUIC.
+    WebTransport {
+        /// Keeps the session open.
+        _session: wtransport::Connection,
+        /// Frames out.
+        send: wtransport::SendStream,
+        /// Frames in.
+        recv: wtransport::RecvStream,
+        /// Bytes read and not yet a whole frame.
+        buf: Vec<u8>,
+    },
+}
+
+fn lost(e: impl std::fmt::Display) -> ClientError {
+    ClientError::Lost(e.to_string())
+}
+
+impl Link {
+    /// Opens a transport to `endpoint` with the token cookie.
+    pub async fn open(endpoint: &Endpoint, token: &str) -> ClientResult<Self> {
+        match endpoint {
+            Endpoint::WebSocket { url } => {
+                let mut request = url.as_str().into_client_request().map_err(lost)?;
+                let cookie = HeaderValue::from_str(&format!("token={token}")).map_err(lost)?;
+                request.headers_mut().insert("cookie", cookie);
+                let host = request.uri().authority().map(|a| a.as_str().to_owned()).unwrap_or_default();
+                let tcp = TcpStream::connect(&host).await.map_err(lost)?;
+                tcp.set_nodelay(true).map_err(lost)?;
+                let config = WebSocketConfig::default()
+                    .max_message_size(Some(MAX_SERVER_FRAME))
+                    .max_frame_size(Some(MAX_SERVER_FRAME));
+                let (ws, _) = tokio_tungstenite::client_async_with_config(request, tcp, Some(config)).await.map_err(
+                    |e| match e {
+                        tokio_tungstenite::tungstenite::Error::Http(r) => {
+                            ClientError::Http(format!("upgrade refused: {}", r.status()))
+                        }
+                        other => lost(other),
+                    },
+                )?;
+                Ok(Link::WebSocket(Box::new(ws)))
+            }
+            Endpoint::WebTransport { url, cert_hash } => {
+                let config = wtransport::ClientConfig::builder().with_bind_default();
+                let config = match cert_hash {
+                    Some(hash) => config.with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(*hash)]),
+                    None => config.with_native_certs(),
+                }
+                .build();
+                let endpoint = wtransport::Endpoint::client(config).map_err(lost)?;
+                let options = wtransport::endpoint::ConnectOptions::builder(url)
+                    .add_header("cookie", format!("token={token}"))
+                    .build();
+                let session = endpoint.connect(options).await.map_err(lost)?;
+                let (send, recv) = session.open_bi().await.map_err(lost)?.await.map_err(lost)?;
+                Ok(Link::WebTransport { _session: session, send, recv, buf: Vec::new() })
+            }
+        }
+    }
+
+    /// Sends one frame.
+    pub async fn send(&mut self, frame: &ClientFrame) -> ClientResult<()> {
+        let bytes = wire::encode(frame);
+        match self {
+            Link::WebSocket(ws) => ws.send(Message::Binary(bytes.into())).await.map_err(lost),
+            Link::WebTransport { send, .. } => send.write_all(&wire::encode_stream_frame(&bytes)).await.map_err(lost),
+        }
+    }
+
+    /// The next frame; a `GoAway` ends the connection as [`ClientError::Closed`].
+    pub async fn recv(&mut self) -> ClientResult<ServerFrame> {
+        let frame = match self {
+            Link::WebSocket(ws) => loop {
+                match ws.next().await {
+                    Some(Ok(Message::Binary(bytes))) => break decode(&bytes)?,
+                    Some(Ok(Message::Close(frame))) => {
+                        return Err(match frame {
+                            Some(f) => ClientError::Closed { code: u16::from(f.code), reason: f.reason.to_string() },
+                            None => lost("closed without a code"),
+                        });
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(lost(e)),
+                    None => return Err(lost("connection ended")),
+                }
+            },
+            Link::WebTransport { recv, buf, .. } => loop {
+                if let Some((used, frame)) = wire::decode_stream_frame(buf, MAX_SERVER_FRAME)
+                    .map_err(|e| ClientError::Protocol(e.to_string()))?
+                {
+                    let frame = decode(frame)?;
+                    buf.drain(..used);
+                    break frame;
+                }
+                let mut chunk = [0u8; 16 * 1024];
+                match recv.read(&mut chunk).await.map_err(lost)? {
+                    Some(n) => buf.extend_from_slice(&chunk[..n]),
+                    None => return Err(lost("stream ended")),
+                }
+            },
+        };
+        match frame {
+            ServerFrame::GoAway(GoAway { code, reason }) => Err(ClientError::Closed { code, reason }),
+            other => Ok(other),
+        }
+    }
+
+    /// Ends the connection cleanly (a close frame, or the end of the stream).
+    pub async fn close(&mut self) {
+        match self {
+            Link::WebSocket(ws) => {
+                let _ = SinkExt::close(ws.as_mut()).await;
+            }
+            Link::WebTransport { send, .. } => {
+                let _ = send.finish().await;
+            }
+        }
+    }
+}
+
+fn decode(bytes: &[u8]) -> ClientResult<ServerFrame> {
+    wire::decode(bytes, MAX_SERVER_FRAME).map_err(|e| ClientError::Protocol(e.to_string()))
+}

@@ -1,0 +1,116 @@
+//! The client library against the real server (embedded mode, in this process), over both
+//! transports, and across a server restart.
+
+use socketchat::config::{Config, MaybeAddr};
+use socketchat::server::{self, Running};
+use socketchat::wire::{ErrorCode, MessageKind, ServerFrame};
+use socketchat_client::{Account, Client, ClientError, Connection};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+async fn start(dir: &std::path::Path, listen: SocketAddr, webtransport: bool) -> Running {
+    let mut config = Config::embedded(listen, dir.to_path_buf());
+    config.auth_burst = 1000;
+    if !webtransport {
+        config.wt_listen = MaybeAddr(None);
+    }
+    server::start(config).await.expect("server starts")
+}
+
+async fn account(base: &str, name: &str) -> Account {
+    Account::register(base, name, &format!("{name}@example.com"), "correct horse battery").await.unwrap()
+}
+
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, f).await.unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+#[tokio::test]
+async fn two_users_talk_over_websocket_and_webtransport_with_edits_and_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path(), "127.0.0.1:0".parse().unwrap(), true).await;
+    let base = format!("http://{}", running.local_addr());
+    let alice = account(&base, "alice").await;
+    let bob = account(&base, "bob").await;
+    let over_ws = alice.websocket().await.unwrap();
+    let over_wt = bob.webtransport().await.unwrap().expect("the server offers WebTransport");
+
+    let mut a = Client::connect(over_ws, &alice.token, "client-test").await.unwrap();
+    let mut b = Client::connect(over_wt, &bob.token, "client-test").await.unwrap();
+    assert!(a.join("general", None).await.unwrap().is_empty());
+    assert!(b.join("general", None).await.unwrap().is_empty());
+
+    let ack = a.send("general", "hello from a native client", vec![]).await.unwrap();
+    assert_eq!(ack.seq, 1);
+    let got = within("message over WebTransport", b.next_message()).await.unwrap();
+    assert_eq!((got.seq, got.text.as_str(), got.sender.username.as_str()), (1, "hello from a native client", "alice"));
+
+    let edit = a.edit("general", 1, "hello, edited").await.unwrap();
+    let got = within("edit", b.next_message()).await.unwrap();
+    assert_eq!((got.kind, got.target_seq, got.seq), (MessageKind::Edit, Some(1), edit.seq));
+    match b.edit("general", 1, "not mine").await {
+        Err(ClientError::Refused(e)) => assert_eq!(e.code, ErrorCode::BadRequest.code()),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+
+    let page = b.history("general", None, 10).await.unwrap();
+    let texts: Vec<&str> = page.messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["hello, edited", "hello, edited"], "the post as edited, then the edit event");
+    assert_eq!(page.next_before, None);
+
+    b.mark_read("general", 2).await.unwrap();
+    let state = within("read state", async {
+        loop {
+            if let ServerFrame::ReadState(r) = b.next_event().await.unwrap() {
+                return r;
+            }
+        }
+    })
+    .await;
+    assert_eq!(state.last_read_seq, 2);
+    a.close().await;
+    b.close().await;
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_server_restart_loses_nothing_and_stores_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path(), "127.0.0.1:0".parse().unwrap(), false).await;
+    let addr = running.local_addr();
+    let base = format!("http://{addr}");
+    let alice = account(&base, "alice").await;
+    let bob = account(&base, "bob").await;
+    let endpoint = alice.websocket().await.unwrap();
+    let mut reader = Client::connect(endpoint.clone(), &bob.token, "reader").await.unwrap();
+    let mut writer = Client::connect(endpoint, &alice.token, "writer").await.unwrap();
+    reader.join("design", None).await.unwrap();
+    writer.join("design", None).await.unwrap();
+    for n in 1..=10 {
+        writer.send("design", &format!("m{n}"), vec![]).await.unwrap();
+    }
+
+    // The server goes away (GoAway 4000) and comes back on the same address and data.
+    running.shutdown().await;
+    let running = start(dir.path(), addr, false).await;
+    for n in 11..=20 {
+        writer.send("design", &format!("m{n}"), vec![]).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 20 {
+        let m = within("every message once", reader.next_message()).await.unwrap();
+        seen.push((m.seq, m.text));
+    }
+    let expected: Vec<(u64, String)> = (1..=20).map(|n| (n, format!("m{n}"))).collect();
+    assert_eq!(seen, expected, "in order, once each, across the restart");
+    assert!(reader.reconnects() >= 1 && writer.reconnects() >= 1);
+
+    // Stored once each: the history holds exactly 20.
+    let mut check = Connection::open(&alice.websocket().await.unwrap(), &alice.token, "check").await.unwrap();
+    let page = check.history("design", None, 100).await.unwrap();
+    assert_eq!(page.messages.len(), 20);
+    check.close().await;
+    running.shutdown().await;
+}
