@@ -9,6 +9,7 @@
 //! `idle`, `relay`: memory of idle connections; delivery latency across nodes. `connect`,
 //! `presence-latency`: see `presence.rs`.
 
+use socketchat_bench::fanout;
 mod presence;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -40,6 +41,11 @@ enum Scenario {
     Connect(presence::ConnectArgs),
     /// How long a presence change takes to reach the connections that show it.
     PresenceLatency(presence::LatencyArgs),
+    /// R rooms × M members, S senders at a target rate: deliveries/s, latency, and every
+    /// receiver checked for loss, duplicates and order.
+    Fanout(fanout::FanoutArgs),
+    /// C senders over the socket, each waiting for its ack: acked sends/s.
+    Persist(fanout::PersistArgs),
 }
 
 #[derive(Parser)]
@@ -451,6 +457,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Scenario::Connect(args) => presence::connect_scenario(args).await.map_err(|e| e as Box<dyn std::error::Error>),
         Scenario::PresenceLatency(args) => {
             presence::latency_scenario(args).await.map_err(|e| e as Box<dyn std::error::Error>)
+        }
+        Scenario::Fanout(args) => {
+            let json = args.json;
+            let report = fanout::fanout(args).await.map_err(|e| e as Box<dyn std::error::Error>)?;
+            fanout::print("fanout", &report, json);
+            if !report.correct() {
+                return Err("fanout: loss, duplicates, disorder or a sender cut (see the report)".into());
+            }
+            Ok(())
+        }
+        Scenario::Persist(args) => {
+            let json = args.json;
+            let report = fanout::persist(args).await.map_err(|e| e as Box<dyn std::error::Error>)?;
+            fanout::print("persist", &report, json);
+            if report.seq_errors > 0 {
+                return Err("persist: acked seqs are not gap-free".into());
+            }
+            Ok(())
         }
     }
 }

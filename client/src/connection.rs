@@ -1,7 +1,7 @@
 //! One greeted connection. Requests wait for their own answer; every other frame that arrives
 //! meanwhile is kept, in order, for [`Connection::next_event`].
 
-use crate::link::{Endpoint, Link};
+use crate::link::{Endpoint, Link, LinkRx, LinkTx};
 use crate::{ClientError, ClientResult};
 use socketchat::wire::{
     Ack, ChatMessage, ClientFrame, ClientMsgId, ErrorFrame, Hello, HistoryPage, HistoryRequest, Join, Joined,
@@ -137,6 +137,13 @@ impl Connection {
             other => Verdict::Other(other),
         })
         .await
+    }
+
+    /// Splits into a sending half and a receiving half (frames already received and not taken
+    /// come first from the receiving half's point of view: they are returned with it).
+    pub fn split(self) -> (LinkTx, LinkRx, Vec<ServerFrame>) {
+        let (tx, rx) = self.link.split();
+        (tx, rx, self.events.into())
     }
 
     /// Ends the connection cleanly.

@@ -29,16 +29,28 @@ pub enum Endpoint {
     },
 }
 
-/// An open transport.
-pub enum Link {
-    /// Over TCP.
-    WebSocket(Box<WebSocketStream<TcpStream>>),
-    /// Over QUIC.
+/// An open transport: its sending and receiving halves.
+pub struct Link {
+    tx: LinkTx,
+    rx: LinkRx,
+}
+
+/// The sending half of a [`Link`].
+pub enum LinkTx {
+    /// WebSocket.
+    WebSocket(futures_util::stream::SplitSink<WebSocketStream<TcpStream>, Message>),
+    /// WebTransport.
+    WebTransport(wtransport::SendStream),
+}
+
+/// The receiving half of a [`Link`].
+pub enum LinkRx {
+    /// WebSocket.
+    WebSocket(futures_util::stream::SplitStream<WebSocketStream<TcpStream>>),
+    /// WebTransport: the stream, the session it keeps open, and bytes not yet a whole frame.
     WebTransport {
         /// Keeps the session open.
-        _session: wtransport::Connection,
-        /// Frames out.
-        send: wtransport::SendStream,
+        session: wtransport::Connection,
         /// Frames in.
         recv: wtransport::RecvStream,
         /// Bytes read and not yet a whole frame.
@@ -72,7 +84,8 @@ impl Link {
                         other => lost(other),
                     },
                 )?;
-                Ok(Link::WebSocket(Box::new(ws)))
+                let (tx, rx) = ws.split();
+                Ok(Link { tx: LinkTx::WebSocket(tx), rx: LinkRx::WebSocket(rx) })
             }
             Endpoint::WebTransport { url, cert_hash } => {
                 let config = wtransport::ClientConfig::builder().with_bind_default();
@@ -87,25 +100,62 @@ impl Link {
                     .build();
                 let session = endpoint.connect(options).await.map_err(lost)?;
                 let (send, recv) = session.open_bi().await.map_err(lost)?.await.map_err(lost)?;
-                Ok(Link::WebTransport { _session: session, send, recv, buf: Vec::new() })
+                Ok(Link { tx: LinkTx::WebTransport(send), rx: LinkRx::WebTransport { session, recv, buf: Vec::new() } })
             }
         }
     }
 
     /// Sends one frame.
     pub async fn send(&mut self, frame: &ClientFrame) -> ClientResult<()> {
-        let bytes = wire::encode(frame);
-        match self {
-            Link::WebSocket(ws) => ws.send(Message::Binary(bytes.into())).await.map_err(lost),
-            Link::WebTransport { send, .. } => send.write_all(&wire::encode_stream_frame(&bytes)).await.map_err(lost),
-        }
+        self.tx.send(frame).await
     }
 
     /// The next frame; a `GoAway` ends the connection as [`ClientError::Closed`].
     pub async fn recv(&mut self) -> ClientResult<ServerFrame> {
+        self.rx.recv().await
+    }
+
+    /// Splits into halves that two tasks can use at once (a sender that does not wait for
+    /// its acks, and a reader).
+    pub fn split(self) -> (LinkTx, LinkRx) {
+        (self.tx, self.rx)
+    }
+
+    /// Ends the connection cleanly (a close frame, or the end of the stream).
+    pub async fn close(&mut self) {
+        self.tx.close().await;
+    }
+}
+
+impl LinkTx {
+    /// Sends one frame.
+    pub async fn send(&mut self, frame: &ClientFrame) -> ClientResult<()> {
+        let bytes = wire::encode(frame);
+        match self {
+            LinkTx::WebSocket(tx) => tx.send(Message::Binary(bytes.into())).await.map_err(lost),
+            LinkTx::WebTransport(send) => send.write_all(&wire::encode_stream_frame(&bytes)).await.map_err(lost),
+        }
+    }
+
+    /// Ends the sending side: a WebSocket close frame, or the end of the stream.
+    pub async fn close(&mut self) {
+        match self {
+            LinkTx::WebSocket(tx) => {
+                let _ = SinkExt::close(tx).await;
+            }
+            LinkTx::WebTransport(send) => {
+                let _ = send.finish().await;
+            }
+        }
+    }
+}
+
+impl LinkRx {
+    /// The next frame; a `GoAway` ends the connection as [`ClientError::Closed`].
+    pub async fn recv(&mut self) -> ClientResult<ServerFrame> {
         let frame = match self {
-            Link::WebSocket(ws) => loop {
-                match ws.next().await {
+            LinkRx::WebSocket(rx) => loop {
+                match rx.next().await {
                     Some(Ok(Message::Binary(bytes))) => break decode(&bytes)?,
                     Some(Ok(Message::Close(frame))) => {
                         return Err(match frame {
@@ -118,7 +168,7 @@ impl Link {
                     None => return Err(lost("connection ended")),
                 }
             },
-            Link::WebTransport { recv, buf, .. } => loop {
+            LinkRx::WebTransport { recv, buf, .. } => loop {
                 if let Some((used, frame)) = wire::decode_stream_frame(buf, MAX_SERVER_FRAME)
                     .map_err(|e| ClientError::Protocol(e.to_string()))?
                 {
@@ -136,18 +186,6 @@ impl Link {
         match frame {
             ServerFrame::GoAway(GoAway { code, reason }) => Err(ClientError::Closed { code, reason }),
             other => Ok(other),
-        }
-    }
-
-    /// Ends the connection cleanly (a close frame, or the end of the stream).
-    pub async fn close(&mut self) {
-        match self {
-            Link::WebSocket(ws) => {
-                let _ = SinkExt::close(ws.as_mut()).await;
-            }
-            Link::WebTransport { send, .. } => {
-                let _ = send.finish().await;
-            }
         }
     }
 }

@@ -1,0 +1,5 @@
+//! The load generator's scenarios that drive the server through `socketchat-client`, as a
+//! library so that the test suite runs a smoke pass of each (`tests/smoke.rs`) and checks
+//! their correctness checks (never their figures).
+
+pub mod fanout;
