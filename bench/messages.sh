@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Messages through the socket (issue: performance), with `socketchat-load fanout` and
+# `persist` driving the server through the `socketchat-client` library:
+#   fanout: CELLS of ROOMSxMEMBERS:SENDERS:RATE (messages/s in all), default
+#     "1x1000:10:300 100x50:100:1000"; every receiver checks loss, duplicates and order.
+#   persist: 64 senders, each waiting for its ack, in 1 room and in 100 rooms.
+# A fresh node per run and cell, on the embedded default (SQLite) or, with BACKEND=postgres,
+# on PostgreSQL. Prints every run (JSON) and the medians.
+# Usage: bench/messages.sh [RUNS]   (env: MODES="fanout persist" CELLS=… SECONDS_PER_RUN=10)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-3}
+cells=${CELLS:-1x1000:10:300 100x50:100:1000}
+secs=${SECONDS_PER_RUN:-10}
+backend=${BACKEND:-embedded}
+[ "$backend" = postgres ] && backend=""
+ulimit -n 20000
+source bench/lib.sh
+bench_setup messages
+export SOCKETCHAT_MAX_CONNECTIONS=19000 SOCKETCHAT_ROOM_CREATION_BURST=100000 SOCKETCHAT_AUTH_BURST=100000
+
+results=$(mktemp)
+for run in $(seq "$runs"); do
+  for mode in ${MODES:-fanout persist}; do
+    case "$mode" in
+      fanout)
+        for cell in $cells; do
+          shape=${cell%%:*} rest=${cell#*:}
+          port=$(free_port)
+          start_node "fanout-$run-$shape" "$port" "$backend"
+          target/release/socketchat-load fanout --addr "127.0.0.1:$port" --server-pid "${pids[-1]}" \
+            --rooms "${shape%%x*}" --members "${shape##*x}" --senders "${rest%%:*}" --rate "${rest##*:}" \
+            --seconds "$secs" --json | sed "s/^{/{\"cell\":\"$cell\",/" | tee -a "$results"
+          stop_nodes
+        done
+        ;;
+      persist)
+        for rooms in 1 100; do
+          port=$(free_port)
+          start_node "persist-$run-$rooms" "$port" "$backend"
+          target/release/socketchat-load persist --addr "127.0.0.1:$port" --server-pid "${pids[-1]}" \
+            --senders 64 --rooms "$rooms" --seconds "$secs" --json | sed "s/^{/{\"cell\":\"64x$rooms\",/" | tee -a "$results"
+          stop_nodes
+        done
+        ;;
+    esac
+  done
+done
+echo
+echo "medians over $runs runs (${backend:-postgres}):"
+python3 - "$results" <<'PY'
+import json, sys, statistics
+rows = [json.loads(l) for l in open(sys.argv[1])]
+med = lambda rs, k: statistics.median(r[k] for r in rs)
+cells = {}
+for r in rows:
+    cells.setdefault((r["scenario"], r["cell"]), []).append(r)
+for (scenario, cell), rs in cells.items():
+    if scenario == "fanout":
+        print(f'fanout  {cell:16} deliveries/s {med(rs, "deliveries_per_sec"):>10.0f}  p50 {med(rs, "p50_ms"):6.1f} ms  p99 {med(rs, "p99_ms"):7.1f} ms  '
+              f'lost {max(r["lost"] for r in rs)} dup {max(r["duplicates"] for r in rs)} cut {max(r["senders_cut"] for r in rs)}  '
+              f'server CPU {med(rs, "server_cpu_s"):5.1f} s  generator CPU {med(rs, "generator_cpu_s"):5.1f} s')
+    else:
+        print(f'persist {cell:16} acks/s {med(rs, "acks_per_sec"):>10.0f}  p50 {med(rs, "p50_ms"):6.1f} ms  p99 {med(rs, "p99_ms"):7.1f} ms  '
+              f'seq errors {max(r["seq_errors"] for r in rs)}  server CPU {med(rs, "server_cpu_s"):5.1f} s')
+PY
