@@ -183,13 +183,21 @@ impl<T: Transport> Driver<T> {
         loop {
             let mut wrote = false;
             while let Some(action) = session.poll_action() {
-                match self.execute(session, action).await {
+                // Frames out (the hot path) are fed in place; the rest (store reads, presence,
+                // goodbyes) runs boxed, so that the connection's task is not sized for its
+                // largest step for as long as it lives (idle memory).
+                let done = match action {
+                    Action::Send(frame) => self.feed(wire::encode_bytes(&frame)).await,
+                    Action::Forward(bytes) => self.feed(bytes).await,
+                    other => Box::pin(self.execute(session, other)).await,
+                };
+                match done {
                     Ok(w) => wrote |= w,
-                    Err(e) => return self.part(e).await,
+                    Err(e) => return Box::pin(self.part(e)).await,
                 }
             }
             if wrote && let Err(e) = self.flush().await {
-                return self.part(e).await;
+                return Box::pin(self.part(e)).await;
             }
             if session.is_closed() {
                 return "closed by server".into();
@@ -231,7 +239,7 @@ impl<T: Transport> Driver<T> {
                     Inbound::Activity => {
                         session.handle_activity(Instant::now());
                         if let Err(e) = self.flush().await {
-                            return self.part(e).await;
+                            return Box::pin(self.part(e)).await;
                         }
                     }
                     Inbound::Closed(reason) => return reason.unwrap_or_else(|| "closed by client".into()),

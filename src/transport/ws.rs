@@ -26,10 +26,11 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityE
 /// read and refused by the codec with a precise close code.
 const MAX_WS_MESSAGE: usize = 64 * 1024;
 
-/// Small read buffer: it is allocated up front per connection and dominates idle memory.
+/// Small read buffer: it is allocated up front per connection (512 B: client frames are small;
+/// a larger one is read in more calls, and the buffer grows for it).
 fn config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(512)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(2 * 1024 * 1024)
         .max_message_size(Some(MAX_WS_MESSAGE))
