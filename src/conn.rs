@@ -19,7 +19,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 
 /// A write that takes longer than this means the peer stopped reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -125,8 +124,7 @@ pub(crate) struct Credentials {
 pub(crate) async fn run<T: Transport>(node: Arc<Node>, transport: T, credentials: Credentials) {
     let Credentials { user, token_id, expires_at: token_exp } = credentials;
     let conn_id = node.next_connection_id();
-    let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
-    let member = Arc::new(Member::new(conn_id, user.id, token_id, tx));
+    let member = Arc::new(Member::new(conn_id, user.id, token_id, OUTBOUND_QUEUE));
     node.hub.register(member.clone());
     node.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
     node.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
@@ -148,7 +146,7 @@ pub(crate) async fn run<T: Transport>(node: Arc<Node>, transport: T, credentials
         sends: Sends::default(),
         present_in: HashSet::new(),
     };
-    let reason = driver.run(&mut session, rx).await;
+    let reason = driver.run(&mut session).await;
     tracing::debug!(conn = conn_id, user = %user.username, reason = %reason, "connection closed");
 
     for room in node.hub.unregister(conn_id, session.room_ids()) {
@@ -173,7 +171,7 @@ async fn count_presence(node: &Node, user: &UserRef, scopes: &[Scope], entered: 
 }
 
 impl<T: Transport> Driver<T> {
-    async fn run(&mut self, session: &mut Session, mut rx: mpsc::Receiver<Event>) -> String {
+    async fn run(&mut self, session: &mut Session) -> String {
         let mut shutdown = self.node.shutdown.clone();
         if *shutdown.borrow_and_update() {
             session.handle_shutdown();
@@ -244,13 +242,9 @@ impl<T: Transport> Driver<T> {
                     }
                     Inbound::Closed(reason) => return reason.unwrap_or_else(|| "closed by client".into()),
                 },
-                Some(event) = rx.recv() => {
-                    session.handle_event(event);
-                    for _ in 1..EVENTS_PER_TURN {
-                        match rx.try_recv() {
-                            Ok(event) => session.handle_event(event),
-                            Err(_) => break,
-                        }
+                () = self.member.ready() => {
+                    for event in self.member.take(EVENTS_PER_TURN) {
+                        session.handle_event(event);
                     }
                 }
                 () = self.member.kicked() => {

@@ -13,11 +13,11 @@ use crate::rooms::RoomDirectory;
 use crate::store::{RoomKind, Store, StoredMessage};
 use crate::wire::{RoomPresence, ServerFrame};
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 /// Who an event is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -73,16 +73,54 @@ pub struct Member {
     pub user_id: u64,
     /// Id of the token the connection authenticated with.
     pub token_id: String,
-    tx: mpsc::Sender<Event>,
+    /// Events waiting for the connection, at most `capacity`. A plain locked deque rather than a
+    /// channel: when the connection has taken everything, the queue holds no memory at all
+    /// (a channel keeps a block of slots per connection for as long as it lives).
+    queue: Mutex<VecDeque<Event>>,
+    capacity: usize,
+    ready: Notify,
     slow: AtomicBool,
     kick: Notify,
     revoke: Notify,
 }
 
 impl Member {
-    /// A member that receives events on `tx`.
-    pub fn new(id: u64, user_id: u64, token_id: String, tx: mpsc::Sender<Event>) -> Self {
-        Self { id, user_id, token_id, tx, slow: AtomicBool::new(false), kick: Notify::new(), revoke: Notify::new() }
+    /// A member whose queue holds up to `capacity` events.
+    pub fn new(id: u64, user_id: u64, token_id: String, capacity: usize) -> Self {
+        Self {
+            id,
+            user_id,
+            token_id,
+            queue: Mutex::new(VecDeque::new()),
+            capacity,
+            ready: Notify::new(),
+            slow: AtomicBool::new(false),
+            kick: Notify::new(),
+            revoke: Notify::new(),
+        }
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Event>> {
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Completes once events are waiting (take them with [`Member::take`]).
+    pub async fn ready(&self) {
+        self.ready.notified().await;
+    }
+
+    /// Takes up to `max` waiting events, oldest first. When it takes them all, the queue's
+    /// memory goes with them; when some remain, `ready` completes again at once.
+    pub fn take(&self, max: usize) -> VecDeque<Event> {
+        let mut queue = self.queue();
+        if queue.len() <= max {
+            return std::mem::take(&mut *queue);
+        }
+        let rest = queue.split_off(max);
+        let taken = std::mem::replace(&mut *queue, rest);
+        drop(queue);
+        self.ready.notify_one();
+        taken
     }
 
     /// Completes once the connection's token was revoked.
@@ -99,9 +137,18 @@ impl Member {
         if self.slow.load(Ordering::Relaxed) {
             return;
         }
-        if self.tx.try_send(event.clone()).is_err() {
+        let mut queue = self.queue();
+        if queue.len() >= self.capacity {
+            drop(queue);
             self.slow.store(true, Ordering::Relaxed);
             self.kick.notify_one();
+            return;
+        }
+        queue.push_back(event.clone());
+        let first = queue.len() == 1;
+        drop(queue);
+        if first {
+            self.ready.notify_one();
         }
     }
 }
@@ -546,17 +593,18 @@ mod tests {
     #[tokio::test]
     async fn delivers_to_room_members_only_and_skips_own_typing() {
         let hub = Hub::default();
-        let (tx_a, mut rx_a) = mpsc::channel(8);
-        let (tx_b, mut rx_b) = mpsc::channel(8);
-        hub.register(Arc::new(Member::new(1, 10, "t1".into(), tx_a)));
-        hub.register(Arc::new(Member::new(2, 20, "t2".into(), tx_b)));
+        let a = Arc::new(Member::new(1, 10, "t1".into(), 8));
+        let b = Arc::new(Member::new(2, 20, "t2".into(), 8));
+        hub.register(a.clone());
+        hub.register(b.clone());
         hub.join(5, 1);
         hub.start(5, 0);
         hub.deliver(&event(Topic::Room(5), EventKind::Message { seq: 1 }, 20));
         hub.deliver(&event(Topic::Room(5), EventKind::Typing, 10));
-        assert_eq!(rx_a.recv().await.unwrap().kind, EventKind::Message { seq: 1 });
-        assert!(rx_a.try_recv().is_err(), "own typing is not echoed");
-        assert!(rx_b.try_recv().is_err(), "non-member gets no room events");
+        a.ready().await;
+        let kinds: Vec<EventKind> = a.take(10).into_iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [EventKind::Message { seq: 1 }], "own typing is not echoed");
+        assert!(b.take(10).is_empty(), "non-member gets no room events");
         hub.unregister(1, [5]);
         assert_eq!(hub.connections(), 1);
     }
@@ -564,17 +612,17 @@ mod tests {
     #[tokio::test]
     async fn presence_transitions_mark_the_room_and_refreshes_are_spaced() {
         let hub = Hub::default();
-        let (tx_a, mut rx_a) = mpsc::channel(8);
-        let (tx_b, mut rx_b) = mpsc::channel(8);
-        hub.register(Arc::new(Member::new(1, 10, "t1".into(), tx_a)));
-        hub.register(Arc::new(Member::new(2, 20, "t2".into(), tx_b)));
+        let a = Arc::new(Member::new(1, 10, "t1".into(), 8));
+        let b = Arc::new(Member::new(2, 20, "t2".into(), 8));
+        hub.register(a.clone());
+        hub.register(b.clone());
         hub.join(5, 1);
         let interval = Duration::from_millis(500);
         let t0 = Instant::now();
         assert!(hub.presence_due(t0, interval).is_empty(), "nothing changed");
         hub.deliver(&Event { topic: Topic::Room(5), kind: EventKind::Presence, from_user: 20, bytes: Bytes::new() });
         hub.deliver(&Event { topic: Topic::Room(6), kind: EventKind::Presence, from_user: 20, bytes: Bytes::new() });
-        assert!(rx_a.try_recv().is_err(), "a transition is not forwarded");
+        assert!(a.take(10).is_empty(), "a transition is not forwarded");
         assert_eq!(hub.presence_due(t0, interval), vec![5], "room 6 has no member here");
         hub.mark_presence(5);
         assert!(hub.presence_due(t0 + interval / 2, interval).is_empty(), "coalesced within the interval");
@@ -586,8 +634,8 @@ mod tests {
             users: users.into_iter().map(user).collect(),
         };
         assert!(hub.deliver_presence(5, frame(60, vec![1, 2]), t0));
-        assert_eq!(rx_a.recv().await.unwrap().kind, EventKind::Presence);
-        assert!(rx_b.try_recv().is_err(), "only the room's members");
+        assert_eq!(a.take(10).into_iter().map(|e| e.kind).collect::<Vec<_>>(), [EventKind::Presence]);
+        assert!(b.take(10).is_empty(), "only the room's members");
         assert!(!hub.deliver_presence(5, frame(60, vec![1, 2]), t0 + interval), "nothing new");
         assert!(hub.presence_due(t0 + interval * 2, interval).is_empty(), "and nothing pending");
         // The count alone changed: it waits for COUNT_INTERVAL, and the room stays marked.
@@ -596,8 +644,7 @@ mod tests {
         assert!(hub.deliver_presence(5, frame(61, vec![1, 2]), t0 + COUNT_INTERVAL));
         // The listed users changed: at once.
         assert!(hub.deliver_presence(5, frame(61, vec![1, 3]), t0 + COUNT_INTERVAL + interval));
-        assert_eq!(rx_a.recv().await.unwrap().kind, EventKind::Presence);
-        assert_eq!(rx_a.recv().await.unwrap().kind, EventKind::Presence);
+        assert_eq!(a.take(10).into_iter().map(|e| e.kind).collect::<Vec<_>>(), [EventKind::Presence; 2]);
         hub.resync();
         assert_eq!(hub.presence_due(t0 + COUNT_INTERVAL * 2, interval), vec![5], "a relay re-sync refreshes presence");
     }
@@ -605,9 +652,8 @@ mod tests {
     #[tokio::test]
     async fn a_revocation_reaches_only_connections_of_that_token() {
         let hub = Hub::default();
-        let (tx, mut rx) = mpsc::channel(8);
-        let same_token = Arc::new(Member::new(1, 10, "jti-a".into(), tx.clone()));
-        let other_token = Arc::new(Member::new(2, 10, "jti-b".into(), tx));
+        let same_token = Arc::new(Member::new(1, 10, "jti-a".into(), 8));
+        let other_token = Arc::new(Member::new(2, 10, "jti-b".into(), 8));
         hub.register(same_token.clone());
         hub.register(other_token.clone());
         let revoke = Event {
@@ -618,7 +664,7 @@ mod tests {
         };
         hub.deliver(&revoke);
         tokio::time::timeout(std::time::Duration::from_secs(5), same_token.revoked()).await.expect("revoked");
-        assert!(rx.try_recv().is_err(), "a revocation is never forwarded");
+        assert!(same_token.take(10).is_empty() && other_token.take(10).is_empty(), "a revocation is never forwarded");
         let not_yet = tokio::time::timeout(std::time::Duration::from_millis(50), other_token.revoked()).await;
         assert!(not_yet.is_err(), "another token of the same user stays");
     }
@@ -626,8 +672,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_kicks_the_member_instead_of_growing() {
         let hub = Hub::default();
-        let (tx, _rx) = mpsc::channel(2);
-        let member = Arc::new(Member::new(1, 10, "t1".into(), tx));
+        let member = Arc::new(Member::new(1, 10, "t1".into(), 2));
         hub.register(member.clone());
         hub.join(5, 1);
         hub.start(5, 0);
@@ -637,9 +682,9 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(5), member.kicked()).await.expect("kicked");
     }
 
-    fn seqs(rx: &mut mpsc::Receiver<Event>) -> Vec<u64> {
+    fn seqs(member: &Member) -> Vec<u64> {
         let mut out = Vec::new();
-        while let Ok(e) = rx.try_recv() {
+        for e in member.take(usize::MAX) {
             if let EventKind::Message { seq } = e.kind {
                 out.push(seq);
             }
@@ -650,43 +695,67 @@ mod tests {
     #[tokio::test]
     async fn a_room_is_delivered_in_seq_order_without_duplicates() {
         let hub = Hub::default();
-        let (tx, mut rx) = mpsc::channel(64);
-        hub.register(Arc::new(Member::new(1, 10, "t".into(), tx)));
+        let member = Arc::new(Member::new(1, 10, "t".into(), 64));
+        hub.register(member.clone());
         hub.join(5, 1);
         // Before the first join read the head, everything is held back.
         hub.deliver(&event(Topic::Room(5), EventKind::Message { seq: 4 }, 20));
         hub.deliver(&event(Topic::Room(5), EventKind::Message { seq: 2 }, 20));
-        assert!(seqs(&mut rx).is_empty());
+        assert!(seqs(&member).is_empty());
         hub.start(5, 2);
-        assert_eq!(seqs(&mut rx), Vec::<u64>::new(), "3 is missing: 4 waits");
+        assert_eq!(seqs(&member), Vec::<u64>::new(), "3 is missing: 4 waits");
         let (due, later) = hub.due_gaps(Instant::now());
         assert!(due.is_empty() && later.is_some(), "a fresh gap waits GAP_HOLD");
         let (due, _) = hub.due_gaps(Instant::now() + GAP_HOLD);
         assert_eq!(due, vec![(5, 3, 3)], "then seq 3 is read from the store");
         hub.deliver(&event(Topic::Room(5), EventKind::Message { seq: 3 }, 20));
-        assert_eq!(seqs(&mut rx), vec![3, 4]);
+        assert_eq!(seqs(&member), vec![3, 4]);
         for seq in [4, 3, 5, 5, 7, 6] {
             hub.deliver(&event(Topic::Room(5), EventKind::Message { seq }, 20));
         }
-        assert_eq!(seqs(&mut rx), vec![5, 6, 7], "duplicates dropped, overtaken ones reordered");
+        assert_eq!(seqs(&member), vec![5, 6, 7], "duplicates dropped, overtaken ones reordered");
         assert!(hub.due_gaps(Instant::now() + GAP_HOLD).0.is_empty());
         // A later start (another member's join) never moves the stream back.
         hub.start(5, 1);
         hub.deliver(&event(Topic::Room(5), EventKind::Message { seq: 2 }, 20));
-        assert!(seqs(&mut rx).is_empty());
+        assert!(seqs(&member).is_empty());
         assert_eq!(hub.streams(), vec![(5, 8)]);
     }
 
     #[tokio::test]
     async fn a_room_without_members_is_forgotten() {
         let hub = Hub::default();
-        let (tx, _rx) = mpsc::channel(8);
-        hub.register(Arc::new(Member::new(1, 10, "t".into(), tx)));
+        hub.register(Arc::new(Member::new(1, 10, "t".into(), 8)));
         hub.join(5, 1);
         assert!(hub.wants(5));
         assert!(hub.leave(5, 1), "the last member left");
         assert!(!hub.wants(5));
         hub.join(6, 1);
         assert_eq!(hub.unregister(1, [6]), vec![6]);
+    }
+}
+
+#[cfg(test)]
+mod queue_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_member_takes_events_in_order_in_batches_and_an_empty_queue_holds_no_memory() {
+        let member = Member::new(1, 10, "t".into(), 100);
+        for seq in 1..=5 {
+            member.offer(&Event {
+                topic: Topic::Room(1),
+                kind: EventKind::Message { seq },
+                from_user: 2,
+                bytes: Bytes::new(),
+            });
+        }
+        member.ready().await;
+        let first: Vec<EventKind> = member.take(3).into_iter().map(|e| e.kind).collect();
+        assert_eq!(first, (1..=3).map(|seq| EventKind::Message { seq }).collect::<Vec<_>>());
+        // Some remain: ready again at once.
+        tokio::time::timeout(Duration::from_secs(1), member.ready()).await.expect("ready again");
+        assert_eq!(member.take(3).len(), 2);
+        assert_eq!(member.queue().capacity(), 0, "the queue's memory went with its events");
     }
 }

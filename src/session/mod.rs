@@ -189,9 +189,14 @@ impl Session {
         self
     }
 
-    /// Next piece of work, in order.
+    /// Next piece of work, in order. Once all is taken, the queue's memory is released (an
+    /// idle connection keeps none; a busy one allocates it once per turn).
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.out.pop_front()
+        let action = self.out.pop_front();
+        if action.is_none() && self.out.capacity() > 0 {
+            self.out = VecDeque::new();
+        }
+        action
     }
 
     /// When `handle_timeout` must be called next.
