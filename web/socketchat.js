@@ -4,8 +4,8 @@
 //
 // # Layout (web/socketchat/)
 //
-//   limits.js                  protocol version, frame and text limits, typing rate (§ 5);
-//                              utf8Length, how text is measured against them
+//   limits.js                  protocol version, frame and text limits, the typing, read-mark
+//                              and join rates (§ 5); utf8Length, how text is measured
 //   codes.js                   Error codes (§ 4.1), close codes (§ 4.2), closeName
 //   frames.js                  the frame schema (§ 3): every variant and its fields, as data
 //   codec.js                   postcard encode/decode of one frame (§ 2); no IO
@@ -22,17 +22,23 @@
 // against protocol/vectors/frames.jsonl.
 
 export {
+  MARK_READ_BURST,
+  MARK_READ_RATE_PER_SEC,
+  MAX_ATTACHMENTS,
   MAX_CLIENT_FRAME,
+  MAX_ROOMS,
   MAX_SERVER_FRAME,
   MAX_TEXT_BYTES,
   PROTOCOL_VERSION,
+  READ_BURST,
+  READ_RATE_PER_SEC,
   TYPING_BURST,
   TYPING_RATE_PER_SEC,
   utf8Length,
 } from './socketchat/limits.js';
 export { TokenBucket } from './socketchat/rate.js';
 export { CloseCode, ErrorCode, closeName, isTerminalClose } from './socketchat/codes.js';
-export { CLIENT_FRAME_TYPES, RETIRED_SERVER_FRAMES, SERVER_FRAME_TYPES } from './socketchat/frames.js';
+export { CLIENT_FRAME_TYPES, MESSAGE_KINDS, RETIRED_SERVER_FRAMES, SERVER_FRAME_TYPES } from './socketchat/frames.js';
 export { DecodeError, decodeClientFrame, decodeServerFrame, encodeClientFrame, encodeServerFrame } from './socketchat/codec.js';
 export { StreamFrameReader, decodeStreamFrame, encodeStreamFrame } from './socketchat/framing.js';
 export { hexToId, idToHex, newClientMsgId } from './socketchat/ids.js';

@@ -510,7 +510,7 @@ export class ChatClient extends EventTarget {
         this.pumpTimer = setTimeout(() => this._pump(), interval - (now - this.lastSendAt));
         return;
       }
-      if (!this._sendFrame({ type: 'Send', room: p.room, client_msg_id: p.client_msg_id, text: p.text })) return;
+      if (!this._sendFrame({ type: 'Send', room: p.room, client_msg_id: p.client_msg_id, text: p.text, attachments: [] })) return;
       p.state = 'sent';
       inFlight += 1;
       this.lastSendAt = now;

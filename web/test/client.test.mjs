@@ -37,7 +37,7 @@ describe('ChatClient', () => {
     assert.equal(ws.binaryType, 'arraybuffer');
     ws.open();
     assert.deepEqual(ws.sent.map((f) => f.type), ['Hello', 'Join']);
-    assert.deepEqual(ws.sent[0], { type: 'Hello', version: 2, client: 'socketchat-web/1.0' });
+    assert.deepEqual(ws.sent[0], { type: 'Hello', version: 3, client: 'socketchat-web/1.0' });
     assert.deepEqual(ws.sent[1], { type: 'Join', room: 'general', after_seq: null });
     ws.deliver(welcome());
     assert.deepEqual(statuses, ['connecting', 'connected']);
