@@ -15,7 +15,10 @@
 //   transport-websocket.js     WebSocketConnection (§ 1.2)
 //   transport-webtransport.js  WebTransportConnection (§ 1.3) and how a page opens one
 //   backoff.js                 reconnect delays
-//   rate.js                    token bucket: typing updates stay within the server's limit
+//   rate.js                    token bucket: typing, read marks and joins stay within the
+//                              server's limits
+//   posts.js                   RoomPosts: a room's posts kept current by its Edit and Delete
+//                              events (§ 3); pure
 //   client.js                  ChatClient: the session that survives reconnects
 //
 // The codec and framing follow protocol/PROTOCOL.md; web/test/codec.test.mjs checks them
@@ -54,4 +57,5 @@ export {
   webTransportOptions,
   webTransportUrl,
 } from './socketchat/transport-webtransport.js';
+export { RoomPosts } from './socketchat/posts.js';
 export { ChatClient, ChatEvent } from './socketchat/client.js';

@@ -44,6 +44,7 @@ pub(super) const ASSETS: &[Asset] = &[
     asset!("/socketchat/framing.js", JS, "socketchat/framing.js"),
     asset!("/socketchat/ids.js", JS, "socketchat/ids.js"),
     asset!("/socketchat/limits.js", JS, "socketchat/limits.js"),
+    asset!("/socketchat/posts.js", JS, "socketchat/posts.js"),
     asset!("/socketchat/rate.js", JS, "socketchat/rate.js"),
     asset!("/socketchat/transport.js", JS, "socketchat/transport.js"),
     asset!("/socketchat/transport-websocket.js", JS, "socketchat/transport-websocket.js"),

@@ -38,6 +38,7 @@ export const ASSETS = {
   '/socketchat/framing.js': 'socketchat/framing.js',
   '/socketchat/ids.js': 'socketchat/ids.js',
   '/socketchat/limits.js': 'socketchat/limits.js',
+  '/socketchat/posts.js': 'socketchat/posts.js',
   '/socketchat/rate.js': 'socketchat/rate.js',
   '/socketchat/transport.js': 'socketchat/transport.js',
   '/socketchat/transport-websocket.js': 'socketchat/transport-websocket.js',
