@@ -44,8 +44,10 @@ export const ASSETS = {
   '/socketchat/transport-websocket.js': 'socketchat/transport-websocket.js',
   '/socketchat/transport-webtransport.js': 'socketchat/transport-webtransport.js',
   '/ui/composer.js': 'ui/composer.js',
+  '/ui/files.js': 'ui/files.js',
   '/ui/links.js': 'ui/links.js',
   '/ui/message-list.js': 'ui/message-list.js',
+  '/ui/rooms.js': 'ui/rooms.js',
   '/ui/timeline.js': 'ui/timeline.js',
 };
 
