@@ -1192,7 +1192,10 @@ function maybeMarkRead() {
 }
 
 function onReadState(r) {
-  if (state.unread.read(r.room, r.last_read_seq)) refreshChannels();
+  // The count follows here when the mark is at or above the list's head and the room is
+  // followed (every post above that head came live); otherwise the list says.
+  const unknown = state.unread.read(r.room, r.last_read_seq);
+  if (unknown || !client.joinedRooms().includes(r.room)) refreshChannels();
   const channel = channelOf(r.room);
   if (channel) channel.last_read_seq = Math.max(channel.last_read_seq || 0, r.last_read_seq);
   renderBadges();

@@ -283,6 +283,19 @@ describe('SocketChat v3 in the browser: rooms, badges, edits, files', { timeout:
       assert.ok(info.box > 0 && info.box <= 320, 'constrained size');
     }
 
+    // A pasted image is attached like a chosen file; × takes it out again.
+    await page.evaluate((bytes) => {
+      const dt = new DataTransfer();
+      dt.items.add(new File([new Uint8Array(bytes)], 'image.png', { type: 'image/png' }));
+      document.querySelector('#message-input').dispatchEvent(new ClipboardEvent('paste', { clipboardData: dt, bubbles: true, cancelable: true }));
+    }, [...png]);
+    await page.waitForSelector('#uploads [data-state="done"]', { timeout: WAIT_MS });
+    assert.equal(await page.textContent('#uploads .file-name'), 'image.png');
+    assert.equal(await page.inputValue('#message-input'), '', 'nothing pasted as text');
+    await page.click('#uploads .remove-file');
+    await page.waitForSelector('#uploads', { state: 'hidden', timeout: WAIT_MS });
+    assert.equal(await page.isEnabled('#send'), false, 'nothing to send');
+
     // A text file, with no text: a download link with its name and size.
     await page.setInputFiles('#file-input', { name: 'notes <img src=x onerror=alert(1)>.txt', mimeType: 'text/plain', buffer: Buffer.from('hello notes') });
     await page.waitForSelector('#uploads [data-state="done"]', { timeout: WAIT_MS });
