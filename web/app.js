@@ -20,7 +20,7 @@ import { ChatClient, CloseCode, ErrorCode, MAX_TEXT_BYTES, RoomPosts, idToHex } 
 import { isSendKey, textBudget, typingWaitMs } from './ui/composer.js';
 import { composerSendable, formatSize, uploadName, uploadPath } from './ui/files.js';
 import { MessageList } from './ui/message-list.js';
-import { UnreadCounts, badgeText, roomLabel, roomTitle, roomsToFollow } from './ui/rooms.js';
+import { MAX_FOLLOWED, UnreadCounts, badgeText, roomLabel, roomTitle, roomsToFollow } from './ui/rooms.js';
 
 const HISTORY_PAGE = 50;
 // Typing{active:true} goes out at most every 3 s per room while typing goes on (peers expire it
@@ -316,7 +316,8 @@ async function enterChat(user) {
   client.on('welcome', onWelcome);
   client.on('room_presence', onRoomPresence);
   client.on('left', onLeft);
-  client.on('join_refused', (r) => roomGone(r.room));
+  // Error 2: the room is gone or hidden now. (Error 6, too many rooms, leaves it listed.)
+  client.on('join_refused', (r) => r.code === ErrorCode.UnknownRoom && roomGone(r.room));
   client.on('room_added', () => refreshChannels());
   client.on('read_state', onReadState);
   client.on('joined', onJoined);
@@ -546,7 +547,7 @@ function applyChannels(channels) {
 /** Joins the rooms whose badges should move live, and leaves those no longer listed. */
 function followRooms() {
   if (!client) return;
-  const wanted = roomsToFollow(state.channels, state.room);
+  const wanted = roomsToFollow(state.channels, state.room, client.limits?.max_rooms || MAX_FOLLOWED);
   const keep = new Set(wanted);
   for (const name of client.joinedRooms()) if (!keep.has(name)) client.leaveRoom(name);
   for (const name of wanted) client.joinRoom(name, channelOf(name)?.head_seq ?? null);

@@ -216,7 +216,8 @@ describe('rooms', () => {
     assert.equal(roomLabel(dm, me), 'bob');
     assert.equal(roomLabel(dm, bob), 'alice');
     assert.equal(roomLabel(group, me), 'carol, bob');
-    assert.deepEqual(otherMembers({ ...dm, members: [me] }, me), [me], 'alone in it: shows the one member');
+    assert.deepEqual(otherMembers({ ...dm, members: [me] }, me), []);
+    assert.equal(roomLabel({ ...dm, members: [me] }, me), 'only you', 'the others left it');
     assert.equal(roomLabel({ name: '@1-9', kind: 'direct' }, me), '@1-9', 'no members: its name');
   });
 

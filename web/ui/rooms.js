@@ -6,21 +6,21 @@ export const MAX_FOLLOWED = 32;
 /** The server counts unread messages up to this many; the badge then says "99+". */
 export const UNREAD_CAP = 100;
 
-/** The other members of a direct conversation (every member when `me` is not one). */
+/** The other members of a direct conversation. */
 export function otherMembers(room, me) {
   const members = Array.isArray(room.members) ? room.members : [];
-  const others = members.filter((m) => !me || m.id !== me.id);
-  return others.length ? others : members;
+  return members.filter((m) => !me || m.id !== me.id);
 }
 
 /**
  * What a room is called in the list: a channel by its name, a direct conversation (named
- * `@…` by the server) by the other members' usernames.
+ * `@…` by the server) by the other members' usernames ("only you" once they all left it).
  */
 export function roomLabel(room, me) {
   if (room.kind !== 'direct') return room.name;
+  if (!Array.isArray(room.members)) return room.name;
   const names = otherMembers(room, me).map((m) => m.username);
-  return names.length ? names.join(', ') : room.name;
+  return names.length ? names.join(', ') : 'only you';
 }
 
 /** The room's title above the conversation: "# general", "🔒 secret", "@ bob". */
