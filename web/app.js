@@ -1454,6 +1454,11 @@ function onErrorFrame(err) {
       if (err.request_id === null) return;
       text = `Error ${err.code}: ${err.message}`;
       break;
+    case ErrorCode.NotMember:
+      // A typing update or read mark that crossed the room's Left: nothing the user did.
+      if (err.client_msg_id === null || err.retrying) return;
+      text = `Error ${err.code}: ${err.message}`;
+      break;
     default:
       text = `Error ${err.code}: ${err.message}`;
   }

@@ -13,6 +13,8 @@ import { dayLabel, layoutTimeline } from './timeline.js';
 
 /** Closer than this to the bottom counts as "at the newest message". */
 const NEAR_BOTTOM_PX = 48;
+/** An image that failed to load (503: the node serves many files at once) is asked again this often, 1, 2, 4 s apart. */
+const IMAGE_RETRIES = 3;
 
 const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
 const dateTimeFormat = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
@@ -59,6 +61,13 @@ export function attachmentsEl(attachments, onImageLoad) {
       img.title = `${a.name} (${formatSize(a.size)})`;
       img.decoding = 'async';
       if (onImageLoad) img.addEventListener('load', onImageLoad);
+      // A node serving many files at once answers 503 for a moment: try again a few times.
+      let tries = 0;
+      img.addEventListener('error', () => {
+        if (tries >= IMAGE_RETRIES) return;
+        tries += 1;
+        setTimeout(() => img.isConnected && (img.src = `${attachmentPath(a.id)}?try=${tries}`), 1000 * 2 ** (tries - 1));
+      });
       link.append(img);
     } else {
       link.className = 'attachment file';
