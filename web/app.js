@@ -1,13 +1,26 @@
 // SocketChat web UI. No framework, no build step; runs under
 // `default-src 'self'; connect-src 'self' <WebTransport origin>; style-src 'self'; img-src 'self' data:`,
-// so nothing inline. User-supplied text only ever goes through textContent and text nodes.
+// so nothing inline. User-supplied text (names, file names, messages) only ever goes through
+// textContent and text nodes.
 //
-// This file wires the page: login, the session, rooms, presence, typing, the composer and the
-// drawers of a narrow screen. ui/message-list.js renders the messages; ui/links.js,
-// ui/timeline.js and ui/composer.js hold its pure rules (tested in web/test/).
-import { ChatClient, CloseCode, ErrorCode, MAX_TEXT_BYTES, idToHex } from './socketchat.js';
-import { canSend, isSendKey, textBudget, typingWaitMs } from './ui/composer.js';
+// This file wires the page: login, the session, the room list (channels, private channels,
+// direct conversations, unread badges), creating channels, invitations, leaving, read marks,
+// presence, typing, the composer with its uploads, and the drawers of a narrow screen.
+// ui/message-list.js renders the messages (edits and deletions included); ui/rooms.js,
+// ui/files.js, ui/links.js, ui/timeline.js and ui/composer.js hold its pure rules (tested in
+// web/test/).
+//
+// Live badges: the connection joins every room of the list (the open one first; 32 at most,
+// the protocol's limit per connection) with after_seq = the room's head from the list, so
+// nothing is replayed, and counts the posts of other users that come live in rooms not being
+// read on top of the list's count (ui/rooms.js UnreadCounts). A room being read is marked read
+// (MarkRead, coalesced by ChatClient) while its newest message is in view and the tab visible;
+// ReadState, from this tab or any other of the user's, moves the badge.
+import { ChatClient, CloseCode, ErrorCode, MAX_TEXT_BYTES, RoomPosts, idToHex } from './socketchat.js';
+import { isSendKey, textBudget, typingWaitMs } from './ui/composer.js';
+import { composerSendable, formatSize, uploadName, uploadPath } from './ui/files.js';
 import { MessageList } from './ui/message-list.js';
+import { MAX_FOLLOWED, UnreadCounts, badgeText, roomLabel, roomTitle, roomsToFollow } from './ui/rooms.js';
 
 const HISTORY_PAGE = 50;
 // Typing{active:true} goes out at most every 3 s per room while typing goes on (peers expire it
@@ -18,6 +31,7 @@ const TYPING_RETRY_MS = 1000; // a Typing{true} dropped by ChatClient's limit is
 const TYPING_IDLE_MS = 4000; // send Typing{active:false} after this long without input
 const TYPING_EXPIRE_MS = 6000; // others' typing state expires without a refresh
 const ERROR_LINE_MS = 8000;
+const NOTICE_LINE_MS = 8000;
 const NEAR_TOP_PX = 48;
 const PRESENCE_PAGE = 100; // users per GET /api/presence/rooms/{room} page (the server's maximum)
 const MAX_LISTED = 300; // users shown in the online list at most, first page included
@@ -25,6 +39,8 @@ const STATUS_TTL_MS = 30000; // a user's online / last-seen answer is reused thi
 const STATUS_BATCH_MS = 25; // ids hovered within this window are asked in one request
 const STATUS_MAX_IDS = 100; // ids per GET /api/presence/users (the server's maximum)
 const STATUS_CACHE_MAX = 1000; // users whose status is remembered, at most
+const LIST_REFRESH_MS = 150; // events that call for the room list within this window share one fetch
+const MAX_FILES = 10; // attachments per message (§ 5)
 
 // Query parameters for tests and debugging: `?transport=websocket` (or `webtransport`, `auto`)
 // chooses the transport policy; `?test-hooks` exposes the client as `window.__socketchat.client`.
@@ -48,13 +64,30 @@ const els = {
   channelsPanel: $('#channels-panel'),
   channelsToggle: $('#channels-toggle'),
   channels: $('#channels'),
+  direct: $('#direct'),
+  directHint: $('#direct-hint'),
+  newChannel: $('#new-channel'),
+  createForm: $('#create-channel-form'),
+  createCancel: $('#create-channel-cancel'),
   roomName: $('#room-name'),
   roomTopic: $('#room-topic'),
+  inviteToggle: $('#invite-toggle'),
+  inviteForm: $('#invite-form'),
+  inviteCancel: $('#invite-cancel'),
+  leaveRoom: $('#leave-room'),
+  leaveConfirm: $('#leave-confirm'),
+  leaveQuestion: $('#leave-question'),
+  leaveYes: $('#leave-confirm-yes'),
+  leaveNo: $('#leave-confirm-no'),
   messages: $('#messages'),
   emptyRoom: $('#empty-room'),
   typing: $('#typing'),
+  notice: $('#notice'),
   error: $('#error'),
   composer: $('#composer'),
+  uploads: $('#uploads'),
+  attach: $('#attach'),
+  fileInput: $('#file-input'),
   input: $('#message-input'),
   send: $('#send'),
   counter: $('#counter'),
@@ -70,27 +103,39 @@ const els = {
 class RoomCache {
   constructor(name) {
     this.name = name;
-    /** seq → ChatMessage */
-    this.messages = new Map();
-    /** hex(client_msg_id) → {key, text, failed, reason} (own sends not yet acked) */
+    /** The room's posts, kept current by its Edit and Delete events. */
+    this.posts = new RoomPosts();
+    /** hex(client_msg_id) → {key, text, attachments, failed, reason, at} (own sends not yet acked) */
     this.pending = new Map();
+    /** post seq → {key, kind: 'edit'|'delete', text} (own changes not yet confirmed) */
+    this.changes = new Map();
     /** before_seq of the next older page: undefined = unknown, null = reached seq 1. */
     this.nextBefore = undefined;
+    /** Whether the newest page was loaded: from then on every event of the room is kept. */
+    this.loaded = false;
     this.initialLoading = false;
     this.loadingOlder = false;
   }
-  minSeq() {
-    let min;
-    for (const seq of this.messages.keys()) if (min === undefined || seq < min) min = seq;
-    return min;
+  /** Whether events of the room are kept (a room never opened only counts its unread posts). */
+  get keeping() {
+    return this.loaded || this.initialLoading;
+  }
+  forget() {
+    this.posts.clear();
+    this.nextBefore = undefined;
+    this.loaded = false;
   }
 }
 
 const state = {
   me: null,
+  /** The room list (`GET /api/channels`), in its order. */
   channels: [],
   room: null,
   rooms: new Map(),
+  unread: new UnreadCounts(),
+  /** Rooms this tab is leaving (DELETE …/members/me): their Left is expected. */
+  leaving: new Set(),
   /**
    * Who is online in the current room: the latest RoomPresence (`online`, `users` = its first
    * page) and the users listed beyond it from `GET /api/presence/rooms/{room}` (`extra`,
@@ -99,11 +144,15 @@ const state = {
   presence: null,
   /** room → Map(user id → {user, timer}) */
   typing: new Map(),
+  /** Files of the message being written: {key, file, name, progress, upload, error, xhr}. */
+  files: [],
 };
 
 let client = null;
 let statusTimer = null;
 let errorTimer = null;
+let noticeTimer = null;
+let fileKeys = 0;
 /**
  * Peers see us typing in `room` while `active`; the last Typing{true} went to `lastRoom` at
  * `lastSentAt`; `announceTimer` sends one once it is due.
@@ -251,8 +300,6 @@ async function enterChat(user) {
   } catch (err) {
     showError(`Could not load channels: ${err.message}`);
   }
-  state.channels = channels;
-  renderChannels();
 
   client = new ChatClient({
     transport: transportMode,
@@ -266,13 +313,13 @@ async function enterChat(user) {
   client.on('transport_fallback', (f) => {
     els.transport.title = `WebTransport failed (${f.error}); using WebSocket`;
   });
-  client.on('welcome', (w) => {
-    state.me = { ...state.me, id: w.user.id, username: w.user.username };
-    els.me.textContent = w.user.username;
-    renderComposer(); // the server's text limit
-  });
+  client.on('welcome', onWelcome);
   client.on('room_presence', onRoomPresence);
   client.on('left', onLeft);
+  // Error 2: the room is gone or hidden now. (Error 6, too many rooms, leaves it listed.)
+  client.on('join_refused', (r) => r.code === ErrorCode.UnknownRoom && roomGone(r.room));
+  client.on('room_added', () => refreshChannels());
+  client.on('read_state', onReadState);
   client.on('joined', onJoined);
   client.on('message', onMessage);
   client.on('ack', onAck);
@@ -287,6 +334,9 @@ async function enterChat(user) {
   const fromHash = decodeURIComponent(location.hash.slice(1));
   const names = channels.map((c) => c.name);
   const initial = names.includes(fromHash) ? fromHash : names.includes('general') ? 'general' : names[0] || 'general';
+  state.room = initial; // followed first
+  applyChannels(channels);
+  state.room = null;
   selectRoom(initial);
   client.connect();
 }
@@ -298,15 +348,25 @@ function leaveChat() {
     client = null;
   }
   clearInterval(statusTimer);
+  clearTimeout(refresh.timer);
   for (const perRoom of state.typing.values()) for (const t of perRoom.values()) clearTimeout(t.timer);
+  for (const f of state.files) f.xhr?.abort();
+  state.files = [];
+  renderUploads();
   state.me = null;
   state.room = null;
+  state.channels = [];
   state.rooms.clear();
   state.typing.clear();
+  state.unread.clear();
+  state.leaving.clear();
   resetPresence();
   statusCache.clear();
   closeDrawer();
+  closeRoomPanels();
+  closeCreateForm();
   els.channels.replaceChildren();
+  els.direct.replaceChildren();
   els.messages.replaceChildren();
   els.emptyRoom.hidden = true;
   els.input.value = '';
@@ -314,7 +374,10 @@ function leaveChat() {
   els.typing.textContent = '';
   els.roomName.textContent = '';
   els.roomTopic.textContent = '';
+  els.inviteToggle.hidden = true;
+  els.leaveRoom.hidden = true;
   hideError();
+  hideNotice();
 }
 
 function roomCache(name) {
@@ -326,50 +389,419 @@ function roomCache(name) {
   return cache;
 }
 
+function channelOf(name) {
+  return state.channels.find((c) => c.name === name);
+}
+
 function selectRoom(name) {
   if (state.room === name) return;
   stopTyping();
+  closeRoomPanels();
   state.room = name;
-  for (const btn of els.channels.querySelectorAll('[data-channel]')) {
+  for (const btn of els.chatView.querySelectorAll('[data-channel]')) {
     if (btn.dataset.channel === name) btn.setAttribute('aria-current', 'true');
     else btn.removeAttribute('aria-current');
   }
-  const channel = state.channels.find((c) => c.name === name);
-  els.roomName.textContent = `# ${name}`;
-  els.roomTopic.textContent = channel && channel.topic ? channel.topic : '';
-  if (location.hash.slice(1) !== name) history.replaceState(null, '', `#${encodeURIComponent(name)}`);
+  renderRoomHeader();
+  if (decodeURIComponent(location.hash.slice(1)) !== name) history.replaceState(null, '', `#${encodeURIComponent(name)}`);
+  const channel = channelOf(name);
+  // Followed first after a reconnect; joined now (at the list's head) if it was not yet.
+  client.focusRoom(name, channel ? channel.head_seq : null);
   renderRoom();
   renderTyping();
-  // The new room's list comes with its first RoomPresence, right after its Joined.
+  // The room's latest RoomPresence, if one came; later ones follow as they come.
   resetPresence();
-  // Switch{room, after_seq}: after_seq is the highest seq we have (null the first time).
-  client.switchRoom(name);
+  const presence = client.roomPresence(name);
+  if (presence) onRoomPresence({ type: 'RoomPresence', ...presence });
+  ensureLoaded(name);
+  maybeMarkRead();
   els.input.focus();
 }
 
-function renderChannels() {
-  const frag = document.createDocumentFragment();
-  for (const ch of state.channels) {
-    const li = document.createElement('li');
-    const btn = document.createElement('button');
-    btn.type = 'button';
-    btn.className = 'channel';
-    btn.dataset.channel = ch.name;
-    btn.textContent = `# ${ch.name}`;
-    if (ch.topic) btn.title = ch.topic;
-    if (ch.name === state.room) btn.setAttribute('aria-current', 'true');
-    li.append(btn);
-    frag.append(li);
-  }
-  els.channels.replaceChildren(frag);
+/** The title, topic and actions of the open room. */
+function renderRoomHeader() {
+  const channel = channelOf(state.room);
+  els.roomName.textContent = channel ? roomTitle(channel, state.me) : `# ${state.room}`;
+  els.roomTopic.textContent = channel && channel.topic ? channel.topic : '';
+  const kind = channel ? channel.kind : 'public';
+  els.inviteToggle.hidden = !(kind === 'private' && channel.role === 'owner');
+  els.leaveRoom.hidden = !((kind === 'private' && channel.role !== 'owner') || kind === 'direct');
 }
 
-els.channels.addEventListener('click', (e) => {
-  const btn = e.target.closest('[data-channel]');
-  if (!btn || !client) return;
-  closeDrawer();
-  selectRoom(btn.dataset.channel);
+/** One room of the list: its mark, its name and its unread badge. */
+function channelButton(ch) {
+  const btn = document.createElement('button');
+  btn.type = 'button';
+  btn.className = 'channel';
+  btn.dataset.channel = ch.name;
+  btn.dataset.kind = ch.kind || 'public';
+  const mark = document.createElement('span');
+  mark.className = 'mark';
+  mark.setAttribute('aria-hidden', 'true');
+  mark.textContent = ch.kind === 'private' ? '🔒' : ch.kind === 'direct' ? '@' : '#';
+  const name = document.createElement('span');
+  name.className = 'name';
+  name.textContent = roomLabel(ch, state.me);
+  btn.append(mark, name);
+  if (ch.kind === 'private') {
+    const hidden = document.createElement('span');
+    hidden.className = 'visually-hidden';
+    hidden.textContent = ' (private)';
+    btn.append(hidden);
+  }
+  const badge = document.createElement('span');
+  badge.className = 'badge';
+  const unreadText = document.createElement('span');
+  unreadText.className = 'visually-hidden';
+  btn.append(badge, unreadText);
+  if (ch.topic) btn.title = ch.topic;
+  if (ch.name === state.room) btn.setAttribute('aria-current', 'true');
+  return btn;
+}
+
+function renderChannels() {
+  const focused = document.activeElement?.closest?.('[data-channel]')?.dataset.channel;
+  const lists = { channels: document.createDocumentFragment(), direct: document.createDocumentFragment() };
+  for (const ch of state.channels) {
+    const li = document.createElement('li');
+    li.append(channelButton(ch));
+    lists[ch.kind === 'direct' ? 'direct' : 'channels'].append(li);
+  }
+  els.channels.replaceChildren(lists.channels);
+  els.direct.replaceChildren(lists.direct);
+  els.directHint.hidden = els.direct.children.length > 0;
+  renderBadges();
+  if (focused) els.chatView.querySelector(`[data-channel="${CSS.escape(focused)}"]`)?.focus();
+}
+
+/** Every room's unread badge (`data-unread` holds the count). */
+function renderBadges() {
+  for (const btn of els.chatView.querySelectorAll('.channels [data-channel]')) {
+    const n = state.unread.count(btn.dataset.channel);
+    const badge = btn.querySelector('.badge');
+    const text = badgeText(n);
+    if (badge.textContent !== text) badge.textContent = text;
+    badge.hidden = text === '';
+    badge.nextElementSibling.textContent = text ? ` ${text} unread` : '';
+    btn.dataset.unread = String(n);
+  }
+}
+
+for (const list of [els.channels, els.direct]) {
+  list.addEventListener('click', (e) => {
+    const btn = e.target.closest('[data-channel]');
+    if (!btn || !client) return;
+    closeDrawer();
+    selectRoom(btn.dataset.channel);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The room list (GET /api/channels, § 8.1): fetched again on RoomAdded, a ReadState the
+// badges cannot follow alone, an unprompted Left, a reconnect and when the window comes back
+// ---------------------------------------------------------------------------------------------
+
+const refresh = { timer: null, running: false, again: false };
+
+/** Fetches the room list soon (calls within LIST_REFRESH_MS share one request). */
+function refreshChannels() {
+  if (!client || refresh.timer !== null) return;
+  refresh.timer = setTimeout(runRefresh, LIST_REFRESH_MS);
+}
+
+async function runRefresh() {
+  refresh.timer = null;
+  if (!client) return;
+  if (refresh.running) {
+    refresh.again = true;
+    return;
+  }
+  refresh.running = true;
+  const owner = client;
+  try {
+    const result = await api('GET', '/api/channels');
+    if (client === owner && result.ok && result.data && Array.isArray(result.data.channels)) applyChannels(result.data.channels);
+  } catch {
+    /* the next event or focus tries again */
+  } finally {
+    refresh.running = false;
+    if (refresh.again) {
+      refresh.again = false;
+      refreshChannels();
+    }
+  }
+}
+
+/** Takes a fresh room list: badges, rooms followed, rooms gone (the open one goes to general). */
+function applyChannels(channels) {
+  const before = state.channels;
+  state.channels = channels;
+  const now = new Set(channels.map((c) => c.name));
+  for (const ch of channels) state.unread.fromList(ch);
+  renderChannels();
+  for (const old of before) if (!now.has(old.name)) roomGone(old.name, old);
+  followRooms();
+  if (state.room !== null && now.has(state.room)) renderRoomHeader();
+}
+
+/** Joins the rooms whose badges should move live, and leaves those no longer listed. */
+function followRooms() {
+  if (!client) return;
+  const wanted = roomsToFollow(state.channels, state.room, client.limits?.max_rooms || MAX_FOLLOWED);
+  const keep = new Set(wanted);
+  for (const name of client.joinedRooms()) if (!keep.has(name)) client.leaveRoom(name);
+  for (const name of wanted) client.joinRoom(name, channelOf(name)?.head_seq ?? null);
+}
+
+/**
+ * A room the user can no longer see (removed, left from another tab, or gone): out of the list;
+ * the open one goes to #general with a notice.
+ */
+function roomGone(name, channel = channelOf(name)) {
+  const label = channel ? roomTitle(channel, state.me) : name;
+  const asked = state.leaving.delete(name);
+  state.channels = state.channels.filter((c) => c.name !== name);
+  state.unread.forget(name);
+  state.rooms.delete(name);
+  state.typing.delete(name);
+  client?.leaveRoom(name);
+  renderChannels();
+  if (state.room === name) {
+    selectRoom(state.channels.some((c) => c.name === 'general') ? 'general' : state.channels[0]?.name || 'general');
+  }
+  if (asked) showNotice(`You left ${label}.`);
+  else if (channel) showNotice(`You are no longer a member of ${label}.`);
+}
+
+function onLeft(l) {
+  if (l.room === state.room && !l.unprompted) resetPresence();
+  if (!l.unprompted) return;
+  roomGone(l.room);
+  refreshChannels();
+}
+
+// The window comes back: badges may have moved while it was away (rooms beyond the 32
+// followed, or a connection that was down), and the open room may be read now.
+window.addEventListener('focus', () => {
+  refreshChannels();
+  maybeMarkRead();
 });
+document.addEventListener('visibilitychange', () => {
+  if (document.visibilityState !== 'visible') return;
+  refreshChannels();
+  maybeMarkRead();
+});
+
+// ---------------------------------------------------------------------------------------------
+// Creating a channel (POST /api/channels, § 8.2)
+// ---------------------------------------------------------------------------------------------
+
+function openCreateForm() {
+  els.createForm.hidden = false;
+  els.newChannel.setAttribute('aria-expanded', 'true');
+  clearFormErrors(els.createForm);
+  els.createForm.querySelector('input').focus();
+}
+
+function closeCreateForm({ restoreFocus = false } = {}) {
+  if (els.createForm.hidden) return;
+  els.createForm.hidden = true;
+  els.newChannel.setAttribute('aria-expanded', 'false');
+  els.createForm.reset();
+  clearFormErrors(els.createForm);
+  if (restoreFocus) els.newChannel.focus();
+}
+
+els.newChannel.addEventListener('click', () => (els.createForm.hidden ? openCreateForm() : closeCreateForm({ restoreFocus: true })));
+els.createCancel.addEventListener('click', () => closeCreateForm({ restoreFocus: true }));
+els.createForm.addEventListener('keydown', (e) => {
+  if (e.key !== 'Escape') return;
+  e.stopPropagation();
+  closeCreateForm({ restoreFocus: true });
+});
+
+els.createForm.addEventListener('submit', async (e) => {
+  e.preventDefault();
+  if (!client) return;
+  const form = els.createForm;
+  clearFormErrors(form);
+  const body = {
+    name: $('#new-channel-name').value.trim(),
+    topic: $('#new-channel-topic').value.trim(),
+    private: $('#new-channel-private').checked,
+  };
+  const button = form.querySelector('button[type="submit"]');
+  button.disabled = true;
+  try {
+    const result = await api('POST', '/api/channels', body);
+    if (result.status === 201 && result.data && result.data.channel) {
+      const channel = result.data.channel;
+      closeCreateForm();
+      if (!channelOf(channel.name)) applyChannels([...state.channels, channel]);
+      closeDrawer();
+      selectRoom(channel.name);
+      refreshChannels();
+    } else {
+      const fallback = result.status === 429 ? 'Too many channels created; try again later.' : `Could not create the channel (HTTP ${result.status})`;
+      showFormErrors(form, result, fallback);
+    }
+  } catch (err) {
+    showFormErrors(form, { data: null }, `Network error: ${err.message}`);
+  } finally {
+    button.disabled = false;
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Inviting to a private channel and leaving a room (§ 8.2)
+// ---------------------------------------------------------------------------------------------
+
+function closeRoomPanels() {
+  els.inviteForm.hidden = true;
+  els.inviteToggle.setAttribute('aria-expanded', 'false');
+  els.inviteForm.reset();
+  clearFormErrors(els.inviteForm);
+  els.leaveConfirm.hidden = true;
+}
+
+els.inviteToggle.addEventListener('click', () => {
+  if (!els.inviteForm.hidden) {
+    closeRoomPanels();
+    els.inviteToggle.focus();
+    return;
+  }
+  closeRoomPanels();
+  els.inviteForm.hidden = false;
+  els.inviteToggle.setAttribute('aria-expanded', 'true');
+  $('#invite-username').focus();
+});
+
+els.inviteCancel.addEventListener('click', () => {
+  closeRoomPanels();
+  els.inviteToggle.focus();
+});
+
+els.inviteForm.addEventListener('keydown', (e) => {
+  if (e.key !== 'Escape') return;
+  e.stopPropagation();
+  closeRoomPanels();
+  els.inviteToggle.focus();
+});
+
+els.inviteForm.addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const room = state.room;
+  const input = $('#invite-username');
+  const username = input.value.trim();
+  clearFormErrors(els.inviteForm);
+  if (!room || username === '') return;
+  const button = els.inviteForm.querySelector('button[type="submit"]');
+  button.disabled = true;
+  try {
+    const result = await api('POST', `/api/channels/${encodeURIComponent(room)}/members`, { username });
+    if (result.status === 201 || result.status === 200) {
+      const name = result.data?.member?.username || username;
+      showNotice(result.status === 201 ? `${name} was added to ${roomTitle(channelOf(room), state.me)}.` : `${name} is a member already.`);
+      closeRoomPanels();
+      els.inviteToggle.focus();
+    } else {
+      showFormErrors(els.inviteForm, result, `Could not invite ${username} (HTTP ${result.status})`);
+    }
+  } catch (err) {
+    showFormErrors(els.inviteForm, { data: null }, `Network error: ${err.message}`);
+  } finally {
+    button.disabled = false;
+  }
+});
+
+els.leaveRoom.addEventListener('click', () => {
+  const channel = channelOf(state.room);
+  if (!channel) return;
+  closeRoomPanels();
+  els.leaveQuestion.textContent = `Leave ${roomTitle(channel, state.me)}?`;
+  els.leaveConfirm.hidden = false;
+  els.leaveNo.focus();
+});
+
+els.leaveNo.addEventListener('click', () => {
+  closeRoomPanels();
+  els.leaveRoom.focus();
+});
+
+els.leaveConfirm.addEventListener('keydown', (e) => {
+  if (e.key !== 'Escape') return;
+  e.stopPropagation();
+  closeRoomPanels();
+  els.leaveRoom.focus();
+});
+
+els.leaveYes.addEventListener('click', async () => {
+  const room = state.room;
+  if (!room || !state.me) return;
+  els.leaveYes.disabled = true;
+  state.leaving.add(room);
+  try {
+    const result = await api('DELETE', `/api/channels/${encodeURIComponent(room)}/members/${encodeURIComponent(state.me.username)}`);
+    if (result.status === 204 || result.status === 404) {
+      // 404: not a member any more already. The server's Left may have come first.
+      closeRoomPanels();
+      if (channelOf(room)) roomGone(room);
+      refreshChannels();
+    } else {
+      state.leaving.delete(room);
+      showError(result.data?.error ? `Could not leave: ${result.data.error}` : `Could not leave (HTTP ${result.status})`);
+    }
+  } catch (err) {
+    state.leaving.delete(room);
+    showError(`Could not leave: ${err.message}`);
+  } finally {
+    els.leaveYes.disabled = false;
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Direct conversations (POST /api/dms, § 8.3): a click on someone's name opens the one with them
+// ---------------------------------------------------------------------------------------------
+
+async function openDirect(username) {
+  if (!client || !state.me || username === state.me.username) return;
+  try {
+    const result = await api('POST', '/api/dms', { usernames: [username] });
+    if ((result.status === 201 || result.status === 200) && result.data && result.data.channel) {
+      const channel = result.data.channel;
+      if (!channelOf(channel.name)) applyChannels([...state.channels, channel]);
+      closeDrawer();
+      selectRoom(channel.name);
+      refreshChannels();
+    } else {
+      showError(result.data?.error ? `Could not open a conversation with ${username}: ${result.data.error}` : `Could not open a conversation (HTTP ${result.status})`);
+    }
+  } catch (err) {
+    showError(`Could not open a conversation: ${err.message}`);
+  }
+}
+
+/** A name that opens a direct conversation: another user's, in the online list or on a post. */
+function directTarget(e) {
+  const el = e.target instanceof Element ? e.target.closest('[data-user-id][data-username]') : null;
+  if (!el || !e.currentTarget.contains(el)) return null;
+  if (state.me && Number(el.dataset.userId) === state.me.id) return null;
+  return el.dataset.username;
+}
+
+for (const container of [els.messages, els.online]) {
+  container.addEventListener('click', (e) => {
+    const name = directTarget(e);
+    if (name) openDirect(name);
+  });
+  container.addEventListener('keydown', (e) => {
+    if (e.key !== 'Enter' && e.key !== ' ') return;
+    const name = directTarget(e);
+    if (!name) return;
+    e.preventDefault();
+    openDirect(name);
+  });
+}
 
 // ---------------------------------------------------------------------------------------------
 // Drawers: on a narrow screen the channel list and the online list slide over the conversation
@@ -492,65 +924,109 @@ function onStatus(s) {
 // ---------------------------------------------------------------------------------------------
 
 function isOwn(m) {
-  return state.me && m.sender && m.sender.id === state.me.id;
+  return !!state.me && !!m.sender && m.sender.id === state.me.id;
 }
 
 const messageList = new MessageList(els.messages, els.emptyRoom, {
   authorEl: (user) => userNameEl('span', 'author', user || { username: '' }),
   myId: () => state.me?.id,
   atStart: () => state.room !== null && roomCache(state.room).nextBefore === null,
+  pendingChange: (seq) => (state.room !== null ? roomCache(state.room).changes.get(seq) : undefined),
+  onEdit: editPost,
+  onDelete: deletePost,
 });
 
 function renderRoom() {
   const cache = roomCache(state.room);
-  const msgs = [...cache.messages.values()].sort((a, b) => a.seq - b.seq);
-  messageList.reset(msgs, cache.pending.values());
-  fillViewport();
+  messageList.reset(cache.posts.sorted(), cache.pending.values());
+  // A room whose newest page is not here yet is not empty: it is loading.
+  if (!cache.loaded) els.emptyRoom.hidden = true;
+  if (cache.loaded) fillViewport();
 }
 
-/** Adds messages to a room's cache (deduplicated by seq) and shows the new ones. */
-function addMessages(room, msgs) {
+/** Applies events of a room (ascending seq) to its posts and shows what changed. */
+function applyEvents(room, events, knownSeq) {
   const cache = roomCache(room);
-  const fresh = [];
-  for (const m of msgs) {
-    if (cache.messages.has(m.seq)) continue;
-    cache.messages.set(m.seq, m);
-    fresh.push(m);
-    if (isOwn(m)) {
-      const key = idToHex(m.client_msg_id);
+  const { added, changed } = cache.posts.apply(events, knownSeq);
+  for (const m of events) {
+    if (!isOwn(m)) continue;
+    const key = idToHex(m.client_msg_id);
+    if (m.kind === 'Post') {
       if (cache.pending.delete(key) && room === state.room) messageList.removePending(key);
+    } else {
+      settleChange(cache, key);
     }
   }
-  if (room === state.room) messageList.show(fresh);
-  return fresh;
+  if (room === state.room) {
+    messageList.show(added);
+    messageList.update(changed);
+  }
 }
 
-function onJoined(j) {
-  const cache = roomCache(j.room);
-  if (!(j.first || j.stale)) return; // resumed: the missed messages follow as Message frames
-  // First visit, or the replay could not cover the gap: refetch the newest page.
-  cache.messages.clear();
-  // An empty room has nothing older to load: it shows its empty-room notice.
-  cache.nextBefore = j.head_seq === 0 ? null : undefined;
-  if (j.room === state.room) renderRoom();
-  if (j.head_seq === 0) return;
+/** An own edit or deletion was confirmed (or gave up): the post shows its state again. */
+function settleChange(cache, key) {
+  for (const [seq, c] of cache.changes) {
+    if (c.key !== key) continue;
+    cache.changes.delete(seq);
+    const post = cache.posts.get(seq);
+    if (post && cache.name === state.room) messageList.update([post]);
+  }
+}
+
+/** Loads the newest page of a room that is shown and not loaded yet. */
+function ensureLoaded(room) {
+  const cache = roomCache(room);
+  if (cache.loaded || cache.initialLoading || !client || !client.connected) return;
   cache.initialLoading = true;
   client
-    .history(j.room, j.head_seq + 1, HISTORY_PAGE)
-    .then((page) => applyPage(j.room, page))
+    .history(room, null, HISTORY_PAGE)
+    .then((page) => {
+      // Live events that came meanwhile are kept: the page joins them without a gap.
+      cache.loaded = true;
+      applyPage(room, page);
+      if (room === state.room) renderRoom();
+    })
     .catch((err) => {
       if (err.code !== undefined) showError(`Could not load history: ${err.message}`);
     })
     .finally(() => {
       cache.initialLoading = false;
-      if (j.room === state.room) fillViewport();
+      if (room === state.room) {
+        messageList.refresh();
+        fillViewport();
+        maybeMarkRead();
+      }
     });
+}
+
+function onWelcome(w) {
+  state.me = { ...state.me, id: w.user.id, username: w.user.username };
+  els.me.textContent = w.user.username;
+  renderComposer(); // the server's text limit
+  if (state.room !== null) ensureLoaded(state.room);
+  // Counts of rooms not followed, or missed while the connection was down.
+  refreshChannels();
+}
+
+function onJoined(j) {
+  const cache = roomCache(j.room);
+  // Resumed: the missed events follow as Message frames. Otherwise (the replay could not cover
+  // the gap, or the server's history is not the one we had) start the room over.
+  if (!(j.stale || j.reset)) return;
+  if (cache.keeping) {
+    cache.forget();
+    if (j.room === state.room) {
+      renderRoom();
+      ensureLoaded(j.room);
+    }
+  }
+  refreshChannels(); // its unread count, too
 }
 
 function applyPage(room, page) {
   const cache = roomCache(room);
-  addMessages(room, page.messages);
-  cache.nextBefore = page.messages.length ? page.next_before : null;
+  applyEvents(room, page.messages, page.known_seq);
+  if (cache.loaded) cache.nextBefore = page.messages.length ? page.next_before : null;
   // Reaching the first message puts its day separator above it (or the empty-room notice).
   if (room === state.room) messageList.refresh();
 }
@@ -559,8 +1035,8 @@ function loadOlder() {
   const room = state.room;
   if (!room || !client || !client.connected) return;
   const cache = roomCache(room);
-  if (cache.initialLoading || cache.loadingOlder || cache.nextBefore === null) return;
-  const before = cache.nextBefore !== undefined ? cache.nextBefore : cache.minSeq();
+  if (!cache.loaded || cache.initialLoading || cache.loadingOlder || cache.nextBefore === null) return;
+  const before = cache.nextBefore !== undefined ? cache.nextBefore : cache.posts.minSeq();
   if (before === undefined) return;
   if (before <= 1) {
     cache.nextBefore = null;
@@ -591,16 +1067,24 @@ els.messages.addEventListener(
   'scroll',
   () => {
     if (els.messages.scrollTop < NEAR_TOP_PX) loadOlder();
+    maybeMarkRead();
   },
   { passive: true },
 );
 
 function onMessage(m) {
-  addMessages(m.room, [m]);
+  const cache = roomCache(m.room);
+  if (cache.keeping) applyEvents(m.room, [m], m.known_seq);
+  if (m.kind === 'Post' && !isOwn(m) && !m.deleted) {
+    // Seen at once when it is shown in view; otherwise one more unread.
+    if (!(m.room === state.room && maybeMarkRead()) && state.unread.post(m.room, m.seq)) renderBadges();
+  } else if (m.kind === 'Delete' && state.unread.deleted(m.room, m.target_seq)) {
+    renderBadges();
+  }
   // A message ends its author's typing state.
   const perRoom = state.typing.get(m.room);
   const t = perRoom && perRoom.get(m.sender.id);
-  if (t) {
+  if (t && m.kind === 'Post') {
     clearTimeout(t.timer);
     perRoom.delete(m.sender.id);
     if (m.room === state.room) renderTyping();
@@ -610,27 +1094,49 @@ function onMessage(m) {
 function onAck(a) {
   const cache = roomCache(a.room);
   const key = idToHex(a.client_msg_id);
-  const p = cache.pending.get(key);
-  if (!p) return; // its Message came first
-  cache.pending.delete(key);
-  if (a.room === state.room) messageList.removePending(key);
   const me = client.user || state.me;
-  addMessages(a.room, [
-    {
-      room: a.room,
-      seq: a.seq,
-      message_id: a.message_id,
-      sender: { id: me.id, username: me.username },
-      client_msg_id: a.client_msg_id,
-      sent_at_ms: a.sent_at_ms,
-      text: p.text,
-    },
-  ]);
+  const p = cache.pending.get(key);
+  if (p) {
+    cache.pending.delete(key);
+    if (a.room === state.room) messageList.removePending(key);
+    applyEvents(a.room, [post(a, me, { text: p.text, attachments: p.attachments })], a.seq);
+    return;
+  }
+  // An own edit or deletion stored: shown now, the same as its event will say.
+  for (const [seq, c] of cache.changes) {
+    if (c.key !== key) continue;
+    const kind = c.kind === 'edit' ? 'Edit' : 'Delete';
+    applyEvents(a.room, [post(a, me, { kind, target_seq: seq, text: c.kind === 'edit' ? c.text : '' })], 0);
+  }
+}
+
+/** A ChatMessage for an acknowledged frame of ours (its Message may come later, or came first). */
+function post(a, me, extra) {
+  return {
+    room: a.room,
+    seq: a.seq,
+    message_id: a.message_id,
+    sender: { id: me.id, username: me.username },
+    client_msg_id: a.client_msg_id,
+    sent_at_ms: a.sent_at_ms,
+    text: '',
+    kind: 'Post',
+    target_seq: null,
+    edited_at_ms: null,
+    deleted: false,
+    attachments: [],
+    ...extra,
+  };
 }
 
 function onSendFailed(f) {
   const cache = roomCache(f.room);
   const key = idToHex(f.client_msg_id);
+  if (f.kind === 'edit' || f.kind === 'delete') {
+    settleChange(cache, key);
+    showError(`Could not ${f.kind} the message: ${f.message}`);
+    return;
+  }
   const p = cache.pending.get(key);
   if (!p) return;
   p.failed = true;
@@ -638,8 +1144,67 @@ function onSendFailed(f) {
   if (f.room === state.room) messageList.replacePending(p);
 }
 
+/** The editor of an own post saved `text`. Returns false to keep the editor open. */
+function editPost(m, text) {
+  if (!client) return false;
+  const max = maxTextBytes();
+  const { bytes } = textBudget(text, max);
+  if (text.trim() === '') {
+    showError('A message cannot be empty: delete it instead.');
+    return false;
+  }
+  if (bytes > max) {
+    showError(`Message too long: ${bytes} bytes, at most ${max}.`);
+    return false;
+  }
+  const { key } = client.edit(m.room, m.seq, text);
+  const cache = roomCache(m.room);
+  cache.changes.set(m.seq, { key, kind: 'edit', text });
+  if (m.room === state.room) messageList.update([cache.posts.get(m.seq) || m]);
+  return true;
+}
+
+function deletePost(m) {
+  if (!client) return;
+  const { key } = client.delete(m.room, m.seq);
+  const cache = roomCache(m.room);
+  cache.changes.set(m.seq, { key, kind: 'delete' });
+  if (m.room === state.room) messageList.update([cache.posts.get(m.seq) || m]);
+}
+
 // ---------------------------------------------------------------------------------------------
-// Composer: a textarea; Enter sends, Shift+Enter starts a new line
+// Read marks (MarkRead, § 6.13): the open room is read while its newest message is in view
+// and the tab is visible; badges follow ReadState, from this tab or any other of the user's
+// ---------------------------------------------------------------------------------------------
+
+/** Marks the open room read up to its newest event if it is being read now; returns whether it is. */
+function maybeMarkRead() {
+  const room = state.room;
+  if (!client || room === null || document.visibilityState !== 'visible') return false;
+  const cache = roomCache(room);
+  if (!cache.loaded || !messageList.newestInView()) return false;
+  const seq = client.highestSeq(room);
+  if (seq !== null && seq > state.unread.lastRead(room)) {
+    client.markRead(room, seq);
+    if (state.unread.read(room, seq)) refreshChannels();
+    renderBadges();
+  }
+  return true;
+}
+
+function onReadState(r) {
+  // The count follows here when the mark is at or above the list's head and the room is
+  // followed (every post above that head came live); otherwise the list says.
+  const unknown = state.unread.read(r.room, r.last_read_seq);
+  if (unknown || !client.joinedRooms().includes(r.room)) refreshChannels();
+  const channel = channelOf(r.room);
+  if (channel) channel.last_read_seq = Math.max(channel.last_read_seq || 0, r.last_read_seq);
+  renderBadges();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Composer: a textarea (Enter sends, Shift+Enter starts a new line) and the files to send with
+// the message, uploaded as soon as they are chosen or pasted
 // ---------------------------------------------------------------------------------------------
 
 /** Largest message text in UTF-8 bytes: the server's (Welcome), or the spec's before it. */
@@ -656,7 +1221,7 @@ function renderComposer() {
   els.counter.title = budget.over ? `Too long: at most ${budget.max} bytes (UTF-8)` : `${budget.bytes} of ${budget.max} bytes (UTF-8)`;
   if (budget.over) els.input.setAttribute('aria-invalid', 'true');
   else els.input.removeAttribute('aria-invalid');
-  els.send.disabled = !canSend(text, budget.max);
+  els.send.disabled = !composerSendable({ text, bytes: budget.bytes, max: budget.max, ...fileCounts() });
   // Grow with the text up to the CSS max-height, then scroll inside (CSSOM, allowed by the CSP).
   els.input.style.height = '';
   if (els.input.offsetParent === null || els.input.value === '') return; // not laid out, or one line
@@ -664,14 +1229,28 @@ function renderComposer() {
   els.input.style.height = `${els.input.scrollHeight + border}px`;
 }
 
+function fileCounts() {
+  let ready = 0;
+  let busy = 0;
+  let failed = 0;
+  for (const f of state.files) {
+    if (f.upload) ready += 1;
+    else if (f.error) failed += 1;
+    else busy += 1;
+  }
+  return { ready, busy, failed };
+}
+
 function sendFromComposer() {
   if (!client || !state.room) return;
   const text = els.input.value;
-  if (text.trim() === '') return;
   const max = maxTextBytes();
   const { bytes } = textBudget(text, max);
-  if (bytes > max) {
-    showError(`Message too long: ${bytes} bytes, at most ${max}.`);
+  const counts = fileCounts();
+  if (!composerSendable({ text, bytes, max, ...counts })) {
+    if (bytes > max) showError(`Message too long: ${bytes} bytes, at most ${max}.`);
+    else if (counts.busy) showError('Wait for the files to finish uploading.');
+    else if (counts.failed) showError('Remove the files that could not be uploaded first.');
     return;
   }
   // No Typing{active:false}: the Message ends this user's typing state at every peer.
@@ -680,11 +1259,14 @@ function sendFromComposer() {
   typingOut.idleTimer = typingOut.announceTimer = null;
   typingOut.active = false;
   const room = state.room;
-  const { key } = client.send(room, text);
-  const p = { key, text, failed: false, reason: '', at: Date.now(), author: state.me };
+  const attachments = state.files.map((f) => f.upload);
+  const { key } = client.send(room, text, { attachments: attachments.map((a) => a.id) });
+  const p = { key, text, attachments, failed: false, reason: '', at: Date.now(), author: state.me };
   roomCache(room).pending.set(key, p);
   messageList.appendPending(p);
   els.input.value = '';
+  state.files = [];
+  renderUploads();
   renderComposer();
 }
 
@@ -698,6 +1280,132 @@ els.input.addEventListener('keydown', (e) => {
   e.preventDefault();
   sendFromComposer();
 });
+
+// Uploads (POST /api/uploads, § 8.5): XMLHttpRequest for its upload progress.
+
+els.attach.addEventListener('click', () => els.fileInput.click());
+
+els.fileInput.addEventListener('change', () => {
+  addFiles([...els.fileInput.files]);
+  els.fileInput.value = '';
+  els.input.focus();
+});
+
+// A pasted image (a screenshot) is attached like a chosen file; pasted text stays text.
+els.input.addEventListener('paste', (e) => {
+  const files = [...(e.clipboardData?.files || [])];
+  if (!files.length) return;
+  e.preventDefault();
+  addFiles(files);
+});
+
+function addFiles(files) {
+  if (!client || !state.room) return;
+  const space = MAX_FILES - state.files.length;
+  if (files.length > space) showError(`At most ${MAX_FILES} files per message.`);
+  for (const file of files.slice(0, Math.max(0, space))) {
+    const entry = { key: ++fileKeys, file, name: uploadName(file.name, file.type), progress: 0, upload: null, error: null, xhr: null };
+    state.files.push(entry);
+    startUpload(entry);
+  }
+  renderUploads();
+  renderComposer();
+}
+
+function startUpload(entry) {
+  const xhr = new XMLHttpRequest();
+  entry.xhr = xhr;
+  xhr.open('POST', uploadPath(entry.name));
+  xhr.setRequestHeader('Content-Type', entry.file.type || 'application/octet-stream');
+  xhr.setRequestHeader('Accept', 'application/json');
+  xhr.responseType = 'json';
+  xhr.upload.addEventListener('progress', (e) => {
+    if (!e.lengthComputable) return;
+    entry.progress = e.loaded / e.total;
+    renderUploadProgress(entry);
+  });
+  xhr.addEventListener('load', () => {
+    entry.xhr = null;
+    const data = xhr.response;
+    if (xhr.status === 201 && data && data.upload) {
+      entry.upload = data.upload;
+      entry.progress = 1;
+    } else if (xhr.status === 413) {
+      entry.error = 'too large';
+    } else if (xhr.status === 429 || xhr.status === 503) {
+      const wait = Number(xhr.getResponseHeader('Retry-After'));
+      entry.error = `too many uploads${Number.isFinite(wait) && wait > 0 ? `, retry in ${wait} s` : ''}`;
+    } else {
+      entry.error = (data && data.error) || `HTTP ${xhr.status}`;
+    }
+    renderUploads();
+    renderComposer();
+  });
+  xhr.addEventListener('error', () => {
+    entry.xhr = null;
+    entry.error = 'network error';
+    renderUploads();
+    renderComposer();
+  });
+  xhr.send(entry.file);
+}
+
+function removeFile(key) {
+  const i = state.files.findIndex((f) => f.key === key);
+  if (i < 0) return;
+  state.files[i].xhr?.abort();
+  state.files.splice(i, 1);
+  renderUploads();
+  renderComposer();
+  els.input.focus();
+}
+
+function renderUploadProgress(entry) {
+  const li = els.uploads.querySelector(`[data-file="${entry.key}"]`);
+  const bar = li && li.querySelector('progress');
+  if (bar) bar.value = Math.round(entry.progress * 100);
+}
+
+/** The files of the message being written: name, size, progress or state, and a remove button. */
+function renderUploads() {
+  const frag = document.createDocumentFragment();
+  for (const f of state.files) {
+    const li = document.createElement('li');
+    li.className = 'upload';
+    li.dataset.file = String(f.key);
+    li.dataset.state = f.upload ? 'done' : f.error ? 'failed' : 'uploading';
+    const name = document.createElement('span');
+    name.className = 'file-name';
+    name.textContent = f.name;
+    const size = document.createElement('span');
+    size.className = 'file-size';
+    size.textContent = formatSize(f.file.size);
+    li.append(name, size);
+    if (!f.upload && !f.error) {
+      const bar = document.createElement('progress');
+      bar.max = 100;
+      bar.value = Math.round(f.progress * 100);
+      bar.setAttribute('aria-label', `Uploading ${f.name}`);
+      li.append(bar);
+    } else if (f.error) {
+      const err = document.createElement('span');
+      err.className = 'upload-error';
+      err.textContent = `not uploaded: ${f.error}`;
+      li.append(err);
+    }
+    const remove = document.createElement('button');
+    remove.type = 'button';
+    remove.className = 'remove-file';
+    remove.textContent = '×';
+    remove.setAttribute('aria-label', `Remove ${f.name}`);
+    remove.title = 'Remove';
+    remove.addEventListener('click', () => removeFile(f.key));
+    li.append(remove);
+    frag.append(li);
+  }
+  els.uploads.replaceChildren(frag);
+  els.uploads.hidden = state.files.length === 0;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Errors
@@ -717,6 +1425,20 @@ function hideError() {
   els.error.textContent = '';
 }
 
+/** Shows a line of news (a room left, an invitation made) for a while. */
+function showNotice(text) {
+  els.notice.textContent = text;
+  els.notice.hidden = false;
+  clearTimeout(noticeTimer);
+  noticeTimer = setTimeout(hideNotice, NOTICE_LINE_MS);
+}
+
+function hideNotice() {
+  clearTimeout(noticeTimer);
+  els.notice.hidden = true;
+  els.notice.textContent = '';
+}
+
 function onErrorFrame(err) {
   let text;
   switch (err.code) {
@@ -727,6 +1449,16 @@ function onErrorFrame(err) {
     case ErrorCode.Unavailable:
       text = `Server unavailable: ${err.message}${err.retrying ? ' (retrying)' : ''}`;
       break;
+    case ErrorCode.UnknownRoom:
+      // A room that went away (it is taken out of the list): not an error of the user's.
+      if (err.request_id === null) return;
+      text = `Error ${err.code}: ${err.message}`;
+      break;
+    case ErrorCode.NotMember:
+      // A typing update or read mark that crossed the room's Left: nothing the user did.
+      if (err.client_msg_id === null || err.retrying) return;
+      text = `Error ${err.code}: ${err.message}`;
+      break;
     default:
       text = `Error ${err.code}: ${err.message}`;
   }
@@ -735,7 +1467,10 @@ function onErrorFrame(err) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Online in the current room (RoomPresence, § 6.8; more over HTTP, § 7)
+// Online in the current room (RoomPresence, § 6.8; more over HTTP, § 7): the users online
+// with the room joined. Every connection joins every room of its list (for live badges), so
+// in a public channel that is everyone online; in a private channel or a direct conversation,
+// its members who are online.
 // ---------------------------------------------------------------------------------------------
 
 const utf8 = new TextEncoder();
@@ -787,9 +1522,6 @@ function onRoomPresence(p) {
   renderOnline();
 }
 
-function onLeft(l) {
-  if (l.room === state.room) resetPresence();
-}
 
 /** Fetches the next page of the room's online users after the last one listed. */
 async function loadMorePresence() {
@@ -834,14 +1566,22 @@ els.onlineMore.addEventListener('click', () => {
   loadMorePresence();
 });
 
-/** An element showing a user's name, focusable, that shows their last-seen state on hover. */
+/**
+ * An element showing a user's name, focusable, that shows their last-seen state on hover and
+ * opens a direct conversation with them on a click or Enter (not one's own name).
+ */
 function userNameEl(tag, className, user) {
   const el = document.createElement(tag);
   el.className = className;
   el.textContent = user.username;
   if (Number.isSafeInteger(user.id)) {
     el.dataset.userId = String(user.id);
+    el.dataset.username = user.username;
     el.tabIndex = 0;
+    if (!state.me || user.id !== state.me.id) {
+      el.setAttribute('role', 'button');
+      el.setAttribute('aria-description', 'opens a direct conversation');
+    }
     const st = freshStatus(user.id);
     if (st) applyStatus(el, st);
   }

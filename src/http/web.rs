@@ -44,13 +44,16 @@ pub(super) const ASSETS: &[Asset] = &[
     asset!("/socketchat/framing.js", JS, "socketchat/framing.js"),
     asset!("/socketchat/ids.js", JS, "socketchat/ids.js"),
     asset!("/socketchat/limits.js", JS, "socketchat/limits.js"),
+    asset!("/socketchat/posts.js", JS, "socketchat/posts.js"),
     asset!("/socketchat/rate.js", JS, "socketchat/rate.js"),
     asset!("/socketchat/transport.js", JS, "socketchat/transport.js"),
     asset!("/socketchat/transport-websocket.js", JS, "socketchat/transport-websocket.js"),
     asset!("/socketchat/transport-webtransport.js", JS, "socketchat/transport-webtransport.js"),
     asset!("/ui/composer.js", JS, "ui/composer.js"),
+    asset!("/ui/files.js", JS, "ui/files.js"),
     asset!("/ui/links.js", JS, "ui/links.js"),
     asset!("/ui/message-list.js", JS, "ui/message-list.js"),
+    asset!("/ui/rooms.js", JS, "ui/rooms.js"),
     asset!("/ui/timeline.js", JS, "ui/timeline.js"),
 ];
 

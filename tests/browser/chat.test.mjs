@@ -1,6 +1,7 @@
 // End-to-end: the real server binary + Chromium (playwright-core), two users in two browser
 // contexts: messages, typing, history, reconnects, who is online in the room and when a user
-// was last seen (protocol v2 presence). Run with `node --test tests/browser/` after
+// was last seen, the phone layout. The v3 features (channels, direct conversations, unread
+// badges, edits, files) are in rooms.test.mjs. Run with `node --test tests/browser/` after
 // `cargo build --bin socketchat`.
 //
 // Env: SOCKETCHAT_BIN (default target/debug/socketchat), CHROMIUM_PATH (default
@@ -292,13 +293,14 @@ describe('SocketChat in the browser', { timeout: 120_000 }, () => {
     assert.equal(await page.isEnabled('#send'), false, 'nothing to send');
   });
 
-  test("the online list is the room's: bob's switch takes him out of #general's list, and back", async () => {
+  test("the online list is the room's followers: every connection follows every room of its list, so bob's switch keeps him in #general's", async () => {
     await waitForOnline(alice.page, 2, [aliceName, bobName]);
     await bob.page.click('#channels [data-channel="design"]');
-    // No fixed sleep: RoomPresence comes within 1 s of the change (§ 6.8).
-    await waitForOnline(alice.page, 1, [aliceName]);
-    await waitForOnline(bob.page, 1, [bobName]);
     assert.equal(await bob.page.textContent('#room-name'), '# design');
+    // #design's list is there at once (its RoomPresence came when the room was joined, at
+    // connect), and alice follows #design too.
+    await waitForOnline(bob.page, 2, [aliceName, bobName]);
+    await waitForOnline(alice.page, 2, [aliceName, bobName]);
 
     // Hovering a name in the list: alice is online (she is listed).
     await alice.page.hover(`#online [data-user="${aliceName}"]`);
@@ -463,7 +465,7 @@ describe('SocketChat in the browser', { timeout: 120_000 }, () => {
     });
     assert.equal(result.end.code, 4502);
     assert.equal(result.end.terminal, true);
-    assert.match(result.end.reason, /protocol version 1 is not supported; this server speaks 2/);
+    assert.match(result.end.reason, /protocol version 1 is not supported; this server speaks 3/);
     assert.deepEqual(result.states, ['connecting', 'disconnected'], 'no reconnect');
   });
 

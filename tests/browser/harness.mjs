@@ -38,13 +38,16 @@ export const ASSETS = {
   '/socketchat/framing.js': 'socketchat/framing.js',
   '/socketchat/ids.js': 'socketchat/ids.js',
   '/socketchat/limits.js': 'socketchat/limits.js',
+  '/socketchat/posts.js': 'socketchat/posts.js',
   '/socketchat/rate.js': 'socketchat/rate.js',
   '/socketchat/transport.js': 'socketchat/transport.js',
   '/socketchat/transport-websocket.js': 'socketchat/transport-websocket.js',
   '/socketchat/transport-webtransport.js': 'socketchat/transport-webtransport.js',
   '/ui/composer.js': 'ui/composer.js',
+  '/ui/files.js': 'ui/files.js',
   '/ui/links.js': 'ui/links.js',
   '/ui/message-list.js': 'ui/message-list.js',
+  '/ui/rooms.js': 'ui/rooms.js',
   '/ui/timeline.js': 'ui/timeline.js',
 };
 

@@ -189,7 +189,11 @@ describe('SocketChat over WebTransport in the browser', { timeout: 120_000 }, ()
     assert.equal(await page.textContent('#transport'), 'WebTransport');
     assert.notEqual(after.connection, before.connection, 'a new connection');
     assert.equal(after.welcomes, 1);
-    assert.deepEqual(after.joins, [{ room: 'general', after_seq: before.highest, first: false, stale: false }], 'resumed with after_seq');
+    // Every room of A's list is joined again (for its badge), the open one first; #general
+    // resumes from the highest seq A had.
+    assert.deepEqual(after.joins[0], { room: 'general', after_seq: before.highest, first: false, stale: false }, 'resumed with after_seq');
+    assert.deepEqual(after.joins.map((j) => j.room).sort(), ['design', 'engineering', 'general', 'support']);
+    assert.ok(after.joins.every((j) => !j.first && !j.stale), 'each from the seq it had');
 
     const ma = await messagesOf(page);
     const mb = await messagesOf(b.page);
@@ -261,6 +265,9 @@ describe('SocketChat over WebTransport in the browser', { timeout: 120_000 }, ()
     assert.equal(await page.evaluate(() => fetch('/api/auth/logout', { method: 'POST' }).then((r) => r.status)), 204);
     await page.waitForSelector('#login-form', { state: 'visible', timeout: WAIT_MS });
     assert.match(await page.textContent('#auth-notice'), /session has ended/);
+    // A room-list fetch the page had under way (it fetches the list after every reconnect)
+    // may be answered 401 once the token is revoked: expected, not a problem of the page.
+    for (let i = a.problems.length - 1; i >= 0; i--) if (a.problems[i] === 'HTTP 401 for GET /api/channels') a.problems.splice(i, 1);
     assert.deepEqual(
       await page.evaluate(() => window.__unauthorized),
       { code: 4505, reason: 'token revoked' },

@@ -1,12 +1,24 @@
 // ChatClient: one SocketChat session that survives reconnects, on top of a transport adapter
-// (transport.js). It owns the session logic: Hello, joins and resumes, the outbox of sends
-// (resent with the same client_msg_id until acknowledged), history requests, heartbeats and
-// the reconnect policy (backoff.js).
+// (transport.js). It owns the session logic: Hello, the rooms it follows (joined, and joined
+// again with after_seq after every reconnect), the outbox of sends, edits and deletions (resent
+// with the same client_msg_id until acknowledged), read marks (coalesced), history requests,
+// heartbeats and the reconnect policy (backoff.js). Every rate the server limits per
+// connection and does not announce (joins and history, read marks, typing) is kept on this
+// side with a token bucket a little below the server's, so the server never has to refuse.
 import { reconnectDelay } from './backoff.js';
 import { decodeServerFrame, encodeClientFrame } from './codec.js';
 import { CloseCode, ErrorCode, closeName, isTerminalClose } from './codes.js';
 import { idToHex, newClientMsgId } from './ids.js';
-import { PROTOCOL_VERSION, TYPING_BURST, TYPING_RATE_PER_SEC } from './limits.js';
+import {
+  MARK_READ_BURST,
+  MARK_READ_RATE_PER_SEC,
+  MAX_ATTACHMENTS,
+  PROTOCOL_VERSION,
+  READ_BURST,
+  READ_RATE_PER_SEC,
+  TYPING_BURST,
+  TYPING_RATE_PER_SEC,
+} from './limits.js';
 import { TokenBucket } from './rate.js';
 import { abortable, chooseTransport, errorText } from './transport.js';
 import { WebSocketConnection } from './transport-websocket.js';
@@ -33,6 +45,10 @@ const MAX_SENDS_IN_FLIGHT = 32;
  * updates sent at the sustained rate but arriving bunched up (network jitter) still fit.
  */
 const TYPING_CLIENT_BURST = TYPING_BURST - 1;
+/** Read marks in a burst: one fewer than the server allows (burst 10, then 2/s), as for typing. */
+const MARK_CLIENT_BURST = MARK_READ_BURST - 1;
+/** Joins and history requests in a burst: one fewer than the server allows (20, then 5/s). */
+const READ_CLIENT_BURST = READ_BURST - 1;
 
 /**
  * A SocketChat connection that survives reconnects, over WebTransport when the server offers
@@ -43,17 +59,29 @@ const TYPING_CLIENT_BURST = TYPING_BURST - 1;
  * - `status` `{state: 'idle'|'connecting'|'connected'|'reconnecting'|'disconnected', ...}`;
  *   reconnecting carries `delay_ms`, `retry_at`, `code`, `reason`, `attempt`;
  *   disconnected carries `code`, `reason`, `terminal`.
- * - `welcome`, `joined`, `left`, `message`, `ack`, `history`, `typing`, `error`, `pong`,
- *   `goaway`: the decoded server frame. `joined` also carries `after_seq` (what this client
- *   asked for), `first` (after_seq was null) and `stale` (replay_from > after_seq + 1: older
- *   missed messages were not replayed).
- * - `room_presence` `{type: 'RoomPresence', room, online, users}`: who is online in the current
+ * - `welcome`, `joined`, `message`, `ack`, `history`, `typing`, `error`, `pong`, `goaway`:
+ *   the decoded server frame. `joined` also carries `after_seq` (what this client asked for),
+ *   `first` (after_seq was null) and `stale` (replay_from > after_seq + 1: older missed
+ *   messages were not replayed). `message` and `history` frames carry `known_seq`: the seq the
+ *   room's stream was known up to when their posts were read (for RoomPosts, posts.js).
+ *   A `message` is any event of the stream (kind 'Post', 'Edit' or 'Delete', § 3).
+ * - `left` `{type: 'Left', room, unprompted}`: the connection is out of the room; `unprompted`
+ *   when this client did not ask for it (the user was removed from a private channel, or left
+ *   it from another device, § 3.2): the room is no longer followed.
+ * - `join_refused` `{room, code, message}`: a followed room cannot be joined (Error 2: it does
+ *   not exist or the user may not see it; Error 6: too many rooms); it is no longer followed.
+ * - `read_state` `{type: 'ReadState', room, last_read_seq}`: the user's read mark moved, by
+ *   this or another of their connections; `client.readMark(room)` holds the highest.
+ * - `room_added` `{type: 'RoomAdded', room}`: the user was added to a private channel or a
+ *   direct conversation (fetch the room list to show it).
+ * - `room_presence` `{type: 'RoomPresence', room, online, users}`: who is online in a followed
  *   room (§ 6.8): `online` users in all, `users` the first 50 of them by username. Each one
  *   replaces the previous one for the room; `client.roomPresence(room)` holds the latest. The
- *   snapshot is dropped when the client switches to another room and at the room's `left`
+ *   snapshot is dropped when the client stops following the room and at the room's `left`
  *   (a fresh one follows the next `joined`). Who else is online, and when a user was last
  *   seen, is asked over HTTP (§ 7).
- * - `send_failed` `{room, client_msg_id, code, message}`: a pending send was given up.
+ * - `send_failed` `{kind, room, client_msg_id, text, target_seq, code, message}`: a pending
+ *   send, edit or deletion was given up.
  * - `unauthorized` `{code, reason}`: the session ended (4505 or the token is gone); log in again.
  *   Any terminal close (4500–4999, e.g. 4502 when the server speaks another protocol version)
  *   stops reconnecting and ends in `status` `disconnected` with `terminal: true`, its `code`
@@ -129,17 +157,42 @@ export class ChatClient extends EventTarget {
     this.pingNonce = 0;
     this.lastGoAway = null;
 
-    /** The room this client wants to be in; re-joined after every reconnect. */
+    /** The rooms this client follows, in the order they were joined; re-joined after every reconnect. */
+    this.rooms = new Set();
+    /** The room shown (or last switched to): joined first after a reconnect. */
     this.currentRoom = null;
-    /** room → highest seq received (Message frames and History pages). */
+    /** Rooms whose Join (or Switch) went out on the current connection and that were not left since. */
+    this.live = new Set();
+    /** room → highest seq received (Message frames and History pages), or given to joinRoom. */
     this.lastSeq = new Map();
+    /** room → head_seq of its latest Joined (the replay up to it reflects every event up to it). */
+    this.joinHeads = new Map();
     /** room → queue of after_seq values of Join/Switch requests awaiting their Joined. */
     this.joinRequests = new Map();
+    /** room → Lefts this client asked for (Leave, or a Switch away) that have not come yet. */
+    this.expectedLeft = new Map();
     /**
-     * Outbox, in send order: hex(client_msg_id) → {room, client_msg_id, text, state, rejoins}.
-     * state 'queued' = to be (re)transmitted, 'sent' = transmitted on the current connection.
+     * Joins, switches and history requests waiting for the server's rate (burst 20, then 5/s,
+     * § 5), oldest first: `{kind: 'join'|'history', room, ...}`.
+     */
+    this.readQueue = [];
+    this.readsPausedUntil = 0;
+    this.readsTimer = null;
+    /**
+     * Outbox, in send order: hex(client_msg_id) → {kind: 'send'|'edit'|'delete', room,
+     * client_msg_id, text, attachments, target_seq, state, rejoins}. state 'queued' = to be
+     * (re)transmitted, 'sent' = transmitted on the current connection. Sends, edits and
+     * deletions share one rate limit and one Ack order (§ 3.1), so they share one queue.
      */
     this.pending = new Map();
+    /** room → highest seq the user has read here, from ReadState. */
+    this.readMarks = new Map();
+    /** room → highest seq markRead was asked for (coalesced: only the highest goes out). */
+    this.marksWanted = new Map();
+    /** room → highest MarkRead sent on the current connection. */
+    this.marksSent = new Map();
+    this.marksPausedUntil = 0;
+    this.marksTimer = null;
     /** No send is transmitted before this time (after RateLimited / Unavailable). */
     this.sendPausedUntil = 0;
     /** After a RateLimited, sends are paced at the server's rate until this time. */
@@ -153,6 +206,10 @@ export class ChatClient extends EventTarget {
     this.presence = new Map();
     /** The server's typing limit (burst 5, then 1/s per connection), kept on this side. */
     this.typingBucket = new TokenBucket(TYPING_CLIENT_BURST, TYPING_RATE_PER_SEC, Date.now());
+    /** The server's read-mark limit (burst 10, then 2/s per connection). */
+    this.marksBucket = new TokenBucket(MARK_CLIENT_BURST, MARK_READ_RATE_PER_SEC, Date.now());
+    /** The server's join and history limit (burst 20, then 5/s per connection). */
+    this.readsBucket = new TokenBucket(READ_CLIENT_BURST, READ_RATE_PER_SEC, Date.now());
     /** No typing update is sent before this time (after a RateLimited without a send). */
     this.typingPausedUntil = 0;
 
@@ -224,8 +281,12 @@ export class ChatClient extends EventTarget {
     this.disconnect('logged out');
     this.pending.clear();
     this.lastSeq.clear();
+    this.joinHeads.clear();
     this.joinRequests.clear();
     this.presence.clear();
+    this.rooms.clear();
+    this.readMarks.clear();
+    this.marksWanted.clear();
     this.currentRoom = null;
     this.user = null;
     this.welcome = null;
@@ -332,21 +393,28 @@ export class ChatClient extends EventTarget {
     this.lastRxAt = Date.now();
     this.connectedAt = Date.now();
     // The server's buckets are per connection: a new one starts full.
-    this.typingBucket = new TokenBucket(TYPING_CLIENT_BURST, TYPING_RATE_PER_SEC, Date.now());
+    const now = Date.now();
+    this.typingBucket = new TokenBucket(TYPING_CLIENT_BURST, TYPING_RATE_PER_SEC, now);
+    this.marksBucket = new TokenBucket(MARK_CLIENT_BURST, MARK_READ_RATE_PER_SEC, now);
+    this.readsBucket = new TokenBucket(READ_CLIENT_BURST, READ_RATE_PER_SEC, now);
     this.typingPausedUntil = 0;
+    this.marksPausedUntil = 0;
+    this.readsPausedUntil = 0;
     if (this.transport !== conn.kind) {
       const previous = this.transport;
       this.transport = conn.kind;
       this._emit('transport', { transport: conn.kind, previous });
     }
     this._sendFrame({ type: 'Hello', version: PROTOCOL_VERSION, client: this.clientName });
-    // Frames sent right after Hello are processed in order (§ 1.2): re-join and resend now.
-    if (this.currentRoom !== null) {
-      const room = this.currentRoom;
-      const after = this.lastSeq.get(room) ?? null;
-      this._requestJoin(room, after, 'Join');
-      this._pump();
+    // Frames sent right after Hello are processed in order (§ 1.2): re-join (the room shown
+    // first) and resend now; each room's sends and read marks follow its Join.
+    const order = [...this.rooms];
+    if (this.currentRoom !== null && this.rooms.has(this.currentRoom)) {
+      order.splice(order.indexOf(this.currentRoom), 1);
+      order.unshift(this.currentRoom);
     }
+    this.readQueue = this.readQueue.filter((r) => r.kind !== 'join');
+    for (const room of order) this._queueJoin(room);
   }
 
   _onFrameBytes(bytes) {
@@ -397,9 +465,20 @@ export class ChatClient extends EventTarget {
     this.heartbeatTimer = null;
     clearTimeout(this.pumpTimer);
     this.pumpTimer = null;
+    clearTimeout(this.readsTimer);
+    this.readsTimer = null;
+    clearTimeout(this.marksTimer);
+    this.marksTimer = null;
     // Whatever was transmitted but not acknowledged is sent again (same id) after reconnect.
     for (const p of this.pending.values()) p.state = 'queued';
     this.joinRequests.clear();
+    this.expectedLeft.clear();
+    this.live.clear();
+    this.marksSent.clear();
+    // Joins are queued again on the next connection; history requests fail now.
+    const queued = this.readQueue;
+    this.readQueue = [];
+    for (const req of queued) if (req.kind === 'history') req.reject(new Error('connection closed'));
     for (const [id, req] of this.historyRequests) {
       req.reject(new Error('connection closed'));
       this.historyRequests.delete(id);
@@ -477,22 +556,84 @@ export class ChatClient extends EventTarget {
     return true;
   }
 
-  _requestJoin(room, after, type) {
-    if (!this._sendFrame({ type, room, after_seq: after })) return false;
-    if (!this.joinRequests.has(room)) this.joinRequests.set(room, []);
-    this.joinRequests.get(room).push(after);
-    return true;
+  /**
+   * Queues a Join (or Switch) of `room` behind the joins and history requests waiting for the
+   * server's rate; its after_seq is the highest seq had when it goes out. A Join already
+   * waiting for the room is not queued twice.
+   */
+  _queueJoin(room, type = 'Join') {
+    if (type === 'Switch') {
+      // A Switch leaves every other room: joins of them still waiting would undo it.
+      this.readQueue = this.readQueue.filter((r) => r.kind !== 'join');
+    } else if (this.readQueue.some((r) => r.kind === 'join' && r.room === room)) {
+      this._drainReads();
+      return;
+    }
+    this.readQueue.push({ kind: 'join', room, type });
+    this._drainReads();
+  }
+
+  /** Sends waiting joins and history requests as the read bucket allows. */
+  _drainReads() {
+    clearTimeout(this.readsTimer);
+    this.readsTimer = null;
+    if (!this.conn || !this.conn.isOpen) return;
+    while (this.readQueue.length) {
+      const now = Date.now();
+      const wait = now < this.readsPausedUntil ? this.readsPausedUntil - now : this.readsBucket.take(now) ? 0 : this.readsBucket.waitMs(now);
+      if (wait > 0) {
+        this.readsTimer = setTimeout(() => this._drainReads(), wait);
+        return;
+      }
+      const req = this.readQueue.shift();
+      if (req.kind === 'history') {
+        this.historyRequests.set(req.frame.request_id, req);
+        this._sendFrame(req.frame);
+        continue;
+      }
+      const after = this.lastSeq.get(req.room) ?? null;
+      if (!this._sendFrame({ type: req.type, room: req.room, after_seq: after })) return;
+      if (!this.joinRequests.has(req.room)) this.joinRequests.set(req.room, []);
+      this.joinRequests.get(req.room).push(after);
+      if (req.type === 'Switch') {
+        for (const other of this.live) if (other !== req.room) this._expectLeft(other);
+        this.live.clear();
+      }
+      this.live.add(req.room);
+      // Sends and read marks of the room may follow its Join now (frames are read in order).
+      this._pump();
+      this._flushMarks();
+    }
+  }
+
+  _expectLeft(room) {
+    this.expectedLeft.set(room, (this.expectedLeft.get(room) ?? 0) + 1);
+  }
+
+  /** Joins `room` again unless a Join of it is out or waiting (after a NotMember). */
+  _ensureJoined(room) {
+    if (this.live.has(room) || this.readQueue.some((r) => r.kind === 'join' && r.room === room)) return;
+    this._queueJoin(room);
+  }
+
+  /** The frame that (re)transmits an outbox entry. */
+  static _outboxFrame(p) {
+    const { room, client_msg_id } = p;
+    if (p.kind === 'edit') return { type: 'Edit', room, client_msg_id, target_seq: p.target_seq, text: p.text };
+    if (p.kind === 'delete') return { type: 'Delete', room, client_msg_id, target_seq: p.target_seq };
+    return { type: 'Send', room, client_msg_id, text: p.text, attachments: p.attachments };
   }
 
   /**
-   * Transmits queued sends of the current room in send order. Normally all at once; while
-   * paused after a RateLimited/Unavailable error nothing, and for a while after a RateLimited
-   * one at a time at the server's sustained rate, so retries neither reorder much nor flood.
+   * Transmits queued sends, edits and deletions of joined rooms in their order. Normally all
+   * at once; while paused after a RateLimited/Unavailable error nothing, and for a while after
+   * a RateLimited one at a time at the server's sustained rate, so retries neither reorder much
+   * nor flood. An entry of a room whose Join has not gone out yet waits for it.
    */
   _pump() {
     clearTimeout(this.pumpTimer);
     this.pumpTimer = null;
-    if (!this.conn || !this.conn.isOpen || this.currentRoom === null) return;
+    if (!this.conn || !this.conn.isOpen) return;
     const now = Date.now();
     if (now < this.sendPausedUntil) {
       this.pumpTimer = setTimeout(() => this._pump(), this.sendPausedUntil - now);
@@ -504,16 +645,41 @@ export class ChatClient extends EventTarget {
     let inFlight = 0;
     for (const p of this.pending.values()) if (p.state === 'sent') inFlight += 1;
     for (const p of this.pending.values()) {
-      if (p.state !== 'queued' || p.room !== this.currentRoom) continue;
+      if (p.state !== 'queued' || !this.live.has(p.room)) continue;
       if (inFlight >= MAX_SENDS_IN_FLIGHT) return; // continued when an Ack arrives
       if (pacing && now - this.lastSendAt < interval) {
         this.pumpTimer = setTimeout(() => this._pump(), interval - (now - this.lastSendAt));
         return;
       }
-      if (!this._sendFrame({ type: 'Send', room: p.room, client_msg_id: p.client_msg_id, text: p.text })) return;
+      if (!this._sendFrame(ChatClient._outboxFrame(p))) return;
       p.state = 'sent';
       inFlight += 1;
       this.lastSendAt = now;
+    }
+  }
+
+  /**
+   * Sends the highest wanted read mark of each joined room that is above what the server has
+   * and what went out on this connection, as the read-mark bucket allows.
+   */
+  _flushMarks() {
+    clearTimeout(this.marksTimer);
+    this.marksTimer = null;
+    if (!this.conn || !this.conn.isOpen) return;
+    for (const [room, seq] of this.marksWanted) {
+      if (seq <= (this.readMarks.get(room) ?? 0)) {
+        this.marksWanted.delete(room);
+        continue;
+      }
+      if (!this.live.has(room) || seq <= (this.marksSent.get(room) ?? 0)) continue;
+      const now = Date.now();
+      const wait = now < this.marksPausedUntil ? this.marksPausedUntil - now : this.marksBucket.take(now) ? 0 : this.marksBucket.waitMs(now);
+      if (wait > 0) {
+        this.marksTimer = setTimeout(() => this._flushMarks(), wait);
+        return;
+      }
+      if (!this._sendFrame({ type: 'MarkRead', room, seq })) return;
+      this.marksSent.set(room, seq);
     }
   }
 
@@ -549,25 +715,46 @@ export class ChatClient extends EventTarget {
         return;
       case 'Joined': {
         const queue = this.joinRequests.get(frame.room);
-        const after = queue && queue.length ? queue.shift() : null;
+        const after = queue && queue.length ? queue.shift() : (this.lastSeq.get(frame.room) ?? null);
+        this.joinHeads.set(frame.room, frame.head_seq);
         const first = after === null;
         // A head below what we already have means the room's history was reset on the server:
         // our seqs are meaningless there, so start over like a first visit.
         const reset = !first && frame.head_seq < after;
         if (reset) this.lastSeq.delete(frame.room);
         const stale = !first && (reset || frame.replay_from > after + 1);
+        // The room is followed live from its head on: a reconnect resumes there (§ 6.5).
+        if (!reset) this._noteSeq(frame.room, frame.head_seq);
         this._emit('joined', { ...frame, after_seq: after, first, stale, reset });
         return;
       }
-      case 'Left':
+      case 'Left': {
         // Nothing more comes for this membership; a later Joined brings a fresh RoomPresence.
         this.presence.delete(frame.room);
-        this._emit('left', frame);
+        const expected = this.expectedLeft.get(frame.room) ?? 0;
+        if (expected > 1) this.expectedLeft.set(frame.room, expected - 1);
+        else this.expectedLeft.delete(frame.room);
+        const unprompted = expected === 0 && this.rooms.has(frame.room);
+        if (unprompted) this._unfollow(frame.room, 'removed from the room');
+        this._emit('left', { ...frame, unprompted });
+        return;
+      }
+      case 'ReadState': {
+        const prev = this.readMarks.get(frame.room) ?? 0;
+        if (frame.last_read_seq > prev) this.readMarks.set(frame.room, frame.last_read_seq);
+        // The server answered: what this connection sent is in (or above the room's head).
+        const sent = this.marksSent.get(frame.room) ?? 0;
+        if (sent >= (this.marksWanted.get(frame.room) ?? Infinity)) this.marksWanted.delete(frame.room);
+        this._emit('read_state', frame);
+        return;
+      }
+      case 'RoomAdded':
+        this._emit('room_added', frame);
         return;
       case 'RoomPresence':
-        // This client is only ever in its current room: a frame for another one was sent
-        // before the server handled our Switch, and its Left is on the way.
-        if (frame.room !== this.currentRoom) return;
+        // A frame for a room this client no longer follows was sent before the server handled
+        // the Leave (or Switch), and its Left is on the way.
+        if (!this.rooms.has(frame.room)) return;
         this.presence.set(frame.room, { room: frame.room, online: frame.online, users: frame.users });
         this._emit('room_presence', frame);
         return;
@@ -576,12 +763,14 @@ export class ChatClient extends EventTarget {
         this._emit('ack', frame);
         return;
       case 'Message': {
+        frame.known_seq = this.joinHeads.get(frame.room) ?? 0;
         this._noteSeq(frame.room, frame.seq);
         if (this.user && frame.sender.id === this.user.id) this._settle(frame.client_msg_id);
         this._emit('message', frame);
         return;
       }
       case 'History': {
+        frame.known_seq = this.lastSeq.get(frame.room) ?? 0;
         for (const m of frame.messages) this._noteSeq(m.room, m.seq);
         const req = this.historyRequests.get(frame.request_id);
         if (req) {
@@ -633,10 +822,7 @@ export class ChatClient extends EventTarget {
         req.reject(err);
       }
     }
-    if (frame.code === ErrorCode.RateLimited && frame.client_msg_id === null && frame.request_id === null) {
-      // A refused Typing (or Join): no typing update until the server says so (§ 4.1).
-      this.typingPausedUntil = Math.max(this.typingPausedUntil, Date.now() + (frame.retry_after_ms ?? 1000));
-    }
+    if (frame.client_msg_id === null && frame.request_id === null) this._roomError(frame);
     let retrying = false;
     const key = frame.client_msg_id !== null ? idToHex(frame.client_msg_id) : null;
     const p = key !== null ? this.pending.get(key) : undefined;
@@ -650,40 +836,144 @@ export class ChatClient extends EventTarget {
         this.sendPausedUntil = Math.max(this.sendPausedUntil, now + wait);
         if (frame.code === ErrorCode.RateLimited) this.pacingUntil = now + wait + 5000;
         this._pump();
-      } else if (frame.code === ErrorCode.NotMember && p.room === this.currentRoom && p.rejoins < 3) {
+      } else if (frame.code === ErrorCode.NotMember && this.rooms.has(p.room) && p.rejoins < 3) {
         // Join first, then retry with the same client_msg_id (§ 4.1).
         retrying = true;
         p.rejoins += 1;
         p.state = 'queued';
-        if (p.rejoins === 1 || !this.joinRequests.get(p.room)?.length) {
-          this._requestJoin(p.room, this.lastSeq.get(p.room) ?? null, 'Join');
-        }
+        this.live.delete(p.room);
+        this._ensureJoined(p.room);
         this._pump();
-      } else if (frame.code === ErrorCode.NotMember && p.room !== this.currentRoom) {
-        // Sent just before a switch: stays queued and goes out when the room is current again.
+      } else if (frame.code === ErrorCode.NotMember && !this.rooms.has(p.room)) {
+        // Sent just before the room was left: stays queued and goes out if it is joined again.
         p.state = 'queued';
         retrying = true;
       } else {
         this.pending.delete(key);
-        this._emit('send_failed', { room: p.room, client_msg_id: p.client_msg_id, text: p.text, code: frame.code, message: frame.message });
+        this._emitFailed(p, frame.code, frame.message);
       }
     }
     this._emit('error', { ...frame, retrying });
   }
 
+  _emitFailed(p, code, message) {
+    this._emit('send_failed', { kind: p.kind, room: p.room, client_msg_id: p.client_msg_id, text: p.text, target_seq: p.target_seq, code, message });
+  }
+
   /**
-   * Makes `room` the current room: sends `Switch{room, after_seq}` where after_seq is the
-   * highest seq received for it (null the first time). Returns that after_seq. When not
-   * connected, the room is joined on (re)connect.
+   * An Error about a room with neither client_msg_id nor request_id: a Join or Switch, a
+   * Typing or a MarkRead (§ 4.1 does not say which; the buckets above keep the rate ones rare).
+   */
+  _roomError(frame) {
+    const room = frame.room;
+    const now = Date.now();
+    const wait = frame.retry_after_ms ?? 1000;
+    const joinOut = room !== null && (this.joinRequests.get(room)?.length ?? 0) > 0;
+    if (frame.code === ErrorCode.RateLimited || frame.code === ErrorCode.Unavailable) {
+      if (frame.code === ErrorCode.RateLimited) {
+        // No typing update, read mark, join or history request until the server says so.
+        this.typingPausedUntil = Math.max(this.typingPausedUntil, now + wait);
+        this.marksPausedUntil = Math.max(this.marksPausedUntil, now + wait);
+        this.readsPausedUntil = Math.max(this.readsPausedUntil, now + wait);
+      }
+      if (room === null) return;
+      // A read mark that may have been refused goes out again (marks only move up).
+      this.marksSent.delete(room);
+      if (this.marksWanted.has(room)) {
+        this.marksPausedUntil = Math.max(this.marksPausedUntil, now + wait);
+        this._flushMarks();
+      }
+      // A join of the room waiting for its Joined may be what was refused: join again after
+      // the wait. Should the refused frame have been something else, the second Join is
+      // harmless (it continues from what was sent, § 6.2).
+      if (joinOut && this.rooms.has(room)) {
+        this.joinRequests.get(room).pop();
+        this.live.delete(room);
+        this.readsPausedUntil = Math.max(this.readsPausedUntil, now + wait);
+        this._ensureJoined(room);
+      }
+      return;
+    }
+    if ((frame.code === ErrorCode.UnknownRoom || frame.code === ErrorCode.TooManyRooms) && room !== null && this.rooms.has(room)) {
+      // Only a Join or Switch (History carries its request_id) is answered so: the room
+      // cannot be joined (removed, or never visible) and is no longer followed.
+      this.joinRequests.get(room)?.pop();
+      this._unfollow(room, frame.message);
+      this._emit('join_refused', { room, code: frame.code, message: frame.message });
+    }
+  }
+
+  /** Stops following `room` without a Leave (the server took this connection out already). */
+  _unfollow(room, reason) {
+    this.rooms.delete(room);
+    this.live.delete(room);
+    this.presence.delete(room);
+    this.marksWanted.delete(room);
+    this.marksSent.delete(room);
+    this.readQueue = this.readQueue.filter((r) => !(r.kind === 'join' && r.room === room));
+    if (this.currentRoom === room) this.currentRoom = null;
+    for (const [key, p] of this.pending) {
+      if (p.room !== room) continue;
+      this.pending.delete(key);
+      this._emitFailed(p, ErrorCode.NotMember, reason);
+    }
+  }
+
+  /**
+   * Follows `room`: joins it now (or on connect) and again after every reconnect, with
+   * after_seq = the highest seq had. `afterSeq` says the client already accounts for the
+   * room up to that seq (say the room's head from the room list: nothing older is replayed).
+   * Returns false when the room was followed already.
+   */
+  joinRoom(room, afterSeq = null) {
+    if (afterSeq !== null && afterSeq !== undefined) this._noteSeq(room, afterSeq);
+    if (this.rooms.has(room)) return false;
+    this.rooms.add(room);
+    this._queueJoin(room);
+    return true;
+  }
+
+  /** Stops following `room`: a Leave (when its Join went out), no rejoin after reconnects. */
+  leaveRoom(room) {
+    if (!this.rooms.has(room)) return false;
+    this.rooms.delete(room);
+    this.presence.delete(room);
+    this.marksWanted.delete(room);
+    this.readQueue = this.readQueue.filter((r) => !(r.kind === 'join' && r.room === room));
+    if (this.currentRoom === room) this.currentRoom = null;
+    if (this.live.delete(room) && this._sendFrame({ type: 'Leave', room })) this._expectLeft(room);
+    return true;
+  }
+
+  /** The rooms this client follows. */
+  joinedRooms() {
+    return [...this.rooms];
+  }
+
+  /**
+   * Makes `room` the room shown: it is joined first after a reconnect. Joins it (with
+   * `afterSeq` as for joinRoom) when it is not followed yet.
+   */
+  focusRoom(room, afterSeq = null) {
+    this.currentRoom = room;
+    this.joinRoom(room, afterSeq);
+  }
+
+  /**
+   * Makes `room` the only room followed: sends `Switch{room, after_seq}` where after_seq is
+   * the highest seq received for it (null the first time), which leaves every other room.
+   * Returns that after_seq. When not connected, the room is joined on (re)connect.
    */
   switchRoom(room) {
     this.currentRoom = room;
-    for (const other of this.presence.keys()) if (other !== room) this.presence.delete(other);
-    const after = this.lastSeq.get(room) ?? null;
-    if (this.conn && this.conn.isOpen) {
-      this._requestJoin(room, after, 'Switch');
-      this._pump();
+    for (const other of this.rooms) {
+      if (other === room) continue;
+      this.presence.delete(other);
+      this.marksWanted.delete(other);
     }
+    this.rooms = new Set([room]);
+    const after = this.lastSeq.get(room) ?? null;
+    if (this.conn && this.conn.isOpen) this._queueJoin(room, 'Switch');
     return after;
   }
 
@@ -700,33 +990,80 @@ export class ChatClient extends EventTarget {
     return this.lastSeq.get(room) ?? null;
   }
 
-  /**
-   * Sends a message. It stays pending (and is re-sent with the same client_msg_id after a
-   * reconnect) until its Ack or its own Message arrives. Returns `{client_msg_id, key}`.
-   */
-  send(room, text) {
+  _enqueue(entry) {
     const client_msg_id = newClientMsgId();
     const key = idToHex(client_msg_id);
-    this.pending.set(key, { room, client_msg_id, text, state: 'queued', rejoins: 0 });
+    this.pending.set(key, { attachments: [], target_seq: null, ...entry, client_msg_id, state: 'queued', rejoins: 0 });
     this._pump();
     return { client_msg_id, key };
   }
 
-  /** Pending sends, oldest first. */
+  /**
+   * Sends a message to a followed room, with the ids of uploaded files (§ 8.5) in
+   * `opts.attachments` (text may then be empty). It stays pending (and is re-sent with the
+   * same client_msg_id after a reconnect) until its Ack or its own Message arrives. Returns
+   * `{client_msg_id, key}`.
+   */
+  send(room, text, { attachments = [] } = {}) {
+    if (!Array.isArray(attachments) || attachments.length > MAX_ATTACHMENTS) {
+      throw new RangeError(`at most ${MAX_ATTACHMENTS} attachments`);
+    }
+    return this._enqueue({ kind: 'send', room, text, attachments: [...attachments] });
+  }
+
+  /**
+   * Replaces the text of one's own post at `seq`: an `Edit`, acknowledged and retried like a
+   * send and kept in order with sends (§ 3.1). The change shows when its event comes back
+   * (a `message` of kind 'Edit'). Returns `{client_msg_id, key}`.
+   */
+  edit(room, seq, text) {
+    return this._enqueue({ kind: 'edit', room, text, target_seq: seq });
+  }
+
+  /** Deletes one's own post at `seq`: a `Delete`, handled like `edit`. */
+  delete(room, seq) {
+    return this._enqueue({ kind: 'delete', room, text: '', target_seq: seq });
+  }
+
+  /**
+   * The user has read `room` up to `seq`. Coalesced: only the highest seq asked for goes out,
+   * once the room is joined, and never faster than the server's limit (burst 10, then 2/s per
+   * connection, § 5); nothing goes out for a seq at or below the mark the server reported.
+   * Returns whether the mark is above what is known.
+   */
+  markRead(room, seq) {
+    if (!Number.isSafeInteger(seq) || seq <= 0) return false;
+    if (seq <= Math.max(this.readMarks.get(room) ?? 0, this.marksWanted.get(room) ?? 0)) return false;
+    this.marksWanted.set(room, seq);
+    this._flushMarks();
+    return true;
+  }
+
+  /** The highest read mark the server reported for `room` (ReadState), or 0. */
+  readMark(room) {
+    return this.readMarks.get(room) ?? 0;
+  }
+
+  /** Pending sends, edits and deletions, oldest first. */
   pendingSends(room) {
     return [...this.pending.values()].filter((p) => room === undefined || p.room === room);
   }
 
-  /** Requests a history page; resolves with the History frame, rejects on Error or disconnect. */
+  /**
+   * Requests a history page; resolves with the History frame (which carries `known_seq`),
+   * rejects on Error or disconnect. Waits its turn behind joins when the server's rate of
+   * joins and history requests is used up.
+   */
   history(room, before_seq = null, limit = 50) {
     const request_id = this.nextRequestId;
     this.nextRequestId = this.nextRequestId >= 0xffffffff ? 1 : this.nextRequestId + 1;
     return new Promise((resolve, reject) => {
-      if (!this._sendFrame({ type: 'History', request_id, room, before_seq, limit })) {
+      if (!this.conn || !this.conn.isOpen) {
         reject(new Error('not connected'));
         return;
       }
-      this.historyRequests.set(request_id, { resolve, reject, room });
+      this.readQueue.push({ kind: 'history', room, frame: { type: 'History', request_id, room, before_seq, limit }, resolve, reject });
+      this._drainReads();
     });
   }
 
@@ -736,7 +1073,7 @@ export class ChatClient extends EventTarget {
    * client never exceeds; a caller that wants its peers to see the state tries again later.
    */
   typing(room, active) {
-    if (!this.conn || !this.conn.isOpen) return false;
+    if (!this.conn || !this.conn.isOpen || !this.live.has(room)) return false;
     const now = Date.now();
     if (now < this.typingPausedUntil || !this.typingBucket.take(now)) return false;
     return this._sendFrame({ type: 'Typing', room, active });

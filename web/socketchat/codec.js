@@ -1,8 +1,9 @@
-// Postcard encoding of protocol v2 frames (§ 2, § 3), no IO. A frame in JS is
-// `{type: 'Send', room, client_msg_id, text}`: the variant name as `type` plus the variant's
-// fields under their spec names. Nested structs are plain objects, `Option` is `null` or the
-// value, `Vec` is an array, integers are Numbers (values above 2^53 − 1 are rejected, never
-// rounded), `[u8; 16]` is a Uint8Array of length 16.
+// Postcard encoding of protocol v3 frames (§ 2, § 3), no IO. A frame in JS is
+// `{type: 'Send', room, client_msg_id, text, attachments}`: the variant name as `type` plus the
+// variant's fields under their spec names. Nested structs are plain objects, `Option` is `null`
+// or the value, `Vec` is an array, integers are Numbers (values above 2^53 − 1 are rejected,
+// never rounded), `[u8; 16]` is a Uint8Array of length 16, an enum without fields
+// (`MessageKind`) is its variant's name ('Post', 'Edit', 'Delete').
 import { CLIENT_BY_NAME, CLIENT_VARIANTS, RETIRED_SERVER_FRAMES, SERVER_BY_NAME, SERVER_VARIANTS } from './frames.js';
 
 // Maximum varint length in bytes and maximum value, per integer type (§ 2). String and Vec
@@ -125,6 +126,12 @@ function encodeValue(w, type, value, path) {
     case 'struct':
       encodeFields(w, type.fields, value, path);
       return;
+    case 'enum': {
+      const index = type.variants.indexOf(value);
+      if (index < 0) throw new TypeError(`${path}: expected one of ${type.variants.join(', ')}, got ${describe(value)}`);
+      w.varint(index, 'u32', path);
+      return;
+    }
     default:
       throw new Error(`unknown type kind ${type.kind}`);
   }
@@ -269,6 +276,11 @@ function decodeValue(r, type, path) {
     }
     case 'struct':
       return decodeFields(r, type.fields, {}, path);
+    case 'enum': {
+      const index = r.varint('u32', path);
+      if (index >= type.variants.length) throw new DecodeError(`${path}: unknown variant ${index}`);
+      return type.variants[index];
+    }
     default:
       throw new Error(`unknown type kind ${type.kind}`);
   }
@@ -284,7 +296,7 @@ function decodeFrame(variants, input, side) {
   const index = r.varint('u32', 'discriminant');
   const variant = variants[index];
   if (!variant) {
-    const retired = side === 'server' && RETIRED_SERVER_FRAMES.includes(index) ? ' (retired in protocol v2)' : '';
+    const retired = side === 'server' && RETIRED_SERVER_FRAMES.includes(index) ? ' (retired since protocol v2)' : '';
     throw new DecodeError(`unknown ${side} frame discriminant ${index}${retired}`, 'unknown_frame');
   }
   const [type, fields] = variant;

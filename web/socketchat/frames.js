@@ -1,10 +1,15 @@
-// The frame schema of protocol v2 (§ 3): every variant in discriminant order with its fields
+// The frame schema of protocol v3 (§ 3): every variant in discriminant order with its fields
 // and their types, as data the codec walks. Types are the spec's: 'u8' 'u16' 'u32' 'u64' 'bool'
-// 'string' 'id16' ([u8; 16]), and option / vec / struct of them.
+// 'string' 'id16' ([u8; 16]), and option / vec / struct of them, and enums without fields
+// (a varint index, shown in JS as the variant's name).
 
 const opt = (of) => ({ kind: 'option', of });
 const vec = (of) => ({ kind: 'vec', of });
 const struct = (fields) => ({ kind: 'struct', fields });
+const unitEnum = (variants) => ({ kind: 'enum', variants });
+
+/** `MessageKind` (§ 3): what an event of a room's seq stream is, by its index. */
+export const MESSAGE_KINDS = Object.freeze(['Post', 'Edit', 'Delete']);
 
 const UserRef = struct([['id', 'u64'], ['username', 'string']]);
 const Limits = struct([
@@ -15,6 +20,7 @@ const Limits = struct([
   ['sends_per_sec', 'u16'],
   ['send_burst', 'u16'],
 ]);
+const Attachment = struct([['id', 'u64'], ['name', 'string'], ['content_type', 'string'], ['size', 'u64']]);
 const ChatMessageFields = [
   ['room', 'string'],
   ['seq', 'u64'],
@@ -23,6 +29,11 @@ const ChatMessageFields = [
   ['client_msg_id', 'id16'],
   ['sent_at_ms', 'u64'],
   ['text', 'string'],
+  ['kind', unitEnum(MESSAGE_KINDS)],
+  ['target_seq', opt('u64')],
+  ['edited_at_ms', opt('u64')],
+  ['deleted', 'bool'],
+  ['attachments', vec(Attachment)],
 ];
 const ChatMessage = struct(ChatMessageFields);
 
@@ -32,10 +43,13 @@ export const CLIENT_VARIANTS = [
   ['Join', [['room', 'string'], ['after_seq', opt('u64')]]],
   ['Leave', [['room', 'string']]],
   ['Switch', [['room', 'string'], ['after_seq', opt('u64')]]],
-  ['Send', [['room', 'string'], ['client_msg_id', 'id16'], ['text', 'string']]],
+  ['Send', [['room', 'string'], ['client_msg_id', 'id16'], ['text', 'string'], ['attachments', vec('u64')]]],
   ['History', [['request_id', 'u32'], ['room', 'string'], ['before_seq', opt('u64')], ['limit', 'u16']]],
   ['Typing', [['room', 'string'], ['active', 'bool']]],
   ['Ping', [['nonce', 'u64']]],
+  ['Edit', [['room', 'string'], ['client_msg_id', 'id16'], ['target_seq', 'u64'], ['text', 'string']]],
+  ['Delete', [['room', 'string'], ['client_msg_id', 'id16'], ['target_seq', 'u64']]],
+  ['MarkRead', [['room', 'string'], ['seq', 'u64']]],
 ];
 
 /**
@@ -63,6 +77,8 @@ export const SERVER_VARIANTS = [
   ]],
   ['GoAway', [['code', 'u16'], ['reason', 'string']]],
   ['RoomPresence', [['room', 'string'], ['online', 'u32'], ['users', vec(UserRef)]]],
+  ['ReadState', [['room', 'string'], ['last_read_seq', 'u64']]],
+  ['RoomAdded', [['room', 'string']]],
 ];
 
 /** Variant name → {index, fields}. */
@@ -78,5 +94,5 @@ export const SERVER_BY_NAME = indexVariants(SERVER_VARIANTS);
 export const CLIENT_FRAME_TYPES = Object.freeze(CLIENT_VARIANTS.map(([name]) => name));
 /** Server → client frame types this codec knows, in discriminant order (retired ones left out). */
 export const SERVER_FRAME_TYPES = Object.freeze(SERVER_VARIANTS.filter(Boolean).map(([name]) => name));
-/** Server → client discriminants retired in v2 (§ 3.2): decoded as unknown frames. */
+/** Server → client discriminants retired since v2 (§ 3.2): decoded as unknown frames. */
 export const RETIRED_SERVER_FRAMES = Object.freeze(SERVER_VARIANTS.flatMap((v, index) => (v ? [] : [index])));

@@ -49,10 +49,10 @@ export function waitFor(client, type, pred = () => true, timeoutMs = 3000) {
 export const alice = { id: 1, username: 'alice' };
 export const bob = { id: 2, username: 'bob' };
 export const limits = { max_frame_bytes: 16384, max_text_bytes: 4000, max_rooms: 32, max_history_page: 100, sends_per_sec: 20, send_burst: 50 };
-export const welcome = (heartbeat_ms = 25000) => ({ type: 'Welcome', version: 2, user: alice, connection_id: 7, heartbeat_ms, limits });
+export const welcome = (heartbeat_ms = 25000) => ({ type: 'Welcome', version: 3, user: alice, connection_id: 7, heartbeat_ms, limits });
 /** A RoomPresence: `online` users in `room`, `users` the first page (default: all of `online` are listed). */
 export const roomPresence = (room, users, online = users.length) => ({ type: 'RoomPresence', room, online, users });
-/** A Message in #general with seq `seq` (text `m<seq>` unless `extra` says otherwise). */
+/** A Message (a `Post`) in #general with seq `seq` (text `m<seq>` unless `extra` says otherwise). */
 export const message = (seq, sender = bob, extra = {}) => ({
   type: 'Message',
   room: 'general',
@@ -62,8 +62,17 @@ export const message = (seq, sender = bob, extra = {}) => ({
   client_msg_id: new Uint8Array(16).fill(seq % 256),
   sent_at_ms: 1795000000000 + seq,
   text: `m${seq}`,
+  kind: 'Post',
+  target_seq: null,
+  edited_at_ms: null,
+  deleted: false,
+  attachments: [],
   ...extra,
 });
+
+/** An `Edit` (or with `kind: 'Delete'` in `extra`, a `Delete`) event at `seq` of the post at `target`. */
+export const editEvent = (seq, target, text, sender = bob, extra = {}) =>
+  message(seq, sender, { kind: 'Edit', target_seq: target, text, ...extra });
 
 // ---------------------------------------------------------------------------------------------
 // Fakes

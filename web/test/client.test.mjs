@@ -4,7 +4,7 @@ import { test, describe, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { ChatClient, TYPING_BURST, TokenBucket, idToHex } from '../socketchat.js';
-import { FakeWebSocket, alice, bob, message as msg, roomPresence, waitFor, welcome } from '../test-support/fakes.mjs';
+import { FakeWebSocket, alice, bob, message as msg, roomPresence, until, waitFor, welcome } from '../test-support/fakes.mjs';
 
 function newClient(opts = {}) {
   FakeWebSocket.instances = [];
@@ -37,7 +37,7 @@ describe('ChatClient', () => {
     assert.equal(ws.binaryType, 'arraybuffer');
     ws.open();
     assert.deepEqual(ws.sent.map((f) => f.type), ['Hello', 'Join']);
-    assert.deepEqual(ws.sent[0], { type: 'Hello', version: 2, client: 'socketchat-web/1.0' });
+    assert.deepEqual(ws.sent[0], { type: 'Hello', version: 3, client: 'socketchat-web/1.0' });
     assert.deepEqual(ws.sent[1], { type: 'Join', room: 'general', after_seq: null });
     ws.deliver(welcome());
     assert.deepEqual(statuses, ['connecting', 'connected']);
@@ -489,5 +489,269 @@ describe('ChatClient room presence', () => {
     assert.equal(client.roomPresence('general').online, 1);
     client.reset();
     assert.equal(client.roomPresence('general'), null);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Protocol v3: attachments, edits and deletions, read marks, several rooms, RoomAdded, Left
+// ---------------------------------------------------------------------------------------------
+
+const joined = (room, head_seq, replay_from = head_seq + 1) => ({ type: 'Joined', room, head_seq, replay_from });
+const errorFrame = (code, extra = {}) => ({ type: 'Error', code, message: `error ${code}`, room: 'general', client_msg_id: null, request_id: null, retry_after_ms: null, ...extra });
+const delay = (ms) => new Promise((r) => setTimeout(r, ms));
+
+describe('ChatClient sends, edits and deletions (v3)', () => {
+  test('send carries attachment ids; more than 10 is refused before anything goes out', () => {
+    const ws = connectedInGeneral();
+    client.send('general', '', { attachments: [12, 300] });
+    const sent = ws.sent.at(-1);
+    assert.equal(sent.type, 'Send');
+    assert.deepEqual(sent.attachments, [12, 300]);
+    assert.equal(sent.text, '');
+    client.send('general', 'plain');
+    assert.deepEqual(ws.sent.at(-1).attachments, []);
+    const n = ws.sent.length;
+    assert.throws(() => client.send('general', 'x', { attachments: Array.from({ length: 11 }, (_, i) => i + 1) }), RangeError);
+    assert.equal(ws.sent.length, n);
+  });
+
+  test('edit and delete are frames #8 and #9 with their own client_msg_id, in order with sends', () => {
+    const ws = connectedInGeneral();
+    const a = client.send('general', 'first');
+    const e = client.edit('general', 5, 'fixed');
+    const d = client.delete('general', 6);
+    const out = ws.sent.slice(-3);
+    assert.deepEqual(out.map((f) => f.type), ['Send', 'Edit', 'Delete']);
+    assert.deepEqual(out[1], { type: 'Edit', room: 'general', client_msg_id: e.client_msg_id, target_seq: 5, text: 'fixed' });
+    assert.deepEqual(out[2], { type: 'Delete', room: 'general', client_msg_id: d.client_msg_id, target_seq: 6 });
+    assert.notEqual(a.key, e.key);
+    assert.deepEqual(client.pendingSends().map((p) => p.kind), ['send', 'edit', 'delete']);
+    // Acked (or seen as their own event) one by one.
+    ws.deliver({ type: 'Ack', room: 'general', client_msg_id: e.client_msg_id, seq: 8, message_id: 8, sent_at_ms: 1 });
+    ws.deliver(msg(9, alice, { kind: 'Delete', target_seq: 6, text: '', client_msg_id: d.client_msg_id }));
+    assert.deepEqual(client.pendingSends().map((p) => p.kind), ['send']);
+  });
+
+  test('an unacknowledged edit and delete are resent after a reconnect with the same ids, in order', async () => {
+    let ws = connectedInGeneral();
+    ws.deliver(joined('general', 6));
+    const s = client.send('general', 'new');
+    const e = client.edit('general', 5, 'fixed');
+    const d = client.delete('general', 6);
+    ws.serverClose(1006);
+    await waitFor(client, 'status', (st) => st.state === 'connecting');
+    ws = FakeWebSocket.last();
+    ws.open();
+    assert.deepEqual(ws.sent.map((f) => f.type), ['Hello', 'Join', 'Send', 'Edit', 'Delete']);
+    assert.deepEqual(ws.sent.slice(2).map((f) => idToHex(f.client_msg_id)), [s.key, e.key, d.key]);
+    assert.equal(ws.sent[3].target_seq, 5);
+    assert.equal(ws.sent[3].text, 'fixed');
+  });
+
+  test('a rate-limited edit waits retry_after_ms and goes again with the same id; a refused one fails with its kind', async () => {
+    const ws = connectedInGeneral();
+    const e = client.edit('general', 5, 'fixed');
+    ws.deliver(errorFrame(5, { client_msg_id: e.client_msg_id, retry_after_ms: 30 }));
+    const n = ws.sent.length;
+    await delay(80);
+    assert.equal(ws.sent.length, n + 1);
+    assert.deepEqual(ws.sent.at(-1), { type: 'Edit', room: 'general', client_msg_id: e.client_msg_id, target_seq: 5, text: 'fixed' });
+
+    const d = client.delete('general', 4);
+    const failed = waitFor(client, 'send_failed');
+    ws.deliver(errorFrame(1, { message: 'not your message', client_msg_id: d.client_msg_id }));
+    const f = await failed;
+    assert.equal(f.kind, 'delete');
+    assert.equal(f.target_seq, 4);
+    assert.equal(f.code, 1);
+    assert.equal(f.message, 'not your message');
+  });
+
+  test('message and history frames carry known_seq: the join\'s head for a replay, the seq had for a page', async () => {
+    const ws = connectedInGeneral();
+    ws.deliver(joined('general', 10, 9));
+    const seen = [];
+    client.on('message', (m) => seen.push([m.seq, m.known_seq]));
+    ws.deliver(msg(9));
+    ws.deliver(msg(10));
+    ws.deliver(msg(11));
+    assert.deepEqual(seen, [[9, 10], [10, 10], [11, 10]]);
+    const page = client.history('general', 9, 50);
+    ws.deliver({ type: 'History', request_id: ws.sent.at(-1).request_id, room: 'general', messages: [msg(7), msg(8)], next_before: 7 });
+    assert.equal((await page).known_seq, 11);
+  });
+});
+
+describe('ChatClient read marks (v3)', () => {
+  test('markRead coalesces to the highest seq and stays within burst 10, then 2/s', async () => {
+    const ws = connectedInGeneral();
+    for (let seq = 1; seq <= 30; seq++) client.markRead('general', seq);
+    const marks = () => ws.sent.filter((f) => f.type === 'MarkRead');
+    assert.equal(marks().length, 9, 'one fewer than the server\'s burst');
+    assert.deepEqual(marks().map((f) => f.seq), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    await delay(560);
+    assert.deepEqual(marks().slice(9).map((f) => f.seq), [30], 'then only the highest, one token later');
+    assert.deepEqual(marks().at(-1), { type: 'MarkRead', room: 'general', seq: 30 });
+    await delay(100);
+    assert.equal(marks().length, 10);
+  });
+
+  test('ReadState sets the mark (event, readMark); nothing at or below it goes out', () => {
+    const ws = connectedInGeneral();
+    const states = [];
+    client.on('read_state', (r) => states.push(r));
+    ws.deliver({ type: 'ReadState', room: 'general', last_read_seq: 40 });
+    assert.deepEqual(states, [{ type: 'ReadState', room: 'general', last_read_seq: 40 }]);
+    assert.equal(client.readMark('general'), 40);
+    assert.equal(client.markRead('general', 40), false);
+    assert.equal(client.markRead('general', 12), false);
+    assert.equal(ws.sent.filter((f) => f.type === 'MarkRead').length, 0);
+    assert.equal(client.markRead('general', 41), true);
+    assert.equal(ws.sent.filter((f) => f.type === 'MarkRead').length, 1);
+    // From another device, a lower one never moves the mark down here.
+    ws.deliver({ type: 'ReadState', room: 'general', last_read_seq: 41 });
+    ws.deliver({ type: 'ReadState', room: 'general', last_read_seq: 20 });
+    assert.equal(client.readMark('general'), 41);
+    assert.equal(client.markRead('design', 0), false, 'seq 0 is nothing read');
+  });
+
+  test('a mark waits for its room\'s Join, and one not confirmed goes out again after a reconnect', async () => {
+    client = newClient();
+    client.focusRoom('general', 5);
+    client.markRead('general', 6);
+    client.connect();
+    let ws = FakeWebSocket.last();
+    ws.open();
+    assert.deepEqual(ws.sent.map((f) => f.type), ['Hello', 'Join', 'MarkRead']);
+    assert.deepEqual(ws.sent[1], { type: 'Join', room: 'general', after_seq: 5 });
+    ws.serverClose(1006);
+    await waitFor(client, 'status', (s) => s.state === 'connecting');
+    ws = FakeWebSocket.last();
+    ws.open();
+    assert.deepEqual(ws.sent.map((f) => f.type), ['Hello', 'Join', 'MarkRead'], 'no ReadState came: sent again');
+    ws.deliver({ type: 'ReadState', room: 'general', last_read_seq: 6 });
+    ws.serverClose(1006);
+    await waitFor(client, 'status', (s) => s.state === 'connecting');
+    ws = FakeWebSocket.last();
+    ws.open();
+    assert.deepEqual(ws.sent.map((f) => f.type), ['Hello', 'Join'], 'confirmed: not again');
+  });
+
+  test('a RateLimited read mark pauses marks and sends the mark again after retry_after_ms', async () => {
+    const ws = connectedInGeneral();
+    client.markRead('general', 3);
+    ws.deliver(errorFrame(5, { message: 'too many read marks', retry_after_ms: 40 }));
+    client.markRead('general', 4);
+    assert.equal(ws.sent.filter((f) => f.type === 'MarkRead').length, 1, 'paused');
+    await delay(80);
+    assert.deepEqual(ws.sent.filter((f) => f.type === 'MarkRead').map((f) => f.seq), [3, 4]);
+  });
+});
+
+describe('ChatClient in several rooms (v3)', () => {
+  test('joinRoom follows rooms with their after_seq; a reconnect joins them all again, the shown room first', async () => {
+    client = newClient();
+    client.joinRoom('design', 7);
+    client.focusRoom('general');
+    client.joinRoom('support');
+    assert.equal(client.joinRoom('design', 3), false, 'followed already');
+    client.connect();
+    let ws = FakeWebSocket.last();
+    ws.open();
+    assert.deepEqual(ws.sent.slice(1), [
+      { type: 'Join', room: 'general', after_seq: null },
+      { type: 'Join', room: 'design', after_seq: 7 },
+      { type: 'Join', room: 'support', after_seq: null },
+    ]);
+    ws.deliver(welcome());
+    for (const [room, head] of [['general', 2], ['design', 8], ['support', 0]]) ws.deliver(joined(room, head, room === 'design' ? 8 : head + 1));
+    ws.deliver(msg(8, bob, { room: 'design' }));
+    ws.deliver(roomPresence('design', [bob]));
+    ws.deliver(roomPresence('general', [alice, bob]));
+    assert.deepEqual(client.roomPresence('design'), { room: 'design', online: 1, users: [bob] }, 'kept for every followed room');
+    assert.equal(client.roomPresence('general').online, 2);
+    // Send to a background room: it is joined, so it goes out at once.
+    client.send('design', 'hi design');
+    assert.equal(ws.sent.at(-1).room, 'design');
+    ws.serverClose(4000);
+    await waitFor(client, 'status', (s) => s.state === 'connecting');
+    ws = FakeWebSocket.last();
+    ws.open();
+    // The unacknowledged send goes again right after its room's Join.
+    assert.deepEqual(
+      ws.sent.slice(1).map((f) => `${f.type} ${f.room} ${f.after_seq ?? f.text}`),
+      ['Join general 2', 'Join design 8', 'Send design hi design', 'Join support 0'],
+    );
+  });
+
+  test('joins and history requests stay within burst 20, then 5/s: the rest wait their turn', async () => {
+    client = newClient();
+    const rooms = Array.from({ length: 25 }, (_, i) => `room-${i}`);
+    for (const r of rooms) client.joinRoom(r, 0);
+    client.connect();
+    const ws = FakeWebSocket.last();
+    ws.open();
+    ws.deliver(welcome());
+    const joins = () => ws.sent.filter((f) => f.type === 'Join');
+    assert.equal(joins().length, 19, 'one fewer than the server\'s burst');
+    const page = client.history('room-0', null, 10);
+    await delay(230);
+    assert.equal(joins().length, 20, 'one more after 200 ms');
+    await until(() => ws.sent.some((f) => f.type === 'History'), 'the history request after the joins', 2000);
+    assert.deepEqual(joins().map((f) => f.room), rooms, 'in order');
+    const h = ws.sent.find((f) => f.type === 'History');
+    ws.deliver({ type: 'History', request_id: h.request_id, room: 'room-0', messages: [], next_before: null });
+    assert.equal((await page).next_before, null);
+  });
+
+  test('leaveRoom sends Leave; its Left is expected. An unprompted Left unfollows the room and fails its sends', async () => {
+    const ws = connectedInGeneral();
+    client.joinRoom('design', 0);
+    client.joinRoom('secret', 0);
+    ws.deliver(joined('general', 0));
+    ws.deliver(joined('design', 0));
+    ws.deliver(joined('secret', 0));
+    const lefts = [];
+    client.on('left', (l) => lefts.push(l));
+    client.leaveRoom('design');
+    assert.deepEqual(ws.sent.at(-1), { type: 'Leave', room: 'design' });
+    ws.deliver({ type: 'Left', room: 'design' });
+
+    ws.deliver({ type: 'Pong', nonce: 1 });
+    const failed = waitFor(client, 'send_failed');
+    // The server holds the send: the owner removed the user before it was stored.
+    client.send('secret', 'too late');
+    ws.deliver({ type: 'Left', room: 'secret' });
+    assert.deepEqual(lefts, [
+      { type: 'Left', room: 'design', unprompted: false },
+      { type: 'Left', room: 'secret', unprompted: true },
+    ]);
+    assert.equal((await failed).room, 'secret');
+    assert.deepEqual(client.joinedRooms(), ['general']);
+    assert.equal(client.markRead('secret', 3), true);
+    assert.equal(ws.sent.filter((f) => f.type === 'MarkRead').length, 0, 'no mark for a room not joined');
+  });
+
+  test('a Join refused with UnknownRoom unfollows the room (join_refused); RoomAdded is an event', async () => {
+    const ws = connectedInGeneral();
+    client.joinRoom('secret', 0);
+    const refused = waitFor(client, 'join_refused');
+    ws.deliver(errorFrame(2, { room: 'secret', message: 'no such room' }));
+    assert.deepEqual(await refused, { room: 'secret', code: 2, message: 'no such room' });
+    assert.deepEqual(client.joinedRooms(), ['general']);
+    const added = waitFor(client, 'room_added');
+    ws.deliver({ type: 'RoomAdded', room: '@1-2' });
+    assert.deepEqual(await added, { type: 'RoomAdded', room: '@1-2' });
+  });
+
+  test('a RateLimited answer to a Join joins the room again after retry_after_ms', async () => {
+    const ws = connectedInGeneral();
+    client.joinRoom('design', 4);
+    ws.deliver(errorFrame(5, { room: 'design', message: 'too many joins and history requests', retry_after_ms: 40 }));
+    const n = ws.sent.filter((f) => f.type === 'Join').length;
+    await delay(90);
+    const joins = ws.sent.filter((f) => f.type === 'Join');
+    assert.equal(joins.length, n + 1);
+    assert.deepEqual(joins.at(-1), { type: 'Join', room: 'design', after_seq: 4 });
   });
 });

@@ -19,6 +19,7 @@ import {
   CLIENT_FRAME_TYPES,
   SERVER_FRAME_TYPES,
   RETIRED_SERVER_FRAMES,
+  MESSAGE_KINDS,
 } from '../socketchat.js';
 
 const vectorsPath = fileURLToPath(new URL('../../protocol/vectors/frames.jsonl', import.meta.url));
@@ -55,24 +56,25 @@ const codecs = {
 };
 
 describe('protocol vectors', () => {
-  test('the codec speaks protocol v2: its frame types are the spec\'s (§ 3), #1 and #8 retired', () => {
-    assert.equal(PROTOCOL_VERSION, 2);
-    assert.deepEqual(CLIENT_FRAME_TYPES, ['Hello', 'Join', 'Leave', 'Switch', 'Send', 'History', 'Typing', 'Ping']);
+  test('the codec speaks protocol v3: its frame types are the spec\'s (§ 3), #1 and #8 retired', () => {
+    assert.equal(PROTOCOL_VERSION, 3);
+    assert.deepEqual(CLIENT_FRAME_TYPES, ['Hello', 'Join', 'Leave', 'Switch', 'Send', 'History', 'Typing', 'Ping', 'Edit', 'Delete', 'MarkRead']);
     assert.deepEqual(
       SERVER_FRAME_TYPES,
-      ['Welcome', 'Joined', 'Left', 'Ack', 'Message', 'History', 'Typing', 'Pong', 'Error', 'GoAway', 'RoomPresence'],
+      ['Welcome', 'Joined', 'Left', 'Ack', 'Message', 'History', 'Typing', 'Pong', 'Error', 'GoAway', 'RoomPresence', 'ReadState', 'RoomAdded'],
     );
     assert.deepEqual(RETIRED_SERVER_FRAMES, [1, 8]);
+    assert.deepEqual(MESSAGE_KINDS, ['Post', 'Edit', 'Delete']);
   });
 
   test('the vector file is not empty and covers every live frame type, and only those', () => {
     const types = (dir) => new Set(vectors.filter((v) => v.direction === dir).map((v) => Object.keys(v.frame)[0]));
     assert.deepEqual([...types('client_to_server')].sort(), [...CLIENT_FRAME_TYPES].sort());
-    // No vector for the retired Online (#1) and Presence (#8): they are never sent in v2.
+    // No vector for the retired Online (#1) and Presence (#8): they are never sent since v2.
     assert.deepEqual([...types('server_to_client')].sort(), [...SERVER_FRAME_TYPES].sort());
   });
 
-  test('Hello and Welcome vectors carry version 2', () => {
+  test('Hello and Welcome vectors carry version 3', () => {
     const frameOf = (name) => {
       const v = vectors.find((x) => x.name === name);
       assert.ok(v, `vector ${name}`);
@@ -159,14 +161,54 @@ describe('malformed input throws', () => {
   });
 
   test('unknown discriminant', () => {
-    assert.throws(() => decodeClientFrame(unhex('08')), /discriminant/);
-    assert.throws(() => decodeClientFrame(unhex('0800')), /discriminant/);
-    assert.throws(() => decodeServerFrame(unhex('0d')), /discriminant/);
+    assert.throws(() => decodeClientFrame(unhex('0b')), /discriminant/);
+    assert.throws(() => decodeClientFrame(unhex('0b00')), /discriminant/);
+    assert.throws(() => decodeServerFrame(unhex('0f')), /discriminant/);
     assert.throws(() => decodeServerFrame(unhex('ff01')), /discriminant/);
-    assert.throws(() => decodeServerFrame(unhex('0d')), (err) => err instanceof DecodeError && err.kind === 'unknown_frame');
+    assert.throws(() => decodeServerFrame(unhex('0f')), (err) => err instanceof DecodeError && err.kind === 'unknown_frame');
     assert.throws(() => decodeServerFrame(unhex('0980')), (err) => err instanceof DecodeError && err.kind === 'malformed');
-    // #12 is RoomPresence now: a bare discriminant is a truncated frame, not an unknown one.
-    assert.throws(() => decodeServerFrame(unhex('0c')), (err) => err instanceof DecodeError && err.kind === 'malformed');
+    // #12 to #14 are RoomPresence, ReadState and RoomAdded: a bare discriminant is a truncated
+    // frame, not an unknown one; so is a bare Edit, Delete or MarkRead.
+    for (const d of ['0c', '0d', '0e']) {
+      assert.throws(() => decodeServerFrame(unhex(d)), (err) => err instanceof DecodeError && err.kind === 'malformed', d);
+    }
+    for (const d of ['08', '09', '0a']) assert.throws(() => decodeClientFrame(unhex(d)), /truncated/, d);
+  });
+
+  test('MessageKind is a varint index: 0 Post, 1 Edit, 2 Delete; any other index is malformed', () => {
+    const base = vectors.find((v) => v.name === 'message_edit_event');
+    const frame = decodeServerFrame(unhex(base.hex));
+    assert.equal(frame.kind, 'Edit');
+    assert.equal(frame.target_seq, 306);
+    for (const [kind, index] of [['Post', '00'], ['Edit', '01'], ['Delete', '02']]) {
+      const bytes = hex(encodeServerFrame({ ...frame, kind }));
+      // The kind follows the text ("héllo, edited": 0e + 14 bytes).
+      assert.ok(bytes.includes('0e68c3a96c6c6f2c20656469746564' + index), kind);
+      assert.equal(decodeServerFrame(unhex(bytes)).kind, kind);
+    }
+    const bad = hex(encodeServerFrame(frame)).replace('0e68c3a96c6c6f2c2065646974656401', '0e68c3a96c6c6f2c2065646974656403');
+    assert.throws(() => decodeServerFrame(unhex(bad)), (err) => err instanceof DecodeError && err.kind === 'malformed' && /unknown variant 3/.test(err.message));
+    assert.throws(() => encodeServerFrame({ ...frame, kind: 'Reaction' }), /expected one of Post, Edit, Delete/);
+    assert.throws(() => encodeServerFrame({ ...frame, kind: 1 }), TypeError);
+  });
+
+  test('Send carries attachment ids as a Vec<u64>; Edit, Delete and MarkRead by hand (§ 3.1)', () => {
+    const id = new Uint8Array(16).fill(0xab);
+    const ids = 'ab'.repeat(16);
+    // 04 · 01 "a" · id · 00: empty text · 03 ids: 1, 300 (ac 02), 2^32 (80 80 80 80 10)
+    assert.equal(
+      hex(encodeClientFrame({ type: 'Send', room: 'a', client_msg_id: id, text: '', attachments: [1, 300, 2 ** 32] })),
+      '040161' + ids + '00' + '03' + '01' + 'ac02' + '8080808010',
+    );
+    assert.throws(() => encodeClientFrame({ type: 'Send', room: 'a', client_msg_id: id, text: 'x' }), /attachments is missing/);
+    // 08 · 01 "a" · id · 05: target 5 · 02 "hi"
+    assert.equal(hex(encodeClientFrame({ type: 'Edit', room: 'a', client_msg_id: id, target_seq: 5, text: 'hi' })), '080161' + ids + '05' + '026869');
+    // 09 · 01 "a" · id · 05
+    assert.equal(hex(encodeClientFrame({ type: 'Delete', room: 'a', client_msg_id: id, target_seq: 5 })), '090161' + ids + '05');
+    // 0a · 01 "a" · 80 01: seq 128
+    assert.equal(hex(encodeClientFrame({ type: 'MarkRead', room: 'a', seq: 128 })), '0a01618001');
+    assert.deepStrictEqual(decodeServerFrame(unhex('0d01618001')), { type: 'ReadState', room: 'a', last_read_seq: 128 });
+    assert.deepStrictEqual(decodeServerFrame(unhex('0e0440312d32')), { type: 'RoomAdded', room: '@1-2' });
   });
 
   test('the retired v1 frames Online (#1) and Presence (#8) are unknown frames', () => {
