@@ -5,8 +5,9 @@
 #     "1x1000:10:300 100x50:100:1000"; every receiver checks loss, duplicates and order.
 #   persist: 64 senders, each waiting for its ack, in 1 room and in 100 rooms.
 # A fresh node per run and cell, on the embedded default (SQLite) or, with BACKEND=postgres,
-# on PostgreSQL. Prints every run (JSON) and the medians.
-# Usage: bench/messages.sh [RUNS]   (env: MODES="fanout persist" CELLS=… SECONDS_PER_RUN=10)
+# on PostgreSQL. TRANSPORTS="websocket webtransport" runs each fanout cell over both (the
+# node's HTTP/3 listener on a free UDP port). Prints every run (JSON) and the medians.
+# Usage: bench/messages.sh [RUNS]   (env: MODES="fanout persist" CELLS=… SECONDS_PER_RUN=10 TRANSPORTS=websocket)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
@@ -25,13 +26,17 @@ for run in $(seq "$runs"); do
     case "$mode" in
       fanout)
         for cell in $cells; do
-          shape=${cell%%:*} rest=${cell#*:}
-          port=$(free_port)
-          start_node "fanout-$run-$shape" "$port" "$backend"
-          target/release/socketchat-load fanout --addr "127.0.0.1:$port" --server-pid "${pids[-1]}" \
-            --rooms "${shape%%x*}" --members "${shape##*x}" --senders "${rest%%:*}" --rate "${rest##*:}" \
-            --seconds "$secs" --json | sed "s/^{/{\"cell\":\"$cell\",/" | tee -a "$results"
-          stop_nodes
+          for transport in ${TRANSPORTS:-websocket}; do
+            shape=${cell%%:*} rest=${cell#*:}
+            port=$(free_port)
+            wt=off
+            [ "$transport" = webtransport ] && wt="127.0.0.1:$(free_port)"
+            SOCKETCHAT_WT_LISTEN=$wt start_node "fanout-$run-$shape-$transport" "$port" "$backend"
+            target/release/socketchat-load fanout --addr "127.0.0.1:$port" --server-pid "${pids[-1]}" \
+              --rooms "${shape%%x*}" --members "${shape##*x}" --senders "${rest%%:*}" --rate "${rest##*:}" \
+              --seconds "$secs" --transport "$transport" --json | sed "s/^{/{\"cell\":\"$cell\",/" | tee -a "$results"
+            stop_nodes
+          done
         done
         ;;
       persist)
@@ -54,10 +59,11 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 med = lambda rs, k: statistics.median(r[k] for r in rs)
 cells = {}
 for r in rows:
-    cells.setdefault((r["scenario"], r["cell"]), []).append(r)
-for (scenario, cell), rs in cells.items():
+    cells.setdefault((r["scenario"], r["cell"], r.get("transport", "")), []).append(r)
+for (scenario, cell, transport), rs in cells.items():
     if scenario == "fanout":
-        print(f'fanout  {cell:16} deliveries/s {med(rs, "deliveries_per_sec"):>10.0f}  p50 {med(rs, "p50_ms"):6.1f} ms  p99 {med(rs, "p99_ms"):7.1f} ms  '
+        kib = med(rs, "server_kib_per_receiver") if rs[0].get("server_kib_per_receiver") is not None else float("nan")
+        print(f'fanout  {cell:16} {transport:12} KiB/receiver {kib:5.1f}  deliveries/s {med(rs, "deliveries_per_sec"):>10.0f}  p50 {med(rs, "p50_ms"):6.1f} ms  p99 {med(rs, "p99_ms"):7.1f} ms  '
               f'lost {max(r["lost"] for r in rs)} dup {max(r["duplicates"] for r in rs)} cut {max(r["senders_cut"] for r in rs)}  '
               f'server CPU {med(rs, "server_cpu_s"):5.1f} s  generator CPU {med(rs, "generator_cpu_s"):5.1f} s')
     else:

@@ -55,9 +55,13 @@ pub struct FanoutArgs {
     /// Connections opened at the same time while setting up.
     #[arg(long, default_value_t = 32)]
     pub parallel: usize,
-    /// Server process id, to report its CPU time over the run.
+    /// Server process id, to report its CPU time over the run and its memory per receiver.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Transport of every connection: `websocket` or `webtransport` (the server's HTTP/3
+    /// listener, its certificate pinned by the hash `/api/transport` gives).
+    #[arg(long, default_value = "websocket")]
+    pub transport: String,
     /// Print one JSON line instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -96,6 +100,11 @@ pub struct FanoutReport {
     pub generator_cpu_s: f64,
     /// The server's CPU seconds over the run (with `--server-pid`).
     pub server_cpu_s: Option<f64>,
+    /// The server's resident memory added per receiver once all were joined, KiB (with
+    /// `--server-pid`).
+    pub server_kib_per_receiver: Option<f64>,
+    /// The transport used.
+    pub transport: String,
 }
 
 impl FanoutReport {
@@ -228,7 +237,8 @@ pub async fn fanout(args: FanoutArgs) -> Result<FanoutReport, BoxError> {
     let keys = TokenKeys::new(args.jwt_secret.as_bytes(), 3600);
     let accounts = senders(args.addr, args.senders.max(1)).await?;
     let rooms = rooms(&accounts, args.rooms).await?;
-    let endpoint = Endpoint::WebSocket { url: format!("ws://{}/ws", args.addr) };
+    let endpoint = endpoint_of(args.addr, &args.transport, &accounts[0]).await?;
+    let rss_before = args.server_pid.map(resident_kib);
     let (stop, stopped) = watch::channel(None);
     // Acked messages per room: each receiver of a room expects that many.
     let acked: Vec<Arc<AtomicU64>> = rooms.iter().map(|_| Arc::new(AtomicU64::new(0))).collect();
@@ -259,6 +269,12 @@ pub async fn fanout(args: FanoutArgs) -> Result<FanoutReport, BoxError> {
         readers.push(tokio::spawn(receive(rx, first, acked[r].clone(), stopped.clone())));
         quiet.push(tx);
     }
+
+    let receivers = (rooms.len() * args.members).max(1) as f64;
+    let server_kib_per_receiver = args
+        .server_pid
+        .zip(rss_before)
+        .map(|(pid, before)| ((resident_kib(pid).saturating_sub(before)) as f64 / receivers * 10.0).round() / 10.0);
 
     // Senders: their own connections; a reader per sender counts acks.
     let cut = Arc::new(AtomicU64::new(0));
@@ -369,7 +385,28 @@ pub async fn fanout(args: FanoutArgs) -> Result<FanoutReport, BoxError> {
         max_ms: lat.last().map_or(0.0, |m| *m as f64 / 1000.0),
         generator_cpu_s,
         server_cpu_s,
+        server_kib_per_receiver,
+        transport: args.transport,
     })
+}
+
+/// Where connections go for `transport` (`websocket` or `webtransport`).
+async fn endpoint_of(addr: SocketAddr, transport: &str, account: &Account) -> Result<Endpoint, BoxError> {
+    match transport {
+        "websocket" => Ok(Endpoint::WebSocket { url: format!("ws://{addr}/ws") }),
+        "webtransport" => Ok(account.webtransport().await?.ok_or("the server offers no WebTransport")?),
+        other => Err(format!("unknown transport {other} (websocket or webtransport)").into()),
+    }
+}
+
+/// A process's resident memory, KiB (Linux).
+fn resident_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Arguments of `persist`.

@@ -8,9 +8,11 @@ use socketchat_bench::fanout::{self, FanoutArgs, PersistArgs};
 
 const SECRET: &str = "a smoke-test secret long enough for HS256";
 
-async fn start(dir: &std::path::Path) -> server::Running {
+async fn start(dir: &std::path::Path, webtransport: bool) -> server::Running {
     let mut config = Config::embedded("127.0.0.1:0".parse().unwrap(), dir.to_path_buf());
-    config.wt_listen = MaybeAddr(None);
+    if !webtransport {
+        config.wt_listen = MaybeAddr(None);
+    }
     config.jwt_secret = Some(SECRET.into());
     config.auth_burst = 1000;
     config.room_creation_burst = 1000;
@@ -19,10 +21,9 @@ async fn start(dir: &std::path::Path) -> server::Running {
     server::start(config).await.expect("server starts")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fanout_delivers_every_message_once_in_order_to_every_member() {
+async fn fanout_smoke(transport: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let running = start(dir.path()).await;
+    let running = start(dir.path(), transport == "webtransport").await;
     let args = FanoutArgs {
         addr: running.local_addr(),
         jwt_secret: SECRET.into(),
@@ -33,6 +34,7 @@ async fn fanout_delivers_every_message_once_in_order_to_every_member() {
         seconds: 2,
         parallel: 8,
         server_pid: None,
+        transport: transport.into(),
         json: false,
     };
     let report = fanout::fanout(args).await.unwrap();
@@ -44,9 +46,19 @@ async fn fanout_delivers_every_message_once_in_order_to_every_member() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_delivers_every_message_once_in_order_to_every_member() {
+    fanout_smoke("websocket").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_over_webtransport_delivers_every_message_once_in_order() {
+    fanout_smoke("webtransport").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persist_acks_gap_free_seqs() {
     let dir = tempfile::tempdir().unwrap();
-    let running = start(dir.path()).await;
+    let running = start(dir.path(), false).await;
     let args =
         PersistArgs { addr: running.local_addr(), senders: 4, rooms: 2, seconds: 1, server_pid: None, json: false };
     let report = fanout::persist(args).await.unwrap();
