@@ -25,12 +25,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const STREAM_WAIT: Duration = Duration::from_secs(10);
 /// How long a closing session waits for the peer to read the GoAway and hang up.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
-/// Bidirectional streams a peer may have open at once: the CONNECT request and the session's
-/// stream, and room to open the next while one closes.
-const MAX_BIDI_STREAMS: u32 = 4;
-/// Unidirectional streams a peer may have open at once: HTTP/3's control and QPACK streams,
-/// with room for a spare.
-const MAX_UNI_STREAMS: u32 = 4;
 /// Read granularity of the stream buffer.
 const READ_CHUNK: usize = 4 * 1024;
 
@@ -54,11 +48,6 @@ pub(crate) fn endpoint(addr: std::net::SocketAddr, certs: Arc<Certificates>) -> 
         Duration::from_secs(30).try_into().map_err(|e: quinn::VarIntBoundsExceeded| e.to_string())?,
     ));
     transport.keep_alive_interval(Some(Duration::from_secs(10)));
-    // A session needs 2 bidirectional streams (the CONNECT and ours) and the peer's 3 HTTP/3
-    // unidirectional ones (control, QPACK encoder and decoder); quinn keeps state for every
-    // stream it allows (default 100 + 100), which made a session cost far more memory.
-    transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_BIDI_STREAMS));
-    transport.max_concurrent_uni_streams(quinn::VarInt::from_u32(MAX_UNI_STREAMS));
     config.transport_config(Arc::new(transport));
     quinn::Endpoint::server(config, addr).map_err(|e| e.to_string())
 }
