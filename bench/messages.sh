@@ -4,6 +4,8 @@
 #   fanout: CELLS of ROOMSxMEMBERS:SENDERS:RATE (messages/s in all), default
 #     "1x1000:10:300 100x50:100:1000"; every receiver checks loss, duplicates and order.
 #   persist: 64 senders, each waiting for its ack, in 1 room and in 100 rooms.
+#   ceiling: the fanout cells against `socketchat-ceiling` (no auth, no store, no presence:
+#     what this machine does over WebSocket with this protocol), for the ratios.
 # A fresh node per run and cell, on the embedded default (SQLite) or, with BACKEND=postgres,
 # on PostgreSQL. TRANSPORTS="websocket webtransport" runs each fanout cell over both (the
 # node's HTTP/3 listener on a free UDP port). Prints every run (JSON) and the medians.
@@ -39,6 +41,19 @@ for run in $(seq "$runs"); do
           done
         done
         ;;
+      ceiling)
+        for cell in $cells; do
+          shape=${cell%%:*} rest=${cell#*:}
+          port=$(free_port)
+          target/release/socketchat-ceiling "127.0.0.1:$port" 2>"$dir/ceiling.log" &
+          pids+=($!)
+          for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
+          target/release/socketchat-load fanout --addr "127.0.0.1:$port" --server-pid "${pids[-1]}" --ceiling \
+            --rooms "${shape%%x*}" --members "${shape##*x}" --senders "${rest%%:*}" --rate "${rest##*:}" \
+            --seconds "$secs" --json | sed "s/^{/{\"cell\":\"$cell\",\"ceiling\":true,/" | tee -a "$results"
+          stop_nodes
+        done
+        ;;
       persist)
         for rooms in 1 100; do
           port=$(free_port)
@@ -59,11 +74,13 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 med = lambda rs, k: statistics.median(r[k] for r in rs)
 cells = {}
 for r in rows:
-    cells.setdefault((r["scenario"], r["cell"], r.get("transport", "")), []).append(r)
+    server = "ceiling" if r.get("ceiling") else r.get("transport", "")
+    cells.setdefault((r["scenario"], r["cell"], server), []).append(r)
 for (scenario, cell, transport), rs in cells.items():
     if scenario == "fanout":
         kib = med(rs, "server_kib_per_receiver") if rs[0].get("server_kib_per_receiver") is not None else float("nan")
-        print(f'fanout  {cell:16} {transport:12} KiB/receiver {kib:5.1f}  deliveries/s {med(rs, "deliveries_per_sec"):>10.0f}  p50 {med(rs, "p50_ms"):6.1f} ms  p99 {med(rs, "p99_ms"):7.1f} ms  '
+        cpu_us = med(rs, "server_cpu_s") * 1e6 / max(med(rs, "delivered"), 1)
+        print(f'fanout  {cell:16} {transport:12} server CPU µs/delivery {cpu_us:5.2f}  KiB/receiver {kib:5.1f}  deliveries/s {med(rs, "deliveries_per_sec"):>10.0f}  p50 {med(rs, "p50_ms"):6.1f} ms  p99 {med(rs, "p99_ms"):7.1f} ms  '
               f'lost {max(r["lost"] for r in rs)} dup {max(r["duplicates"] for r in rs)} cut {max(r["senders_cut"] for r in rs)}  '
               f'server CPU {med(rs, "server_cpu_s"):5.1f} s  generator CPU {med(rs, "generator_cpu_s"):5.1f} s')
     else:

@@ -62,6 +62,10 @@ pub struct FanoutArgs {
     /// listener, its certificate pinned by the hash `/api/transport` gives).
     #[arg(long, default_value = "websocket")]
     pub transport: String,
+    /// Drive `socketchat-ceiling` (the lean reference server) instead: no registration, no
+    /// room creation (its rooms exist when joined), every token minted.
+    #[arg(long)]
+    pub ceiling: bool,
     /// Print one JSON line instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -235,9 +239,19 @@ async fn receive(
 /// Runs `fanout`.
 pub async fn fanout(args: FanoutArgs) -> Result<FanoutReport, BoxError> {
     let keys = TokenKeys::new(args.jwt_secret.as_bytes(), 3600);
-    let accounts = senders(args.addr, args.senders.max(1)).await?;
-    let rooms = rooms(&accounts, args.rooms).await?;
-    let endpoint = endpoint_of(args.addr, &args.transport, &accounts[0]).await?;
+    let (accounts, rooms, endpoint) = if args.ceiling {
+        let base = format!("http://{}", args.addr);
+        let minted: Vec<Account> = (0..args.senders.max(1) as u64)
+            .map(|i| Ok(Account::from_token(&base, &mint(&keys, 2_000_000_000 + i)?, 2_000_000_000 + i, "sender")))
+            .collect::<Result<_, BoxError>>()?;
+        let names = (0..args.rooms.max(1)).map(|i| format!("ceiling-{i}")).collect();
+        (minted, names, Endpoint::WebSocket { url: format!("ws://{}/ws", args.addr) })
+    } else {
+        let accounts = senders(args.addr, args.senders.max(1)).await?;
+        let rooms = rooms(&accounts, args.rooms).await?;
+        let endpoint = endpoint_of(args.addr, &args.transport, &accounts[0]).await?;
+        (accounts, rooms, endpoint)
+    };
     let rss_before = args.server_pid.map(resident_kib);
     let (stop, stopped) = watch::channel(None);
     // Acked messages per room: each receiver of a room expects that many.
@@ -249,9 +263,7 @@ pub async fn fanout(args: FanoutArgs) -> Result<FanoutReport, BoxError> {
     for (r, room) in rooms.iter().enumerate() {
         for m in 0..args.members {
             let (endpoint, room, gate) = (endpoint.clone(), room.clone(), gate.clone());
-            let id = 1_000_000_000 + (r * args.members + m) as u64;
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
-            let token = keys.issue(id, &format!("r{id}"), now).0;
+            let token = mint(&keys, 1_000_000_000 + (r * args.members + m) as u64)?;
             joins.push(tokio::spawn(async move {
                 let _slot = gate.acquire().await;
                 let mut conn = Connection::open(&endpoint, &token, "bench-fanout").await?;
@@ -388,6 +400,12 @@ pub async fn fanout(args: FanoutArgs) -> Result<FanoutReport, BoxError> {
         server_kib_per_receiver,
         transport: args.transport,
     })
+}
+
+/// A token for user `id`, minted with the server's secret (the user need not exist).
+fn mint(keys: &TokenKeys, id: u64) -> Result<String, BoxError> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    Ok(keys.issue(id, &format!("r{id}"), now).0)
 }
 
 /// Where connections go for `transport` (`websocket` or `webtransport`).

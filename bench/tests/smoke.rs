@@ -35,6 +35,7 @@ async fn fanout_smoke(transport: &str) {
         parallel: 8,
         server_pid: None,
         transport: transport.into(),
+        ceiling: false,
         json: false,
     };
     let report = fanout::fanout(args).await.unwrap();
@@ -65,4 +66,39 @@ async fn persist_acks_gap_free_seqs() {
     assert!(report.acked > 0, "{report:?}");
     assert_eq!((report.seq_errors, report.failed), (0, 0), "{report:?}");
     running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ceiling_server_passes_the_same_checks() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut ceiling = std::process::Command::new(env!("CARGO_BIN_EXE_socketchat-ceiling"))
+        .arg(addr.to_string())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It prints once it listens.
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(ceiling.stderr.take().unwrap()), &mut line).unwrap();
+    assert!(line.contains("listening"), "{line}");
+    let args = FanoutArgs {
+        addr,
+        jwt_secret: SECRET.into(),
+        rooms: 2,
+        members: 6,
+        senders: 3,
+        rate: 60,
+        seconds: 2,
+        parallel: 8,
+        server_pid: Some(ceiling.id()),
+        transport: "websocket".into(),
+        ceiling: true,
+        json: false,
+    };
+    let report = fanout::fanout(args).await;
+    let _ = ceiling.kill();
+    let _ = ceiling.wait();
+    let report = report.unwrap();
+    assert!(report.acked > 0 && report.correct(), "{report:?}");
+    assert_eq!(report.expected, report.acked * 6, "{report:?}");
 }
