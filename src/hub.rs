@@ -509,29 +509,38 @@ async fn fill(hub: &Hub, store: &dyn Store, rooms: &RoomDirectory, room: u64, fr
     true
 }
 
-/// After the relay lost events, removals among them included: every local member of a closed
-/// room whose membership is gone is taken out of it now, as the lost `Removed` would have.
-async fn revalidate(hub: &Hub, store: &dyn Store, rooms: &RoomDirectory) {
+/// How often every closed room's local members are checked against the store, whatever the
+/// relay did: a removal whose event was lost on the publishing side (a full queue, a failed
+/// publish) takes effect within this time.
+pub const MEMBERSHIP_CHECK: Duration = Duration::from_secs(30);
+
+/// Takes out of its closed rooms every local connection whose user is no longer a member, as
+/// the `Removed` event would have (after the relay lost events, and every
+/// `MEMBERSHIP_CHECK`). One read of each closed room's members. Returns `false` when the store
+/// failed (the check is repeated soon).
+async fn revalidate(hub: &Hub, store: &dyn Store, rooms: &RoomDirectory) -> bool {
     for (room, users) in hub.users_by_room() {
         if rooms.by_id(room).is_some_and(|r| r.kind == RoomKind::Public) {
             continue;
         }
-        for user in users {
-            match store.role(room, user).await {
-                Ok(Some(_)) => {}
-                Ok(None) => {
-                    tracing::info!(room, user, "membership gone while the relay was away; removing");
-                    hub.deliver(&Event {
-                        topic: Topic::Room(room),
-                        kind: EventKind::Removed,
-                        from_user: user,
-                        bytes: Bytes::new(),
-                    });
-                }
-                Err(e) => return tracing::warn!(error = %e, "memberships not re-checked"),
+        let members: std::collections::HashSet<u64> = match store.members(room).await {
+            Ok(members) => members.into_iter().map(|(id, _, _)| id).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "memberships not re-checked; retrying");
+                return false;
             }
+        };
+        for user in users.into_iter().filter(|u| !members.contains(u)) {
+            tracing::info!(room, user, "membership gone without its event; removing");
+            hub.deliver(&Event {
+                topic: Topic::Room(room),
+                kind: EventKind::Removed,
+                from_user: user,
+                bytes: Bytes::new(),
+            });
         }
     }
+    true
 }
 
 /// The node's repair task: fills gaps that outlast `GAP_HOLD`, and every `HEAD_CHECK` (and at
@@ -539,6 +548,7 @@ async fn revalidate(hub: &Hub, store: &dyn Store, rooms: &RoomDirectory) {
 /// Runs until the hub is dropped by everyone else.
 pub async fn repair(hub: Arc<Hub>, store: Arc<dyn Store>, rooms: Arc<RoomDirectory>, head_check: Duration) {
     let mut next_check = Instant::now() + head_check;
+    let mut next_membership_check = Instant::now() + MEMBERSHIP_CHECK;
     let mut filled = 0u64;
     while Arc::strong_count(&hub) > 1 {
         let now = Instant::now();
@@ -550,11 +560,12 @@ pub async fn repair(hub: Arc<Hub>, store: Arc<dyn Store>, rooms: Arc<RoomDirecto
             }
         }
         let resync = hub.resync_requested();
+        if resync || now >= next_membership_check {
+            next_membership_check =
+                if revalidate(&hub, &*store, &rooms).await { now + MEMBERSHIP_CHECK } else { now + head_check };
+        }
         if now >= next_check || resync {
             next_check = now + head_check;
-            if resync {
-                revalidate(&hub, &*store, &rooms).await;
-            }
             let streams = hub.streams();
             if !streams.is_empty() {
                 let ids: Vec<u64> = streams.iter().map(|(room, _)| *room).collect();
@@ -573,7 +584,7 @@ pub async fn repair(hub: Arc<Hub>, store: Arc<dyn Store>, rooms: Arc<RoomDirecto
                 }
             }
         }
-        let wake = later.map_or(next_check, |l| l.min(next_check));
+        let wake = later.map_or(next_check, |l| l.min(next_check)).min(next_membership_check);
         tokio::select! {
             () = hub.repair.notified() => {}
             () = tokio::time::sleep_until(wake.into()) => {}
@@ -757,5 +768,44 @@ mod queue_tests {
         tokio::time::timeout(Duration::from_secs(1), member.ready()).await.expect("ready again");
         assert_eq!(member.take(3).len(), 2);
         assert_eq!(member.queue().capacity(), 0, "the queue's memory went with its events");
+    }
+}
+
+#[cfg(test)]
+mod membership_tests {
+    use super::*;
+    use crate::store::{NewRoom, SqliteStore};
+
+    #[tokio::test]
+    async fn a_periodic_check_takes_out_a_member_whose_removal_event_never_came() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let alice = store.create_user("alice", "a@x.io", "h").await.unwrap();
+        let bob = store.create_user("bob", "b@x.io", "h").await.unwrap();
+        let room = store
+            .create_room(NewRoom {
+                name: "inner".into(),
+                topic: String::new(),
+                kind: RoomKind::Private,
+                owner: Some(alice.id),
+                members: vec![bob.id],
+            })
+            .await
+            .unwrap();
+        let rooms = RoomDirectory::new(vec![room.clone()]);
+        let hub = Hub::default();
+        let (a, b) =
+            (Arc::new(Member::new(1, alice.id, "ta".into(), 8)), Arc::new(Member::new(2, bob.id, "tb".into(), 8)));
+        hub.register(a.clone());
+        hub.register(b.clone());
+        hub.join(room.id, 1);
+        hub.join(room.id, 2);
+        assert!(revalidate(&hub, &store, &rooms).await);
+        assert!(a.take(10).is_empty() && b.take(10).is_empty(), "both still members");
+        assert!(store.remove_member(room.id, bob.id).await.unwrap());
+        assert!(revalidate(&hub, &store, &rooms).await);
+        let removed: Vec<(EventKind, u64)> = b.take(10).into_iter().map(|e| (e.kind, e.from_user)).collect();
+        assert_eq!(removed, [(EventKind::Removed, bob.id)]);
+        assert!(a.take(10).is_empty(), "alice stays");
     }
 }

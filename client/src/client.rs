@@ -87,13 +87,33 @@ impl Client {
     }
 
     /// A new connection that joins every room again after its last seq; the replay is kept
-    /// as events, in order, so nothing missed is lost.
+    /// as events, in order, so nothing missed is lost. A room that is refused as unknown (the
+    /// user was removed from it meanwhile) is dropped; a join refused for the rate or an
+    /// unavailable store is tried again after the hint.
     async fn resume(&mut self) -> ClientResult<()> {
         let mut conn = Connection::open(&self.endpoint, &self.token, &self.name).await?;
         let mut replayed = Vec::new();
-        for (room, last) in &self.rooms {
-            let (_, replay) = conn.join(room, Some(*last)).await?;
-            replayed.extend(replay);
+        let rooms: Vec<(String, u64)> = self.rooms.iter().map(|(room, last)| (room.clone(), *last)).collect();
+        for (room, last) in rooms {
+            loop {
+                match conn.join(&room, Some(last)).await {
+                    Ok((_, replay)) => {
+                        replayed.extend(replay);
+                        break;
+                    }
+                    Err(ClientError::Refused(e)) if e.code == ErrorCode::UnknownRoom.code() => {
+                        self.rooms.remove(&room);
+                        break;
+                    }
+                    Err(ClientError::Refused(e))
+                        if e.code == ErrorCode::RateLimited.code() || e.code == ErrorCode::Unavailable.code() =>
+                    {
+                        let wait = u64::from(e.retry_after_ms.unwrap_or(1000));
+                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
         }
         self.conn = Some(conn);
         self.replayed.extend(replayed);
@@ -207,6 +227,10 @@ impl Client {
                     }
                 }
             };
+            if let ServerFrame::Left(left) = &frame {
+                // Left (on request, or removed from the room): not joined again on resume.
+                self.rooms.remove(&left.room);
+            }
             if let ServerFrame::Message(m) = &frame
                 && let Some(last) = self.rooms.get_mut(&m.room)
             {

@@ -88,12 +88,27 @@ async fn a_server_restart_loses_nothing_and_stores_nothing_twice() {
     let mut writer = Client::connect(endpoint, &alice.token, "writer").await.unwrap();
     reader.join("design", None).await.unwrap();
     writer.join("design", None).await.unwrap();
+    // A private room the reader is in, and will be removed from while the server is down.
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: serde_json::Value| {
+        http.post(format!("{base}{path}")).header("cookie", format!("token={}", alice.token)).json(&body).send()
+    };
+    assert_eq!(post("/api/channels", serde_json::json!({"name": "ops", "private": true})).await.unwrap().status(), 201);
+    assert_eq!(post("/api/channels/ops/members", serde_json::json!({"username": "bob"})).await.unwrap().status(), 201);
+    reader.join("ops", None).await.unwrap();
     for n in 1..=10 {
         writer.send("design", &format!("m{n}"), vec![]).await.unwrap();
     }
 
-    // The server goes away (GoAway 4000) and comes back on the same address and data.
+    // The server goes away (GoAway 4000) and comes back on the same address and data; in
+    // between, the reader lost its membership of `ops`.
     running.shutdown().await;
+    {
+        use socketchat::store::Store;
+        let store = socketchat::store::SqliteStore::open(&dir.path().join("socketchat.db")).unwrap();
+        let ops = store.room_by_name("ops").await.unwrap().unwrap();
+        assert!(store.remove_member(ops.id, bob.id).await.unwrap());
+    }
     let running = start(dir.path(), addr, false).await;
     for n in 11..=20 {
         writer.send("design", &format!("m{n}"), vec![]).await.unwrap();
@@ -106,6 +121,7 @@ async fn a_server_restart_loses_nothing_and_stores_nothing_twice() {
     let expected: Vec<(u64, String)> = (1..=20).map(|n| (n, format!("m{n}"))).collect();
     assert_eq!(seen, expected, "in order, once each, across the restart");
     assert!(reader.reconnects() >= 1 && writer.reconnects() >= 1);
+    assert_eq!(reader.last_seq("ops"), None, "the room it was removed from is not joined again");
 
     // Stored once each: the history holds exactly 20.
     let mut check = Connection::open(&alice.websocket().await.unwrap(), &alice.token, "check").await.unwrap();

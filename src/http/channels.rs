@@ -182,11 +182,12 @@ pub(super) async fn invite(
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such user"))?;
     let added = node.store.add_member(room.id, user.id).await.map_err(ApiError::unavailable)?;
     tracing::info!(room = %room.name, member = %user.username, added, "member invited");
+    let role = node.store.role(room.id, user.id).await.map_err(ApiError::unavailable)?.unwrap_or(Role::Member);
     if added {
         node.tell_user(user.id, &ServerFrame::RoomAdded(RoomAdded { room: room.name.clone() }));
     }
     let status = if added { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(json!({ "member": { "id": user.id, "username": user.username, "role": "member" } })))
+    Ok((status, Json(json!({ "member": { "id": user.id, "username": user.username, "role": role.as_str() } })))
         .into_response())
 }
 
@@ -239,12 +240,19 @@ pub(super) async fn direct(State(node): State<Arc<Node>>, headers: HeaderMap, bo
     let me = claims.user_id().unwrap_or_default();
     let req: Conversation = parse(&body)?;
     let max_others = node.max_dm_members - 1;
-    if req.usernames.is_empty() || req.usernames.len() > max_others {
+    // The same name twice (in any case) is one member.
+    let mut usernames: Vec<String> = Vec::with_capacity(req.usernames.len());
+    for name in req.usernames {
+        if !usernames.iter().any(|n| n.eq_ignore_ascii_case(&name)) {
+            usernames.push(name);
+        }
+    }
+    if usernames.is_empty() || usernames.len() > max_others {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid conversation")
             .field("usernames", format!("1 to {max_others} other users")));
     }
-    let mut others = Vec::with_capacity(req.usernames.len());
-    for name in &req.usernames {
+    let mut others = Vec::with_capacity(usernames.len());
+    for name in &usernames {
         let user = node.store.user_by_name(name).await.map_err(ApiError::unavailable)?;
         match user {
             Some(u) if u.id == me => {

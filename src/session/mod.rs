@@ -660,9 +660,10 @@ impl Session {
             }))),
             Err(err) => {
                 let mut frame = error(ErrorCode::Unavailable, format!("send failed ({err}); retry with the same id"));
-                if let StoreError::Rejected(_) = err {
+                if let StoreError::Rejected(why) = err {
                     // The same send would be refused again: terminal, no retry hint.
                     frame.code = ErrorCode::BadRequest.code();
+                    frame.message = format!("not stored: {why}");
                 } else {
                     frame.retry_after_ms = Some(1000);
                 }
