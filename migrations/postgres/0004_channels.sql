@@ -3,6 +3,7 @@
 -- 'private' and 'direct' ones only by their members (rows in `memberships`).
 ALTER TABLE rooms ADD COLUMN kind text NOT NULL DEFAULT 'public'
     CHECK (kind IN ('public', 'private', 'direct'));
+UPDATE rooms SET kind = 'private' WHERE is_private;
 ALTER TABLE rooms DROP COLUMN is_private;
 
 ALTER TABLE memberships ADD COLUMN role text NOT NULL DEFAULT 'member'

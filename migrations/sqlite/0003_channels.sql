@@ -3,6 +3,7 @@
 -- and 'direct' ones only by their members.
 ALTER TABLE rooms ADD COLUMN kind TEXT NOT NULL DEFAULT 'public'
     CHECK (kind IN ('public', 'private', 'direct'));
+UPDATE rooms SET kind = 'private' WHERE is_private <> 0;
 ALTER TABLE rooms DROP COLUMN is_private;
 
 CREATE TABLE memberships (
