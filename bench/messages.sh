@@ -4,6 +4,9 @@
 #   fanout: CELLS of ROOMSxMEMBERS:SENDERS:RATE (messages/s in all), default
 #     "1x1000:10:300 100x50:100:1000"; every receiver checks loss, duplicates and order.
 #   persist: 64 senders, each waiting for its ack, in 1 room and in 100 rooms.
+#   cross: CROSS_CELLS (default "1x500:10:100") on PostgreSQL + Redis, senders on node 1 and
+#     receivers on node 2, and the same on one node (receivers and senders together) for the
+#     latency the relay adds.
 #   ceiling: the fanout cells against `socketchat-ceiling` (no auth, no store, no presence:
 #     what this machine does over WebSocket with this protocol), for the ratios.
 # A fresh node per run and cell, on the embedded default (SQLite) or, with BACKEND=postgres,
@@ -41,6 +44,24 @@ for run in $(seq "$runs"); do
           done
         done
         ;;
+      cross)
+        for cell in ${CROSS_CELLS:-1x500:10:100}; do
+          shape=${cell%%:*} rest=${cell#*:}
+          for layout in one-node two-nodes; do
+            a=$(free_port)
+            start_node "cross-$run-$layout-a" "$a" redis
+            recv=$a
+            if [ "$layout" = two-nodes ]; then
+              recv=$(free_port)
+              start_node "cross-$run-$layout-b" "$recv" redis
+            fi
+            target/release/socketchat-load fanout --addr "127.0.0.1:$a" --recv-addr "127.0.0.1:$recv" \
+              --rooms "${shape%%x*}" --members "${shape##*x}" --senders "${rest%%:*}" --rate "${rest##*:}" \
+              --seconds "$secs" --json | sed "s/^{/{\"cell\":\"$cell\",\"layout\":\"$layout\",/" | tee -a "$results"
+            stop_nodes
+          done
+        done
+        ;;
       ceiling)
         for cell in $cells; do
           shape=${cell%%:*} rest=${cell#*:}
@@ -67,18 +88,18 @@ for run in $(seq "$runs"); do
   done
 done
 echo
-echo "medians over $runs runs (${backend:-postgres}):"
+echo "medians over $runs runs (fanout, persist: ${backend:-postgres}; cross: postgres + redis):"
 python3 - "$results" <<'PY'
 import json, sys, statistics
 rows = [json.loads(l) for l in open(sys.argv[1])]
-med = lambda rs, k: statistics.median(r[k] for r in rs)
+med = lambda rs, k: statistics.median(r[k] for r in rs) if rs[0].get(k) is not None else float("nan")
 cells = {}
 for r in rows:
-    server = "ceiling" if r.get("ceiling") else r.get("transport", "")
+    server = "ceiling" if r.get("ceiling") else r.get("layout") or r.get("transport", "")
     cells.setdefault((r["scenario"], r["cell"], server), []).append(r)
 for (scenario, cell, transport), rs in cells.items():
     if scenario == "fanout":
-        kib = med(rs, "server_kib_per_receiver") if rs[0].get("server_kib_per_receiver") is not None else float("nan")
+        kib = med(rs, "server_kib_per_receiver")
         cpu_us = med(rs, "server_cpu_s") * 1e6 / max(med(rs, "delivered"), 1)
         print(f'fanout  {cell:16} {transport:12} server CPU µs/delivery {cpu_us:5.2f}  KiB/receiver {kib:5.1f}  deliveries/s {med(rs, "deliveries_per_sec"):>10.0f}  p50 {med(rs, "p50_ms"):6.1f} ms  p99 {med(rs, "p99_ms"):7.1f} ms  '
               f'lost {max(r["lost"] for r in rs)} dup {max(r["duplicates"] for r in rs)} cut {max(r["senders_cut"] for r in rs)}  '

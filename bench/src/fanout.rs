@@ -34,6 +34,10 @@ pub struct FanoutArgs {
     /// HTTP address of the server.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
+    /// HTTP address of another node for the receivers (across the relay); the senders' node
+    /// when absent.
+    #[arg(long)]
+    pub recv_addr: Option<SocketAddr>,
     /// The server's JWT secret (receivers' tokens are minted with it).
     #[arg(long, env = "JWT_SECRET")]
     pub jwt_secret: String,
@@ -252,6 +256,10 @@ pub async fn fanout(args: FanoutArgs) -> Result<FanoutReport, BoxError> {
         let endpoint = endpoint_of(args.addr, &args.transport, &accounts[0]).await?;
         (accounts, rooms, endpoint)
     };
+    let recv_endpoint = match args.recv_addr {
+        Some(addr) if !args.ceiling => endpoint_of(addr, &args.transport, &accounts[0]).await?,
+        _ => endpoint.clone(),
+    };
     let rss_before = args.server_pid.map(resident_kib);
     let (stop, stopped) = watch::channel(None);
     // Acked messages per room: each receiver of a room expects that many.
@@ -262,7 +270,7 @@ pub async fn fanout(args: FanoutArgs) -> Result<FanoutReport, BoxError> {
     let mut joins = Vec::new();
     for (r, room) in rooms.iter().enumerate() {
         for m in 0..args.members {
-            let (endpoint, room, gate) = (endpoint.clone(), room.clone(), gate.clone());
+            let (endpoint, room, gate) = (recv_endpoint.clone(), room.clone(), gate.clone());
             let token = mint(&keys, 1_000_000_000 + (r * args.members + m) as u64)?;
             joins.push(tokio::spawn(async move {
                 let _slot = gate.acquire().await;

@@ -26,6 +26,7 @@ async fn fanout_smoke(transport: &str) {
     let running = start(dir.path(), transport == "webtransport").await;
     let args = FanoutArgs {
         addr: running.local_addr(),
+        recv_addr: None,
         jwt_secret: SECRET.into(),
         rooms: 2,
         members: 6,
@@ -83,6 +84,7 @@ async fn the_ceiling_server_passes_the_same_checks() {
     assert!(line.contains("listening"), "{line}");
     let args = FanoutArgs {
         addr,
+        recv_addr: None,
         jwt_secret: SECRET.into(),
         rooms: 2,
         members: 6,
