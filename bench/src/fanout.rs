@@ -14,6 +14,7 @@
 //! Receivers use tokens minted with the server's JWT secret (they never send, so they need not
 //! exist in the store); senders are registered users (their messages are stored).
 
+use crate::measure::{percentile_ms, process_cpu_seconds, resident_kib};
 use socketchat::auth::TokenKeys;
 use socketchat::wire::{self, ClientFrame, ServerFrame};
 use socketchat_client::link::LinkRx;
@@ -124,22 +125,6 @@ impl FanoutReport {
 
 fn now_micros() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
-}
-
-/// utime + stime of a process (`self` or a pid), from /proc (Linux).
-pub fn process_cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn percentile_ms(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i] as f64 / 1000.0
 }
 
 /// The rooms of a run: `general` alone, or that many new public channels.
@@ -423,16 +408,6 @@ async fn endpoint_of(addr: SocketAddr, transport: &str, account: &Account) -> Re
         "webtransport" => Ok(account.webtransport().await?.ok_or("the server offers no WebTransport")?),
         other => Err(format!("unknown transport {other} (websocket or webtransport)").into()),
     }
-}
-
-/// A process's resident memory, KiB (Linux).
-fn resident_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// Arguments of `persist`.

@@ -3,3 +3,4 @@
 //! their correctness checks (never their figures).
 
 pub mod fanout;
+pub mod measure;

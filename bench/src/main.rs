@@ -10,6 +10,7 @@
 //! `presence-latency`: see `presence.rs`.
 
 use socketchat_bench::fanout;
+use socketchat_bench::measure::{cpu_seconds, percentile_ms, resident_kib};
 mod presence;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -222,9 +223,9 @@ async fn relay_scenario(args: RelayArgs) -> Result<(), Box<dyn std::error::Error
             "messages_sent": sent,
             "deliveries_per_s": (received as f64 / args.seconds as f64).round(),
             "missing": expected.saturating_sub(received),
-            "latency_p50_ms": percentile(&latencies, 0.50),
-            "latency_p99_ms": percentile(&latencies, 0.99),
-            "latency_max_ms": percentile(&latencies, 1.0),
+            "latency_p50_ms": percentile_ms(&latencies, 0.50),
+            "latency_p99_ms": percentile_ms(&latencies, 0.99),
+            "latency_max_ms": percentile_ms(&latencies, 1.0),
             "elapsed_s": start.elapsed().as_secs(),
         })
     );
@@ -242,15 +243,6 @@ struct IdleArgs {
     /// Connections to open.
     #[arg(long, default_value_t = 2000)]
     connections: usize,
-}
-
-fn resident_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// Opens N WebSocket connections (Hello, Join general) and reports the server's resident
@@ -316,26 +308,6 @@ struct StoreArgs {
     /// PostgreSQL pool size.
     #[arg(long, default_value_t = 16)]
     pool: usize,
-}
-
-fn cpu_seconds() -> f64 {
-    process_cpu_seconds("self")
-}
-
-/// utime + stime of a process (`self` or a pid), from /proc (Linux).
-fn process_cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn percentile(sorted: &[u32], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    f64::from(sorted[i]) / 1000.0
 }
 
 async fn store_scenario(args: StoreArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -430,8 +402,8 @@ async fn store_scenario(args: StoreArgs) -> Result<(), Box<dyn std::error::Error
         "rooms": args.rooms,
         "seconds": args.seconds,
         "acked_per_sec": (acked / args.seconds as f64).round(),
-        "ack_p50_ms": percentile(&latencies, 0.50),
-        "ack_p99_ms": percentile(&latencies, 0.99),
+        "ack_p50_ms": percentile_ms(&latencies, 0.50),
+        "ack_p99_ms": percentile_ms(&latencies, 0.99),
         "errors": errors,
         "writers": args.writers,
         "avg_batch": avg_batch,

@@ -177,9 +177,9 @@ pub async fn connect_scenario(args: ConnectArgs) -> Result<(), BoxError> {
     let keys = TokenKeys::new(args.jwt_secret.as_bytes(), 3600);
     let cookies: Arc<Vec<String>> =
         Arc::new((0..args.users).map(|i| cookie(&keys, 50_000_000 + i as u64, &format!("load{i:06}"))).collect());
-    let before = crate::resident_kib(args.pid);
-    let cpu_before = crate::cpu_seconds();
-    let server_cpu_before = crate::process_cpu_seconds(&args.pid.to_string());
+    let before = socketchat_bench::measure::resident_kib(args.pid);
+    let cpu_before = socketchat_bench::measure::cpu_seconds();
+    let server_cpu_before = socketchat_bench::measure::process_cpu_seconds(&args.pid.to_string());
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let held = Arc::new(Mutex::new(Vec::with_capacity(args.connections)));
     let start = Instant::now();
@@ -203,11 +203,11 @@ pub async fn connect_scenario(args: ConnectArgs) -> Result<(), BoxError> {
         worker.await??;
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let generator_cpu = crate::cpu_seconds() - cpu_before;
-    let server_cpu = crate::process_cpu_seconds(&args.pid.to_string()) - server_cpu_before;
+    let generator_cpu = socketchat_bench::measure::cpu_seconds() - cpu_before;
+    let server_cpu = socketchat_bench::measure::process_cpu_seconds(&args.pid.to_string()) - server_cpu_before;
     // Let the last presence refreshes go out before memory is read.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = crate::resident_kib(args.pid);
+    let after = socketchat_bench::measure::resident_kib(args.pid);
     println!(
         "{}",
         serde_json::json!({
@@ -331,9 +331,9 @@ pub async fn latency_scenario(args: LatencyArgs) -> Result<(), BoxError> {
             "moves": args.moves,
             "samples": latencies.len(),
             "missing": missing,
-            "latency_p50_ms": crate::percentile(&latencies, 0.50),
-            "latency_p99_ms": crate::percentile(&latencies, 0.99),
-            "latency_max_ms": crate::percentile(&latencies, 1.0),
+            "latency_p50_ms": socketchat_bench::measure::percentile_ms(&latencies, 0.50),
+            "latency_p99_ms": socketchat_bench::measure::percentile_ms(&latencies, 0.99),
+            "latency_max_ms": socketchat_bench::measure::percentile_ms(&latencies, 1.0),
         })
     );
     Ok(())
