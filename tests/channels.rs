@@ -8,22 +8,6 @@ use serde_json::{Value, json};
 use socketchat::wire::{self, ClientFrame, ErrorCode, ServerFrame};
 use support::*;
 
-/// POST (or another method) with the token cookie and a JSON body; status and JSON answer.
-async fn call(server: &TestServer, method: &str, path: &str, token: &str, body: Value) -> (u16, Value) {
-    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let response = server
-        .http
-        .request(method, server.url(path))
-        .header("cookie", format!("token={token}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
 async fn get(server: &TestServer, path: &str, token: &str) -> (u16, Value) {
     let response = server.get(path, token).await;
     (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
@@ -57,10 +41,10 @@ async fn assert_hidden(server: &TestServer, token: &str, room: &str) {
         assert_eq!(hidden.0, 404, "{path} for {room}");
         assert_eq!(hidden, absent, "{path}: the same answer as for a room that does not exist");
     }
-    let hidden = call(server, "POST", &format!("/api/channels/{room}/members"), token, json!({"username": "x"})).await;
+    let hidden = server.call("POST", &format!("/api/channels/{room}/members"), token, json!({"username": "x"})).await;
     assert_eq!(hidden.0, 404, "invite to {room}");
-    let hidden = call(server, "POST", &format!("/api/channels/{room}/read"), token, json!({"seq": 1})).await;
-    assert_eq!(hidden, call(server, "POST", &format!("/api/channels/{missing}/read"), token, json!({"seq": 1})).await);
+    let hidden = server.call("POST", &format!("/api/channels/{room}/read"), token, json!({"seq": 1})).await;
+    assert_eq!(hidden, server.call("POST", &format!("/api/channels/{missing}/read"), token, json!({"seq": 1})).await);
     let listed = names(&get(server, "/api/channels", token).await.1);
     assert!(!listed.contains(&room.to_owned()), "{room} listed to a non-member: {listed:?}");
 
@@ -96,34 +80,29 @@ async fn channels_are_created_and_listed_and_private_ones_are_hidden_from_everyo
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
 
-    let (status, created) = call(
-        &server,
-        "POST",
-        "/api/channels",
-        &alice,
-        json!({"name": "team-a", "topic": "Team A things", "private": false}),
-    )
-    .await;
+    let (status, created) = server
+        .call("POST", "/api/channels", &alice, json!({"name": "team-a", "topic": "Team A things", "private": false}))
+        .await;
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["channel"]["kind"], "public");
     assert_eq!(created["channel"]["role"], "owner");
-    let (status, _) = call(&server, "POST", "/api/channels", &alice, json!({"name": "secret", "private": true})).await;
+    let (status, _) = server.call("POST", "/api/channels", &alice, json!({"name": "secret", "private": true})).await;
     assert_eq!(status, 201);
 
     // Names, topics and duplicates.
     for bad in ["A", "x", "-lead", "with space", "@1-2", "general/x", &"y".repeat(33)] {
-        let (status, body) = call(&server, "POST", "/api/channels", &alice, json!({"name": bad})).await;
+        let (status, body) = server.call("POST", "/api/channels", &alice, json!({"name": bad})).await;
         assert_eq!(status, 400, "{bad}: {body}");
         assert!(body["fields"]["name"].is_string(), "{body}");
     }
     let (status, body) =
-        call(&server, "POST", "/api/channels", &alice, json!({"name": "okay", "topic": "a\u{7}b"})).await;
+        server.call("POST", "/api/channels", &alice, json!({"name": "okay", "topic": "a\u{7}b"})).await;
     assert_eq!((status, body["fields"]["topic"].is_string()), (400, true), "{body}");
     for taken in ["team-a", "secret", "general"] {
-        let (status, _) = call(&server, "POST", "/api/channels", &bob, json!({"name": taken})).await;
+        let (status, _) = server.call("POST", "/api/channels", &bob, json!({"name": taken})).await;
         assert_eq!(status, 409, "{taken}");
     }
-    let (status, _) = call(&server, "POST", "/api/channels", &bob, json!({"name": "x1", "extra": true})).await;
+    let (status, _) = server.call("POST", "/api/channels", &bob, json!({"name": "x1", "extra": true})).await;
     assert_eq!(status, 400, "unknown fields are refused");
     let cross = server
         .http
@@ -135,7 +114,7 @@ async fn channels_are_created_and_listed_and_private_ones_are_hidden_from_everyo
         .await
         .unwrap();
     assert_eq!(cross.status(), 403, "cross-origin creation");
-    let (status, _) = call(&server, "POST", "/api/channels", "not-a-token", json!({"name": "anon"})).await;
+    let (status, _) = server.call("POST", "/api/channels", "not-a-token", json!({"name": "anon"})).await;
     assert_eq!(status, 401);
 
     assert_eq!(
@@ -169,22 +148,20 @@ async fn invited_members_join_and_a_removed_member_leaves_at_once_on_every_conne
     let alice = server.register("alice").await;
     let bob = server.register("bob").await;
     let carol = server.register("carol").await;
-    call(&server, "POST", "/api/channels", &alice, json!({"name": "secret", "private": true})).await;
+    server.call("POST", "/api/channels", &alice, json!({"name": "secret", "private": true})).await;
 
-    let (status, body) =
-        call(&server, "POST", "/api/channels/secret/members", &alice, json!({"username": "Bob"})).await;
+    let (status, body) = server.call("POST", "/api/channels/secret/members", &alice, json!({"username": "Bob"})).await;
     assert_eq!((status, body["member"]["username"].as_str()), (201, Some("bob")), "{body}");
-    let (status, _) = call(&server, "POST", "/api/channels/secret/members", &alice, json!({"username": "bob"})).await;
+    let (status, _) = server.call("POST", "/api/channels/secret/members", &alice, json!({"username": "bob"})).await;
     assert_eq!(status, 200, "inviting a member again changes nothing");
-    let (status, _) =
-        call(&server, "POST", "/api/channels/secret/members", &alice, json!({"username": "nobody"})).await;
+    let (status, _) = server.call("POST", "/api/channels/secret/members", &alice, json!({"username": "nobody"})).await;
     assert_eq!(status, 404);
     // A member who is not the owner neither invites nor removes.
-    let (status, _) = call(&server, "POST", "/api/channels/secret/members", &bob, json!({"username": "carol"})).await;
+    let (status, _) = server.call("POST", "/api/channels/secret/members", &bob, json!({"username": "carol"})).await;
     assert_eq!(status, 403);
-    let (status, _) = call(&server, "DELETE", "/api/channels/secret/members/alice", &bob, Value::Null).await;
+    let (status, _) = server.call("DELETE", "/api/channels/secret/members/alice", &bob, Value::Null).await;
     assert_eq!(status, 403);
-    let (status, _) = call(&server, "DELETE", "/api/channels/secret/members/alice", &alice, Value::Null).await;
+    let (status, _) = server.call("DELETE", "/api/channels/secret/members/alice", &alice, Value::Null).await;
     assert_eq!(status, 409, "the owner cannot leave");
     let (status, members) = get(&server, "/api/channels/secret/members", &bob).await;
     assert_eq!(status, 200);
@@ -213,7 +190,7 @@ async fn invited_members_join_and_a_removed_member_leaves_at_once_on_every_conne
         assert_eq!(message(b).await.text, "before");
     }
 
-    let (status, _) = call(&server, "DELETE", "/api/channels/secret/members/bob", &alice, Value::Null).await;
+    let (status, _) = server.call("DELETE", "/api/channels/secret/members/bob", &alice, Value::Null).await;
     assert_eq!(status, 204);
     for b in &mut tabs {
         let left = b.recv_until(|f| if let ServerFrame::Left(l) = f { Some(l) } else { None }).await;
@@ -241,12 +218,12 @@ async fn invited_members_join_and_a_removed_member_leaves_at_once_on_every_conne
         assert_eq!(message(b).await.text, "hello general");
     }
     assert_hidden(&server, &bob, "secret").await;
-    let (status, _) = call(&server, "DELETE", "/api/channels/secret/members/bob", &alice, Value::Null).await;
+    let (status, _) = server.call("DELETE", "/api/channels/secret/members/bob", &alice, Value::Null).await;
     assert_eq!(status, 404, "not a member any more");
 
     // A member may leave on their own; the room is hidden from them afterwards.
-    call(&server, "POST", "/api/channels/secret/members", &alice, json!({"username": "carol"})).await;
-    let (status, _) = call(&server, "DELETE", "/api/channels/secret/members/carol", &carol, Value::Null).await;
+    server.call("POST", "/api/channels/secret/members", &alice, json!({"username": "carol"})).await;
+    let (status, _) = server.call("DELETE", "/api/channels/secret/members/carol", &carol, Value::Null).await;
     assert_eq!(status, 204);
     assert_hidden(&server, &carol, "secret").await;
 }
@@ -260,12 +237,12 @@ async fn a_direct_conversation_is_found_again_from_both_sides_and_groups_have_a_
     let carol = server.register("carol").await;
     let dave = server.register("dave").await;
 
-    let (status, first) = call(&server, "POST", "/api/dms", &alice, json!({"usernames": ["bob"]})).await;
+    let (status, first) = server.call("POST", "/api/dms", &alice, json!({"usernames": ["bob"]})).await;
     assert_eq!(status, 201, "{first}");
     let name = first["channel"]["name"].as_str().unwrap().to_owned();
     assert!(name.starts_with('@'), "{name}");
     assert_eq!(first["channel"]["kind"], "direct");
-    let (status, again) = call(&server, "POST", "/api/dms", &bob, json!({"usernames": ["ALICE"]})).await;
+    let (status, again) = server.call("POST", "/api/dms", &bob, json!({"usernames": ["ALICE"]})).await;
     assert_eq!((status, again["channel"]["name"].as_str()), (200, Some(name.as_str())), "found from the other side");
     let members: Vec<&str> =
         again["channel"]["members"].as_array().unwrap().iter().map(|m| m["username"].as_str().unwrap()).collect();
@@ -283,15 +260,15 @@ async fn a_direct_conversation_is_found_again_from_both_sides_and_groups_have_a_
     ack(&mut a).await;
     assert_eq!(message(&mut b).await.text, "psst");
     assert_hidden(&server, &carol, &name).await;
-    let (status, _) = call(&server, "DELETE", &format!("/api/channels/{name}/members/bob"), &alice, Value::Null).await;
+    let (status, _) = server.call("DELETE", &format!("/api/channels/{name}/members/bob"), &alice, Value::Null).await;
     assert_eq!(status, 400, "a direct conversation keeps its members");
     // Bob leaves it; when alice writes to him again, it is the same conversation, bob back in.
-    let (status, _) = call(&server, "DELETE", &format!("/api/channels/{name}/members/bob"), &bob, Value::Null).await;
+    let (status, _) = server.call("DELETE", &format!("/api/channels/{name}/members/bob"), &bob, Value::Null).await;
     assert_eq!(status, 204);
     let left = b.recv_until(|f| if let ServerFrame::Left(l) = f { Some(l) } else { None }).await;
     assert_eq!(left.room, name);
     assert_hidden(&server, &bob, &name).await;
-    let (status, found) = call(&server, "POST", "/api/dms", &alice, json!({"usernames": ["bob"]})).await;
+    let (status, found) = server.call("POST", "/api/dms", &alice, json!({"usernames": ["bob"]})).await;
     assert_eq!((status, found["channel"]["name"].as_str()), (200, Some(name.as_str())));
     let added = b.recv_until(|f| if let ServerFrame::RoomAdded(r) = f { Some(r) } else { None }).await;
     assert_eq!(added.room, name);
@@ -299,7 +276,7 @@ async fn a_direct_conversation_is_found_again_from_both_sides_and_groups_have_a_
     assert_eq!(replay.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["psst"], "the history is kept");
 
     // Groups: a new room every time, up to the configured size (3 with the creator).
-    let (status, group) = call(&server, "POST", "/api/dms", &alice, json!({"usernames": ["bob", "carol"]})).await;
+    let (status, group) = server.call("POST", "/api/dms", &alice, json!({"usernames": ["bob", "carol"]})).await;
     assert_eq!(status, 201, "{group}");
     let group_name = group["channel"]["name"].as_str().unwrap().to_owned();
     assert_ne!(group_name, name);
@@ -307,13 +284,12 @@ async fn a_direct_conversation_is_found_again_from_both_sides_and_groups_have_a_
     let (mut c, _) = server.connect_hello(&carol).await;
     join_and_replay(&mut c, &group_name, None).await;
     c.close().await;
-    let (status, body) =
-        call(&server, "POST", "/api/dms", &alice, json!({"usernames": ["bob", "carol", "dave"]})).await;
+    let (status, body) = server.call("POST", "/api/dms", &alice, json!({"usernames": ["bob", "carol", "dave"]})).await;
     assert_eq!(status, 400, "{body}");
     for (usernames, expected) in
         [(json!([]), 400), (json!(["alice"]), 400), (json!(["nobody"]), 404), (json!("bob"), 400)]
     {
-        let (status, body) = call(&server, "POST", "/api/dms", &alice, json!({ "usernames": usernames })).await;
+        let (status, body) = server.call("POST", "/api/dms", &alice, json!({ "usernames": usernames })).await;
         assert_eq!(status, expected, "{usernames}: {body}");
     }
 }
@@ -335,15 +311,15 @@ async fn read_marks_only_move_up_and_drive_unread_counts() {
     };
     assert_eq!(unread(&get(&server, "/api/channels", &bob).await.1, "design"), (4, 0, 4));
     assert_eq!(unread(&get(&server, "/api/channels", &alice).await.1, "design"), (4, 0, 0), "one's own");
-    let (status, body) = call(&server, "POST", "/api/channels/design/read", &bob, json!({"seq": 3})).await;
+    let (status, body) = server.call("POST", "/api/channels/design/read", &bob, json!({"seq": 3})).await;
     assert_eq!((status, body["last_read_seq"].as_u64()), (200, Some(3)));
-    let (_, body) = call(&server, "POST", "/api/channels/design/read", &bob, json!({"seq": 1})).await;
+    let (_, body) = server.call("POST", "/api/channels/design/read", &bob, json!({"seq": 1})).await;
     assert_eq!(body["last_read_seq"].as_u64(), Some(3), "never down");
     assert_eq!(unread(&get(&server, "/api/channels", &bob).await.1, "design"), (4, 3, 1));
-    let (_, body) = call(&server, "POST", "/api/channels/design/read", &bob, json!({"seq": 99})).await;
+    let (_, body) = server.call("POST", "/api/channels/design/read", &bob, json!({"seq": 99})).await;
     assert_eq!(body["last_read_seq"].as_u64(), Some(4), "never past the head");
     for bad in [json!({"seq": -1}), json!({"seq": "3"}), json!({}), json!({"seq": 1, "x": 2})] {
-        let (status, _) = call(&server, "POST", "/api/channels/design/read", &bob, bad.clone()).await;
+        let (status, _) = server.call("POST", "/api/channels/design/read", &bob, bad.clone()).await;
         assert_eq!(status, 400, "{bad}");
     }
 }
@@ -355,20 +331,20 @@ async fn creating_rooms_and_moving_read_marks_over_http_are_throttled_per_user()
     let alice = server.register("alice").await;
     server.register("bob").await;
     server.register("carol").await;
-    let (status, _) = call(&server, "POST", "/api/channels", &alice, json!({"name": "one"})).await;
+    let (status, _) = server.call("POST", "/api/channels", &alice, json!({"name": "one"})).await;
     assert_eq!(status, 201);
-    let (status, _) = call(&server, "POST", "/api/dms", &alice, json!({"usernames": ["bob"]})).await;
+    let (status, _) = server.call("POST", "/api/dms", &alice, json!({"usernames": ["bob"]})).await;
     assert_eq!(status, 201, "a new conversation takes the second token");
-    let (status, _) = call(&server, "POST", "/api/dms", &alice, json!({"usernames": ["carol"]})).await;
+    let (status, _) = server.call("POST", "/api/dms", &alice, json!({"usernames": ["carol"]})).await;
     assert_eq!(status, 429, "a third new room in the burst");
-    let (status, _) = call(&server, "POST", "/api/channels", &alice, json!({"name": "two"})).await;
+    let (status, _) = server.call("POST", "/api/channels", &alice, json!({"name": "two"})).await;
     assert_eq!(status, 429);
-    let (status, _) = call(&server, "POST", "/api/dms", &alice, json!({"usernames": ["bob"]})).await;
+    let (status, _) = server.call("POST", "/api/dms", &alice, json!({"usernames": ["bob"]})).await;
     assert_eq!(status, 200, "finding an existing conversation never counts");
 
     let mut statuses = Vec::new();
     for _ in 0..25 {
-        statuses.push(call(&server, "POST", "/api/channels/general/read", &alice, json!({"seq": 0})).await.0);
+        statuses.push(server.call("POST", "/api/channels/general/read", &alice, json!({"seq": 0})).await.0);
     }
     // 20 in the burst; beyond it, refused (a token comes back every half second, so a slow
     // machine may see one more admitted).

@@ -312,17 +312,14 @@ async fn typing_on_one_node_reaches_members_on_the_other_only() {
     assert!(first, "typing reaches room members only");
 }
 
-/// POST (or DELETE) with the token cookie and a JSON body; the status.
-async fn call(server: &TestServer, method: reqwest::Method, path: &str, token: &str, body: serde_json::Value) -> u16 {
-    let response = server
-        .http
-        .request(method, server.url(path))
-        .header("cookie", format!("token={token}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    response.status().as_u16()
+/// Alice makes the private channel `ops` on `node` and invites bob.
+async fn ops_with_bob(node: &TestServer, alice: &str) {
+    let (made, _) =
+        node.call("POST", "/api/channels", alice, serde_json::json!({"name": "ops", "private": true})).await;
+    assert_eq!(made, 201);
+    let (invited, _) =
+        node.call("POST", "/api/channels/ops/members", alice, serde_json::json!({"username": "bob"})).await;
+    assert_eq!(invited, 201);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -333,10 +330,7 @@ async fn a_private_channel_made_on_one_node_is_used_on_the_other_and_a_removal_t
     let alice = a.register("alice").await;
     let bob = a.register("bob").await;
     let carol = a.register("carol").await;
-    let body = serde_json::json!({"name": "ops", "private": true});
-    assert_eq!(call(&a, reqwest::Method::POST, "/api/channels", &alice, body).await, 201);
-    let invite = serde_json::json!({"username": "bob"});
-    assert_eq!(call(&a, reqwest::Method::POST, "/api/channels/ops/members", &alice, invite).await, 201);
+    ops_with_bob(&a, &alice).await;
 
     // Node b never saw the room being made: it finds it, and only for members.
     let (mut owner, _) = a.connect_hello(&alice).await;
@@ -353,8 +347,8 @@ async fn a_private_channel_made_on_one_node_is_used_on_the_other_and_a_removal_t
     assert_eq!(message(&mut member).await.text, "on a");
 
     // Removed through node a: bob's connection on node b leaves the room at once.
-    let removed = call(&a, reqwest::Method::DELETE, "/api/channels/ops/members/bob", &alice, serde_json::Value::Null);
-    assert_eq!(removed.await, 204);
+    let (removed, _) = a.call("DELETE", "/api/channels/ops/members/bob", &alice, serde_json::Value::Null).await;
+    assert_eq!(removed, 204);
     let left = member.recv_until(|f| if let ServerFrame::Left(l) = f { Some(l) } else { None }).await;
     assert_eq!(left.room, "ops");
     member.send(&send("ops", 2, "still in?")).await;
@@ -373,10 +367,7 @@ async fn a_removal_whose_event_the_relay_lost_takes_effect_once_the_relay_is_bac
     let (a, b) = (node(&pg, &redis.url()).await, node(&pg, &redis.url()).await);
     let alice = a.register("alice").await;
     let bob = a.register("bob").await;
-    let body = serde_json::json!({"name": "ops", "private": true});
-    assert_eq!(call(&a, reqwest::Method::POST, "/api/channels", &alice, body).await, 201);
-    let invite = serde_json::json!({"username": "bob"});
-    assert_eq!(call(&a, reqwest::Method::POST, "/api/channels/ops/members", &alice, invite).await, 201);
+    ops_with_bob(&a, &alice).await;
     let (mut member, _) = b.connect_hello(&bob).await;
     join_and_replay(&mut member, "ops", None).await;
 
@@ -387,8 +378,8 @@ async fn a_removal_whose_event_the_relay_lost_takes_effect_once_the_relay_is_bac
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The removal is stored; its event cannot cross to node b.
-    let removed = call(&a, reqwest::Method::DELETE, "/api/channels/ops/members/bob", &alice, serde_json::Value::Null);
-    assert_eq!(removed.await, 204);
+    let (removed, _) = a.call("DELETE", "/api/channels/ops/members/bob", &alice, serde_json::Value::Null).await;
+    assert_eq!(removed, 204);
     redis.start_again();
     // Once b's relay is back it re-checks its closed rooms' members: bob is out.
     let left = member.recv_until(|f| if let ServerFrame::Left(l) = f { Some(l) } else { None }).await;

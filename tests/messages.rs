@@ -139,11 +139,8 @@ async fn files_are_stored_attached_and_served_only_to_who_may_see_them() {
     assert_eq!(guessed.text().await.unwrap(), missing.text().await.unwrap());
 
     // Shared in a private room: its members fetch it; nobody else does.
-    let post = |token: &str, path: &str, body: Value| {
-        server.http.post(server.url(path)).header("cookie", format!("token={token}")).json(&body).send()
-    };
-    post(&alice, "/api/channels", json!({"name": "inner", "private": true})).await.unwrap();
-    post(&alice, "/api/channels/inner/members", json!({"username": "bob"})).await.unwrap();
+    server.call("POST", "/api/channels", &alice, json!({"name": "inner", "private": true})).await;
+    server.call("POST", "/api/channels/inner/members", &alice, json!({"username": "bob"})).await;
     let (mut a, _) = server.connect_hello(&alice).await;
     let (mut b, _) = server.connect_hello(&bob).await;
     join_and_replay(&mut a, "inner", None).await;
@@ -176,14 +173,8 @@ async fn files_are_stored_attached_and_served_only_to_who_may_see_them() {
     assert_eq!(a.recv_until(pick::error).await.code, ErrorCode::BadRequest.code());
 
     // Removing bob from the room removes his access to what was shared there.
-    let removed = server
-        .http
-        .delete(server.url("/api/channels/inner/members/bob"))
-        .header("cookie", format!("token={alice}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(removed.status(), 204);
+    let (removed, _) = server.call("DELETE", "/api/channels/inner/members/bob", &alice, Value::Null).await;
+    assert_eq!(removed, 204);
     assert_eq!(fetch(bob.clone(), image_id).await.status(), 404);
 }
 
@@ -218,34 +209,13 @@ async fn a_read_mark_reaches_the_users_other_tabs_and_an_invitation_announces_th
         .await;
     assert!(first);
     // Over HTTP too, and never backwards.
-    let response = server
-        .http
-        .post(server.url("/api/channels/design/read"))
-        .header("cookie", format!("token={alice}"))
-        .json(&json!({"seq": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.json::<Value>().await.unwrap()["last_read_seq"], 2);
+    let (_, mark) = server.call("POST", "/api/channels/design/read", &alice, json!({"seq": 1})).await;
+    assert_eq!(mark["last_read_seq"], 2);
     assert_eq!(tab2.recv_until(read_state).await.last_read_seq, 2);
 
     // Invited: every connection of bob learns the room's name.
-    server
-        .http
-        .post(server.url("/api/channels"))
-        .header("cookie", format!("token={alice}"))
-        .json(&json!({"name": "plans", "private": true}))
-        .send()
-        .await
-        .unwrap();
-    server
-        .http
-        .post(server.url("/api/channels/plans/members"))
-        .header("cookie", format!("token={alice}"))
-        .json(&json!({"username": "bob"}))
-        .send()
-        .await
-        .unwrap();
+    server.call("POST", "/api/channels", &alice, json!({"name": "plans", "private": true})).await;
+    server.call("POST", "/api/channels/plans/members", &alice, json!({"username": "bob"})).await;
     let added = other.recv_until(|f| if let ServerFrame::RoomAdded(r) = f { Some(r) } else { None }).await;
     assert_eq!(added.room, "plans");
 }

@@ -103,6 +103,29 @@ impl TestServer {
         register_at(&self.http, self.addr, username).await
     }
 
+    /// A request (`POST`, `DELETE`, …) with the token cookie and a JSON body: the status and
+    /// the JSON answer (`Null` when there is none).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = self
+            .http
+            .request(method, self.url(path))
+            .header("cookie", format!("token={token}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    }
+
     /// GET with the token cookie.
     pub async fn get(&self, path: &str, token: &str) -> reqwest::Response {
         self.http.get(self.url(path)).header("cookie", format!("token={token}")).send().await.expect("GET")
