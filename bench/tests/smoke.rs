@@ -21,11 +21,10 @@ async fn start(dir: &std::path::Path, webtransport: bool) -> server::Running {
     server::start(config).await.expect("server starts")
 }
 
-async fn fanout_smoke(transport: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let running = start(dir.path(), transport == "webtransport").await;
-    let args = FanoutArgs {
-        addr: running.local_addr(),
+/// A run of seconds: 2 rooms × 6 members, 3 senders, 60 messages/s.
+fn small_fanout(addr: std::net::SocketAddr) -> FanoutArgs {
+    FanoutArgs {
+        addr,
         recv_addr: None,
         jwt_secret: SECRET.into(),
         rooms: 2,
@@ -35,10 +34,16 @@ async fn fanout_smoke(transport: &str) {
         seconds: 2,
         parallel: 8,
         server_pid: None,
-        transport: transport.into(),
+        transport: "websocket".into(),
         ceiling: false,
         json: false,
-    };
+    }
+}
+
+async fn fanout_smoke(transport: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path(), transport == "webtransport").await;
+    let args = FanoutArgs { transport: transport.into(), ..small_fanout(running.local_addr()) };
     let report = fanout::fanout(args).await.unwrap();
     assert!(report.acked > 0 && report.delivered > 0, "{report:?}");
     assert_eq!(report.acked, report.sent, "{report:?}");
@@ -82,21 +87,7 @@ async fn the_ceiling_server_passes_the_same_checks() {
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(ceiling.stderr.take().unwrap()), &mut line).unwrap();
     assert!(line.contains("listening"), "{line}");
-    let args = FanoutArgs {
-        addr,
-        recv_addr: None,
-        jwt_secret: SECRET.into(),
-        rooms: 2,
-        members: 6,
-        senders: 3,
-        rate: 60,
-        seconds: 2,
-        parallel: 8,
-        server_pid: Some(ceiling.id()),
-        transport: "websocket".into(),
-        ceiling: true,
-        json: false,
-    };
+    let args = FanoutArgs { server_pid: Some(ceiling.id()), ceiling: true, ..small_fanout(addr) };
     let report = fanout::fanout(args).await;
     let _ = ceiling.kill();
     let _ = ceiling.wait();
