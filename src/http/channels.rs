@@ -301,15 +301,15 @@ pub(super) async fn direct(State(node): State<Arc<Node>>, headers: HeaderMap, bo
         let new = NewRoom { name, topic: String::new(), kind: RoomKind::Direct, owner: None, members };
         (node.store.create_room(new).await.map_err(ApiError::unavailable)?.name, true)
     };
-    let room = visible(&node, &name, me).await?;
     if created {
         for other in &others {
-            node.tell_user(*other, &ServerFrame::RoomAdded(RoomAdded { room: room.name.clone() }));
+            node.tell_user(*other, &ServerFrame::RoomAdded(RoomAdded { room: name.clone() }));
         }
     }
+    // The user's own listing of it: the same shape as in the room list.
     let listings = node.store.rooms_for(me).await.map_err(ApiError::unavailable)?;
-    let listing = listings.iter().find(|l| l.room.id == room.id).ok_or_else(not_found)?;
-    let body = room_json(&node, &room, listing_json(listing)).await?;
+    let listing = listings.iter().find(|l| l.room.name == name).ok_or_else(not_found)?;
+    let body = room_json(&node, &listing.room, listing_json(listing)).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(json!({ "channel": body }))).into_response())
 }
