@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 
-import { ASSETS, Server, WAIT_MS, launchBrowser, messagesOf, openUser, registerThroughUi, repoRoot, tearDown, waitFor, webFiles, webFromDisk } from './harness.mjs';
+import { ASSETS, Server, WAIT_MS, fullyInViewport, launchBrowser, messagesOf, openUser, registerThroughUi, repoRoot, tearDown, waitFor, waitInViewport, webFiles, webFromDisk } from './harness.mjs';
 
 // This suite is the WebSocket one (webtransport.test.mjs covers WebTransport): the server runs
 // with `--wt-listen off`.
@@ -66,26 +66,6 @@ function watchErrorLine(page) {
 
 const errorsSeen = (page) => page.evaluate(() => window.__errorsSeen);
 
-/** Whether `selector`'s box lies entirely inside the viewport (and is not empty). */
-function fullyInViewport(page, selector) {
-  return page.$eval(selector, (el) => {
-    const r = el.getBoundingClientRect();
-    return r.width > 0 && r.height > 0 && r.left >= 0 && r.top >= 0 && r.right <= window.innerWidth && r.bottom <= window.innerHeight;
-  });
-}
-
-/** Resolves once `selector`'s box lies entirely inside the viewport (a drawer slides in). */
-function waitInViewport(page, selector) {
-  return waitFor(
-    page,
-    (sel) => {
-      const el = document.querySelector(sel);
-      const r = el && el.getBoundingClientRect();
-      return !!r && r.width > 0 && r.height > 0 && r.left >= 0 && r.top >= 0 && r.right <= window.innerWidth && r.bottom <= window.innerHeight;
-    },
-    selector,
-  );
-}
 
 /** Whether the newest confirmed message lies entirely inside the message list's visible area. */
 function newestMessageInView(page) {

@@ -288,3 +288,24 @@ export async function registerThroughUi(user, base) {
   await waitFor(page, (u) => document.querySelector('#me')?.textContent === u, name);
   await page.waitForSelector('#status[data-state="connected"]', { timeout: WAIT_MS });
 }
+
+/** Whether `selector`'s box lies entirely inside the viewport (and is not empty). */
+export function fullyInViewport(page, selector) {
+  return page.$eval(selector, (el) => {
+    const r = el.getBoundingClientRect();
+    return r.width > 0 && r.height > 0 && r.left >= 0 && r.top >= 0 && r.right <= window.innerWidth && r.bottom <= window.innerHeight;
+  });
+}
+
+/** Resolves once `selector`'s box lies entirely inside the viewport (a drawer slides in). */
+export function waitInViewport(page, selector) {
+  return waitFor(
+    page,
+    (sel) => {
+      const el = document.querySelector(sel);
+      const r = el && el.getBoundingClientRect();
+      return !!r && r.width > 0 && r.height > 0 && r.left >= 0 && r.top >= 0 && r.right <= window.innerWidth && r.bottom <= window.innerHeight;
+    },
+    selector,
+  );
+}

@@ -11,7 +11,7 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { deflateSync } from 'node:zlib';
 
-import { Server, WAIT_MS, launchBrowser, messagesOf, openUser, registerThroughUi, tearDown, waitFor, webFromDisk } from './harness.mjs';
+import { Server, WAIT_MS, fullyInViewport, launchBrowser, messagesOf, openUser, registerThroughUi, tearDown, waitFor, waitInViewport, webFromDisk } from './harness.mjs';
 
 const server = new Server({ tmpPrefix: 'socketchat-rooms-browser-', webTransport: false });
 
@@ -101,25 +101,6 @@ async function seqOf(page, text) {
   return m.seq;
 }
 
-/** Whether `selector`'s box lies entirely inside the viewport (and is not empty). */
-function fullyInViewport(page, selector) {
-  return page.$eval(selector, (el) => {
-    const r = el.getBoundingClientRect();
-    return r.width > 0 && r.height > 0 && r.left >= 0 && r.top >= 0 && r.right <= window.innerWidth && r.bottom <= window.innerHeight;
-  });
-}
-
-function waitInViewport(page, selector) {
-  return waitFor(
-    page,
-    (sel) => {
-      const el = document.querySelector(sel);
-      const r = el && el.getBoundingClientRect();
-      return !!r && r.width > 0 && r.height > 0 && r.left >= 0 && r.top >= 0 && r.right <= window.innerWidth && r.bottom <= window.innerHeight;
-    },
-    selector,
-  );
-}
 
 /** Collects console problems of a page opened in an existing user's context. */
 function watchPage(page, problems) {
