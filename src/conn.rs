@@ -11,7 +11,7 @@ use crate::store::{Appended, RoomKind, StoreError, StoreResult};
 use crate::wire::ClientMsgId;
 use crate::wire::{self, ClientFrame, CloseCode, GoAway, MAX_CLIENT_FRAME, OUTBOUND_QUEUE, ServerFrame, UserRef};
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use futures_util::stream::FuturesOrdered;
 use std::collections::HashSet;
 use std::future::Future;
@@ -242,11 +242,7 @@ impl<T: Transport> Driver<T> {
                     }
                     Inbound::Closed(reason) => return reason.unwrap_or_else(|| "closed by client".into()),
                 },
-                () = self.member.ready() => {
-                    for event in self.member.take(EVENTS_PER_TURN) {
-                        session.handle_event(event);
-                    }
-                }
+                () = self.member.ready() => self.take_events(session),
                 () = self.member.kicked() => {
                     self.node.metrics.slow_disconnects.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(user = %self.user.username, "slow consumer disconnected");
@@ -256,6 +252,28 @@ impl<T: Transport> Driver<T> {
                 _ = shutdown.changed() => session.handle_shutdown(),
                 () = &mut sleep => session.handle_timeout(Instant::now()),
             }
+            self.gather(session);
+        }
+    }
+
+    fn take_events(&mut self, session: &mut Session) {
+        for event in self.member.take(EVENTS_PER_TURN) {
+            session.handle_event(event);
+        }
+    }
+
+    /// Whatever else is ready without waiting joins this turn, so that it goes out in the same
+    /// write: a send's `Ack` and its own `Message` (the writer queues the message just before it
+    /// answers the send) cost one write instead of two.
+    fn gather(&mut self, session: &mut Session) {
+        while !self.sends.is_empty() {
+            match self.sends.next().now_or_never() {
+                Some(Some((room_id, client_msg_id, result))) => session.handle_appended(room_id, client_msg_id, result),
+                _ => break,
+            }
+        }
+        if self.member.has_events() {
+            self.take_events(session);
         }
     }
 
