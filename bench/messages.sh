@@ -69,7 +69,7 @@ for run in $(seq "$runs"); do
           target/release/socketchat-ceiling "127.0.0.1:$port" 2>"$dir/ceiling.log" &
           pids+=($!)
           for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
-          target/release/socketchat-load fanout --addr "127.0.0.1:$port" --server-pid "${pids[-1]}" --ceiling \
+          target/release/socketchat-load fanout --addr "127.0.0.1:$port" --server-pid "${pids[-1]}" --peer ceiling \
             --rooms "${shape%%x*}" --members "${shape##*x}" --senders "${rest%%:*}" --rate "${rest##*:}" \
             --seconds "$secs" --json | sed "s/^{/{\"cell\":\"$cell\",\"ceiling\":true,/" | tee -a "$results"
           stop_nodes

@@ -1,25 +1,28 @@
-//! Message scenarios driven through `socketchat-client` (issue: performance).
+//! Message scenarios (issue: performance), against SocketChat, the ceiling or the Socket.IO
+//! peer (`--peer`, see [`crate::peer`]).
 //!
 //! `fanout`: R rooms × M members. S senders (their own connections, spread over the rooms)
 //! send at a target rate in total without waiting for their acks (a connection's sends are
-//! pipelined); each message carries its send time. Every receiver checks what it gets: each
-//! room's seqs arrive one after another (no loss, no duplicate, in order), and in the end it
-//! must have every message the room acked. Reports deliveries/s and latency from send to
-//! receipt (p50/p90/p99/max), and the generator's own CPU so a generator-bound run shows.
+//! pipelined); each message's text is `<send time µs> <sender> <n>`, n counting that sender's
+//! sends from 0. Every receiver checks what it gets: nothing twice, nothing after a later
+//! message of the same order (each room's seqs where the peer has them — SocketChat, the
+//! ceiling —, else each sender's n), and in the end it must have every message the room
+//! acked. Reports deliveries/s and latency from send to receipt (p50/p90/p99/max), and the
+//! generator's own CPU so a generator-bound run shows.
 //!
 //! `persist`: C senders, each sending and waiting for its ack before the next, over R rooms:
 //! acked sends/s and ack latency. Checks that each room's acked seqs are exactly the next ones
-//! after its head (gap-free, once each).
+//! after its head (gap-free, once each); on the peer, whose seq is one sequence for all rooms,
+//! that no seq was acked twice.
 //!
 //! Receivers use tokens minted with the server's JWT secret (they never send, so they need not
-//! exist in the store); senders are registered users (their messages are stored).
+//! exist in the store); on SocketChat senders are registered users (their messages are stored).
 
-use crate::measure::{percentile_ms, process_cpu_seconds, resident_kib};
+use crate::measure::{CpuWatch, percentile_ms, resident_kib};
+use crate::peer::{Event, Peer, PeerConnection, PeerRx, Target};
 use socketchat::auth::TokenKeys;
-use socketchat::wire::{self, ClientFrame, ServerFrame};
-use socketchat_client::link::LinkRx;
-use socketchat_client::{Account, Connection, Endpoint};
-use std::collections::HashMap;
+use socketchat_client::Account;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,14 +66,18 @@ pub struct FanoutArgs {
     /// Server process id, to report its CPU time over the run and its memory per receiver.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Process ids of the server's backends (PostgreSQL's postmaster, Redis), whose CPU time
+    /// (with their children's) is reported together.
+    #[arg(long)]
+    pub backend_pid: Vec<u32>,
     /// Transport of every connection: `websocket` or `webtransport` (the server's HTTP/3
-    /// listener, its certificate pinned by the hash `/api/transport` gives).
+    /// listener, its certificate pinned by the hash `/api/transport` gives; SocketChat only).
     #[arg(long, default_value = "websocket")]
     pub transport: String,
-    /// Drive `socketchat-ceiling` (the lean reference server) instead: no registration, no
-    /// room creation (its rooms exist when joined), every token minted.
-    #[arg(long)]
-    pub ceiling: bool,
+    /// The server driven: SocketChat, `socketchat-ceiling` or the Socket.IO peer (the last
+    /// two: no registration, no room creation, every token minted).
+    #[arg(long, value_enum, default_value_t = Peer::Socketchat)]
+    pub peer: Peer,
     /// Print one JSON line instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -91,8 +98,11 @@ pub struct FanoutReport {
     pub lost: u64,
     /// Messages received twice by one receiver.
     pub duplicates: u64,
-    /// Messages that came after a higher seq of their room.
+    /// Messages that came after a later one of the same order (see `order_checked`).
     pub out_of_order: u64,
+    /// What `out_of_order` compares: each room's seqs (`room seq`), or each sender's own
+    /// messages (`per sender`, on the Socket.IO peer, whose seqs are not per room).
+    pub order_checked: &'static str,
     /// Sender connections the server cut (slow consumer or otherwise).
     pub senders_cut: u64,
     /// Deliveries per second over the sending time.
@@ -109,11 +119,15 @@ pub struct FanoutReport {
     pub generator_cpu_s: f64,
     /// The server's CPU seconds over the run (with `--server-pid`).
     pub server_cpu_s: Option<f64>,
+    /// The backends' CPU seconds over the run (with `--backend-pid`).
+    pub backend_cpu_s: Option<f64>,
     /// The server's resident memory added per receiver once all were joined, KiB (with
     /// `--server-pid`).
     pub server_kib_per_receiver: Option<f64>,
     /// The transport used.
     pub transport: String,
+    /// The server driven.
+    pub peer: Peer,
 }
 
 impl FanoutReport {
@@ -127,16 +141,38 @@ fn now_micros() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
-/// The rooms of a run: `general` alone, or that many new public channels.
-async fn rooms(owners: &[Account], count: usize) -> Result<Vec<String>, BoxError> {
-    if count <= 1 {
-        return Ok(vec!["general".to_owned()]);
-    }
+/// The senders' accounts and the rooms of a run: on SocketChat registered users, and
+/// `general` alone or that many new public channels; elsewhere minted tokens, and rooms that
+/// exist once joined.
+async fn cast(
+    peer: Peer,
+    addr: SocketAddr,
+    keys: Option<&TokenKeys>,
+    senders: usize,
+    rooms: usize,
+) -> Result<(Vec<Account>, Vec<String>), BoxError> {
     let run = rand::random::<u32>();
+    let names =
+        if rooms <= 1 { vec!["general".to_owned()] } else { (0..rooms).map(|i| format!("b{run:08x}-{i}")).collect() };
+    if peer == Peer::Socketchat {
+        let accounts = register(addr, senders.max(1)).await?;
+        if rooms > 1 {
+            create_rooms(&accounts, &names).await?;
+        }
+        return Ok((accounts, names));
+    }
+    let keys = keys.ok_or("tokens are minted with the server's secret: give --jwt-secret (or JWT_SECRET)")?;
+    let base = format!("http://{addr}");
+    let accounts = (0..senders.max(1) as u64)
+        .map(|i| Ok(Account::from_token(&base, &mint(keys, 2_000_000_000 + i)?, 2_000_000_000 + i, "sender")))
+        .collect::<Result<_, BoxError>>()?;
+    Ok((accounts, names))
+}
+
+/// Creates `names` as public channels on SocketChat.
+async fn create_rooms(owners: &[Account], names: &[String]) -> Result<(), BoxError> {
     let http = reqwest::Client::new();
-    let mut names = Vec::with_capacity(count);
-    for i in 0..count {
-        let name = format!("b{run:08x}-{i}");
+    for (i, name) in names.iter().enumerate() {
         let owner = &owners[i % owners.len()];
         let response = http
             .post(format!("{}/api/channels", owner.base))
@@ -151,13 +187,12 @@ async fn rooms(owners: &[Account], count: usize) -> Result<Vec<String>, BoxError
             )
             .into());
         }
-        names.push(name);
     }
-    Ok(names)
+    Ok(())
 }
 
-/// Registers `count` users (the senders) and returns their accounts.
-async fn senders(addr: SocketAddr, count: usize) -> Result<Vec<Account>, BoxError> {
+/// Registers `count` users (the senders) on SocketChat and returns their accounts.
+async fn register(addr: SocketAddr, count: usize) -> Result<Vec<Account>, BoxError> {
     let base = format!("http://{addr}");
     let mut accounts = Vec::with_capacity(count);
     for _ in 0..count {
@@ -165,6 +200,53 @@ async fn senders(addr: SocketAddr, count: usize) -> Result<Vec<Account>, BoxErro
         accounts.push(Account::register(&base, &name, &format!("{name}@bench.invalid"), "bench password").await?);
     }
     Ok(accounts)
+}
+
+/// The arrivals of one ordered stream (a room's seqs, or one sender's n): which came, and
+/// whether each came after a later one.
+#[derive(Debug)]
+struct Order {
+    /// Every position below this one has arrived.
+    next: u64,
+    /// Positions at or above `next` that arrived (non-empty only around a gap).
+    ahead: BTreeSet<u64>,
+    /// The highest position seen.
+    highest: Option<u64>,
+}
+
+/// How one arrival fits its stream.
+#[derive(Debug, PartialEq, Eq)]
+enum Arrival {
+    /// After everything it follows.
+    InOrder,
+    /// After a later position of the same stream.
+    Late,
+    /// Seen before.
+    Duplicate,
+}
+
+impl Order {
+    /// A stream whose first position is `first`.
+    fn new(first: u64) -> Self {
+        Self { next: first, ahead: BTreeSet::new(), highest: None }
+    }
+
+    fn see(&mut self, position: u64) -> Arrival {
+        if position < self.next || self.ahead.contains(&position) {
+            return Arrival::Duplicate;
+        }
+        let late = self.highest.is_some_and(|h| position < h);
+        self.highest = Some(self.highest.map_or(position, |h| h.max(position)));
+        if position == self.next {
+            self.next += 1;
+            while self.ahead.remove(&self.next) {
+                self.next += 1;
+            }
+        } else {
+            self.ahead.insert(position);
+        }
+        if late { Arrival::Late } else { Arrival::InOrder }
+    }
 }
 
 /// What one receiver saw.
@@ -176,35 +258,39 @@ struct Seen {
     latencies_us: Vec<u64>,
 }
 
-/// Reads a receiver's frames until the run stopped and it has `expected` messages (or the
-/// drain deadline passed), checking that seqs come one after another.
+/// Reads a receiver's events until the run stopped and it has `expected` messages (or the
+/// drain deadline passed). With `head` (the room's head seq at its join) it checks the room's
+/// seqs from `head + 1`; without, each sender's n from 0 (the text `<time> <sender> <n>`).
 async fn receive(
-    mut rx: LinkRx,
-    first: Vec<ServerFrame>,
+    mut rx: PeerRx,
+    first: Vec<Event>,
+    head: Option<u64>,
     expected: Arc<AtomicU64>,
     mut stop: watch::Receiver<Option<tokio::time::Instant>>,
 ) -> Seen {
     let mut seen = Seen::default();
-    let mut last: Option<u64> = None;
-    let mut handle = |frame: ServerFrame, seen: &mut Seen| {
-        if let ServerFrame::Message(m) = frame {
-            let at = now_micros();
-            match last {
-                Some(l) if m.seq <= l => seen.duplicates += 1,
-                Some(l) if m.seq != l + 1 => {
-                    seen.out_of_order += 1;
-                    last = Some(m.seq);
-                }
-                _ => last = Some(m.seq),
-            }
-            seen.delivered += 1;
-            if let Ok(stamp) = m.text.parse::<u64>() {
-                seen.latencies_us.push(at.saturating_sub(stamp));
-            }
+    let mut orders: HashMap<u64, Order> = HashMap::new();
+    let mut handle = |event: Event, seen: &mut Seen| {
+        let Event::Message(m) = event else { return };
+        let at = now_micros();
+        let mut fields = m.text.split(' ').map(|f| f.parse::<u64>().ok());
+        let (stamp, sender, n) = (fields.next().flatten(), fields.next().flatten(), fields.next().flatten());
+        let (key, position, first) = match head {
+            Some(head) => (0, m.seq, head + 1),
+            None => (sender.unwrap_or(u64::MAX), n.unwrap_or(0), 0),
+        };
+        match orders.entry(key).or_insert_with(|| Order::new(first)).see(position) {
+            Arrival::Duplicate => seen.duplicates += 1,
+            Arrival::Late => seen.out_of_order += 1,
+            Arrival::InOrder => {}
+        }
+        seen.delivered += 1;
+        if let Some(stamp) = stamp {
+            seen.latencies_us.push(at.saturating_sub(stamp));
         }
     };
-    for frame in first {
-        handle(frame, &mut seen);
+    for event in first {
+        handle(event, &mut seen);
     }
     loop {
         let deadline = *stop.borrow_and_update();
@@ -212,8 +298,8 @@ async fn receive(
             return seen;
         }
         tokio::select! {
-            frame = rx.recv() => match frame {
-                Ok(frame) => handle(frame, &mut seen),
+            event = rx.recv() => match event {
+                Ok(event) => handle(event, &mut seen),
                 Err(_) => return seen,
             },
             _ = stop.changed(), if deadline.is_none() => {}
@@ -228,22 +314,14 @@ async fn receive(
 /// Runs `fanout`.
 pub async fn fanout(args: FanoutArgs) -> Result<FanoutReport, BoxError> {
     let keys = TokenKeys::new(args.jwt_secret.as_bytes(), 3600);
-    let (accounts, rooms, endpoint) = if args.ceiling {
-        let base = format!("http://{}", args.addr);
-        let minted: Vec<Account> = (0..args.senders.max(1) as u64)
-            .map(|i| Ok(Account::from_token(&base, &mint(&keys, 2_000_000_000 + i)?, 2_000_000_000 + i, "sender")))
-            .collect::<Result<_, BoxError>>()?;
-        let names = (0..args.rooms.max(1)).map(|i| format!("ceiling-{i}")).collect();
-        (minted, names, Endpoint::WebSocket { url: format!("ws://{}/ws", args.addr) })
-    } else {
-        let accounts = senders(args.addr, args.senders.max(1)).await?;
-        let rooms = rooms(&accounts, args.rooms).await?;
-        let endpoint = endpoint_of(args.addr, &args.transport, &accounts[0]).await?;
-        (accounts, rooms, endpoint)
-    };
-    let recv_endpoint = match args.recv_addr {
-        Some(addr) if !args.ceiling => endpoint_of(addr, &args.transport, &accounts[0]).await?,
-        _ => endpoint.clone(),
+    if args.peer != Peer::Socketchat && args.transport != "websocket" {
+        return Err(format!("{:?} speaks WebSocket only", args.peer).into());
+    }
+    let (accounts, rooms) = cast(args.peer, args.addr, Some(&keys), args.senders, args.rooms).await?;
+    let target = target_of(args.peer, args.addr, &args.transport, &accounts[0]).await?;
+    let recv_target = match args.recv_addr {
+        Some(addr) => target_of(args.peer, addr, &args.transport, &accounts[0]).await?,
+        None => target.clone(),
     };
     let rss_before = args.server_pid.map(resident_kib);
     let (stop, stopped) = watch::channel(None);
@@ -255,13 +333,13 @@ pub async fn fanout(args: FanoutArgs) -> Result<FanoutReport, BoxError> {
     let mut joins = Vec::new();
     for (r, room) in rooms.iter().enumerate() {
         for m in 0..args.members {
-            let (endpoint, room, gate) = (recv_endpoint.clone(), room.clone(), gate.clone());
+            let (target, room, gate) = (recv_target.clone(), room.clone(), gate.clone());
             let token = mint(&keys, 1_000_000_000 + (r * args.members + m) as u64)?;
             joins.push(tokio::spawn(async move {
                 let _slot = gate.acquire().await;
-                let mut conn = Connection::open(&endpoint, &token, "bench-fanout").await?;
-                conn.join(&room, None).await?;
-                Ok::<_, socketchat_client::ClientError>((r, conn))
+                let mut conn = PeerConnection::open(&target, &token, "bench-fanout").await?;
+                let head = conn.join(&room).await?;
+                Ok::<_, BoxError>((r, head, conn))
             }));
         }
     }
@@ -269,9 +347,9 @@ pub async fn fanout(args: FanoutArgs) -> Result<FanoutReport, BoxError> {
     // The receivers' sending halves stay open until the end (dropping one closes it).
     let mut quiet = Vec::new();
     for join in joins {
-        let (r, conn) = join.await??;
+        let (r, head, conn) = join.await??;
         let (tx, rx, first) = conn.split();
-        readers.push(tokio::spawn(receive(rx, first, acked[r].clone(), stopped.clone())));
+        readers.push(tokio::spawn(receive(rx, first, head, acked[r].clone(), stopped.clone())));
         quiet.push(tx);
     }
 
@@ -285,15 +363,14 @@ pub async fn fanout(args: FanoutArgs) -> Result<FanoutReport, BoxError> {
     let cut = Arc::new(AtomicU64::new(0));
     let sent = Arc::new(AtomicU64::new(0));
     let per_sender = args.rate as f64 / args.senders.max(1) as f64;
-    let cpu_before = process_cpu_seconds("self");
-    let server_before = args.server_pid.map(|p| process_cpu_seconds(&p.to_string()));
+    let cpu = CpuWatch::start(args.server_pid, &args.backend_pid);
     let started = Instant::now();
     let mut sending = Vec::new();
     for (i, account) in accounts.iter().enumerate() {
         let r = i % rooms.len();
         let room = rooms[r].clone();
-        let mut conn = Connection::open(&endpoint, &account.token, "bench-fanout").await?;
-        conn.join(&room, None).await?;
+        let mut conn = PeerConnection::open(&target, &account.token, "bench-fanout").await?;
+        conn.join(&room).await?;
         let (mut tx, mut rx, _) = conn.split();
         let (acked, cut, sent, seconds) = (acked[r].clone(), cut.clone(), sent.clone(), args.seconds);
         let count = Arc::new(AtomicU64::new(0));
@@ -302,12 +379,12 @@ pub async fn fanout(args: FanoutArgs) -> Result<FanoutReport, BoxError> {
             tokio::spawn(async move {
                 loop {
                     match rx.recv().await {
-                        Ok(ServerFrame::Ack(_)) => {
+                        Ok(Event::Ack(_)) => {
                             acked.fetch_add(1, Ordering::Relaxed);
                             count.fetch_sub(1, Ordering::Relaxed);
                         }
-                        Ok(ServerFrame::Error(e)) => {
-                            eprintln!("sender refused: {} {}", e.code, e.message);
+                        Ok(Event::Refused(why)) => {
+                            eprintln!("sender refused: {why}");
                             count.fetch_sub(1, Ordering::Relaxed);
                         }
                         Ok(_) => {}
@@ -326,18 +403,14 @@ pub async fn fanout(args: FanoutArgs) -> Result<FanoutReport, BoxError> {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             let end = Instant::now() + Duration::from_secs(seconds);
+            let mut n = 0u64;
             while Instant::now() < end {
                 tick.tick().await;
-                let frame = ClientFrame::Send(wire::Send {
-                    room: room.clone(),
-                    client_msg_id: rand::random(),
-                    text: now_micros().to_string(),
-                    attachments: Vec::new(),
-                });
                 count.fetch_add(1, Ordering::Relaxed);
-                if tx.send(&frame).await.is_err() {
+                if tx.send(&room, &format!("{} {i} {n}", now_micros())).await.is_err() {
                     break;
                 }
+                n += 1;
                 sent.fetch_add(1, Ordering::Relaxed);
             }
             // Every ack is in before the sender goes (or the connection went).
@@ -367,8 +440,7 @@ pub async fn fanout(args: FanoutArgs) -> Result<FanoutReport, BoxError> {
     for a in &acked {
         expected += a.load(Ordering::Relaxed) * args.members as u64;
     }
-    let generator_cpu_s = process_cpu_seconds("self") - cpu_before;
-    let server_cpu_s = args.server_pid.zip(server_before).map(|(p, b)| process_cpu_seconds(&p.to_string()) - b);
+    let used = cpu.used();
     for mut tx in quiet {
         tx.close().await;
     }
@@ -382,30 +454,34 @@ pub async fn fanout(args: FanoutArgs) -> Result<FanoutReport, BoxError> {
         lost: expected.saturating_sub(total.delivered - total.duplicates),
         duplicates: total.duplicates,
         out_of_order: total.out_of_order,
+        order_checked: args.peer.order_checked(),
         senders_cut: cut.load(Ordering::Relaxed),
         deliveries_per_sec: total.delivered as f64 / sending_secs,
         p50_ms: percentile_ms(lat, 0.50),
         p90_ms: percentile_ms(lat, 0.90),
         p99_ms: percentile_ms(lat, 0.99),
         max_ms: lat.last().map_or(0.0, |m| *m as f64 / 1000.0),
-        generator_cpu_s,
-        server_cpu_s,
+        generator_cpu_s: used.generator,
+        server_cpu_s: used.server,
+        backend_cpu_s: used.backends,
         server_kib_per_receiver,
         transport: args.transport,
+        peer: args.peer,
     })
 }
 
 /// A token for user `id`, minted with the server's secret (the user need not exist).
-fn mint(keys: &TokenKeys, id: u64) -> Result<String, BoxError> {
+pub fn mint(keys: &TokenKeys, id: u64) -> Result<String, BoxError> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
     Ok(keys.issue(id, &format!("r{id}"), now).0)
 }
 
-/// Where connections go for `transport` (`websocket` or `webtransport`).
-async fn endpoint_of(addr: SocketAddr, transport: &str, account: &Account) -> Result<Endpoint, BoxError> {
+/// Where connections to `peer` at `addr` go over `transport` (`websocket`, or `webtransport`
+/// on SocketChat).
+async fn target_of(peer: Peer, addr: SocketAddr, transport: &str, account: &Account) -> Result<Target, BoxError> {
     match transport {
-        "websocket" => Ok(Endpoint::WebSocket { url: format!("ws://{addr}/ws") }),
-        "webtransport" => Ok(account.webtransport().await?.ok_or("the server offers no WebTransport")?),
+        "websocket" => Ok(Target::websocket(peer, addr)),
+        "webtransport" => Ok(Target::Chat(account.webtransport().await?.ok_or("the server offers no WebTransport")?)),
         other => Err(format!("unknown transport {other} (websocket or webtransport)").into()),
     }
 }
@@ -428,6 +504,16 @@ pub struct PersistArgs {
     /// Server process id, to report its CPU time over the run.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Process ids of the server's backends (PostgreSQL's postmaster, Redis), whose CPU time
+    /// (with their children's) is reported together.
+    #[arg(long)]
+    pub backend_pid: Vec<u32>,
+    /// The server driven (SocketChat or the Socket.IO peer; the ceiling stores nothing).
+    #[arg(long, value_enum, default_value_t = Peer::Socketchat)]
+    pub peer: Peer,
+    /// The server's JWT secret, to mint the senders' tokens where nobody registers (the peer).
+    #[arg(long, env = "JWT_SECRET")]
+    pub jwt_secret: Option<String>,
     /// Print one JSON line instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -444,33 +530,41 @@ pub struct PersistReport {
     pub p50_ms: f64,
     /// 99th percentile, ms.
     pub p99_ms: f64,
-    /// Acks whose seq was not the next free one of its room (a gap or a seq given twice).
+    /// Acks whose seq broke `seq_check`.
     pub seq_errors: u64,
+    /// What `seq_errors` counts: acked seqs that are not the next free ones of their room
+    /// (`gap-free per room`: a gap or a seq given twice), or, on the peer, whose seq is one
+    /// sequence for all rooms, seqs acked twice (`distinct`).
+    pub seq_check: &'static str,
     /// Sends refused or lost with their connection.
     pub failed: u64,
     /// The generator's CPU seconds.
     pub generator_cpu_s: f64,
     /// The server's CPU seconds (with `--server-pid`).
     pub server_cpu_s: Option<f64>,
+    /// The backends' CPU seconds (with `--backend-pid`).
+    pub backend_cpu_s: Option<f64>,
+    /// The server driven.
+    pub peer: Peer,
 }
 
 /// Runs `persist`.
 pub async fn persist(args: PersistArgs) -> Result<PersistReport, BoxError> {
-    let accounts = senders(args.addr, args.senders.max(1)).await?;
-    let rooms = rooms(&accounts, args.rooms).await?;
-    let endpoint = Endpoint::WebSocket { url: format!("ws://{}/ws", args.addr) };
+    let keys = args.jwt_secret.as_ref().map(|s| TokenKeys::new(s.as_bytes(), 3600));
+    let (accounts, rooms) = cast(args.peer, args.addr, keys.as_ref(), args.senders, args.rooms).await?;
+    let target = Target::websocket(args.peer, args.addr);
     let mut conns = Vec::new();
-    let mut heads: HashMap<String, u64> = HashMap::new();
+    // Each room's head at the first join (per room seqs), or nothing (one sequence).
+    let mut heads: HashMap<String, Option<u64>> = HashMap::new();
     for (i, account) in accounts.iter().enumerate() {
         let room = rooms[i % rooms.len()].clone();
-        let mut conn = Connection::open(&endpoint, &account.token, "bench-persist").await?;
-        let (joined, _) = conn.join(&room, None).await?;
-        let head = heads.entry(room.clone()).or_insert(joined.head_seq);
-        *head = (*head).min(joined.head_seq);
+        let mut conn = PeerConnection::open(&target, &account.token, "bench-persist").await?;
+        let joined = conn.join(&room).await?;
+        let head = heads.entry(room.clone()).or_insert(joined);
+        *head = (*head).min(joined);
         conns.push((room, conn));
     }
-    let cpu_before = process_cpu_seconds("self");
-    let server_before = args.server_pid.map(|p| process_cpu_seconds(&p.to_string()));
+    let cpu = CpuWatch::start(args.server_pid, &args.backend_pid);
     let started = Instant::now();
     let end = started + Duration::from_secs(args.seconds);
     let mut tasks = Vec::new();
@@ -480,19 +574,13 @@ pub async fn persist(args: PersistArgs) -> Result<PersistReport, BoxError> {
             let mut failed = 0u64;
             while Instant::now() < end {
                 let at = Instant::now();
-                let frame = ClientFrame::Send(wire::Send {
-                    room: room.clone(),
-                    client_msg_id: rand::random(),
-                    text: "persisted by the benchmark".into(),
-                    attachments: Vec::new(),
-                });
-                match conn.store(frame).await {
-                    Ok(ack) => acks.push((ack.seq, at.elapsed().as_micros() as u64)),
-                    Err(e) if e.reconnectable() => {
+                match conn.store(&room, "persisted by the benchmark").await {
+                    Ok(Ok(seq)) => acks.push((seq, at.elapsed().as_micros() as u64)),
+                    Ok(Err(_)) => failed += 1,
+                    Err(_) => {
                         failed += 1;
                         break;
                     }
-                    Err(_) => failed += 1,
                 }
             }
             conn.close().await;
@@ -505,17 +593,22 @@ pub async fn persist(args: PersistArgs) -> Result<PersistReport, BoxError> {
     for task in tasks {
         let (room, acks, f) = task.await?;
         failed += f;
+        // One list per room where seqs are per room, else one for all.
+        let key = if args.peer.room_seqs() { room } else { String::new() };
         for (seq, us) in acks {
-            seqs.entry(room.clone()).or_default().push(seq);
+            seqs.entry(key.clone()).or_default().push(seq);
             latencies.push(us);
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let used = cpu.used();
     let mut seq_errors = 0;
     for (room, mut list) in seqs {
         list.sort_unstable();
-        let head = heads.get(&room).copied().unwrap_or(0);
-        seq_errors += list.iter().enumerate().filter(|(i, s)| **s != head + 1 + *i as u64).count() as u64;
+        seq_errors += match heads.get(&room).copied().flatten() {
+            Some(head) => list.iter().enumerate().filter(|(i, s)| **s != head + 1 + *i as u64).count(),
+            None => list.windows(2).filter(|pair| pair[0] == pair[1]).count(),
+        } as u64;
     }
     latencies.sort_unstable();
     Ok(PersistReport {
@@ -524,9 +617,12 @@ pub async fn persist(args: PersistArgs) -> Result<PersistReport, BoxError> {
         p50_ms: percentile_ms(&latencies, 0.5),
         p99_ms: percentile_ms(&latencies, 0.99),
         seq_errors,
+        seq_check: if args.peer.room_seqs() { "gap-free per room" } else { "distinct" },
         failed,
-        generator_cpu_s: process_cpu_seconds("self") - cpu_before,
-        server_cpu_s: args.server_pid.zip(server_before).map(|(p, b)| process_cpu_seconds(&p.to_string()) - b),
+        generator_cpu_s: used.generator,
+        server_cpu_s: used.server,
+        backend_cpu_s: used.backends,
+        peer: args.peer,
     })
 }
 
@@ -546,5 +642,34 @@ pub fn print<T: serde::Serialize>(scenario: &str, report: &T, json: bool) {
         for (k, v) in fields {
             println!("  {k:<20} {v}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Arrival, Order};
+
+    #[test]
+    fn order_tells_in_order_late_and_duplicate_arrivals() {
+        let mut order = Order::new(5);
+        assert_eq!(order.see(5), Arrival::InOrder);
+        assert_eq!(order.see(6), Arrival::InOrder);
+        assert_eq!(order.see(6), Arrival::Duplicate);
+        // 7 is missing for now: 8 is not late, 7 then is.
+        assert_eq!(order.see(8), Arrival::InOrder);
+        assert_eq!(order.see(7), Arrival::Late);
+        assert_eq!(order.see(8), Arrival::Duplicate);
+        assert_eq!(order.see(9), Arrival::InOrder);
+        assert!(order.ahead.is_empty(), "the gap closed: {order:?}");
+        assert_eq!(order.see(4), Arrival::Duplicate, "below the first position counts as seen");
+    }
+
+    #[test]
+    fn a_gap_that_never_closes_is_not_disorder() {
+        let mut order = Order::new(0);
+        for n in [0, 1, 3, 4, 5] {
+            assert_eq!(order.see(n), Arrival::InOrder);
+        }
+        assert_eq!(order.see(4), Arrival::Duplicate);
     }
 }

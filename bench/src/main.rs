@@ -11,6 +11,7 @@
 
 use socketchat_bench::fanout;
 use socketchat_bench::measure::{cpu_seconds, percentile_ms, resident_kib};
+use socketchat_bench::peer::{Peer, PeerConnection, Target};
 mod presence;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -33,7 +34,8 @@ struct Cli {
 enum Scenario {
     /// Acked sends per second through the writer and the store.
     Store(StoreArgs),
-    /// Memory of idle WebSocket connections on a running server.
+    /// Memory of idle WebSocket connections on a running server (SocketChat, the ceiling or
+    /// the Socket.IO peer).
     Idle(IdleArgs),
     /// Delivery latency from send to receipt, senders on one node and receivers on another
     /// (or the same node, for the baseline).
@@ -243,24 +245,45 @@ struct IdleArgs {
     /// Connections to open.
     #[arg(long, default_value_t = 2000)]
     connections: usize,
+    /// The server: SocketChat (a user is registered), the ceiling or the Socket.IO peer
+    /// (a token is minted with `--jwt-secret`).
+    #[arg(long, value_enum, default_value_t = Peer::Socketchat)]
+    peer: Peer,
+    /// The server's JWT secret, where a token is minted.
+    #[arg(long, env = "JWT_SECRET")]
+    jwt_secret: Option<String>,
 }
 
-/// Opens N WebSocket connections (Hello, Join general) and reports the server's resident
-/// memory before and after, per connection.
+/// Opens N connections of one user (SocketChat: Hello, Join general; the peer: the namespace,
+/// `join` general), waits 2 s for the server to settle, and reports its resident memory before
+/// and after, per connection.
 async fn idle_scenario(args: IdleArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let cookie = bench_cookie(args.addr, "idle").await?;
+    let token = match (args.peer, &args.jwt_secret) {
+        (Peer::Socketchat, _) => bench_cookie(args.addr, "idle").await?.trim_start_matches("token=").to_owned(),
+        (_, Some(secret)) => fanout::mint(&socketchat::auth::TokenKeys::new(secret.as_bytes(), 3600), 40_000_000)
+            .map_err(|e| e as Box<dyn std::error::Error>)?,
+        (_, None) => return Err("--jwt-secret (or JWT_SECRET) is needed to mint a token".into()),
+    };
+    let target = Target::websocket(args.peer, args.addr);
     let before = resident_kib(args.pid);
     let mut held = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
         // Joined, so the server holds the full per-connection state.
-        held.push(joined_socket(args.addr, &cookie, "general").await?);
+        let opened = async {
+            let mut conn = PeerConnection::open(&target, &token, "bench-idle").await?;
+            conn.join("general").await?;
+            Ok::<_, fanout::BoxError>(conn)
+        };
+        held.push(opened.await.map_err(|e| e as Box<dyn std::error::Error>)?);
     }
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let after = resident_kib(args.pid);
     let per = (after.saturating_sub(before)) as f64 / args.connections as f64;
     println!(
         "{}",
         serde_json::json!({
             "scenario": "idle",
+            "peer": args.peer,
             "connections": args.connections,
             "server_rss_before_kib": before,
             "server_rss_after_kib": after,

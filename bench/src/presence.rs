@@ -15,6 +15,8 @@
 use futures_util::{SinkExt, StreamExt};
 use socketchat::auth::TokenKeys;
 use socketchat::wire::{self, ClientFrame, ServerFrame};
+use socketchat_bench::measure::CpuWatch;
+use socketchat_bench::peer::{Peer, PeerConnection, Target};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,6 +34,14 @@ pub struct ConnectArgs {
     /// Server process id (for its resident memory).
     #[arg(long)]
     pid: u32,
+    /// Process ids of the server's backends (PostgreSQL's postmaster, Redis), whose CPU time
+    /// (with their children's) is reported together.
+    #[arg(long)]
+    backend_pid: Vec<u32>,
+    /// The server: SocketChat (open once the room's first `RoomPresence` came), the ceiling
+    /// (once `Joined` came) or the Socket.IO peer (once the `join` was acked).
+    #[arg(long, value_enum, default_value_t = Peer::Socketchat)]
+    peer: Peer,
     /// The server's JWT secret (tokens are minted with it).
     #[arg(long, env = "JWT_SECRET")]
     jwt_secret: String,
@@ -172,29 +182,57 @@ fn drain(mut ws: Ws) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Keeps reading a connection to any peer (its pings answered) until it ends.
+fn drain_peer(conn: PeerConnection) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let (_tx, mut rx, _) = conn.split();
+        while rx.recv().await.is_ok() {}
+    })
+}
+
+/// Opens one connection of `cookie` in `room`, as [`ConnectArgs::peer`] says, and keeps it read.
+async fn open(
+    peer: Peer,
+    addr: SocketAddr,
+    cookie: &str,
+    room: &str,
+    version: u32,
+) -> Result<tokio::task::JoinHandle<()>, BoxError> {
+    Ok(match peer {
+        Peer::Socketchat => drain(present_as(addr, cookie, room, version).await?),
+        // The ceiling sends no presence: open once `Joined` came, as protocol v1.
+        Peer::Ceiling => drain(present_as(addr, cookie, room, 1).await?),
+        Peer::Socketio => {
+            let token = cookie.trim_start_matches("token=");
+            let mut conn = PeerConnection::open(&Target::SocketIo(addr), token, "bench-connect").await?;
+            conn.join(room).await?;
+            drain_peer(conn)
+        }
+    })
+}
+
 /// `connect`: prints one JSON line.
 pub async fn connect_scenario(args: ConnectArgs) -> Result<(), BoxError> {
     let keys = TokenKeys::new(args.jwt_secret.as_bytes(), 3600);
     let cookies: Arc<Vec<String>> =
         Arc::new((0..args.users).map(|i| cookie(&keys, 50_000_000 + i as u64, &format!("load{i:06}"))).collect());
     let before = socketchat_bench::measure::resident_kib(args.pid);
-    let cpu_before = socketchat_bench::measure::cpu_seconds();
-    let server_cpu_before = socketchat_bench::measure::process_cpu_seconds(&args.pid.to_string());
+    let cpu = CpuWatch::start(Some(args.pid), &args.backend_pid);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let held = Arc::new(Mutex::new(Vec::with_capacity(args.connections)));
     let start = Instant::now();
     let workers: Vec<_> = (0..args.parallel)
         .map(|_| {
             let (next, held, cookies, room) = (next.clone(), held.clone(), cookies.clone(), args.room.clone());
-            let (addr, total, version) = (args.addr, args.connections, args.protocol_version);
+            let (addr, total, version, peer) = (args.addr, args.connections, args.protocol_version, args.peer);
             tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if i >= total {
                         return Ok::<(), BoxError>(());
                     }
-                    let ws = present_as(addr, &cookies[i % cookies.len()], &room, version).await?;
-                    held.lock().unwrap().push(drain(ws));
+                    let reader = open(peer, addr, &cookies[i % cookies.len()], &room, version).await?;
+                    held.lock().unwrap().push(reader);
                 }
             })
         })
@@ -203,8 +241,8 @@ pub async fn connect_scenario(args: ConnectArgs) -> Result<(), BoxError> {
         worker.await??;
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let generator_cpu = socketchat_bench::measure::cpu_seconds() - cpu_before;
-    let server_cpu = socketchat_bench::measure::process_cpu_seconds(&args.pid.to_string()) - server_cpu_before;
+    let used = cpu.used();
+    let (generator_cpu, server_cpu) = (used.generator, used.server.unwrap_or(0.0));
     // Let the last presence refreshes go out before memory is read.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = socketchat_bench::measure::resident_kib(args.pid);
@@ -212,6 +250,7 @@ pub async fn connect_scenario(args: ConnectArgs) -> Result<(), BoxError> {
         "{}",
         serde_json::json!({
             "scenario": "connect",
+            "peer": args.peer,
             "presence": args.presence,
             "protocol_version": args.protocol_version,
             "connections": args.connections,
@@ -224,6 +263,7 @@ pub async fn connect_scenario(args: ConnectArgs) -> Result<(), BoxError> {
             "generator_cpu_s": (generator_cpu * 100.0).round() / 100.0,
             "server_cpu_s": (server_cpu * 100.0).round() / 100.0,
             "server_cpu_us_per_connect": (server_cpu * 1e6 / args.connections as f64).round(),
+            "backend_cpu_s": used.backends.map(|s| (s * 100.0).round() / 100.0),
         })
     );
     for task in held.lock().unwrap().drain(..) {

@@ -5,6 +5,7 @@
 use socketchat::config::{Config, MaybeAddr};
 use socketchat::server;
 use socketchat_bench::fanout::{self, FanoutArgs, PersistArgs};
+use socketchat_bench::peer::Peer;
 
 const SECRET: &str = "a smoke-test secret long enough for HS256";
 
@@ -34,8 +35,9 @@ fn small_fanout(addr: std::net::SocketAddr) -> FanoutArgs {
         seconds: 2,
         parallel: 8,
         server_pid: None,
+        backend_pid: Vec::new(),
         transport: "websocket".into(),
-        ceiling: false,
+        peer: Peer::Socketchat,
         json: false,
     }
 }
@@ -66,8 +68,17 @@ async fn fanout_over_webtransport_delivers_every_message_once_in_order() {
 async fn persist_acks_gap_free_seqs() {
     let dir = tempfile::tempdir().unwrap();
     let running = start(dir.path(), false).await;
-    let args =
-        PersistArgs { addr: running.local_addr(), senders: 4, rooms: 2, seconds: 1, server_pid: None, json: false };
+    let args = PersistArgs {
+        addr: running.local_addr(),
+        senders: 4,
+        rooms: 2,
+        seconds: 1,
+        server_pid: None,
+        backend_pid: Vec::new(),
+        peer: Peer::Socketchat,
+        jwt_secret: None,
+        json: false,
+    };
     let report = fanout::persist(args).await.unwrap();
     assert!(report.acked > 0, "{report:?}");
     assert_eq!((report.seq_errors, report.failed), (0, 0), "{report:?}");
@@ -87,7 +98,7 @@ async fn the_ceiling_server_passes_the_same_checks() {
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(ceiling.stderr.take().unwrap()), &mut line).unwrap();
     assert!(line.contains("listening"), "{line}");
-    let args = FanoutArgs { server_pid: Some(ceiling.id()), ceiling: true, ..small_fanout(addr) };
+    let args = FanoutArgs { server_pid: Some(ceiling.id()), peer: Peer::Ceiling, ..small_fanout(addr) };
     let report = fanout::fanout(args).await;
     let _ = ceiling.kill();
     let _ = ceiling.wait();
