@@ -65,6 +65,11 @@ pub struct Config {
     #[arg(long, env = "SOCKETCHAT_WRITERS", default_value_t = 2, global = true)]
     pub writers: usize,
 
+    /// Sends waiting for each writer; beyond, a send is refused at once (Error 7 with a retry
+    /// hint) instead of waiting: under overload the wait for a commit stays bounded.
+    #[arg(long, env = "SOCKETCHAT_STORE_QUEUE", default_value_t = crate::writer::QUEUE, global = true)]
+    pub store_queue: usize,
+
     /// Connections in the PostgreSQL pool.
     #[arg(long, env = "SOCKETCHAT_DB_POOL", default_value_t = 16, global = true)]
     pub db_pool_size: usize,

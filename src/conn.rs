@@ -402,12 +402,16 @@ impl<T: Transport> Driver<T> {
             }
             Action::Append(message) => {
                 let (room_id, client_msg_id) = (message.room_id, message.client_msg_id);
-                match node.writer.submit(message).await {
-                    Ok(outcome) => {
-                        self.sends.push_back(Box::pin(async move { (room_id, client_msg_id, outcome.await) }));
-                    }
-                    Err(e) => session.handle_appended(room_id, client_msg_id, Err(e)),
-                }
+                // Queued or refused (overload), the answer keeps its place among this
+                // connection's sends, and the connection never waits for the writer.
+                let outcome = node.writer.submit(message);
+                self.sends.push_back(Box::pin(async move {
+                    let result = match outcome {
+                        Ok(committed) => committed.await,
+                        Err(refused) => Err(refused),
+                    };
+                    (room_id, client_msg_id, result)
+                }));
                 Ok(false)
             }
             Action::History { request_id, room_id, before_seq, limit } => {

@@ -65,6 +65,12 @@ impl Metrics {
         line("messages_stored_total", "counter", "Messages stored (duplicates excluded).", get(&writer.stored));
         line("store_batches_total", "counter", "Group-commit batches sent to the store.", get(&writer.batches));
         line("store_sends_total", "counter", "Sends handed to the store, duplicates included.", get(&writer.sends));
+        line(
+            "sends_shed_total",
+            "counter",
+            "Sends refused at once because their writer's queue was full (overload).",
+            get(&writer.shed),
+        );
         if let Some(relay) = relay {
             line("relay_published_total", "counter", "Events published to the other nodes.", get(&relay.published));
             line(

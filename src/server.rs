@@ -12,7 +12,7 @@ use crate::rooms::RoomDirectory;
 use crate::store::{PostgresStore, SqliteStore, Store, StoreError};
 use crate::tickets::Tickets;
 use crate::transport::certs::Certificates;
-use crate::writer::Writer;
+use crate::writer::{Writer, WriterLimits};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -327,14 +327,8 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     tokio::spawn(crate::hub::repair(hub.clone(), store.clone(), rooms.clone(), crate::hub::HEAD_CHECK));
     tokio::spawn(crate::presence::refresh_rooms(hub.clone(), presence.clone(), rooms.clone()));
     let store_timeout = Duration::from_millis(config.store_timeout_ms.max(1));
-    let writer = Writer::start_with_timeout(
-        store.clone(),
-        hub.clone(),
-        bus.clone(),
-        rooms.clone(),
-        config.writers,
-        store_timeout,
-    );
+    let limits = WriterLimits { shards: config.writers, queue: config.store_queue, timeout: store_timeout };
+    let writer = Writer::start(store.clone(), hub.clone(), bus.clone(), rooms.clone(), limits);
     let (stop, shutdown) = watch::channel(false);
     let node = Arc::new(Node {
         node_id: node_id.clone(),

@@ -18,10 +18,28 @@ const MAX_BATCH: usize = 512;
 /// with the same ids; a late commit is then found as the original row, so nothing is stored
 /// twice), and announced to the room whenever it does commit.
 pub const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
-/// Sends waiting for the writer before senders wait too (backpressure, G6).
-const QUEUE: usize = 8192;
+/// Sends waiting for each writer by default. Beyond, a send is refused at once (shedding):
+/// under overload the wait for a commit stays bounded instead of growing with the backlog.
+pub const QUEUE: usize = 4096;
 
 type Reply = oneshot::Sender<Result<Appended, StoreError>>;
+
+/// How the writers run.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterLimits {
+    /// Writer tasks; rooms are spread over them.
+    pub shards: usize,
+    /// Sends waiting for each writer before new ones are refused.
+    pub queue: usize,
+    /// Time after which a batch's senders are told its outcome is unknown.
+    pub timeout: Duration,
+}
+
+impl Default for WriterLimits {
+    fn default() -> Self {
+        Self { shards: 2, queue: QUEUE, timeout: APPEND_TIMEOUT }
+    }
+}
 
 /// Handle to the writer task.
 #[derive(Clone)]
@@ -39,38 +57,29 @@ pub struct Counters {
     pub batches: AtomicU64,
     /// Sends handed to the store, duplicates included.
     pub sends: AtomicU64,
+    /// Sends refused because their writer's queue was full.
+    pub shed: AtomicU64,
+    /// When a refusal was last logged (ms since the Unix epoch), so overload logs once a second.
+    shed_logged_ms: AtomicU64,
 }
 
 impl Writer {
-    /// Starts `shards` writer tasks. A room always goes to the same shard, so each room's sends
-    /// are committed and published in order, while different rooms commit in parallel.
+    /// Starts `limits.shards` writer tasks. A room always goes to the same shard, so each room's
+    /// sends are committed and published in order, while different rooms commit in parallel.
     pub fn start(
         store: Arc<dyn Store>,
         hub: Arc<Hub>,
         bus: Arc<dyn Bus>,
         rooms: Arc<RoomDirectory>,
-        shards: usize,
-    ) -> Self {
-        Self::start_with_timeout(store, hub, bus, rooms, shards, APPEND_TIMEOUT)
-    }
-
-    /// [`Writer::start`] with another time after which a batch's senders are told its outcome
-    /// is unknown.
-    pub fn start_with_timeout(
-        store: Arc<dyn Store>,
-        hub: Arc<Hub>,
-        bus: Arc<dyn Bus>,
-        rooms: Arc<RoomDirectory>,
-        shards: usize,
-        timeout: Duration,
+        limits: WriterLimits,
     ) -> Self {
         let counters = Arc::new(Counters::default());
-        let shards: Vec<_> = (0..shards.max(1))
+        let shards: Vec<_> = (0..limits.shards.max(1))
             .map(|_| {
-                let (tx, rx) = mpsc::channel(QUEUE);
+                let (tx, rx) = mpsc::channel(limits.queue.max(1));
                 let out =
                     Outlet { hub: hub.clone(), bus: bus.clone(), rooms: rooms.clone(), counters: counters.clone() };
-                tokio::spawn(run(rx, store.clone(), out, timeout));
+                tokio::spawn(run(rx, store.clone(), out, limits.timeout));
                 tx
             })
             .collect();
@@ -79,20 +88,39 @@ impl Writer {
 
     /// Stores one send; resolves after its transaction committed.
     pub async fn append(&self, message: NewMessage) -> Result<Appended, StoreError> {
-        self.submit(message).await?.await
+        self.submit(message)?.await
     }
 
-    /// Queues one send (waiting only for room in the queue) and returns the future of its
-    /// outcome: a connection queues its sends in the order it accepted them, and goes on
-    /// reading while they commit.
-    pub async fn submit(
+    /// Queues one send and returns the future of its outcome: a connection queues its sends in
+    /// the order it accepted them, and goes on reading while they commit. A send whose writer
+    /// already has its full queue waiting is refused at once (`Unavailable`: not stored, retry
+    /// later) rather than waiting for room.
+    pub fn submit(
         &self,
         message: NewMessage,
     ) -> Result<impl Future<Output = Result<Appended, StoreError>> + Send + 'static, StoreError> {
         let (reply, answer) = oneshot::channel();
         let shard = &self.shards[(message.room_id % self.shards.len() as u64) as usize];
-        shard.send((message, reply)).await.map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
+        shard.try_send((message, reply)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => self.shed(shard.max_capacity()),
+            mpsc::error::TrySendError::Closed(_) => StoreError::Unavailable("writer stopped".into()),
+        })?;
         Ok(async move { answer.await.map_err(|_| StoreError::Unavailable("writer stopped".into()))? })
+    }
+
+    /// Counts (and logs, at most once a second) a send refused for a full queue.
+    fn shed(&self, queue: usize) -> StoreError {
+        let counters = &self.counters;
+        counters.shed.fetch_add(1, Ordering::Relaxed);
+        let now = crate::clock::unix_ms();
+        let last = counters.shed_logged_ms.load(Ordering::Relaxed);
+        if now >= last + 1000
+            && counters.shed_logged_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            let refused = counters.shed.load(Ordering::Relaxed);
+            tracing::warn!(queue, refused, "overloaded: sends refused, their writer's queue is full");
+        }
+        StoreError::Unavailable(format!("the server is overloaded ({queue} sends waiting for the store)"))
     }
 
     /// The writer's counters.

@@ -266,3 +266,99 @@ async fn files_served_at_once_are_bounded_and_a_reader_that_stops_frees_its_slot
         assert!(std::time::Instant::now() < deadline, "the slot of a closed reader was never freed");
     }
 }
+
+/// A counter from the node's `/metrics`.
+async fn metric(server: &TestServer, name: &str) -> u64 {
+    let text = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let line = text.lines().find(|l| l.starts_with(&format!("socketchat_{name} "))).expect(name);
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// Waits (polling `/metrics`, 5 s at most) until a counter reaches `at_least`.
+async fn metric_reaches(server: &TestServer, name: &str, at_least: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while metric(server, name).await < at_least {
+        assert!(std::time::Instant::now() < deadline, "{name} never reached {at_least}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_overloaded_store_queue_refuses_sends_at_once_in_order_while_the_connection_keeps_reading() {
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), |c| {
+        c.writers = 1;
+        c.store_queue = 4;
+        c.send_burst = 100;
+    })
+    .await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let (mut a, _) = server.connect_hello(&alice).await;
+    let (mut b, _) = server.connect_hello(&bob).await;
+    join_and_replay(&mut a, "general", None).await;
+    join_and_replay(&mut b, "general", None).await;
+
+    // The database is locked by someone else: the writer's first batch waits in its commit.
+    let db = rusqlite::Connection::open(server.dir.path().join("socketchat.db")).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    a.send(&send("general", 1, "m1")).await;
+    metric_reaches(&server, "store_batches_total", 1).await;
+    // Four more fill the queue; the next 25 are refused at once, while the store is still stuck.
+    for id in 2..=30u8 {
+        a.send(&send("general", id, &format!("m{id}"))).await;
+    }
+    metric_reaches(&server, "sends_shed_total", 25).await;
+    assert_eq!(metric(&server, "sends_shed_total").await, 25, "only what did not fit was refused");
+    // The sender's connection still reads and answers: it is not stuck behind its sends.
+    a.send(&ClientFrame::Ping(wire::Ping { nonce: 77 })).await;
+    loop {
+        match a.recv().await {
+            ServerFrame::Pong(p) => {
+                assert_eq!(p.nonce, 77);
+                break;
+            }
+            ServerFrame::Ack(_) | ServerFrame::Error(_) | ServerFrame::Message(_) => {
+                panic!("nothing can be answered while the store is locked")
+            }
+            _ => {}
+        }
+    }
+    db.execute_batch("ROLLBACK").unwrap();
+
+    // Answers come in send order: the five that were queued are stored, the rest refused with
+    // a retry hint, each naming its send.
+    let mut seqs = Vec::new();
+    for id in 1..=30u8 {
+        let answer = a
+            .recv_until(|f| match f {
+                ServerFrame::Ack(ack) => Some(Ok(ack)),
+                ServerFrame::Error(e) => Some(Err(e)),
+                _ => None,
+            })
+            .await;
+        match answer {
+            Ok(ack) if id <= 5 => {
+                assert_eq!(ack.client_msg_id, [id; 16]);
+                seqs.push(ack.seq);
+            }
+            Err(e) if id > 5 => {
+                assert_eq!(e.code, ErrorCode::Unavailable.code(), "{e:?}");
+                assert_eq!(e.client_msg_id, Some([id; 16]));
+                assert!(e.retry_after_ms.is_some_and(|ms| ms > 0), "{e:?}");
+                assert!(e.message.contains("overloaded"), "{e:?}");
+            }
+            other => panic!("send {id}: {other:?}"),
+        }
+    }
+    // Retried with the same ids, the refused sends are stored, once each, after the others.
+    for id in 6..=30u8 {
+        a.send(&send("general", id, &format!("m{id}"))).await;
+        seqs.push(ack(&mut a).await.seq);
+    }
+    assert_eq!(seqs, (1..=30).collect::<Vec<u64>>());
+    for id in 1..=30u8 {
+        let m = message(&mut b).await;
+        assert_eq!((m.seq, m.text), (u64::from(id), format!("m{id}")));
+    }
+    assert_eq!(metric(&server, "messages_stored_total").await, 30);
+}

@@ -92,7 +92,13 @@ async fn a_refused_send_fails_only_its_sender(store: std::sync::Arc<dyn Store>, 
     let user = store.create_user("alice", "alice@example.com", "h").await.unwrap();
     let rooms = Arc::new(socketchat::rooms::RoomDirectory::new(store.rooms().await.unwrap()));
     let hub = Arc::new(socketchat::hub::Hub::default());
-    let writer = socketchat::writer::Writer::start(store.clone(), hub, Arc::new(socketchat::bus::LocalBus), rooms, 1);
+    let writer = socketchat::writer::Writer::start(
+        store.clone(),
+        hub,
+        Arc::new(socketchat::bus::LocalBus),
+        rooms,
+        socketchat::writer::WriterLimits { shards: 1, ..Default::default() },
+    );
     let sends: Vec<NewMessage> = (0..9u8)
         .map(|i| {
             if i == 4 {

@@ -19,7 +19,7 @@ use socketchat::bus::LocalBus;
 use socketchat::hub::Hub;
 use socketchat::rooms::RoomDirectory;
 use socketchat::store::{NewMessage, PostgresStore, SqliteStore, Store};
-use socketchat::writer::Writer;
+use socketchat::writer::{Writer, WriterLimits};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -362,7 +362,7 @@ async fn store_scenario(args: StoreArgs) -> Result<(), Box<dyn std::error::Error
     let name = format!("load{:08x}", rand::random::<u32>());
     let user = store.create_user(&name, &format!("{name}@bench.invalid"), "not a real hash").await?;
     let hub = Arc::new(Hub::default());
-    let writer = Writer::start(store.clone(), hub, Arc::new(LocalBus), Arc::new(RoomDirectory::new(all)), args.writers);
+    let writer = Writer::start(store.clone(), hub, Arc::new(LocalBus), Arc::new(RoomDirectory::new(all)), WriterLimits { shards: args.writers, ..WriterLimits::default() });
 
     let start = Instant::now();
     let measure_from = start + Duration::from_secs(args.warmup);
