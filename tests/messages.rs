@@ -267,22 +267,6 @@ async fn files_served_at_once_are_bounded_and_a_reader_that_stops_frees_its_slot
     }
 }
 
-/// A counter from the node's `/metrics`.
-async fn metric(server: &TestServer, name: &str) -> u64 {
-    let text = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    let line = text.lines().find(|l| l.starts_with(&format!("socketchat_{name} "))).expect(name);
-    line.rsplit(' ').next().unwrap().parse().unwrap()
-}
-
-/// Waits (polling `/metrics`, 5 s at most) until a counter reaches `at_least`.
-async fn metric_reaches(server: &TestServer, name: &str, at_least: u64) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while metric(server, name).await < at_least {
-        assert!(std::time::Instant::now() < deadline, "{name} never reached {at_least}");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-}
-
 #[tokio::test]
 async fn an_overloaded_store_queue_refuses_sends_at_once_in_order_while_the_connection_keeps_reading() {
     let server = TestServer::start_with(tempfile::tempdir().unwrap(), |c| {
@@ -302,13 +286,13 @@ async fn an_overloaded_store_queue_refuses_sends_at_once_in_order_while_the_conn
     let db = rusqlite::Connection::open(server.dir.path().join("socketchat.db")).unwrap();
     db.execute_batch("BEGIN IMMEDIATE").unwrap();
     a.send(&send("general", 1, "m1")).await;
-    metric_reaches(&server, "store_batches_total", 1).await;
+    server.metric_until("store_batches_total", |v| v >= 1).await;
     // Four more fill the queue; the next 25 are refused at once, while the store is still stuck.
     for id in 2..=30u8 {
         a.send(&send("general", id, &format!("m{id}"))).await;
     }
-    metric_reaches(&server, "sends_shed_total", 25).await;
-    assert_eq!(metric(&server, "sends_shed_total").await, 25, "only what did not fit was refused");
+    server.metric_until("sends_shed_total", |v| v >= 25).await;
+    assert_eq!(server.metric("sends_shed_total").await, 25, "only what did not fit was refused");
     // The sender's connection still reads and answers: it is not stuck behind its sends.
     a.send(&ClientFrame::Ping(wire::Ping { nonce: 77 })).await;
     loop {
@@ -360,5 +344,5 @@ async fn an_overloaded_store_queue_refuses_sends_at_once_in_order_while_the_conn
         let m = message(&mut b).await;
         assert_eq!((m.seq, m.text), (u64::from(id), format!("m{id}")));
     }
-    assert_eq!(metric(&server, "messages_stored_total").await, 30);
+    assert_eq!(server.metric("messages_stored_total").await, 30);
 }

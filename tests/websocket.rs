@@ -768,3 +768,16 @@ async fn a_slow_consumer_that_reads_again_learns_why_it_was_cut() {
     };
     assert_eq!((goaway, close), (Some(CloseCode::Slow.code()), Some(CloseCode::Slow.code())));
 }
+
+#[tokio::test]
+async fn a_client_that_goes_without_a_close_frame_is_a_closed_connection_not_a_bad_frame() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let (mut a, _) = server.connect_hello(&alice).await;
+    join_and_replay(&mut a, "general", None).await;
+    server.metric_until("connections_open", |v| v == 1).await;
+    // The TCP connection ends with no WebSocket close frame (a tab killed, a network gone).
+    drop(a);
+    server.metric_until("connections_open", |v| v == 0).await;
+    assert_eq!(server.metric("bad_frames_total").await, 0, "a vanished peer sent no bad frame");
+}

@@ -20,7 +20,10 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, error::CapacityError};
+use tokio_tungstenite::tungstenite::{
+    Error as WsError, Message,
+    error::{CapacityError, ProtocolError},
+};
 
 /// Hard cap tungstenite enforces while reading; frames between `MAX_CLIENT_FRAME` and this are
 /// read and refused by the codec with a precise close code.
@@ -127,6 +130,10 @@ where
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Inbound::Activity,
             Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
                 Inbound::Malformed(DecodeError::TooLarge { len: size, max: max_size })
+            }
+            // The peer went without a close frame: a closed connection, not broken framing.
+            Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
+                Inbound::Closed(Some("connection reset without a close frame".into()))
             }
             Some(Err(e @ (WsError::Protocol(_) | WsError::Utf8(_)))) => Inbound::Broken(e.to_string()),
             Some(Err(e)) => Inbound::Closed(Some(e.to_string())),

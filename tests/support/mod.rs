@@ -90,6 +90,26 @@ impl TestServer {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// A counter or gauge from the node's `/metrics`.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = self.http.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let line = text.lines().find(|l| l.starts_with(&format!("socketchat_{name} "))).expect(name);
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    }
+
+    /// Waits (polling `/metrics`, 5 s at most) until `pass` holds for a counter or gauge.
+    pub async fn metric_until(&self, name: &str, pass: impl Fn(u64) -> bool) {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let value = self.metric(name).await;
+            if pass(value) {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{name} stayed at {value}");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// Stops the server and hands back its data dir (for a restart on the same data).
     pub async fn stop(mut self) -> tempfile::TempDir {
         if let Some(running) = self.running.take() {
