@@ -7,6 +7,9 @@ use crate::bus::Bus;
 use crate::hub::{Hub, message_event};
 use crate::rooms::RoomDirectory;
 use crate::store::{Appended, NewMessage, Store, StoreError};
+use futures_util::FutureExt;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -179,17 +182,23 @@ async fn commit(store: &Arc<dyn Store>, out: &Outlet, batch: Vec<(NewMessage, Re
     while let Some(mut part) = pending.pop_front() {
         let (messages, replies): (Vec<NewMessage>, Vec<Reply>) = part.drain(..).unzip();
         out.counters.batches.fetch_add(1, Ordering::Relaxed);
-        let mut append = tokio::spawn({
+        // Polled here rather than spawned: the store's answer wakes this writer directly. Under
+        // a large fan-out the runtime's queues hold thousands of woken connections, and every
+        // extra task between a send and its announcement waits behind all of them.
+        let mut append: Pin<Box<dyn Future<Output = Result<Vec<Appended>, StoreError>> + Send>> = Box::pin({
             let (store, messages) = (store.clone(), messages.clone());
-            async move {
+            let append = async move {
                 match &messages[..] {
                     [one] if one.needs_checks() => store.append_checked(one.clone()).await.map(|a| vec![a]),
                     _ => store.append(messages).await,
                 }
-            }
+            };
+            AssertUnwindSafe(append).catch_unwind().map(|finished| {
+                finished.unwrap_or_else(|_| Err(StoreError::Unavailable("the store failed (panic)".into())))
+            })
         });
         let outcome = match tokio::time::timeout(timeout, &mut append).await {
-            Ok(joined) => joined.unwrap_or_else(|e| Err(StoreError::Unavailable(e.to_string()))),
+            Ok(result) => result,
             Err(_) => {
                 tracing::warn!(sends = replies.len(), "the store did not answer in time; outcome unknown");
                 for reply in replies {
@@ -199,7 +208,7 @@ async fn commit(store: &Arc<dyn Store>, out: &Outlet, batch: Vec<(NewMessage, Re
                 }
                 let out = out.clone();
                 tokio::spawn(async move {
-                    if let Ok(Ok(results)) = append.await {
+                    if let Ok(results) = append.await {
                         tracing::info!(sends = results.len(), "a batch reported as unknown committed late; announced");
                         out.announce(&results);
                     }

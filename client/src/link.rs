@@ -73,7 +73,10 @@ impl Link {
                 let host = request.uri().authority().map(|a| a.as_str().to_owned()).unwrap_or_default();
                 let tcp = TcpStream::connect(&host).await.map_err(lost)?;
                 tcp.set_nodelay(true).map_err(lost)?;
+                // 8 KiB read buffer (tungstenite's default is 128 KiB): most frames are small,
+                // and a generator holds thousands of these.
                 let config = WebSocketConfig::default()
+                    .read_buffer_size(8 * 1024)
                     .max_message_size(Some(MAX_SERVER_FRAME))
                     .max_frame_size(Some(MAX_SERVER_FRAME));
                 let (ws, _) = tokio_tungstenite::client_async_with_config(request, tcp, Some(config)).await.map_err(
