@@ -362,7 +362,13 @@ async fn store_scenario(args: StoreArgs) -> Result<(), Box<dyn std::error::Error
     let name = format!("load{:08x}", rand::random::<u32>());
     let user = store.create_user(&name, &format!("{name}@bench.invalid"), "not a real hash").await?;
     let hub = Arc::new(Hub::default());
-    let writer = Writer::start(store.clone(), hub, Arc::new(LocalBus), Arc::new(RoomDirectory::new(all)), WriterLimits { shards: args.writers, ..WriterLimits::default() });
+    let writer = Writer::start(
+        store.clone(),
+        hub,
+        Arc::new(LocalBus),
+        Arc::new(RoomDirectory::new(all)),
+        WriterLimits { shards: args.writers, ..WriterLimits::default() },
+    );
 
     let start = Instant::now();
     let measure_from = start + Duration::from_secs(args.warmup);
