@@ -27,6 +27,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (2, "append_function", include_str!("../../migrations/postgres/0002_append_function.sql")),
     (3, "last_seen", include_str!("../../migrations/postgres/0003_last_seen.sql")),
     (4, "channels", include_str!("../../migrations/postgres/0004_channels.sql")),
+    (5, "append_generic_plan", include_str!("../../migrations/postgres/0005_append_generic_plan.sql")),
 ];
 
 /// The send path: see `migrations/postgres/0002_append_function.sql`.
