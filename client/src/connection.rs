@@ -1,5 +1,5 @@
-//! One greeted connection. Requests wait for their own answer; every other frame that arrives
-//! meanwhile is kept, in order, for [`Connection::next_event`].
+//! One greeted connection. Requests wait for their own answer; the other frames that arrive
+//! meanwhile are kept, in order and up to a limit, for [`Connection::next_event`].
 
 use crate::link::{Endpoint, Link, LinkRx, LinkTx};
 use crate::{ClientError, ClientResult};
@@ -9,11 +9,20 @@ use socketchat::wire::{
 };
 use std::collections::VecDeque;
 
+/// Frames a connection keeps for [`Connection::next_event`] by default. Beyond, the oldest are
+/// dropped (and `next_event` says how many), so an application that only makes requests in a
+/// busy room does not pile up the room's messages without bound.
+pub const MAX_PENDING_EVENTS: usize = 4096;
+
 /// A connection after `Hello` was answered.
 pub struct Connection {
     link: Link,
     welcome: Welcome,
     events: VecDeque<ServerFrame>,
+    /// Most frames kept in `events`.
+    event_limit: usize,
+    /// Frames dropped from `events` since `next_event` last said so.
+    dropped: u64,
     next_request: u32,
 }
 
@@ -40,7 +49,7 @@ impl Connection {
                 other => events.push_back(other),
             }
         };
-        Ok(Self { link, welcome, events, next_request: 1 })
+        Ok(Self { link, welcome, events, event_limit: MAX_PENDING_EVENTS, dropped: 0, next_request: 1 })
     }
 
     /// The server's answer to `Hello`: who we are and the limits in force.
@@ -53,9 +62,28 @@ impl Connection {
         self.link.send(frame).await
     }
 
+    /// How many frames to keep for `next_event` at most (at least 1; [`MAX_PENDING_EVENTS`]
+    /// by default).
+    pub fn set_event_limit(&mut self, limit: usize) {
+        self.event_limit = limit.max(1);
+        while self.events.len() > self.event_limit {
+            self.drop_oldest();
+        }
+    }
+
+    fn drop_oldest(&mut self) {
+        self.events.pop_front();
+        self.dropped += 1;
+    }
+
     /// The next frame no request took: live messages, typing, presence, read marks, errors of
-    /// frames sent with `send_frame`.
+    /// frames sent with `send_frame`. If frames were dropped because more than the limit were
+    /// waiting, this first fails once with [`ClientError::Dropped`] (reconnectable: join again
+    /// from the last seq seen to get the messages back).
     pub async fn next_event(&mut self) -> ClientResult<ServerFrame> {
+        if self.dropped > 0 {
+            return Err(ClientError::Dropped(std::mem::take(&mut self.dropped)));
+        }
         match self.events.pop_front() {
             Some(frame) => Ok(frame),
             None => self.link.recv().await,
@@ -73,7 +101,12 @@ impl Connection {
             match judge(self.link.recv().await?) {
                 Verdict::Answer(answer) => return Ok(answer),
                 Verdict::Refused(e) => return Err(ClientError::Refused(e)),
-                Verdict::Other(frame) => self.events.push_back(frame),
+                Verdict::Other(frame) => {
+                    if self.events.len() >= self.event_limit {
+                        self.drop_oldest();
+                    }
+                    self.events.push_back(frame);
+                }
             }
         }
     }

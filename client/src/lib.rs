@@ -11,8 +11,9 @@
 //!   frame, § 1.2) or a WebTransport session's bidirectional stream (length-prefixed frames,
 //!   § 1.3–1.4), both authenticated with the cookie.
 //! - [`connection`]: one greeted connection (`Hello` → `Welcome`) with request helpers that
-//!   wait for their own answer (`Joined` and its replay, `Ack`, `History`) and keep every
-//!   other frame, in order, for [`Connection::next_event`].
+//!   wait for their own answer (`Joined` and its replay, `Ack`, `History`) and keep the other
+//!   frames, in order, for [`Connection::next_event`] (the newest 4,096 by default; the drop of
+//!   older ones is reported).
 //! - [`client`]: [`Client`], which survives a lost connection: it reconnects with backoff,
 //!   joins its rooms again from the last seq it saw (§ 6.5), and retries a send with the same
 //!   `client_msg_id`, so nothing is missed and nothing is stored twice (§ 6.4).
@@ -47,17 +48,22 @@ pub enum ClientError {
     /// The server refused a request (`Error` frame, PROTOCOL.md § 4.1).
     #[error("refused: {} {}", .0.code, .0.message)]
     Refused(socketchat::wire::ErrorFrame),
+    /// Frames that arrived while requests waited were not taken with `next_event` in time, and
+    /// this many of the oldest were dropped (`Connection::set_event_limit`).
+    #[error("{0} frames dropped: more arrived than were taken with next_event")]
+    Dropped(u64),
     /// The server sent bytes that are not a frame of protocol v3.
     #[error("protocol: {0}")]
     Protocol(String),
 }
 
 impl ClientError {
-    /// Whether a new connection may succeed (PROTOCOL.md § 4.2: codes below 4500, and a
-    /// connection that dropped).
+    /// Whether a new connection may succeed (PROTOCOL.md § 4.2: codes below 4500, a connection
+    /// that dropped, and frames dropped for want of a reader: a new connection resumes from the
+    /// last seq seen).
     pub fn reconnectable(&self) -> bool {
         match self {
-            ClientError::Lost(_) => true,
+            ClientError::Lost(_) | ClientError::Dropped(_) => true,
             ClientError::Closed { code, .. } => *code < 4500,
             _ => false,
         }

@@ -130,3 +130,58 @@ async fn a_server_restart_loses_nothing_and_stores_nothing_twice() {
     check.close().await;
     running.shutdown().await;
 }
+
+#[tokio::test]
+async fn frames_nobody_takes_are_bounded_and_the_drop_is_reported_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path(), "127.0.0.1:0".parse().unwrap(), false).await;
+    let base = format!("http://{}", running.local_addr());
+    let alice = account(&base, "alice").await;
+    let bob = account(&base, "bob").await;
+    let endpoint = alice.websocket().await.unwrap();
+    let mut a = Connection::open(&endpoint, &alice.token, "only-requests").await.unwrap();
+    let mut b = Connection::open(&endpoint, &bob.token, "talker").await.unwrap();
+    a.join("design", None).await.unwrap();
+    b.join("design", None).await.unwrap();
+    a.set_event_limit(3);
+    // Bob's five messages reach Alice's connection before the acks of Bob's sends come back.
+    for n in 1..=5u8 {
+        b.store(send("design", n, &format!("b{n}"))).await.unwrap();
+    }
+    // Alice only makes a request: the five wait in front of her ack, and only 3 are kept.
+    a.store(send("design", 100, "a1")).await.unwrap();
+    assert_eq!(a.pending_events(), 3, "the backlog is bounded");
+    match a.next_event().await {
+        Err(e @ ClientError::Dropped(_)) => {
+            assert!(e.reconnectable(), "a new connection resumes from the last seq");
+            assert!(matches!(e, ClientError::Dropped(n) if n >= 3), "{e}");
+        }
+        other => panic!("expected the drop to be reported first, got {other:?}"),
+    }
+    // Then the newest frames, in order: what was dropped is the oldest (b1 at least), and b5
+    // comes right before Alice's own message.
+    let mut texts = Vec::new();
+    loop {
+        if let ServerFrame::Message(m) = within("Alice's own message", a.next_event()).await.unwrap() {
+            let own = m.text == "a1";
+            texts.push(m.text);
+            if own {
+                break;
+            }
+        }
+    }
+    assert!(!texts.contains(&"b1".to_owned()), "{texts:?}");
+    assert_eq!(texts[texts.len().saturating_sub(2)..], ["b5".to_owned(), "a1".to_owned()], "{texts:?}");
+    a.close().await;
+    b.close().await;
+    running.shutdown().await;
+}
+
+fn send(room: &str, id: u8, text: &str) -> socketchat::wire::ClientFrame {
+    socketchat::wire::ClientFrame::Send(socketchat::wire::Send {
+        room: room.into(),
+        client_msg_id: [id; 16],
+        text: text.into(),
+        attachments: Vec::new(),
+    })
+}
