@@ -272,9 +272,8 @@ impl<T: Transport> Driver<T> {
                 _ => break,
             }
         }
-        if self.member.has_events() {
-            self.take_events(session);
-        }
+        // One lock, whether or not anything is waiting (an empty take allocates nothing).
+        self.take_events(session);
     }
 
     async fn feed(&mut self, bytes: Bytes) -> Result<bool, String> {

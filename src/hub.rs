@@ -123,11 +123,6 @@ impl Member {
         taken
     }
 
-    /// Whether events are waiting.
-    pub fn has_events(&self) -> bool {
-        !self.queue().is_empty()
-    }
-
     /// Completes once the connection's token was revoked.
     pub async fn revoked(&self) {
         self.revoke.notified().await;
