@@ -3,7 +3,7 @@
 //! into the session, and carries out the session's actions. Outbound frames are fed as they come
 //! and flushed once per turn, so a burst of events costs one write.
 
-use crate::hub::{Event, EventKind, Member, Topic};
+use crate::hub::{Event, EventKind, Member, Signals, Topic};
 use crate::node::Node;
 use crate::presence::{Scope, room_presence};
 use crate::session::{Action, Session, replay_range};
@@ -18,6 +18,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 /// A write that takes longer than this means the peer stopped reading.
@@ -98,6 +99,14 @@ impl Sends {
 /// A send being committed: its room, id and outcome.
 type PendingSend = Pin<Box<dyn Future<Output = (u64, ClientMsgId, StoreResult<Appended>)> + std::marker::Send>>;
 
+/// What the driver does with one of the session's actions.
+enum Step {
+    /// Write a frame (most actions).
+    Feed(Bytes),
+    /// Anything else, boxed.
+    Execute(Box<Action>),
+}
+
 struct Driver<T> {
     node: Arc<Node>,
     transport: T,
@@ -120,16 +129,20 @@ pub(crate) struct Credentials {
     pub(crate) expires_at: u64,
 }
 
-/// Runs one authenticated connection to its end.
-pub(crate) async fn run<T: Transport>(node: Arc<Node>, transport: T, credentials: Credentials) {
+/// Runs one authenticated connection to its end. The connection is set up before the returned
+/// future starts, and that future works on the driver and session in place: an `async fn`
+/// would hold its arguments beside the driver made of them for as long as the connection lives.
+pub(crate) fn run<T: Transport>(
+    node: Arc<Node>,
+    transport: T,
+    credentials: Credentials,
+) -> impl Future<Output = ()> + std::marker::Send {
     let Credentials { user, token_id, expires_at: token_exp } = credentials;
     let conn_id = node.next_connection_id();
     let member = Arc::new(Member::new(conn_id, user.id, token_id, OUTBOUND_QUEUE));
     node.hub.register(member.clone());
     node.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
     node.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
-    count_presence(&node, &user, &[Scope::Online], true).await;
-    tracing::debug!(conn = conn_id, user = %user.username, "connection open");
 
     let now = Instant::now();
     let token_deadline = now + Duration::from_secs(token_exp.saturating_sub(crate::clock::unix_secs()));
@@ -138,26 +151,24 @@ pub(crate) async fn run<T: Transport>(node: Arc<Node>, transport: T, credentials
         node.send_rate_per_sec,
         now,
     );
-    let mut driver = Driver {
-        node: node.clone(),
-        transport,
-        member,
-        user: user.clone(),
-        sends: Sends::default(),
-        present_in: HashSet::new(),
-    };
-    let reason = driver.run(&mut session).await;
-    tracing::debug!(conn = conn_id, user = %user.username, reason = %reason, "connection closed");
+    let mut driver = Driver { node, transport, member, user, sends: Sends::default(), present_in: HashSet::new() };
+    async move {
+        let node = driver.node.clone();
+        count_presence(&node, &driver.user, &[Scope::Online], true).await;
+        tracing::debug!(conn = conn_id, user = %driver.user.username, "connection open");
+        let reason = driver.run(&mut session).await;
+        tracing::debug!(conn = conn_id, user = %driver.user.username, reason = %reason, "connection closed");
 
-    for room in node.hub.unregister(conn_id, session.room_ids()) {
-        node.bus.unsubscribe(room);
+        for room in node.hub.unregister(conn_id, session.room_ids()) {
+            node.bus.unsubscribe(room);
+        }
+        node.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+        let scopes: Vec<Scope> =
+            std::iter::once(Scope::Online).chain(driver.present_in.iter().map(|room| Scope::Room(*room))).collect();
+        count_presence(&node, &driver.user, &scopes, false).await;
+        // Only now answer a client's close: once it sees the reply, it is counted out everywhere.
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, driver.transport.flush()).await;
     }
-    node.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
-    let scopes: Vec<Scope> =
-        std::iter::once(Scope::Online).chain(driver.present_in.iter().map(|room| Scope::Room(*room))).collect();
-    count_presence(&node, &user, &scopes, false).await;
-    // Only now answer a client's close: once it sees the reply, it is counted out everywhere.
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, driver.transport.flush()).await;
 }
 
 /// Counts a connection in or out of presence scopes and announces the transitions, if any.
@@ -172,22 +183,24 @@ async fn count_presence(node: &Node, user: &UserRef, scopes: &[Scope], entered: 
 
 impl<T: Transport> Driver<T> {
     async fn run(&mut self, session: &mut Session) -> String {
-        let mut shutdown = self.node.shutdown.clone();
-        if *shutdown.borrow_and_update() {
-            session.handle_shutdown();
-        }
         let sleep = tokio::time::sleep_until(session.poll_timeout().into());
         tokio::pin!(sleep);
         loop {
             let mut wrote = false;
-            while let Some(action) = session.poll_action() {
+            loop {
                 // Frames out (the hot path) are fed in place; the rest (store reads, presence,
                 // goodbyes) runs boxed, so that the connection's task is not sized for its
-                // largest step for as long as it lives (idle memory).
-                let done = match action {
-                    Action::Send(frame) => self.feed(wire::encode_bytes(&frame)).await,
-                    Action::Forward(bytes) => self.feed(bytes).await,
-                    other => Box::pin(self.execute(session, other)).await,
+                // largest step for as long as it lives (idle memory). The action itself is
+                // gone before anything is awaited, for the same reason.
+                let step = match session.poll_action() {
+                    None => break,
+                    Some(Action::Send(frame)) => Step::Feed(wire::encode_bytes(&frame)),
+                    Some(Action::Forward(bytes)) => Step::Feed(bytes),
+                    Some(other) => Step::Execute(Box::new(other)),
+                };
+                let done = match step {
+                    Step::Feed(bytes) => self.feed(bytes).await,
+                    Step::Execute(action) => Box::pin(self.execute(session, *action)).await,
                 };
                 match done {
                     Ok(w) => wrote |= w,
@@ -231,7 +244,8 @@ impl<T: Transport> Driver<T> {
                     Inbound::Broken(reason) => {
                         tracing::warn!(user = %self.user.username, error = %reason, "broken transport framing");
                         self.node.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
-                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.transport.abort(truncate(&reason, 123))).await;
+                        let abort = tokio::time::timeout(CLOSE_TIMEOUT, self.transport.abort(truncate(&reason, 123)));
+                        let _ = Box::pin(abort).await;
                         return reason;
                     }
                     Inbound::Activity => {
@@ -242,17 +256,25 @@ impl<T: Transport> Driver<T> {
                     }
                     Inbound::Closed(reason) => return reason.unwrap_or_else(|| "closed by client".into()),
                 },
-                () = self.member.ready() => self.take_events(session),
-                () = self.member.kicked() => {
-                    self.node.metrics.slow_disconnects.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(user = %self.user.username, "slow consumer disconnected");
-                    session.handle_slow();
-                }
-                () = self.member.revoked() => session.handle_revoked(),
-                _ = shutdown.changed() => session.handle_shutdown(),
+                signals = self.member.signalled() => self.signalled(session, signals),
                 () = &mut sleep => session.handle_timeout(Instant::now()),
             }
             self.gather(session);
+        }
+    }
+
+    fn signalled(&mut self, session: &mut Session, signals: Signals) {
+        if signals.contains(Signals::KICKED) {
+            self.node.metrics.slow_disconnects.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(user = %self.user.username, "slow consumer disconnected");
+            session.handle_slow();
+        } else if signals.contains(Signals::REVOKED) {
+            session.handle_revoked();
+        } else if signals.contains(Signals::SHUTDOWN) {
+            session.handle_shutdown();
+        }
+        if signals.contains(Signals::EVENTS) {
+            self.take_events(session);
         }
     }
 
@@ -278,14 +300,12 @@ impl<T: Transport> Driver<T> {
 
     async fn feed(&mut self, bytes: Bytes) -> Result<bool, String> {
         self.node.metrics.frames_out.fetch_add(1, Ordering::Relaxed);
-        let io = self.transport.feed(bytes);
-        let written = write(&self.node, &self.member, WRITE_TIMEOUT, io).await;
+        let written = write(&self.node, &self.member, WRITE_TIMEOUT, std::pin::pin!(self.transport.feed(bytes))).await;
         self.slow_if_stuck(written).map(|()| true)
     }
 
     async fn flush(&mut self) -> Result<(), String> {
-        let io = self.transport.flush();
-        let written = write(&self.node, &self.member, WRITE_TIMEOUT, io).await;
+        let written = write(&self.node, &self.member, WRITE_TIMEOUT, std::pin::pin!(self.transport.flush())).await;
         self.slow_if_stuck(written)
     }
 
@@ -333,10 +353,12 @@ impl<T: Transport> Driver<T> {
         let goaway = ServerFrame::GoAway(GoAway { code: code.code(), reason: reason.to_owned() });
         // Best effort within a short deadline: a peer that stopped reading may never see the
         // reason, but it is disconnected all the same.
-        let io = self.transport.feed(wire::encode_bytes(&goaway));
-        if write(&self.node, &self.member, CLOSE_TIMEOUT, io).await.is_ok() {
-            let io = self.transport.flush();
-            let _ = write(&self.node, &self.member, CLOSE_TIMEOUT, io).await;
+        let fed = {
+            let frame = std::pin::pin!(self.transport.feed(wire::encode_bytes(&goaway)));
+            write(&self.node, &self.member, CLOSE_TIMEOUT, frame).await
+        };
+        if fed.is_ok() {
+            let _ = write(&self.node, &self.member, CLOSE_TIMEOUT, std::pin::pin!(self.transport.flush())).await;
         }
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.transport.close(code, reason)).await;
     }
@@ -448,20 +470,32 @@ impl<T: Transport> Driver<T> {
 
 /// Runs one write under a deadline; a kick from the hub (the peer's queue is full because it
 /// stopped reading) cuts a blocked write short instead of letting it wait out the deadline.
-async fn write(
+/// Most writes complete at once: the deadline's timer is only made (boxed) for one that has to
+/// wait, so the connection's task is not sized for a timer it rarely needs.
+async fn write<F: Future<Output = Result<(), String>>>(
     node: &Node,
     member: &Member,
     deadline: Duration,
-    io: impl Future<Output = Result<(), String>>,
+    mut io: Pin<&mut F>,
 ) -> Result<(), String> {
-    tokio::select! {
-        result = tokio::time::timeout(deadline, io) => result.unwrap_or_else(|_| Err(TIMED_OUT.into())),
-        () = member.kicked() => {
+    let mut kicked = std::pin::pin!(member.kicked());
+    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(result) = io.as_mut().poll(cx) {
+            return Poll::Ready(result);
+        }
+        if kicked.as_mut().poll(cx).is_ready() {
             node.metrics.slow_disconnects.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(conn = member.id, "slow consumer disconnected while a write was blocked");
-            Err(format!("{SLOW}: outbound queue full"))
+            return Poll::Ready(Err(format!("{SLOW}: outbound queue full")));
         }
-    }
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(deadline)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(TIMED_OUT.into())),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.

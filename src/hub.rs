@@ -13,9 +13,12 @@ use crate::rooms::RoomDirectory;
 use crate::store::{RoomKind, Store, StoredMessage};
 use crate::wire::{RoomPresence, ServerFrame};
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
@@ -64,6 +67,26 @@ pub struct Event {
     pub bytes: Bytes,
 }
 
+/// What a connection's task was woken for: bits of [`Member::signalled`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Signals(u8);
+
+impl Signals {
+    /// Events are waiting (take them with [`Member::take`]).
+    pub const EVENTS: Signals = Signals(1);
+    /// The hub found the queue full: the connection is a slow consumer.
+    pub const KICKED: Signals = Signals(2);
+    /// The connection's token was revoked.
+    pub const REVOKED: Signals = Signals(4);
+    /// The node is shutting down.
+    pub const SHUTDOWN: Signals = Signals(8);
+
+    /// Whether `other` is among these.
+    pub fn contains(self, other: Signals) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
 /// One connection as the hub sees it.
 #[derive(Debug)]
 pub struct Member {
@@ -78,10 +101,13 @@ pub struct Member {
     /// (a channel keeps a block of slots per connection for as long as it lives).
     queue: Mutex<VecDeque<Event>>,
     capacity: usize,
-    ready: Notify,
     slow: AtomicBool,
-    kick: Notify,
-    revoke: Notify,
+    /// Raised [`Signals`] not yet taken by the connection's task.
+    signals: AtomicU8,
+    /// The connection's task, woken when a signal is raised. One waker that stays registered
+    /// rather than a waiter per signal: a turn of the connection registers nothing with a lock
+    /// and unregisters nothing afterwards.
+    waker: AtomicWaker,
 }
 
 impl Member {
@@ -93,10 +119,9 @@ impl Member {
             token_id,
             queue: Mutex::new(VecDeque::new()),
             capacity,
-            ready: Notify::new(),
             slow: AtomicBool::new(false),
-            kick: Notify::new(),
-            revoke: Notify::new(),
+            signals: AtomicU8::new(0),
+            waker: AtomicWaker::new(),
         }
     }
 
@@ -104,33 +129,55 @@ impl Member {
         self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Completes once events are waiting (take them with [`Member::take`]).
-    pub async fn ready(&self) {
-        self.ready.notified().await;
+    fn signal(&self, signals: Signals) {
+        self.signals.fetch_or(signals.0, Ordering::AcqRel);
+        self.waker.wake();
+    }
+
+    /// Completes with the signals raised since it last completed, and takes them.
+    pub fn signalled(&self) -> impl Future<Output = Signals> + '_ {
+        std::future::poll_fn(|cx| {
+            let raised = self.signals.swap(0, Ordering::AcqRel);
+            if raised != 0 {
+                return Poll::Ready(Signals(raised));
+            }
+            self.waker.register(cx.waker());
+            match self.signals.swap(0, Ordering::AcqRel) {
+                0 => Poll::Pending,
+                raised => Poll::Ready(Signals(raised)),
+            }
+        })
+    }
+
+    /// Completes once the hub found this member's queue full, and takes that signal only: a
+    /// write blocked on the peer waits for it beside the write. The kick is taken once, by
+    /// this or by [`Member::signalled`], so the goodbye written afterwards is not cut short.
+    pub fn kicked(&self) -> impl Future<Output = ()> + '_ {
+        let take = || self.signals.fetch_and(!Signals::KICKED.0, Ordering::AcqRel) & Signals::KICKED.0 != 0;
+        std::future::poll_fn(move |cx| {
+            if take() {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            if take() { Poll::Ready(()) } else { Poll::Pending }
+        })
     }
 
     /// Takes up to `max` waiting events, oldest first. When it takes them all, the queue's
-    /// memory goes with them; when some remain, `ready` completes again at once.
+    /// memory goes with them (and a raised `EVENTS` with them: the task is not woken for
+    /// events it already took); when some remain, `EVENTS` is raised again.
     pub fn take(&self, max: usize) -> VecDeque<Event> {
         let mut queue = self.queue();
         if queue.len() <= max {
+            // Under the lock: an event offered after this take raises it again.
+            self.signals.fetch_and(!Signals::EVENTS.0, Ordering::AcqRel);
             return std::mem::take(&mut *queue);
         }
         let rest = queue.split_off(max);
         let taken = std::mem::replace(&mut *queue, rest);
         drop(queue);
-        self.ready.notify_one();
+        self.signal(Signals::EVENTS);
         taken
-    }
-
-    /// Completes once the connection's token was revoked.
-    pub async fn revoked(&self) {
-        self.revoke.notified().await;
-    }
-
-    /// Completes once the hub found this member's queue full.
-    pub async fn kicked(&self) {
-        self.kick.notified().await;
     }
 
     fn offer(&self, event: &Event) {
@@ -140,15 +187,15 @@ impl Member {
         let mut queue = self.queue();
         if queue.len() >= self.capacity {
             drop(queue);
-            self.slow.store(true, Ordering::Relaxed);
-            self.kick.notify_one();
+            self.slow.store(true, Ordering::Release);
+            self.signal(Signals::KICKED);
             return;
         }
         queue.push_back(event.clone());
         let first = queue.len() == 1;
         drop(queue);
         if first {
-            self.ready.notify_one();
+            self.signal(Signals::EVENTS);
         }
     }
 }
@@ -252,6 +299,8 @@ struct Inner {
     everyone: HashMap<u64, Arc<Member>>,
     /// Set when the relay lost events: every room's head is checked at once.
     resync: bool,
+    /// Set once the node began shutting down.
+    closing: bool,
 }
 
 impl Hub {
@@ -261,7 +310,21 @@ impl Hub {
 
     /// Adds a connection to the node (it starts receiving `Everyone` events).
     pub fn register(&self, member: Arc<Member>) {
-        self.lock().everyone.insert(member.id, member);
+        let mut inner = self.lock();
+        if inner.closing {
+            member.signal(Signals::SHUTDOWN);
+        }
+        inner.everyone.insert(member.id, member);
+    }
+
+    /// The node is shutting down: every connection, and any that registers from now on, is
+    /// signalled `SHUTDOWN`.
+    pub fn shut_down(&self) {
+        let mut inner = self.lock();
+        inner.closing = true;
+        for member in inner.everyone.values() {
+            member.signal(Signals::SHUTDOWN);
+        }
     }
 
     /// Removes a connection from the node and from these rooms; returns the rooms that have
@@ -342,7 +405,7 @@ impl Hub {
                 EventKind::Removed | EventKind::ToUser if member.user_id != event.from_user => {}
                 EventKind::Revoke => {
                     if member.user_id == event.from_user && member.token_id.as_bytes() == &event.bytes[..] {
-                        member.revoke.notify_one();
+                        member.signal(Signals::REVOKED);
                     }
                 }
                 _ => member.offer(event),
@@ -595,7 +658,22 @@ pub async fn repair(hub: Arc<Hub>, store: Arc<dyn Store>, rooms: Arc<RoomDirecto
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::FutureExt;
     use std::sync::Arc;
+
+    #[test]
+    fn shutting_down_signals_every_connection_and_any_that_registers_later() {
+        let hub = Hub::default();
+        let before = Arc::new(Member::new(1, 10, "t1".into(), 8));
+        hub.register(before.clone());
+        assert_eq!(before.signalled().now_or_never(), None);
+        hub.shut_down();
+        assert_eq!(before.signalled().now_or_never(), Some(Signals::SHUTDOWN));
+        assert_eq!(before.signalled().now_or_never(), None, "a signal is taken once");
+        let after = Arc::new(Member::new(2, 10, "t2".into(), 8));
+        hub.register(after.clone());
+        assert_eq!(after.signalled().now_or_never(), Some(Signals::SHUTDOWN));
+    }
 
     fn event(topic: Topic, kind: EventKind, from_user: u64) -> Event {
         Event { topic, kind, from_user, bytes: Bytes::from_static(b"x") }
@@ -612,7 +690,7 @@ mod tests {
         hub.start(5, 0);
         hub.deliver(&event(Topic::Room(5), EventKind::Message { seq: 1 }, 20));
         hub.deliver(&event(Topic::Room(5), EventKind::Typing, 10));
-        a.ready().await;
+        assert_eq!(a.signalled().await, Signals::EVENTS);
         let kinds: Vec<EventKind> = a.take(10).into_iter().map(|e| e.kind).collect();
         assert_eq!(kinds, [EventKind::Message { seq: 1 }], "own typing is not echoed");
         assert!(b.take(10).is_empty(), "non-member gets no room events");
@@ -674,10 +752,10 @@ mod tests {
             bytes: Bytes::from_static(b"jti-a"),
         };
         hub.deliver(&revoke);
-        tokio::time::timeout(std::time::Duration::from_secs(5), same_token.revoked()).await.expect("revoked");
+        let signals = tokio::time::timeout(std::time::Duration::from_secs(5), same_token.signalled()).await;
+        assert_eq!(signals.expect("revoked"), Signals::REVOKED);
         assert!(same_token.take(10).is_empty() && other_token.take(10).is_empty(), "a revocation is never forwarded");
-        let not_yet = tokio::time::timeout(std::time::Duration::from_millis(50), other_token.revoked()).await;
-        assert!(not_yet.is_err(), "another token of the same user stays");
+        assert_eq!(other_token.signalled().now_or_never(), None, "another token of the same user stays");
     }
 
     #[tokio::test]
@@ -690,7 +768,11 @@ mod tests {
         for seq in 1..=3 {
             hub.deliver(&event(Topic::Room(5), EventKind::Message { seq }, 20));
         }
-        tokio::time::timeout(std::time::Duration::from_secs(5), member.kicked()).await.expect("kicked");
+        // Two events, then the kick; the third event is not queued.
+        assert!(member.kicked().now_or_never().is_some());
+        assert!(member.kicked().now_or_never().is_none(), "a kick is taken once");
+        assert_eq!(member.signalled().now_or_never(), Some(Signals::EVENTS));
+        assert_eq!(member.take(10).len(), 2);
     }
 
     fn seqs(member: &Member) -> Vec<u64> {
@@ -749,6 +831,7 @@ mod tests {
 #[cfg(test)]
 mod queue_tests {
     use super::*;
+    use futures_util::FutureExt;
 
     #[tokio::test]
     async fn a_member_takes_events_in_order_in_batches_and_an_empty_queue_holds_no_memory() {
@@ -761,12 +844,20 @@ mod queue_tests {
                 bytes: Bytes::new(),
             });
         }
-        member.ready().await;
+        assert_eq!(member.signalled().await, Signals::EVENTS);
         let first: Vec<EventKind> = member.take(3).into_iter().map(|e| e.kind).collect();
         assert_eq!(first, (1..=3).map(|seq| EventKind::Message { seq }).collect::<Vec<_>>());
-        // Some remain: ready again at once.
-        tokio::time::timeout(Duration::from_secs(1), member.ready()).await.expect("ready again");
+        // Some remain: signalled again at once; once all are taken, not any more.
+        assert_eq!(member.signalled().now_or_never(), Some(Signals::EVENTS));
         assert_eq!(member.take(3).len(), 2);
+        member.offer(&Event {
+            topic: Topic::Room(1),
+            kind: EventKind::Message { seq: 6 },
+            from_user: 2,
+            bytes: Bytes::new(),
+        });
+        assert_eq!(member.take(3).len(), 1);
+        assert_eq!(member.signalled().now_or_never(), None, "no wake for events already taken");
         assert_eq!(member.queue().capacity(), 0, "the queue's memory went with its events");
     }
 }

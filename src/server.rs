@@ -87,6 +87,7 @@ impl Running {
             tokio::time::sleep(self.drain_delay).await;
         }
         let _ = self.stop.send(true);
+        self.node.hub.shut_down();
         let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
         let closed = tokio::time::timeout(self.grace, self.node.connection_slots.acquire_many(all)).await;
         if closed.is_err() {

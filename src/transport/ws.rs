@@ -140,8 +140,12 @@ where
         }
     }
 
+    /// Waits for room in the write buffer, then queues the frame: the message is built only
+    /// once there is room, so no waiting future holds one (every connection's task is sized
+    /// for its largest wait).
     async fn feed(&mut self, frame: Bytes) -> Result<(), String> {
-        self.ws.feed(Message::Binary(frame)).await.map_err(|e| e.to_string())
+        std::future::poll_fn(|cx| self.ws.poll_ready_unpin(cx)).await.map_err(|e| e.to_string())?;
+        self.ws.start_send_unpin(Message::Binary(frame)).map_err(|e| e.to_string())
     }
 
     async fn flush(&mut self) -> Result<(), String> {

@@ -25,8 +25,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const STREAM_WAIT: Duration = Duration::from_secs(10);
 /// How long a closing session waits for the peer to read the GoAway and hang up.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
-/// Read granularity of the stream buffer.
-const READ_CHUNK: usize = 4 * 1024;
+/// Read granularity of the stream buffer, which every waiting session holds: client frames are
+/// small (as the WebSocket read buffer, 512 B; a larger frame is read in more calls).
+const READ_CHUNK: usize = 512;
 
 type H3Conn = h3_quinn::Connection;
 type WtStream = h3_webtransport::stream::BidiStream<h3_quinn::BidiStream<Bytes>, Bytes>;
@@ -57,8 +58,15 @@ pub(crate) async fn serve(node: Arc<Node>, endpoint: quinn::Endpoint) {
     while let Some(incoming) = endpoint.accept().await {
         let node = node.clone();
         tokio::spawn(async move {
-            if let Err(e) = session(node, incoming).await {
-                tracing::debug!(error = %e, "WebTransport connection ended");
+            // The handshake's state is large (HTTP/3 set-up, the CONNECT, authentication):
+            // boxed, it is freed once the session runs instead of sizing the session's task.
+            match Box::pin(session(node.clone(), incoming)).await {
+                Ok(Some((transport, credentials, slot))) => {
+                    conn::run(node, transport, credentials).await;
+                    drop(slot);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(error = %e, "WebTransport connection ended"),
             }
         });
     }
@@ -124,7 +132,15 @@ async fn authorize(node: &Node, req: &Request<()>) -> Result<Credentials, (Statu
     })
 }
 
-async fn session(node: Arc<Node>, incoming: quinn::Incoming) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// A session ready to run: its transport, who it is, and its connection slot.
+type Accepted = (WtTransport, Credentials, tokio::sync::OwnedSemaphorePermit);
+
+/// The QUIC handshake, HTTP/3 and the CONNECT up to an accepted session with its stream, or
+/// `None` when the connection was refused or went away.
+async fn session(
+    node: Arc<Node>,
+    incoming: quinn::Incoming,
+) -> Result<Option<Accepted>, Box<dyn std::error::Error + Send + Sync>> {
     let quic = incoming.await?;
     let mut h3_conn: h3::server::Connection<H3Conn, Bytes> = h3::server::builder()
         .enable_webtransport(true)
@@ -147,17 +163,17 @@ async fn session(node: Arc<Node>, incoming: quinn::Incoming) -> Result<(), Box<d
     .await;
     let (req, stream) = match request {
         Ok(Ok(Some(request))) => request,
-        Ok(Ok(None)) => return Ok(()),
+        Ok(Ok(None)) => return Ok(None),
         Ok(Err(e)) => return Err(e),
         Err(_) => {
             quic.close(0u32.into(), b"no request");
-            return Ok(());
+            return Ok(None);
         }
     };
     let is_wt = req.method() == Method::CONNECT && req.extensions().get::<Protocol>() == Some(&Protocol::WEB_TRANSPORT);
     if !is_wt || req.uri().path() != "/wt" {
         refuse(stream, if is_wt { StatusCode::NOT_FOUND } else { StatusCode::BAD_REQUEST }, &quic).await;
-        return Ok(());
+        return Ok(None);
     }
     let credentials = match authorize(&node, &req).await {
         Ok(credentials) => credentials,
@@ -165,30 +181,27 @@ async fn session(node: Arc<Node>, incoming: quinn::Incoming) -> Result<(), Box<d
             tracing::warn!(status = status.as_u16(), why, "WebTransport CONNECT refused");
             node.metrics.upgrades_refused.fetch_add(1, Ordering::Relaxed);
             refuse(stream, status, &quic).await;
-            return Ok(());
+            return Ok(None);
         }
     };
     if node.draining.load(Ordering::Relaxed) {
         refuse(stream, StatusCode::SERVICE_UNAVAILABLE, &quic).await;
-        return Ok(());
+        return Ok(None);
     }
     let Ok(slot) = node.connection_slots.clone().try_acquire_owned() else {
         refuse(stream, StatusCode::SERVICE_UNAVAILABLE, &quic).await;
-        return Ok(());
+        return Ok(None);
     };
     let session = WebTransportSession::accept(req, stream, h3_conn).await?;
     let stream = match tokio::time::timeout(STREAM_WAIT, session.accept_bi()).await {
         Ok(Ok(Some(AcceptedBi::BidiStream(_, stream)))) => stream,
         _ => {
             quic.close(CloseCode::BadFrame.code().into(), b"expected one bidirectional stream");
-            return Ok(());
+            return Ok(None);
         }
     };
-    let transport =
-        WtTransport { stream, read: BytesMut::with_capacity(READ_CHUNK), write: Vec::new(), quic, _session: session };
-    conn::run(node, transport, credentials).await;
-    drop(slot);
-    Ok(())
+    let transport = WtTransport { stream, read: BytesMut::new(), write: Vec::new(), quic, _session: Box::new(session) };
+    Ok(Some((transport, credentials, slot)))
 }
 
 struct WtTransport {
@@ -196,7 +209,9 @@ struct WtTransport {
     read: BytesMut,
     write: Vec<u8>,
     quic: quinn::Connection,
-    _session: WebTransportSession<H3Conn, Bytes>,
+    /// Boxed: the session (HTTP/3 connection state) is large and held as it is for as long as
+    /// the connection lives; inline, the connection's task would carry it more than once.
+    _session: Box<WebTransportSession<H3Conn, Bytes>>,
 }
 
 impl Transport for WtTransport {
