@@ -16,9 +16,11 @@ use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode as WsCloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{
     Error as WsError, Message,
@@ -30,14 +32,93 @@ use tokio_tungstenite::tungstenite::{
 const MAX_WS_MESSAGE: usize = 64 * 1024;
 
 /// Small read buffer: it is allocated up front per connection (512 B: client frames are small;
-/// a larger one is read in more calls, and the buffer grows for it).
+/// a larger one is read in more calls, and the buffer grows for it). tungstenite hands every
+/// frame straight to the [`Outbox`] (write buffer 0), which gathers a turn's frames for one
+/// write: tungstenite's own write buffer never shrinks, so it only ever holds one frame.
 fn config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(512)
-        .write_buffer_size(16 * 1024)
+        .write_buffer_size(0)
         .max_write_buffer_size(2 * 1024 * 1024)
         .max_message_size(Some(MAX_WS_MESSAGE))
         .max_frame_size(Some(MAX_WS_MESSAGE))
+}
+
+/// A frame larger than this goes out as WebSocket fragments of this size (RFC 6455 § 5.4; the
+/// client's WebSocket reassembles the message): the largest frame tungstenite ever holds is
+/// what each connection keeps for as long as it lives.
+const FRAGMENT: usize = 4 * 1024;
+/// What the [`Outbox`] gathers before it writes without waiting for the flush.
+const OUTBOX_WRITE_AT: usize = 64 * 1024;
+
+/// The connection's write buffer between tungstenite and the socket: frames are gathered until
+/// the driver flushes (one write per turn), and the buffer's memory goes once it is written,
+/// so an idle connection holds none, whatever it was sent before.
+struct Outbox<S> {
+    io: S,
+    buf: Vec<u8>,
+    /// Bytes of `buf` already written.
+    written: usize,
+}
+
+impl<S> Outbox<S> {
+    fn new(io: S) -> Self {
+        Self { io, buf: Vec::new(), written: 0 }
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> Outbox<S> {
+    /// Writes out what is gathered; the buffer's memory goes with it.
+    fn poll_drain(&mut self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        while self.written < self.buf.len() {
+            match std::pin::Pin::new(&mut self.io).poll_write(cx, &self.buf[self.written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => self.written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.buf = Vec::new();
+        self.written = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Outbox<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Outbox<S> {
+    /// Takes the bytes, unless `OUTBOX_WRITE_AT` is gathered and the socket takes nothing
+    /// more: then the writer waits (the driver's write deadline and the slow-consumer kick
+    /// apply), and the buffer stays bounded.
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.buf.len() - self.written >= OUTBOX_WRITE_AT {
+            std::task::ready!(self.poll_drain(cx))?;
+        }
+        self.buf.extend_from_slice(bytes);
+        Poll::Ready(Ok(bytes.len()))
+    }
+
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.poll_drain(cx))?;
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.poll_drain(cx))?;
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
@@ -97,7 +178,8 @@ pub(crate) async fn upgrade(State(node): State<Arc<Node>>, mut req: Request) -> 
         let _slot = slot;
         match on_upgrade.await {
             Ok(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config())).await;
+                let io = Outbox::new(TokioIo::new(upgraded));
+                let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config())).await;
                 let credentials = conn::Credentials { user, token_id: claims.jti, expires_at: claims.exp };
                 conn::run(node, WsTransport { ws }, credentials).await;
             }
@@ -144,8 +226,18 @@ where
     /// once there is room, so no waiting future holds one (every connection's task is sized
     /// for its largest wait).
     async fn feed(&mut self, frame: Bytes) -> Result<(), String> {
-        std::future::poll_fn(|cx| self.ws.poll_ready_unpin(cx)).await.map_err(|e| e.to_string())?;
-        self.ws.start_send_unpin(Message::Binary(frame)).map_err(|e| e.to_string())
+        if frame.len() <= FRAGMENT {
+            std::future::poll_fn(|cx| self.ws.poll_ready_unpin(cx)).await.map_err(|e| e.to_string())?;
+            return self.ws.start_send_unpin(Message::Binary(frame)).map_err(|e| e.to_string());
+        }
+        for (i, start) in (0..frame.len()).step_by(FRAGMENT).enumerate() {
+            let end = (start + FRAGMENT).min(frame.len());
+            let opcode = if i == 0 { OpCode::Data(Data::Binary) } else { OpCode::Data(Data::Continue) };
+            let fragment = Frame::message(frame.slice(start..end), opcode, end == frame.len());
+            std::future::poll_fn(|cx| self.ws.poll_ready_unpin(cx)).await.map_err(|e| e.to_string())?;
+            self.ws.start_send_unpin(Message::Frame(fragment)).map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     async fn flush(&mut self) -> Result<(), String> {
@@ -191,3 +283,85 @@ const CLOSE_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Kept next to the transport so the two limits are read together.
 const _: () = assert!(MAX_CLIENT_FRAME < MAX_WS_MESSAGE);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn the_outbox_gathers_until_the_flush_then_holds_no_memory_and_stays_bounded() {
+        let (near, mut far) = tokio::io::duplex(1 << 20);
+        let mut outbox = Outbox::new(near);
+        outbox.write_all(b"one ").await.unwrap();
+        outbox.write_all(b"two").await.unwrap();
+        let mut byte = [0u8; 1];
+        assert!(far.read(&mut byte).now_or_never().is_none(), "nothing is written before the flush");
+        outbox.flush().await.unwrap();
+        assert_eq!(outbox.buf.capacity(), 0, "the buffer's memory went once written");
+        let mut got = [0u8; 7];
+        far.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"one two");
+
+        // A peer that reads nothing: the outbox takes `OUTBOX_WRITE_AT` and then waits.
+        let (near, mut far) = tokio::io::duplex(1024);
+        let mut outbox = Outbox::new(near);
+        let chunk = vec![7u8; 1024];
+        let mut taken = 0;
+        while let Some(written) = outbox.write(&chunk).now_or_never() {
+            taken += written.unwrap();
+            assert!(taken <= OUTBOX_WRITE_AT + 2 * chunk.len(), "bounded");
+        }
+        assert!(taken >= OUTBOX_WRITE_AT);
+        // Once the peer reads, everything arrives in order.
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            far.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        outbox.flush().await.unwrap();
+        outbox.shutdown().await.unwrap();
+        let all = reader.await.unwrap();
+        assert_eq!(all.len(), taken);
+        assert!(all.iter().all(|b| *b == 7));
+    }
+
+    #[tokio::test]
+    async fn a_large_frame_goes_out_in_fragments_and_arrives_as_one_message() {
+        let (near, mut far) = tokio::io::duplex(1 << 20);
+        let ws = WebSocketStream::from_raw_socket(Outbox::new(near), Role::Server, Some(config())).await;
+        let mut transport = WsTransport { ws };
+        let small = Bytes::from(vec![1u8; 100]);
+        let large = Bytes::from((0..10_000u32).map(|i| i as u8).collect::<Vec<u8>>());
+        transport.feed(small.clone()).await.unwrap();
+        transport.feed(large.clone()).await.unwrap();
+        transport.flush().await.unwrap();
+        drop(transport);
+        let mut raw = Vec::new();
+        far.read_to_end(&mut raw).await.unwrap();
+
+        // (FIN, opcode, payload length) of each frame (server frames are not masked).
+        let mut frames = Vec::new();
+        let mut at = 0;
+        while at < raw.len() {
+            let (fin, opcode) = (raw[at] & 0x80 != 0, raw[at] & 0x0f);
+            let (len, header) = match raw[at + 1] & 0x7f {
+                126 => (usize::from(u16::from_be_bytes([raw[at + 2], raw[at + 3]])), 4),
+                127 => panic!("no frame here needs a 64-bit length"),
+                n => (usize::from(n), 2),
+            };
+            frames.push((fin, opcode, len));
+            at += header + len;
+        }
+        assert_eq!(
+            frames,
+            [(true, 2, 100), (false, 2, FRAGMENT), (false, 0, FRAGMENT), (true, 0, 10_000 - 2 * FRAGMENT)],
+            "a frame of at most FRAGMENT bytes whole, a larger one in fragments"
+        );
+
+        let mut client = WebSocketStream::from_raw_socket(std::io::Cursor::new(raw), Role::Client, None).await;
+        assert_eq!(client.next().await.unwrap().unwrap(), Message::Binary(small));
+        assert_eq!(client.next().await.unwrap().unwrap(), Message::Binary(large), "reassembled by the client");
+    }
+}
