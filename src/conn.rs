@@ -1,5 +1,6 @@
 //! The one async connection driver, shared by every transport: it selects over the transport,
-//! the connection's event queue, its timer and the node's shutdown signal, feeds what happens
+//! the connection's signals from the hub (events waiting, a kick, a revocation, the node's
+//! shutdown), its sends being committed and its timer, feeds what happens
 //! into the session, and carries out the session's actions. Outbound frames are fed as they come
 //! and flushed once per turn, so a burst of events costs one write.
 
