@@ -67,8 +67,14 @@ pub struct Counters {
 }
 
 impl Writer {
-    /// Starts `limits.shards` writer tasks. A room always goes to the same shard, so each room's
+    /// Starts `limits.shards` writers. A room always goes to the same shard, so each room's
     /// sends are committed and published in order, while different rooms commit in parallel.
+    ///
+    /// Each writer runs on a thread of its own (a single-threaded runtime), not among the
+    /// connections: a large fan-out leaves thousands of woken connections in the node runtime's
+    /// queues, and a writer woken by its store's answer there waited behind all of them before
+    /// it could announce the commit (measured: 25–57 ms per commit of one message with 5,000
+    /// receivers in the room). Its own thread is scheduled by the kernel at once.
     pub fn start(
         store: Arc<dyn Store>,
         hub: Arc<Hub>,
@@ -82,7 +88,16 @@ impl Writer {
                 let (tx, rx) = mpsc::channel(limits.queue.max(1));
                 let out =
                     Outlet { hub: hub.clone(), bus: bus.clone(), rooms: rooms.clone(), counters: counters.clone() };
-                tokio::spawn(run(rx, store.clone(), out, limits.timeout));
+                let (store, timeout) = (store.clone(), limits.timeout);
+                let writer = std::thread::Builder::new().name("socketchat-writer".into()).spawn(move || {
+                    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                        Ok(runtime) => runtime.block_on(run(rx, store, out, timeout)),
+                        Err(e) => tracing::error!(error = %e, "the writer's runtime did not start"),
+                    }
+                });
+                if let Err(e) = writer {
+                    tracing::error!(error = %e, "the writer's thread did not start");
+                }
                 tx
             })
             .collect();
