@@ -379,7 +379,11 @@ impl<T: Transport> Driver<T> {
                 // Membership and the relay's subscription first, then the head: a message
                 // committed after the head was read is published after it, so it reaches the
                 // membership live (no gap); the hub delivers the room in seq order from there.
-                node.hub.join(room_id, self.member.id);
+                // A room already live on this node gives its head with the membership (no store
+                // read), unless the client has seen past it (another node was ahead of this one
+                // by a message in flight): then the store's head, so `head_seq` is never below
+                // what the client has.
+                let live_head = node.hub.join(room_id, self.member.id);
                 let replay: StoreResult<_> = async {
                     node.bus.subscribe(room_id).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
                     // Membership of a closed room is checked (again) only now that removals
@@ -389,7 +393,10 @@ impl<T: Transport> Driver<T> {
                     {
                         return Ok(None);
                     }
-                    let head = node.store.head_seq(room_id).await?;
+                    let head = match live_head {
+                        Some(head) if after_seq.is_none_or(|after| after <= head) => head,
+                        _ => node.store.head_seq(room_id).await?,
+                    };
                     node.hub.start(room_id, head);
                     let (from, to) = replay_range(after_seq, head);
                     let messages = if from <= to { node.store.range(room_id, from, to).await? } else { Vec::new() };

@@ -336,11 +336,14 @@ impl Hub {
     }
 
     /// Makes a registered connection a member of a room (from now on it receives its events).
-    pub fn join(&self, room: u64, member_id: u64) {
+    /// Returns the last seq the room delivered on this node, when its stream is already live
+    /// here: every later seq reaches the new member, and every seq up to it is stored.
+    pub fn join(&self, room: u64, member_id: u64) -> Option<u64> {
         let mut inner = self.lock();
-        if let Some(member) = inner.everyone.get(&member_id).cloned() {
-            inner.rooms.entry(room).or_default().members.insert(member_id, member);
-        }
+        let member = inner.everyone.get(&member_id).cloned()?;
+        let state = inner.rooms.entry(room).or_default();
+        state.members.insert(member_id, member);
+        state.next.map(|next| next - 1)
     }
 
     /// Tells a room where its stream stands when nobody on the node knew yet: `head` was read
@@ -660,6 +663,23 @@ mod tests {
     use super::*;
     use futures_util::FutureExt;
     use std::sync::Arc;
+
+    #[test]
+    fn joining_a_live_room_gives_the_last_seq_it_delivered() {
+        let hub = Hub::default();
+        let (a, b) = (Arc::new(Member::new(1, 10, "t1".into(), 8)), Arc::new(Member::new(2, 20, "t2".into(), 8)));
+        hub.register(a.clone());
+        hub.register(b.clone());
+        assert_eq!(hub.join(5, 1), None, "not live yet: the head comes from the store");
+        hub.start(5, 7);
+        hub.deliver(&event(Topic::Room(5), EventKind::Message { seq: 8 }, 10));
+        // Seq 10 is held back (9 is missing): the room has delivered up to 8.
+        hub.deliver(&event(Topic::Room(5), EventKind::Message { seq: 10 }, 10));
+        assert_eq!(hub.join(5, 2), Some(8));
+        hub.deliver(&event(Topic::Room(5), EventKind::Message { seq: 9 }, 10));
+        assert_eq!(seqs(&b), [9, 10], "everything after the head reaches the new member, in order");
+        assert_eq!(hub.join(5, 99), None, "an unregistered connection joins nothing");
+    }
 
     #[test]
     fn shutting_down_signals_every_connection_and_any_that_registers_later() {
