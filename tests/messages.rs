@@ -346,3 +346,47 @@ async fn an_overloaded_store_queue_refuses_sends_at_once_in_order_while_the_conn
     }
     assert_eq!(server.metric("messages_stored_total").await, 30);
 }
+
+#[tokio::test]
+async fn a_client_that_has_seen_past_what_this_node_delivered_is_told_the_stored_head() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let (mut a, _) = server.connect_hello(&alice).await;
+    join_and_replay(&mut a, "general", None).await;
+    a.send(&send("general", 1, "first")).await;
+    assert_eq!(ack(&mut a).await.seq, 1);
+    assert_eq!(message(&mut a).await.seq, 1);
+
+    // Seq 2 is committed behind this node's back, as by another node whose relay is late: the
+    // room is live here and has delivered seq 1 only.
+    let db = rusqlite::Connection::open(server.dir.path().join("socketchat.db")).unwrap();
+    db.execute_batch(
+        "BEGIN IMMEDIATE;
+         UPDATE rooms SET last_seq = 2 WHERE name = 'general';
+         INSERT INTO messages (room_id, seq, sender_id, client_msg_id, text, sent_at_ms, kind, target_seq, attachments)
+           SELECT r.id, 2, u.id, x'00000000000000000000000000000002', 'from elsewhere', 0, 0, NULL, ''
+           FROM rooms r, users u WHERE r.name = 'general' AND u.username = 'alice';
+         COMMIT;",
+    )
+    .unwrap();
+
+    // A client that saw seq 2 (on that other node) resumes here: its head is the stored one,
+    // never below what it has (which would tell it to drop its cache).
+    let (mut b, _) = server.connect_hello(&bob).await;
+    let (joined, replay) = join_and_replay(&mut b, "general", Some(2)).await;
+    assert_eq!((joined.head_seq, joined.replay_from, replay.len()), (2, 3, 0));
+    // A fresh join takes this node's head; seq 2 reaches it live once the node catches up.
+    let (mut c, _) = server.connect_hello(&bob).await;
+    let (fresh, _) = join_and_replay(&mut c, "general", None).await;
+    assert!(fresh.head_seq <= 2);
+    // The node catches up with the store by itself: everyone gets seq 2, once, in order.
+    assert_eq!(message(&mut a).await.seq, 2);
+    if fresh.head_seq < 2 {
+        assert_eq!(message(&mut c).await.seq, 2);
+    }
+    b.send(&send("general", 3, "after")).await;
+    assert_eq!(ack(&mut b).await.seq, 3);
+    assert_eq!(message(&mut a).await.seq, 3);
+    assert_eq!(message(&mut c).await.seq, 3);
+}
