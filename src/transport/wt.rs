@@ -250,7 +250,9 @@ impl Transport for WtTransport {
             return Ok(());
         }
         self.stream.write_all(&self.write).await.map_err(|e| e.to_string())?;
-        self.write.clear();
+        // Its memory goes once written, as over WebSocket: an idle session keeps none of what
+        // it was sent before.
+        self.write = Vec::new();
         self.stream.flush().await.map_err(|e| e.to_string())
     }
 
