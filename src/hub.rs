@@ -13,6 +13,7 @@ use crate::rooms::RoomDirectory;
 use crate::store::{RoomKind, Store, StoredMessage};
 use crate::wire::{RoomPresence, ServerFrame};
 use bytes::Bytes;
+use futures_util::FutureExt;
 use futures_util::task::AtomicWaker;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
@@ -136,30 +137,29 @@ impl Member {
 
     /// Completes with the signals raised since it last completed, and takes them.
     pub fn signalled(&self) -> impl Future<Output = Signals> + '_ {
-        std::future::poll_fn(|cx| {
-            let raised = self.signals.swap(0, Ordering::AcqRel);
-            if raised != 0 {
-                return Poll::Ready(Signals(raised));
-            }
-            self.waker.register(cx.waker());
-            match self.signals.swap(0, Ordering::AcqRel) {
-                0 => Poll::Pending,
-                raised => Poll::Ready(Signals(raised)),
-            }
-        })
+        self.take_signals(Signals(u8::MAX))
     }
 
     /// Completes once the hub found this member's queue full, and takes that signal only: a
     /// write blocked on the peer waits for it beside the write. The kick is taken once, by
     /// this or by [`Member::signalled`], so the goodbye written afterwards is not cut short.
     pub fn kicked(&self) -> impl Future<Output = ()> + '_ {
-        let take = || self.signals.fetch_and(!Signals::KICKED.0, Ordering::AcqRel) & Signals::KICKED.0 != 0;
+        self.take_signals(Signals::KICKED).map(drop)
+    }
+
+    /// Completes with those of `wanted` that are raised, and takes them (others stay raised).
+    fn take_signals(&self, wanted: Signals) -> impl Future<Output = Signals> + '_ {
+        let take = move || Signals(self.signals.fetch_and(!wanted.0, Ordering::AcqRel) & wanted.0);
         std::future::poll_fn(move |cx| {
-            if take() {
-                return Poll::Ready(());
+            let raised = take();
+            if raised != Signals::default() {
+                return Poll::Ready(raised);
             }
             self.waker.register(cx.waker());
-            if take() { Poll::Ready(()) } else { Poll::Pending }
+            match take() {
+                none if none == Signals::default() => Poll::Pending,
+                raised => Poll::Ready(raised),
+            }
         })
     }
 

@@ -222,22 +222,22 @@ where
         }
     }
 
-    /// Waits for room in the write buffer, then queues the frame: the message is built only
-    /// once there is room, so no waiting future holds one (every connection's task is sized
-    /// for its largest wait).
-    async fn feed(&mut self, frame: Bytes) -> Result<(), String> {
-        if frame.len() <= FRAGMENT {
+    /// Waits for room in the write buffer, then queues the frame, whole or (over `FRAGMENT`)
+    /// in fragments: each WebSocket frame is built only once there is room, so no waiting
+    /// future holds one (every connection's task is sized for its largest wait).
+    async fn feed(&mut self, mut frame: Bytes) -> Result<(), String> {
+        let mut opcode = OpCode::Data(Data::Binary);
+        loop {
             std::future::poll_fn(|cx| self.ws.poll_ready_unpin(cx)).await.map_err(|e| e.to_string())?;
-            return self.ws.start_send_unpin(Message::Binary(frame)).map_err(|e| e.to_string());
+            // A frame within `FRAGMENT` is taken whole (no copy, no new reference).
+            let piece = frame.split_to(FRAGMENT.min(frame.len()));
+            let last = frame.is_empty();
+            self.ws.start_send_unpin(Message::Frame(Frame::message(piece, opcode, last))).map_err(|e| e.to_string())?;
+            if last {
+                return Ok(());
+            }
+            opcode = OpCode::Data(Data::Continue);
         }
-        for (i, start) in (0..frame.len()).step_by(FRAGMENT).enumerate() {
-            let end = (start + FRAGMENT).min(frame.len());
-            let opcode = if i == 0 { OpCode::Data(Data::Binary) } else { OpCode::Data(Data::Continue) };
-            let fragment = Frame::message(frame.slice(start..end), opcode, end == frame.len());
-            std::future::poll_fn(|cx| self.ws.poll_ready_unpin(cx)).await.map_err(|e| e.to_string())?;
-            self.ws.start_send_unpin(Message::Frame(fragment)).map_err(|e| e.to_string())?;
-        }
-        Ok(())
     }
 
     async fn flush(&mut self) -> Result<(), String> {
