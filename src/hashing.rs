@@ -1,7 +1,7 @@
 //! Password hashing off the async runtime, on a fixed pool of threads with a bounded queue
 //! (G6). argon2id needs 19 MiB per hash: a fixed number of threads bounds how many are in memory
 //! at once, each block is given back to the system when the hash is done (see
-//! `return_large_blocks`), and a full queue answers at once instead of making everyone wait —
+//! `crate::allocator::tune`), and a full queue answers at once instead of making everyone wait —
 //! under a login flood the server grew to 1 GB and never shrank, and a normal login waited
 //! seconds behind a queue of registrations.
 
@@ -10,21 +10,6 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 type Job = Box<dyn FnOnce() + Send>;
-
-/// glibc raises its mmap threshold after a large block is freed, so the next 19 MiB argon2
-/// block comes from a thread's heap and is kept there after the hash: 150 failed logins grew
-/// the server by 360 MiB (measured, `tests/http.rs`). A fixed threshold of 4 MiB makes every
-/// larger block its own mapping, given back to the system when freed.
-fn return_large_blocks() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        // SAFETY: mallopt only changes allocator tuning; any value is valid for this parameter.
-        let set = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20) };
-        if set != 1 {
-            tracing::warn!("could not fix the allocator's mmap threshold");
-        }
-    }
-}
 
 /// The queue is full (or the pool stopped): try again shortly.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -39,7 +24,6 @@ pub struct Hasher {
 impl Hasher {
     /// `threads` threads taking work from a queue of at most `queue` waiting jobs.
     pub fn start(threads: usize, queue: usize) -> Self {
-        return_large_blocks();
         let (jobs, rx) = std::sync::mpsc::sync_channel::<Job>(queue);
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..threads.max(1) {

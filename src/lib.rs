@@ -28,6 +28,7 @@
 //! - `http`: REST API, health, metrics, the embedded web client.
 //! - [`server`]: wiring and lifecycle (start, drain, stop).
 
+mod allocator;
 pub mod auth;
 pub mod bus;
 pub mod clock;

@@ -260,6 +260,7 @@ const FAILED_LOGINS_PER_MINUTE: u32 = 6;
 
 /// Builds the node and starts serving; returns once the listener is bound.
 pub async fn start(config: Config) -> Result<Running, ServerError> {
+    crate::allocator::tune();
     if config.send_rate_per_sec == 0 || config.send_burst == 0 {
         return Err(ServerError::Config("send rate and burst must be at least 1".into()));
     }
