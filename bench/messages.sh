@@ -7,6 +7,11 @@
 #   cross: CROSS_CELLS (default "1x500:10:100") on PostgreSQL + Redis, senders on node 1 and
 #     receivers on node 2, and the same on one node (receivers and senders together) for the
 #     latency the relay adds.
+#   overload: OVERLOAD_CELLS (default "1x1000:10:3000 100x5:100:60000") offered at more than
+#     the node can take (the first beyond what its receivers read, the second beyond what its
+#     store commits), with --overload: receivers cut with 4001 and sends refused with Error 7
+#     are counted, not failures; every send must still be answered, and every receiver not cut
+#     must have every acked message. Latency is that of the receivers not cut.
 #   ceiling: the fanout cells against `socketchat-ceiling` (no auth, no store, no presence:
 #     what this machine does over WebSocket with this protocol), for the ratios.
 # A fresh node per run and cell, on the embedded default (SQLite) or, with BACKEND=postgres,
@@ -42,6 +47,18 @@ for run in $(seq "$runs"); do
               --seconds "$secs" --transport "$transport" --json | sed "s/^{/{\"cell\":\"$cell\",/" | tee -a "$results"
             stop_nodes
           done
+        done
+        ;;
+      overload)
+        for cell in ${OVERLOAD_CELLS:-1x1000:10:3000 100x5:100:60000}; do
+          shape=${cell%%:*} rest=${cell#*:}
+          port=$(free_port)
+          start_node "overload-$run-$shape" "$port" "$backend"
+          target/release/socketchat-load fanout --addr "127.0.0.1:$port" --server-pid "${pids[-1]}" --overload \
+            --rooms "${shape%%x*}" --members "${shape##*x}" --senders "${rest%%:*}" --rate "${rest##*:}" \
+            --seconds "$secs" --json | sed "s/^{/{\"cell\":\"$cell\",/" | tee -a "$results" ||
+            echo "overload $cell: a check failed (see the line above: unanswered, lost, duplicates or disorder)" >&2
+          stop_nodes
         done
         ;;
       cross)
@@ -95,7 +112,7 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 med = lambda rs, k: statistics.median(r[k] for r in rs) if rs[0].get(k) is not None else float("nan")
 cells = {}
 for r in rows:
-    server = "ceiling" if r.get("ceiling") else r.get("layout") or r.get("transport", "")
+    server = "ceiling" if r.get("ceiling") else r.get("layout") or ("overload" if r.get("overload") else r.get("transport", ""))
     cells.setdefault((r["scenario"], r["cell"], server), []).append(r)
 for (scenario, cell, transport), rs in cells.items():
     if scenario == "fanout":
@@ -103,6 +120,7 @@ for (scenario, cell, transport), rs in cells.items():
         cpu_us = med(rs, "server_cpu_s") * 1e6 / max(med(rs, "delivered"), 1)
         print(f'fanout  {cell:16} {transport:12} server CPU µs/delivery {cpu_us:5.2f}  KiB/receiver {kib:5.1f}  deliveries/s {med(rs, "deliveries_per_sec"):>10.0f}  p50 {med(rs, "p50_ms"):6.1f} ms  p99 {med(rs, "p99_ms"):7.1f} ms  '
               f'lost {max(r["lost"] for r in rs)} dup {max(r["duplicates"] for r in rs)} cut {max(r["senders_cut"] for r in rs)}  '
+              f'receivers cut {med(rs, "receivers_cut"):.0f} refused {med(rs, "refused"):.0f} unanswered {max(r["unanswered"] for r in rs)}  max {med(rs, "max_ms"):.0f} ms  '
               f'server CPU {med(rs, "server_cpu_s"):5.1f} s  generator CPU {med(rs, "generator_cpu_s"):5.1f} s')
     else:
         print(f'persist {cell:16} acks/s {med(rs, "acks_per_sec"):>10.0f}  p50 {med(rs, "p50_ms"):6.1f} ms  p99 {med(rs, "p99_ms"):7.1f} ms  '

@@ -78,6 +78,11 @@ pub struct FanoutArgs {
     /// two: no registration, no room creation, every token minted).
     #[arg(long, value_enum, default_value_t = Peer::Socketchat)]
     pub peer: Peer,
+    /// The rate is meant to be more than the server can take: connections it cuts and sends
+    /// it refuses are reported, not failures (every send must still be answered, and every
+    /// receiver it did not cut must have every acked message, once, in order).
+    #[arg(long)]
+    pub overload: bool,
     /// Print one JSON line instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -94,7 +99,7 @@ pub struct FanoutReport {
     pub expected: u64,
     /// Deliveries received.
     pub delivered: u64,
-    /// Deliveries missing at the end.
+    /// Deliveries missing at the end, at receivers the server did not cut.
     pub lost: u64,
     /// Messages received twice by one receiver.
     pub duplicates: u64,
@@ -105,6 +110,15 @@ pub struct FanoutReport {
     pub order_checked: &'static str,
     /// Sender connections the server cut (slow consumer or otherwise).
     pub senders_cut: u64,
+    /// Receiving connections the server cut before the end (slow consumer or otherwise).
+    pub receivers_cut: u64,
+    /// Sends the server answered with an error (shed under overload, or otherwise refused).
+    pub refused: u64,
+    /// Sends with no answer (neither an ack nor an error) 10 s after the last send, on
+    /// connections the server did not cut.
+    pub unanswered: u64,
+    /// Whether the run was meant as an overload (`--overload`).
+    pub overload: bool,
     /// Deliveries per second over the sending time.
     pub deliveries_per_sec: f64,
     /// Latency percentiles from send to receipt, ms.
@@ -131,9 +145,15 @@ pub struct FanoutReport {
 }
 
 impl FanoutReport {
-    /// No loss, no duplicate, in order, nobody cut.
+    /// No loss, no duplicate, in order, every send answered; and unless the run is an
+    /// overload, nobody cut and nothing refused.
     pub fn correct(&self) -> bool {
-        self.lost == 0 && self.duplicates == 0 && self.out_of_order == 0 && self.senders_cut == 0
+        let shed = self.senders_cut + self.receivers_cut + self.refused;
+        self.lost == 0
+            && self.duplicates == 0
+            && self.out_of_order == 0
+            && self.unanswered == 0
+            && (self.overload || shed == 0)
     }
 }
 
@@ -256,6 +276,8 @@ struct Seen {
     duplicates: u64,
     out_of_order: u64,
     latencies_us: Vec<u64>,
+    /// The connection ended before the run did.
+    cut: bool,
 }
 
 /// Reads a receiver's events until the run stopped and it has `expected` messages (or the
@@ -300,7 +322,10 @@ async fn receive(
         tokio::select! {
             event = rx.recv() => match event {
                 Ok(event) => handle(event, &mut seen),
-                Err(_) => return seen,
+                Err(_) => {
+                    seen.cut = true;
+                    return seen;
+                }
             },
             _ = stop.changed(), if deadline.is_none() => {}
             // Stopped, and what is missing did not come in time: it is lost.
@@ -349,7 +374,7 @@ pub async fn fanout(args: FanoutArgs) -> Result<FanoutReport, BoxError> {
     for join in joins {
         let (r, head, conn) = join.await??;
         let (tx, rx, first) = conn.split();
-        readers.push(tokio::spawn(receive(rx, first, head, acked[r].clone(), stopped.clone())));
+        readers.push((r, tokio::spawn(receive(rx, first, head, acked[r].clone(), stopped.clone()))));
         quiet.push(tx);
     }
 
@@ -361,6 +386,8 @@ pub async fn fanout(args: FanoutArgs) -> Result<FanoutReport, BoxError> {
 
     // Senders: their own connections; a reader per sender counts acks.
     let cut = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let unanswered = Arc::new(AtomicU64::new(0));
     let sent = Arc::new(AtomicU64::new(0));
     let per_sender = args.rate as f64 / args.senders.max(1) as f64;
     let cpu = CpuWatch::start(args.server_pid, &args.backend_pid);
@@ -373,6 +400,7 @@ pub async fn fanout(args: FanoutArgs) -> Result<FanoutReport, BoxError> {
         conn.join(&room).await?;
         let (mut tx, mut rx, _) = conn.split();
         let (acked, cut, sent, seconds) = (acked[r].clone(), cut.clone(), sent.clone(), args.seconds);
+        let (refused, unanswered) = (refused.clone(), unanswered.clone());
         let count = Arc::new(AtomicU64::new(0));
         let acks = {
             let count = count.clone();
@@ -384,7 +412,10 @@ pub async fn fanout(args: FanoutArgs) -> Result<FanoutReport, BoxError> {
                             count.fetch_sub(1, Ordering::Relaxed);
                         }
                         Ok(Event::Refused(why)) => {
-                            eprintln!("sender refused: {why}");
+                            // Under overload, thousands: the first few say why.
+                            if refused.fetch_add(1, Ordering::Relaxed) < 3 {
+                                eprintln!("sender refused: {why}");
+                            }
                             count.fetch_sub(1, Ordering::Relaxed);
                         }
                         Ok(_) => {}
@@ -418,6 +449,9 @@ pub async fn fanout(args: FanoutArgs) -> Result<FanoutReport, BoxError> {
             while count.load(Ordering::Relaxed) > 0 && Instant::now() < deadline && !acks.is_finished() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+            if !acks.is_finished() {
+                unanswered.fetch_add(count.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
             acks.abort();
             tx.close().await;
         }));
@@ -429,16 +463,21 @@ pub async fn fanout(args: FanoutArgs) -> Result<FanoutReport, BoxError> {
     // Receivers drain for up to 5 s more.
     stop.send_replace(Some(tokio::time::Instant::now() + Duration::from_secs(5)));
     let mut total = Seen::default();
-    let mut expected = 0;
-    for reader in readers {
+    let (mut expected, mut lost, mut receivers_cut) = (0, 0, 0);
+    for (r, reader) in readers {
         let seen = reader.await?;
+        let room_acked = acked[r].load(Ordering::Relaxed);
+        expected += room_acked;
+        // A receiver the server cut misses the rest by design (it would resume): not a loss.
+        if seen.cut {
+            receivers_cut += 1;
+        } else {
+            lost += room_acked.saturating_sub(seen.delivered - seen.duplicates);
+        }
         total.delivered += seen.delivered;
         total.duplicates += seen.duplicates;
         total.out_of_order += seen.out_of_order;
         total.latencies_us.extend(seen.latencies_us);
-    }
-    for a in &acked {
-        expected += a.load(Ordering::Relaxed) * args.members as u64;
     }
     let used = cpu.used();
     for mut tx in quiet {
@@ -451,11 +490,15 @@ pub async fn fanout(args: FanoutArgs) -> Result<FanoutReport, BoxError> {
         acked: acked.iter().map(|a| a.load(Ordering::Relaxed)).sum(),
         expected,
         delivered: total.delivered,
-        lost: expected.saturating_sub(total.delivered - total.duplicates),
+        lost,
         duplicates: total.duplicates,
         out_of_order: total.out_of_order,
         order_checked: args.peer.order_checked(),
         senders_cut: cut.load(Ordering::Relaxed),
+        receivers_cut,
+        refused: refused.load(Ordering::Relaxed),
+        unanswered: unanswered.load(Ordering::Relaxed),
+        overload: args.overload,
         deliveries_per_sec: total.delivered as f64 / sending_secs,
         p50_ms: percentile_ms(lat, 0.50),
         p90_ms: percentile_ms(lat, 0.90),

@@ -464,7 +464,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let report = fanout::fanout(args).await.map_err(|e| e as Box<dyn std::error::Error>)?;
             fanout::print("fanout", &report, json);
             if !report.correct() {
-                return Err("fanout: loss, duplicates, disorder or a sender cut (see the report)".into());
+                return Err(
+                    "fanout: loss, duplicates, disorder, an unanswered send, or (without --overload) a cut or refusal \
+                     (see the report)"
+                        .into(),
+                );
             }
             Ok(())
         }

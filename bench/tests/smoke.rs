@@ -10,6 +10,10 @@ use socketchat_bench::peer::Peer;
 const SECRET: &str = "a smoke-test secret long enough for HS256";
 
 async fn start(dir: &std::path::Path, webtransport: bool) -> server::Running {
+    server::start(config(dir, webtransport)).await.expect("server starts")
+}
+
+fn config(dir: &std::path::Path, webtransport: bool) -> Config {
     let mut config = Config::embedded("127.0.0.1:0".parse().unwrap(), dir.to_path_buf());
     if !webtransport {
         config.wt_listen = MaybeAddr(None);
@@ -19,7 +23,7 @@ async fn start(dir: &std::path::Path, webtransport: bool) -> server::Running {
     config.room_creation_burst = 1000;
     config.send_burst = 10_000;
     config.send_rate_per_sec = 10_000;
-    server::start(config).await.expect("server starts")
+    config
 }
 
 /// A run of seconds: 2 rooms × 6 members, 3 senders, 60 messages/s.
@@ -38,6 +42,7 @@ fn small_fanout(addr: std::net::SocketAddr) -> FanoutArgs {
         backend_pid: Vec::new(),
         transport: "websocket".into(),
         peer: Peer::Socketchat,
+        overload: false,
         json: false,
     }
 }
@@ -62,6 +67,23 @@ async fn fanout_delivers_every_message_once_in_order_to_every_member() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_over_webtransport_delivers_every_message_once_in_order() {
     fanout_smoke("webtransport").await;
+}
+
+/// One writer with room for one waiting send: at 6,000 sends/s some find it full and are
+/// refused (shed). The run must still answer every send, and lose nothing at the receivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overload_run_answers_every_send_and_loses_nothing_at_receivers_not_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), false);
+    (config.writers, config.store_queue) = (1, 1);
+    let running = server::start(config).await.expect("server starts");
+    let args = FanoutArgs { rate: 6000, overload: true, ..small_fanout(running.local_addr()) };
+    let report = fanout::fanout(args).await.unwrap();
+    assert!(report.refused > 0, "some sends are shed: {report:?}");
+    assert!(report.acked > 0 && report.correct(), "{report:?}");
+    // The same figures without --overload are a failure.
+    assert!(!fanout::FanoutReport { overload: false, ..report }.correct());
+    running.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
