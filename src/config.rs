@@ -133,6 +133,11 @@ pub struct Config {
     #[arg(long, env = "SOCKETCHAT_SEND_BURST", default_value_t = crate::wire::SEND_BURST, global = true)]
     pub send_burst: u32,
 
+    /// Milliseconds a WebSocket client may take to answer the server's ping while it is being
+    /// written to (how far behind reading it may fall) before it is closed with 4001.
+    #[arg(long, env = "SOCKETCHAT_MAX_LAG_MS", default_value_t = 10_000, global = true)]
+    pub max_lag_ms: u64,
+
     /// Login and registration attempts per client address in a burst, before `--auth-per-minute`
     /// applies (`429` with `Retry-After` beyond).
     #[arg(long, env = "SOCKETCHAT_AUTH_BURST", default_value_t = 20, global = true)]
@@ -196,6 +201,7 @@ impl std::fmt::Debug for Config {
             .field("token_ttl_secs", &self.token_ttl_secs)
             .field("send_rate_per_sec", &self.send_rate_per_sec)
             .field("send_burst", &self.send_burst)
+            .field("max_lag_ms", &self.max_lag_ms)
             .finish()
     }
 }

@@ -36,6 +36,9 @@ const TIMED_OUT: &str = "write timed out";
 const SLOW: &str = "slow consumer";
 /// Events handled per turn before the transport is read again.
 const EVENTS_PER_TURN: usize = 256;
+/// Probes per allowed lag while a connection is being written to: with the default 10 s, a
+/// ping at most every 5 s, so a client that falls behind is closed 10 to 15 s after it did.
+const PROBES_PER_LAG: u32 = 2;
 
 /// What a transport read produced.
 #[derive(Debug)]
@@ -46,6 +49,8 @@ pub(crate) enum Inbound {
     Text,
     /// Transport-level traffic (pings): the peer is alive; flush pending control replies.
     Activity,
+    /// The answer to a probe (a WebSocket Pong), with its payload.
+    Pong(Bytes),
     /// Bytes that cannot be a frame (over the limit, or broken stream framing).
     Malformed(wire::DecodeError),
     /// The transport's own framing broke (a malformed WebSocket frame): no protocol frame can
@@ -57,6 +62,11 @@ pub(crate) enum Inbound {
 
 /// What the driver needs from a transport. `recv` must be cancel-safe.
 pub(crate) trait Transport: std::marker::Send {
+    /// Whether `probe` queues anything: a transport whose peer answers in order, after reading
+    /// everything before it (a WebSocket Ping), tells how far behind reading the peer is.
+    const PROBES: bool;
+    /// Queues a probe carrying `nonce`, answered by `Inbound::Pong` with it.
+    fn probe(&mut self, nonce: [u8; 8]) -> impl Future<Output = Result<(), String>> + std::marker::Send;
     /// Next inbound item.
     fn recv(&mut self) -> impl Future<Output = Inbound> + std::marker::Send;
     /// Queues one encoded frame.
@@ -118,6 +128,51 @@ struct Driver<T> {
     sends: Sends,
     /// Rooms this connection is counted in for presence.
     present_in: HashSet<u64>,
+    /// How far behind reading the peer is allowed to fall.
+    lag: LagProbe,
+}
+
+/// How far behind reading a peer is: while the connection is being written to, a probe goes
+/// out with the writes at most every `max_lag / PROBES_PER_LAG`, and one that has not come back
+/// within `max_lag` means the peer fell that far behind. Kernel buffers can hold megabytes
+/// before a write blocks or the event queue fills, so neither of those bounds the delay alone.
+struct LagProbe {
+    /// The probe waiting for its answer: its nonce and when it went out.
+    waiting: Option<(u64, Instant)>,
+    /// Probes sent so far (the next nonce).
+    sent: u64,
+    /// No probe before then.
+    next: Instant,
+}
+
+impl LagProbe {
+    fn new(now: Instant) -> Self {
+        Self { waiting: None, sent: 0, next: now }
+    }
+
+    /// The nonce of a probe to send with this turn's writes, if one is due.
+    fn due(&mut self, now: Instant, max_lag: Duration) -> Option<u64> {
+        if self.waiting.is_some() || now < self.next {
+            return None;
+        }
+        let nonce = self.sent;
+        self.sent += 1;
+        self.waiting = Some((nonce, now));
+        self.next = now + max_lag / PROBES_PER_LAG;
+        Some(nonce)
+    }
+
+    /// A probe's answer came back.
+    fn answered(&mut self, payload: &[u8]) {
+        if self.waiting.is_some_and(|(nonce, _)| payload == nonce.to_be_bytes()) {
+            self.waiting = None;
+        }
+    }
+
+    /// When the probe waiting for its answer has been out for `max_lag`.
+    fn deadline(&self, max_lag: Duration) -> Option<Instant> {
+        self.waiting.map(|(_, sent)| sent + max_lag)
+    }
 }
 
 /// Who a connection is, from its verified token.
@@ -152,7 +207,8 @@ pub(crate) fn run<T: Transport>(
         node.send_rate_per_sec,
         now,
     );
-    let mut driver = Driver { node, transport, member, user, sends: Sends::default(), present_in: HashSet::new() };
+    let lag = LagProbe::new(now);
+    let mut driver = Driver { node, transport, member, user, sends: Sends::default(), present_in: HashSet::new(), lag };
     async move {
         let node = driver.node.clone();
         count_presence(&node, &driver.user, &[Scope::Online], true).await;
@@ -208,13 +264,14 @@ impl<T: Transport> Driver<T> {
                     Err(e) => return Box::pin(self.part(e)).await,
                 }
             }
-            if wrote && let Err(e) = self.flush().await {
+            if wrote && let Err(e) = self.probe_and_flush(session.is_closed()).await {
                 return Box::pin(self.part(e)).await;
             }
             if session.is_closed() {
                 return "closed by server".into();
             }
-            sleep.as_mut().reset(session.poll_timeout().into());
+            let lag_deadline = self.lag.deadline(self.node.max_lag);
+            sleep.as_mut().reset(lag_deadline.map_or(session.poll_timeout(), |d| d.min(session.poll_timeout())).into());
             tokio::select! {
                 Some((room_id, client_msg_id, result)) = self.sends.next(), if !self.sends.is_empty() => {
                     session.handle_appended(room_id, client_msg_id, result);
@@ -255,10 +312,23 @@ impl<T: Transport> Driver<T> {
                             return Box::pin(self.part(e)).await;
                         }
                     }
+                    Inbound::Pong(payload) => {
+                        session.handle_activity(Instant::now());
+                        self.lag.answered(&payload);
+                    }
                     Inbound::Closed(reason) => return reason.unwrap_or_else(|| "closed by client".into()),
                 },
                 signals = self.member.signalled() => self.signalled(session, signals),
-                () = &mut sleep => session.handle_timeout(Instant::now()),
+                () = &mut sleep => {
+                    let now = Instant::now();
+                    if lag_deadline.is_some_and(|deadline| now >= deadline) {
+                        self.node.metrics.slow_disconnects.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(user = %self.user.username, "slow consumer: a ping was not answered in time");
+                        session.handle_lagging(self.node.max_lag);
+                    } else {
+                        session.handle_timeout(now);
+                    }
+                }
             }
             self.gather(session);
         }
@@ -308,6 +378,22 @@ impl<T: Transport> Driver<T> {
     async fn flush(&mut self) -> Result<(), String> {
         let written = write(&self.node, &self.member, WRITE_TIMEOUT, std::pin::pin!(self.transport.flush())).await;
         self.slow_if_stuck(written)
+    }
+
+    /// Flushes the turn's writes, with a probe of how far behind the peer is when one is due
+    /// (not in a goodbye).
+    async fn probe_and_flush(&mut self, closing: bool) -> Result<(), String> {
+        if T::PROBES
+            && !closing
+            && let Some(nonce) = self.lag.due(Instant::now(), self.node.max_lag)
+        {
+            let written = {
+                let probe = std::pin::pin!(self.transport.probe(nonce.to_be_bytes()));
+                write(&self.node, &self.member, WRITE_TIMEOUT, probe).await
+            };
+            self.slow_if_stuck(written)?;
+        }
+        self.flush().await
     }
 
     /// A write that waited out `WRITE_TIMEOUT` is a peer that stopped reading: a slow consumer
@@ -513,4 +599,28 @@ pub(crate) fn truncate(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lag_probe_waits_for_its_own_answer_and_goes_out_at_most_every_half_of_the_lag() {
+        let (start, lag) = (Instant::now(), Duration::from_secs(10));
+        let mut probe = LagProbe::new(start);
+        assert_eq!(probe.deadline(lag), None, "nothing waiting: no deadline");
+        assert_eq!(probe.due(start, lag), Some(0));
+        assert_eq!(probe.deadline(lag), Some(start + lag));
+        assert_eq!(probe.due(start + Duration::from_secs(5), lag), None, "one waits at a time");
+        probe.answered(&1u64.to_be_bytes());
+        probe.answered(b"unrelated");
+        assert_eq!(probe.deadline(lag), Some(start + lag), "another payload answers nothing");
+        probe.answered(&0u64.to_be_bytes());
+        assert_eq!(probe.deadline(lag), None);
+        assert_eq!(probe.due(start + Duration::from_millis(4999), lag), None, "not before half the lag");
+        let later = start + Duration::from_millis(5000);
+        assert_eq!(probe.due(later, lag), Some(1));
+        assert_eq!(probe.deadline(lag), Some(later + lag));
+    }
 }

@@ -51,6 +51,9 @@ pub struct Node {
     pub send_burst: u32,
     /// Sustained sends per second per connection.
     pub send_rate_per_sec: u32,
+    /// How long a WebSocket client may leave the server's ping unanswered while it is being
+    /// written to (how far behind reading it may fall) before it is closed as a slow consumer.
+    pub max_lag: std::time::Duration,
     /// Password hashing (a fixed pool with a bounded queue).
     pub hasher: crate::hashing::Hasher,
     /// Login and registration attempts per client address.

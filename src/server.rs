@@ -264,6 +264,9 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     if config.send_rate_per_sec == 0 || config.send_burst == 0 {
         return Err(ServerError::Config("send rate and burst must be at least 1".into()));
     }
+    if config.max_lag_ms < 100 {
+        return Err(ServerError::Config("the maximum lag must be at least 100 ms".into()));
+    }
     if (config.database_url.is_some() || config.redis_url.is_some()) && config.jwt_secret.is_none() {
         return Err(ServerError::Config(
             "JWT_SECRET is required with DATABASE_URL or REDIS_URL: every node must share it".into(),
@@ -349,6 +352,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         connection_slots: Arc::new(Semaphore::new(config.max_connections)),
         send_burst: config.send_burst,
         send_rate_per_sec: config.send_rate_per_sec,
+        max_lag: Duration::from_millis(config.max_lag_ms),
         hasher: crate::hashing::Hasher::start(HASH_THREADS, HASH_QUEUE),
         auth_per_address: crate::rate::Throttle::new(config.auth_burst, config.auth_per_minute, THROTTLED_KEYS),
         failed_logins: crate::rate::Throttle::new(FAILED_LOGIN_BURST, FAILED_LOGINS_PER_MINUTE, THROTTLED_KEYS),

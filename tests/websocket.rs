@@ -768,6 +768,69 @@ async fn a_slow_consumer_that_reads_again_learns_why_it_was_cut() {
     assert_eq!((goaway, close), (Some(CloseCode::Slow.code()), Some(CloseCode::Slow.code())));
 }
 
+/// A client that reads slowly hides its backlog in kernel buffers (megabytes) long before its
+/// 1,024-event queue fills or a write blocks; the server's WebSocket Ping, answered only once
+/// everything before it was read, tells how far behind it is.
+#[tokio::test]
+async fn a_client_that_falls_behind_reading_is_cut_once_a_ping_waits_past_the_lag_limit() {
+    use futures_util::StreamExt;
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), |c| {
+        c.send_burst = 100_000;
+        c.max_lag_ms = 300;
+    })
+    .await;
+    let (tl, tw) = (server.register("lagging").await, server.register("writer").await);
+    let mut lagging = server.connect(&tl).await;
+    lagging.hello().await;
+    join_and_replay(&mut lagging, "general", None).await;
+    // From here on `lagging` reads nothing.
+    let (mut writer, _) = server.connect_hello(&tw).await;
+    join_and_replay(&mut writer, "general", None).await;
+    // Small messages, each acked before the next, until the server cuts `lagging`: fewer than
+    // its 1,024-event queue, and far less than the socket buffers hold, so only the unanswered
+    // ping can be the reason. The writer reads as it goes and answers its pings.
+    let mut sent = 0u64;
+    while server.metric("slow_disconnects_total").await == 0 {
+        assert!(sent < 900, "not cut after {sent} messages");
+        for _ in 0..10 {
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&sent.to_be_bytes());
+            sent += 1;
+            writer
+                .send(&ClientFrame::Send(wire::Send {
+                    room: "general".into(),
+                    client_msg_id: id,
+                    text: "tick".into(),
+                    attachments: Vec::new(),
+                }))
+                .await;
+            writer.recv_until(pick::ack).await;
+        }
+    }
+    // The reader is still served, and it was the only one cut.
+    writer.send(&send("general", 200, "still here")).await;
+    writer.recv_until(pick::ack).await;
+    assert_eq!(server.metric("slow_disconnects_total").await, 1);
+    // `lagging` reads again: what was sent to it before the cut, then why.
+    let (mut messages, mut goaway) = (0u64, None);
+    let close = loop {
+        match tokio::time::timeout(WAIT, lagging.ws.next()).await.expect("the stream goes on") {
+            Some(Ok(Message::Binary(bytes))) => match wire::decode::<ServerFrame>(&bytes, usize::MAX).unwrap() {
+                ServerFrame::Message(_) => messages += 1,
+                ServerFrame::GoAway(g) => goaway = Some((g.code, g.reason)),
+                _ => {}
+            },
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            other => panic!("ended without a close frame (GoAway {goaway:?}): {other:?}"),
+        }
+    };
+    assert!(messages > 0 && messages <= sent, "{messages} of {sent}");
+    let (code, reason) = goaway.expect("a GoAway before the close");
+    assert_eq!((code, close), (CloseCode::Slow.code(), Some(CloseCode::Slow.code())));
+    assert!(reason.contains("ping was not answered"), "{reason}");
+}
+
 #[tokio::test]
 async fn a_client_that_goes_without_a_close_frame_is_a_closed_connection_not_a_bad_frame() {
     let server = TestServer::start().await;

@@ -747,6 +747,12 @@ impl Session {
         self.close(CloseCode::Slow, "outbound queue full");
     }
 
+    /// The client left the transport's ping unanswered for `lag` while it was being written
+    /// to: it fell that far behind reading.
+    pub fn handle_lagging(&mut self, lag: Duration) {
+        self.close(CloseCode::Slow, format!("more than {} ms behind: a ping was not answered", lag.as_millis()));
+    }
+
     /// The connection's token was revoked (logout).
     pub fn handle_revoked(&mut self) {
         self.close(CloseCode::Unauthorized, "token revoked");

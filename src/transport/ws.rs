@@ -203,13 +203,23 @@ impl<S> Transport for WsTransport<S>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + std::marker::Send,
 {
+    /// A WebSocket Ping: the client answers it (RFC 6455 § 5.5.2) once it has read what came
+    /// before it.
+    const PROBES: bool = true;
+
+    async fn probe(&mut self, nonce: [u8; 8]) -> Result<(), String> {
+        std::future::poll_fn(|cx| self.ws.poll_ready_unpin(cx)).await.map_err(|e| e.to_string())?;
+        self.ws.start_send_unpin(Message::Ping(Bytes::copy_from_slice(&nonce))).map_err(|e| e.to_string())
+    }
+
     async fn recv(&mut self) -> Inbound {
         match self.ws.next().await {
             None => Inbound::Closed(None),
             Some(Ok(Message::Binary(bytes))) => Inbound::Frame(bytes),
             Some(Ok(Message::Text(_))) => Inbound::Text,
             Some(Ok(Message::Close(_))) => Inbound::Closed(None),
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Inbound::Activity,
+            Some(Ok(Message::Pong(payload))) => Inbound::Pong(payload),
+            Some(Ok(Message::Ping(_) | Message::Frame(_))) => Inbound::Activity,
             Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
                 Inbound::Malformed(DecodeError::TooLarge { len: size, max: max_size })
             }

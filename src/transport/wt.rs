@@ -215,6 +215,14 @@ struct WtTransport {
 }
 
 impl Transport for WtTransport {
+    /// No probe: nothing on a WebTransport stream is answered by the client's stack in order.
+    /// QUIC's flow control windows bound what is in flight to the client instead.
+    const PROBES: bool = false;
+
+    async fn probe(&mut self, _nonce: [u8; 8]) -> Result<(), String> {
+        Ok(())
+    }
+
     async fn recv(&mut self) -> Inbound {
         loop {
             match decode_stream_frame(&self.read, MAX_CLIENT_FRAME) {
