@@ -136,18 +136,17 @@ struct Driver<T> {
 /// out with the writes at most every `max_lag / PROBES_PER_LAG`, and one that has not come back
 /// within `max_lag` means the peer fell that far behind. Kernel buffers can hold megabytes
 /// before a write blocks or the event queue fills, so neither of those bounds the delay alone.
+/// The nonce is random: a client cannot answer a probe it has not read.
 struct LagProbe {
     /// The probe waiting for its answer: its nonce and when it went out.
     waiting: Option<(u64, Instant)>,
-    /// Probes sent so far (the next nonce).
-    sent: u64,
     /// No probe before then.
     next: Instant,
 }
 
 impl LagProbe {
     fn new(now: Instant) -> Self {
-        Self { waiting: None, sent: 0, next: now }
+        Self { waiting: None, next: now }
     }
 
     /// The nonce of a probe to send with this turn's writes, if one is due.
@@ -155,8 +154,7 @@ impl LagProbe {
         if self.waiting.is_some() || now < self.next {
             return None;
         }
-        let nonce = self.sent;
-        self.sent += 1;
+        let nonce = rand::random();
         self.waiting = Some((nonce, now));
         self.next = now + max_lag / PROBES_PER_LAG;
         Some(nonce)
@@ -610,17 +608,18 @@ mod tests {
         let (start, lag) = (Instant::now(), Duration::from_secs(10));
         let mut probe = LagProbe::new(start);
         assert_eq!(probe.deadline(lag), None, "nothing waiting: no deadline");
-        assert_eq!(probe.due(start, lag), Some(0));
+        let nonce = probe.due(start, lag).expect("the first write carries a probe");
         assert_eq!(probe.deadline(lag), Some(start + lag));
         assert_eq!(probe.due(start + Duration::from_secs(5), lag), None, "one waits at a time");
-        probe.answered(&1u64.to_be_bytes());
+        probe.answered(&nonce.wrapping_add(1).to_be_bytes());
         probe.answered(b"unrelated");
         assert_eq!(probe.deadline(lag), Some(start + lag), "another payload answers nothing");
-        probe.answered(&0u64.to_be_bytes());
+        probe.answered(&nonce.to_be_bytes());
         assert_eq!(probe.deadline(lag), None);
         assert_eq!(probe.due(start + Duration::from_millis(4999), lag), None, "not before half the lag");
         let later = start + Duration::from_millis(5000);
-        assert_eq!(probe.due(later, lag), Some(1));
+        let second = probe.due(later, lag).expect("due again");
+        assert_ne!(second, nonce, "a new nonce each time");
         assert_eq!(probe.deadline(lag), Some(later + lag));
     }
 }
