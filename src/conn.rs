@@ -268,8 +268,8 @@ impl<T: Transport> Driver<T> {
             if session.is_closed() {
                 return "closed by server".into();
             }
-            let lag_deadline = self.lag.deadline(self.node.max_lag);
-            sleep.as_mut().reset(lag_deadline.map_or(session.poll_timeout(), |d| d.min(session.poll_timeout())).into());
+            let timeout = session.poll_timeout();
+            sleep.as_mut().reset(self.lag.deadline(self.node.max_lag).map_or(timeout, |lag| lag.min(timeout)).into());
             tokio::select! {
                 Some((room_id, client_msg_id, result)) = self.sends.next(), if !self.sends.is_empty() => {
                     session.handle_appended(room_id, client_msg_id, result);
@@ -319,7 +319,7 @@ impl<T: Transport> Driver<T> {
                 signals = self.member.signalled() => self.signalled(session, signals),
                 () = &mut sleep => {
                     let now = Instant::now();
-                    if lag_deadline.is_some_and(|deadline| now >= deadline) {
+                    if self.lag.deadline(self.node.max_lag).is_some_and(|deadline| now >= deadline) {
                         self.node.metrics.slow_disconnects.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(user = %self.user.username, "slow consumer: a ping was not answered in time");
                         session.handle_lagging(self.node.max_lag);
