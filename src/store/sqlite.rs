@@ -46,6 +46,11 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     // FULL: a commit is on disk before `append` returns, so an ack is never lost (G1).
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // The WAL is copied into the database file once it holds 10,000 pages (~40 MiB) rather
+    // than SQLite's 1,000: a page that many commits changed (an index leaf of a busy room) is
+    // copied once for all of them, and the file is synced less often. With 64 senders over 100
+    // rooms, a commit wrote ~40 pages, and acked sends/s went 1.2x (bench/README).
+    conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
     Ok(conn)
 }
 
