@@ -101,9 +101,11 @@ export function freeUdpPort() {
  * free UDP port (`wtPort`) on 127.0.0.1.
  */
 export class Server {
-  constructor({ tmpPrefix, webTransport = false }) {
+  /** `args`: more command-line options for the server (e.g. a tighter limit to test). */
+  constructor({ tmpPrefix, webTransport = false, args = [] }) {
     this.tmpPrefix = tmpPrefix;
     this.webTransport = webTransport;
+    this.args = args;
     this.proc = null;
     this.port = null;
     this.base = null;
@@ -133,7 +135,7 @@ export class Server {
     for (const k of Object.keys(env)) if (k.startsWith('SOCKETCHAT_')) delete env[k];
     for (const k of ['DATABASE_URL', 'REDIS_URL', 'JWT_SECRET']) delete env[k];
     const wtListen = this.webTransport ? `127.0.0.1:${this.wtPort}` : 'off';
-    const args = ['serve', '--listen', `127.0.0.1:${port}`, '--wt-listen', wtListen, '--data-dir', this.dataDir];
+    const args = ['serve', '--listen', `127.0.0.1:${port}`, '--wt-listen', wtListen, '--data-dir', this.dataDir, ...this.args];
     const proc = spawn(serverBin, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc = proc;
     const keep = (chunk) => {
