@@ -32,8 +32,19 @@ fn pg_command(binary: &str) -> Command {
     }
 }
 
+/// A port that was free just now and that no other call in this process has handed out: the
+/// tests of a binary run in parallel, and two of them given the same port started two HAProxy
+/// listeners on it (HAProxy sets SO_REUSEPORT), so one test's client reached the other's cluster.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 impl Postgres {
