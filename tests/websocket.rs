@@ -531,16 +531,7 @@ async fn a_slow_consumer_is_disconnected_and_everyone_else_gets_everything() {
             // messages, which it receives as a member) as it goes.
             while acked < PER_WRITER {
                 while sent < PER_WRITER && sent - acked < 32 {
-                    let mut id = [0u8; 16];
-                    id[..8].copy_from_slice(&((w * PER_WRITER + sent) as u64).to_be_bytes());
-                    client
-                        .send(&ClientFrame::Send(wire::Send {
-                            room: "general".into(),
-                            client_msg_id: id,
-                            text: text.clone(),
-                            attachments: Vec::new(),
-                        }))
-                        .await;
+                    client.send(&send_numbered("general", (w * PER_WRITER + sent) as u64, &text)).await;
                     sent += 1;
                 }
                 match client.recv().await {
@@ -730,17 +721,8 @@ async fn a_slow_consumer_that_reads_again_learns_why_it_was_cut() {
     let mut n = 0u64;
     loop {
         for _ in 0..50 {
-            let mut id = [0u8; 16];
-            id[..8].copy_from_slice(&n.to_be_bytes());
+            writer.send(&send_numbered("general", n, &text)).await;
             n += 1;
-            writer
-                .send(&ClientFrame::Send(wire::Send {
-                    room: "general".into(),
-                    client_msg_id: id,
-                    text: text.clone(),
-                    attachments: Vec::new(),
-                }))
-                .await;
         }
         for _ in 0..50 {
             writer.recv_until(pick::ack).await;
@@ -793,17 +775,8 @@ async fn a_client_that_falls_behind_reading_is_cut_once_a_ping_waits_past_the_la
     while server.metric("slow_disconnects_total").await == 0 {
         assert!(sent < 900, "not cut after {sent} messages");
         for _ in 0..10 {
-            let mut id = [0u8; 16];
-            id[..8].copy_from_slice(&sent.to_be_bytes());
+            writer.send(&send_numbered("general", sent, "tick")).await;
             sent += 1;
-            writer
-                .send(&ClientFrame::Send(wire::Send {
-                    room: "general".into(),
-                    client_msg_id: id,
-                    text: "tick".into(),
-                    attachments: Vec::new(),
-                }))
-                .await;
             writer.recv_until(pick::ack).await;
         }
     }

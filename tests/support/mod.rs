@@ -358,6 +358,13 @@ pub fn join(room: &str, after_seq: Option<u64>) -> ClientFrame {
     ClientFrame::Join(wire::Join { room: room.into(), after_seq })
 }
 
+/// A `Send` whose `client_msg_id` is `n` (big-endian, in its first 8 bytes): for loops of sends.
+pub fn send_numbered(room: &str, n: u64, text: &str) -> ClientFrame {
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&n.to_be_bytes());
+    ClientFrame::Send(wire::Send { room: room.into(), client_msg_id: id, text: text.into(), attachments: Vec::new() })
+}
+
 pub fn send(room: &str, id: u8, text: &str) -> ClientFrame {
     ClientFrame::Send(wire::Send {
         room: room.into(),
