@@ -244,6 +244,8 @@ async fn cluster_settings_that_cannot_work_are_refused_at_start_without_echoing_
     assert!(e.contains("JWT_SECRET is required"), "{e}");
     let e = refused(|c| c.node_timeout_ms = 10).await;
     assert!(e.contains("node timeout"), "{e}");
+    let e = refused(|c| c.max_lag_ms = 50).await;
+    assert!(e.contains("maximum lag must be at least 100 ms"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
