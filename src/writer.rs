@@ -88,7 +88,7 @@ impl Writer {
                 let (tx, rx) = mpsc::channel(limits.queue.max(1));
                 let out =
                     Outlet { hub: hub.clone(), bus: bus.clone(), rooms: rooms.clone(), counters: counters.clone() };
-                let (store, timeout) = (store.clone(), limits.timeout);
+                let (store, timeout) = (store.for_writer().unwrap_or_else(|| store.clone()), limits.timeout);
                 let writer = std::thread::Builder::new().name("socketchat-writer".into()).spawn(move || {
                     match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                         Ok(runtime) => runtime.block_on(run(rx, store, out, timeout)),

@@ -281,3 +281,58 @@ async fn a_connection_keeps_reading_while_its_sends_commit() {
     }
     assert_eq!(acked, vec![(cmid(1, 0), 1), (cmid(1, 1), 2), (cmid(1, 2), 3)], "acks and seqs in send order");
 }
+
+/// The send path has PostgreSQL connections of its own: with every pooled connection stuck
+/// behind a lock (a registration waiting on `users`), a send still commits at once instead of
+/// waiting for the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_commit_while_every_pooled_connection_is_stuck() {
+    let pg = Postgres::start();
+    let url = pg.url();
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), move |c| {
+        c.database_url = Some(url);
+        c.jwt_secret = Some(SECRET.into());
+        c.db_pool_size = 1;
+    })
+    .await;
+    let token = server.register("alice").await;
+    let (mut alice, _) = server.connect_hello(&token).await;
+    join_and_replay(&mut alice, "general", None).await;
+
+    let (mut db, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let lock = db.transaction().await.unwrap();
+    lock.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE", &[]).await.unwrap();
+    let (http, addr) = (server.http.clone(), server.addr);
+    let bob = tokio::spawn(async move { register_at(&http, addr, "bob").await });
+    // The pool's one connection is taken once a node's backend waits for the lock.
+    let (watch, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while watch
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'socketchat' AND wait_event_type = 'Lock'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        == 0
+    {
+        assert!(std::time::Instant::now() < deadline, "the registration never waited for the lock");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
+    // The pool would make a waiting send fail after 5 s: the ack must come well before.
+    let ack = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        send_for_ack(&mut alice, "general", cmid(1, 0), "while the pool is stuck"),
+    )
+    .await
+    .expect("no answer while the pool is stuck")
+    .expect("the send was refused while the pool is stuck");
+    assert_eq!(ack.seq, 1);
+
+    lock.commit().await.unwrap();
+    assert!(!bob.await.unwrap().is_empty(), "the registration goes through once the lock is gone");
+}

@@ -10,6 +10,7 @@ pub use sqlite::SqliteStore;
 
 pub use crate::wire::{Attachment, MessageKind};
 use async_trait::async_trait;
+use std::sync::Arc;
 
 /// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
@@ -243,6 +244,13 @@ pub struct Appended {
 pub trait Store: Send + Sync + 'static {
     /// Answers when the backend is usable (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
+    /// The store one writer uses from its own thread, when the backend needs one of its own:
+    /// PostgreSQL gives each writer connections made on that thread, so the database's answer
+    /// wakes the writer directly rather than through a connection task on the node's busy
+    /// runtime. `None`: the writer uses this one.
+    fn for_writer(&self) -> Option<Arc<dyn Store>> {
+        None
+    }
     /// Registers a user.
     async fn create_user(&self, username: &str, email: &str, password_hash: &str) -> StoreResult<UserRecord>;
     /// Looks a user up by email (case-insensitive).

@@ -16,6 +16,7 @@ use super::{
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
@@ -33,6 +34,10 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
 /// The send path: see `migrations/postgres/0002_append_function.sql`.
 const APPEND_SQL: &str =
     "SELECT ord, message_id, seq, sent_at_ms, body, duplicate FROM socketchat_append($1, $2, $3, $4, $5)";
+
+/// Connections each writer has of its own: two, so a batch still running after its senders
+/// were told "unknown" does not hold up the next one.
+const WRITER_CONNECTIONS: usize = 2;
 
 /// Any number that identifies our migration lock among other advisory locks.
 const MIGRATION_LOCK: i64 = 0x736f_636b_6574_6368; // "socketch"
@@ -74,6 +79,8 @@ fn upload_row(row: &tokio_postgres::Row) -> Upload {
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    /// Where the pool connects, for the writers' own connections.
+    config: tokio_postgres::Config,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -134,6 +141,20 @@ fn big(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// A pool of up to `size` connections, made lazily: each connection's driver task runs on the
+/// runtime of the task that first needed it.
+fn pool(config: tokio_postgres::Config, size: usize) -> StoreResult<Pool> {
+    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    Pool::builder(manager)
+        .max_size(size)
+        .wait_timeout(Some(Duration::from_secs(5)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(unavailable)
+}
+
 impl PostgresStore {
     /// Builds the pool (connections are made lazily) for a `postgres://` URL.
     pub fn new(url: &str, max_connections: usize) -> StoreResult<Self> {
@@ -141,16 +162,7 @@ impl PostgresStore {
             tokio_postgres::Config::from_str(url).map_err(|e| StoreError::Unavailable(format!("DATABASE_URL: {e}")))?;
         config.connect_timeout(Duration::from_secs(5));
         config.application_name("socketchat");
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(manager)
-            .max_size(max_connections)
-            .wait_timeout(Some(Duration::from_secs(5)))
-            .create_timeout(Some(Duration::from_secs(5)))
-            .recycle_timeout(Some(Duration::from_secs(5)))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(unavailable)?;
-        Ok(Self { pool })
+        Ok(Self { pool: pool(config.clone(), max_connections)?, config })
     }
 
     /// Connects, retrying with backoff (1 s doubling to 30 s) and logging why, until the
@@ -217,6 +229,16 @@ impl PostgresStore {
 impl Store for PostgresStore {
     async fn ping(&self) -> StoreResult<()> {
         self.query("SELECT 1", &[]).await.map(|_| ())
+    }
+
+    fn for_writer(&self) -> Option<Arc<dyn Store>> {
+        match pool(self.config.clone(), WRITER_CONNECTIONS) {
+            Ok(pool) => Some(Arc::new(Self { pool, config: self.config.clone() })),
+            Err(e) => {
+                tracing::warn!(error = %e, "a writer shares the node's pool");
+                None
+            }
+        }
     }
 
     async fn create_user(&self, username: &str, email: &str, password_hash: &str) -> StoreResult<UserRecord> {
