@@ -49,6 +49,8 @@ impl Default for WriterLimits {
 pub struct Writer {
     shards: Arc<[mpsc::Sender<(NewMessage, Reply)>]>,
     counters: Arc<Counters>,
+    /// How long a sender waits for its outcome.
+    timeout: Duration,
 }
 
 /// What the writer has done since start.
@@ -101,7 +103,7 @@ impl Writer {
                 tx
             })
             .collect();
-        Self { shards: shards.into(), counters }
+        Self { shards: shards.into(), counters, timeout: limits.timeout }
     }
 
     /// Stores one send; resolves after its transaction committed.
@@ -112,7 +114,9 @@ impl Writer {
     /// Queues one send and returns the future of its outcome: a connection queues its sends in
     /// the order it accepted them, and goes on reading while they commit. A send whose writer
     /// already has its full queue waiting is refused at once (`Unavailable`: not stored, retry
-    /// later) rather than waiting for room.
+    /// later) rather than waiting for room. The outcome is "unknown" once the store timeout has
+    /// passed since the send was queued, counted here on the sender's side: a writer whose
+    /// commit stalls its own thread (the embedded store commits on it) cannot count it.
     pub fn submit(
         &self,
         message: NewMessage,
@@ -123,7 +127,13 @@ impl Writer {
             mpsc::error::TrySendError::Full(_) => self.shed(shard.max_capacity()),
             mpsc::error::TrySendError::Closed(_) => StoreError::Unavailable("writer stopped".into()),
         })?;
-        Ok(async move { answer.await.map_err(|_| StoreError::Unavailable("writer stopped".into()))? })
+        let timeout = self.timeout;
+        Ok(async move {
+            match tokio::time::timeout(timeout, answer).await {
+                Ok(outcome) => outcome.map_err(|_| StoreError::Unavailable("writer stopped".into()))?,
+                Err(_) => Err(unknown_outcome()),
+            }
+        })
     }
 
     /// Counts (and logs, at most once a second) a send refused for a full queue.
@@ -169,6 +179,11 @@ impl Outlet {
     }
 }
 
+/// A send's outcome when the store has not answered within the timeout.
+fn unknown_outcome() -> StoreError {
+    StoreError::Unavailable("the store did not answer in time; the send may still be stored".into())
+}
+
 async fn run(mut rx: mpsc::Receiver<(NewMessage, Reply)>, store: Arc<dyn Store>, out: Outlet, timeout: Duration) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -212,14 +227,23 @@ async fn commit(store: &Arc<dyn Store>, out: &Outlet, batch: Vec<(NewMessage, Re
                 finished.unwrap_or_else(|_| Err(StoreError::Unavailable("the store failed (panic)".into())))
             })
         });
+        let started = std::time::Instant::now();
         let outcome = match tokio::time::timeout(timeout, &mut append).await {
+            // A store that commits on this thread (the embedded one) cannot be timed out here:
+            // its senders heard at the timeout on their side; say what happened.
+            Ok(result) if started.elapsed() >= timeout => {
+                tracing::warn!(
+                    sends = replies.len(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "the store answered after the timeout; its senders were told the outcome is unknown"
+                );
+                result
+            }
             Ok(result) => result,
             Err(_) => {
                 tracing::warn!(sends = replies.len(), "the store did not answer in time; outcome unknown");
                 for reply in replies {
-                    let _ = reply.send(Err(StoreError::Unavailable(
-                        "the store did not answer in time; the send may still be stored".into(),
-                    )));
+                    let _ = reply.send(Err(unknown_outcome()));
                 }
                 let out = out.clone();
                 tokio::spawn(async move {

@@ -347,6 +347,34 @@ async fn an_overloaded_store_queue_refuses_sends_at_once_in_order_while_the_conn
     assert_eq!(server.metric("messages_stored_total").await, 30);
 }
 
+/// Someone else holds the embedded database's write lock longer than the store timeout: the
+/// sender hears that the outcome is unknown (never "not stored"), the send commits once the lock
+/// goes, the room's members receive it live, and the sender's retry gets the original ack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_send_that_outlasts_the_store_timeout_is_announced_when_it_commits() {
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), |c| c.store_timeout_ms = 300).await;
+    let (alice, bob) = (server.register("alice").await, server.register("bob").await);
+    let (mut a, _) = server.connect_hello(&alice).await;
+    let (mut b, _) = server.connect_hello(&bob).await;
+    join_and_replay(&mut a, "general", None).await;
+    join_and_replay(&mut b, "general", None).await;
+
+    let db = rusqlite::Connection::open(server.dir.path().join("socketchat.db")).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    a.send(&send("general", 1, "held up")).await;
+    let err = a.recv_until(pick::error).await;
+    assert_eq!((err.code, err.client_msg_id), (ErrorCode::Unavailable.code(), Some([1; 16])), "{err:?}");
+    assert!(err.message.contains("may still be stored"), "the outcome is unknown: {}", err.message);
+    db.execute_batch("ROLLBACK").unwrap();
+
+    let delivered = message(&mut b).await;
+    assert_eq!((delivered.seq, delivered.text.as_str()), (1, "held up"), "announced once it committed");
+    a.send(&send("general", 1, "held up")).await;
+    let retried = ack(&mut a).await;
+    assert_eq!((retried.seq, retried.message_id), (1, delivered.message_id), "the original row");
+    assert_eq!(server.metric("messages_stored_total").await, 1, "stored once");
+}
+
 #[tokio::test]
 async fn a_client_that_has_seen_past_what_this_node_delivered_is_told_the_stored_head() {
     let server = TestServer::start().await;
