@@ -62,8 +62,10 @@ pub struct Config {
     pub store_timeout_ms: u64,
 
     /// Group-commit writers; rooms are spread over them, each commits its batches in order.
-    #[arg(long, env = "SOCKETCHAT_WRITERS", default_value_t = 2, global = true)]
-    pub writers: usize,
+    /// Default: 2 on PostgreSQL, 1 on the embedded store (one SQLite connection writes, so a
+    /// second writer would only wait for the first).
+    #[arg(long, env = "SOCKETCHAT_WRITERS", global = true)]
+    pub writers: Option<usize>,
 
     /// Sends waiting for each writer; beyond, a send is refused at once (Error 7 with a retry
     /// hint) instead of waiting: under overload the wait for a commit stays bounded.

@@ -332,7 +332,8 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     tokio::spawn(crate::hub::repair(hub.clone(), store.clone(), rooms.clone(), crate::hub::HEAD_CHECK));
     tokio::spawn(crate::presence::refresh_rooms(hub.clone(), presence.clone(), rooms.clone()));
     let store_timeout = Duration::from_millis(config.store_timeout_ms.max(1));
-    let limits = WriterLimits { shards: config.writers, queue: config.store_queue, timeout: store_timeout };
+    let writers = config.writers.unwrap_or(if config.database_url.is_some() { 2 } else { 1 });
+    let limits = WriterLimits { shards: writers, queue: config.store_queue, timeout: store_timeout };
     let writer = Writer::start(store.clone(), hub.clone(), bus.clone(), rooms.clone(), limits);
     let (stop, shutdown) = watch::channel(false);
     let node = Arc::new(Node {

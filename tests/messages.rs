@@ -270,7 +270,7 @@ async fn files_served_at_once_are_bounded_and_a_reader_that_stops_frees_its_slot
 #[tokio::test]
 async fn an_overloaded_store_queue_refuses_sends_at_once_in_order_while_the_connection_keeps_reading() {
     let server = TestServer::start_with(tempfile::tempdir().unwrap(), |c| {
-        c.writers = 1;
+        c.writers = Some(1);
         c.store_queue = 4;
         c.send_burst = 100;
     })

@@ -325,9 +325,10 @@ struct StoreArgs {
     /// Group commit or one commit per send.
     #[arg(long, value_enum, default_value_t = Mode::Group)]
     mode: Mode,
-    /// Group-commit writers (rooms are spread over them), as `--writers` of the server.
-    #[arg(long, default_value_t = 2)]
-    writers: usize,
+    /// Group-commit writers (rooms are spread over them), as `--writers` of the server; by
+    /// default as many as the server's default for the backend (2 PostgreSQL, 1 SQLite).
+    #[arg(long)]
+    writers: Option<usize>,
     /// PostgreSQL pool size.
     #[arg(long, default_value_t = 16)]
     pool: usize,
@@ -335,6 +336,7 @@ struct StoreArgs {
 
 async fn store_scenario(args: StoreArgs) -> Result<(), Box<dyn std::error::Error>> {
     let tmp = tempdir();
+    let writers = args.writers.unwrap_or(if args.database_url.is_some() { 2 } else { 1 });
     let store: Arc<dyn Store> = match &args.database_url {
         Some(url) => {
             let store = PostgresStore::connect(url, args.pool).await?;
@@ -367,7 +369,7 @@ async fn store_scenario(args: StoreArgs) -> Result<(), Box<dyn std::error::Error
         hub,
         Arc::new(LocalBus),
         Arc::new(RoomDirectory::new(all)),
-        WriterLimits { shards: args.writers, ..WriterLimits::default() },
+        WriterLimits { shards: writers, ..WriterLimits::default() },
     );
 
     let start = Instant::now();
@@ -434,7 +436,7 @@ async fn store_scenario(args: StoreArgs) -> Result<(), Box<dyn std::error::Error
         "ack_p50_ms": percentile_ms(&latencies, 0.50),
         "ack_p99_ms": percentile_ms(&latencies, 0.99),
         "errors": errors,
-        "writers": args.writers,
+        "writers": writers,
         "avg_batch": avg_batch,
         "generator_cpu_s": (cpu * 100.0).round() / 100.0,
     });

@@ -75,7 +75,7 @@ async fn fanout_over_webtransport_delivers_every_message_once_in_order() {
 async fn an_overload_run_answers_every_send_and_loses_nothing_at_receivers_not_cut() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path(), false);
-    (config.writers, config.store_queue) = (1, 1);
+    (config.writers, config.store_queue) = (Some(1), 1);
     let running = server::start(config).await.expect("server starts");
     let args = FanoutArgs { rate: 6000, overload: true, ..small_fanout(running.local_addr()) };
     let report = fanout::fanout(args).await.unwrap();
