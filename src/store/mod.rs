@@ -244,10 +244,11 @@ pub struct Appended {
 pub trait Store: Send + Sync + 'static {
     /// Answers when the backend is usable (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
-    /// The store one writer uses from its own thread, when the backend needs one of its own:
+    /// The store one writer uses from its own thread, when the backend wants one of its own:
     /// PostgreSQL gives each writer connections made on that thread, so the database's answer
     /// wakes the writer directly rather than through a connection task on the node's busy
-    /// runtime. `None`: the writer uses this one.
+    /// runtime; SQLite commits on that thread rather than on the blocking pool. `None`: the
+    /// writer uses this one.
     fn for_writer(&self) -> Option<Arc<dyn Store>> {
         None
     }

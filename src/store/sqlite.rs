@@ -57,6 +57,12 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// Runs `f` on the connection, on the calling thread.
+fn locked<T>(conn: &Mutex<Connection>, f: impl FnOnce(&mut Connection) -> StoreResult<T>) -> StoreResult<T> {
+    let mut guard = conn.lock().map_err(|_| StoreError::Unavailable("connection poisoned".into()))?;
+    f(&mut guard)
+}
+
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let version: usize = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -146,12 +152,9 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
         let conn = conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().map_err(|_| StoreError::Unavailable("connection poisoned".into()))?;
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?
+        tokio::task::spawn_blocking(move || locked(&conn, f))
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?
     }
 
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
@@ -168,8 +171,7 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
         if self.inline {
-            let mut guard = self.writer.lock().map_err(|_| StoreError::Unavailable("connection poisoned".into()))?;
-            return f(&mut guard);
+            return locked(&self.writer, f);
         }
         Self::with(&self.writer, f).await
     }
@@ -304,9 +306,10 @@ impl Store for SqliteStore {
     }
 
     /// The writer's thread is its own and does nothing but wait for its commits, so it commits
-    /// itself: handing each commit to the blocking pool and back cost two thread switches per
-    /// commit (~1,000 commits a second under load); without them the CPU per acked send went
-    /// 0.89-0.94x (bench/README).
+    /// itself: handing each commit to the blocking pool and back cost about 3 context switches
+    /// per commit (~1,000 commits a second under load); without them the CPU per acked send
+    /// went 0.89-0.94x (bench/README).
+    ///
     /// A commit that stalls then holds the writer's thread; its senders still hear at the store
     /// timeout, which their own side keeps ([`crate::writer::Writer::submit`]).
     fn for_writer(&self) -> Option<Arc<dyn Store>> {
