@@ -275,12 +275,7 @@ async fn an_overloaded_store_queue_refuses_sends_at_once_in_order_while_the_conn
         c.send_burst = 100;
     })
     .await;
-    let alice = server.register("alice").await;
-    let bob = server.register("bob").await;
-    let (mut a, _) = server.connect_hello(&alice).await;
-    let (mut b, _) = server.connect_hello(&bob).await;
-    join_and_replay(&mut a, "general", None).await;
-    join_and_replay(&mut b, "general", None).await;
+    let (mut a, mut b) = alice_and_bob_in(&server, "general").await;
 
     // The database is locked by someone else: the writer's first batch waits in its commit.
     let db = rusqlite::Connection::open(server.dir.path().join("socketchat.db")).unwrap();
@@ -353,11 +348,7 @@ async fn an_overloaded_store_queue_refuses_sends_at_once_in_order_while_the_conn
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_embedded_send_that_outlasts_the_store_timeout_is_announced_when_it_commits() {
     let server = TestServer::start_with(tempfile::tempdir().unwrap(), |c| c.store_timeout_ms = 300).await;
-    let (alice, bob) = (server.register("alice").await, server.register("bob").await);
-    let (mut a, _) = server.connect_hello(&alice).await;
-    let (mut b, _) = server.connect_hello(&bob).await;
-    join_and_replay(&mut a, "general", None).await;
-    join_and_replay(&mut b, "general", None).await;
+    let (mut a, mut b) = alice_and_bob_in(&server, "general").await;
 
     let db = rusqlite::Connection::open(server.dir.path().join("socketchat.db")).unwrap();
     db.execute_batch("BEGIN IMMEDIATE").unwrap();

@@ -11,11 +11,16 @@ use support::*;
 const SECRET: &str = "a test secret that is long enough for HS256 keys";
 
 async fn node(pg: &Postgres) -> TestServer {
+    node_with(pg, |c| c.send_burst = 100_000).await
+}
+
+/// A node on `pg`, with `tweak` applied to its settings.
+async fn node_with(pg: &Postgres, tweak: impl FnOnce(&mut socketchat::config::Config)) -> TestServer {
     let url = pg.url();
     TestServer::start_with(tempfile::tempdir().unwrap(), move |c| {
         c.database_url = Some(url);
         c.jwt_secret = Some(SECRET.into());
-        c.send_burst = 100_000;
+        tweak(c);
     })
     .await
 }
@@ -205,18 +210,8 @@ async fn a_node_started_before_its_database_waits_for_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_that_outlasts_the_store_timeout_is_announced_when_it_commits() {
     let pg = Postgres::start();
-    let url = pg.url();
-    let server = TestServer::start_with(tempfile::tempdir().unwrap(), move |c| {
-        c.database_url = Some(url);
-        c.jwt_secret = Some(SECRET.into());
-        c.store_timeout_ms = 300;
-    })
-    .await;
-    let (ta, tb) = (server.register("alice").await, server.register("bob").await);
-    let (mut alice, _) = server.connect_hello(&ta).await;
-    let (mut bob, _) = server.connect_hello(&tb).await;
-    join_and_replay(&mut alice, "general", None).await;
-    join_and_replay(&mut bob, "general", None).await;
+    let server = node_with(&pg, |c| c.store_timeout_ms = 300).await;
+    let (mut alice, mut bob) = alice_and_bob_in(&server, "general").await;
 
     let (mut db, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
@@ -288,13 +283,7 @@ async fn a_connection_keeps_reading_while_its_sends_commit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_commit_while_every_pooled_connection_is_stuck() {
     let pg = Postgres::start();
-    let url = pg.url();
-    let server = TestServer::start_with(tempfile::tempdir().unwrap(), move |c| {
-        c.database_url = Some(url);
-        c.jwt_secret = Some(SECRET.into());
-        c.db_pool_size = 1;
-    })
-    .await;
+    let server = node_with(&pg, |c| c.db_pool_size = 1).await;
     let token = server.register("alice").await;
     let (mut alice, _) = server.connect_hello(&token).await;
     join_and_replay(&mut alice, "general", None).await;

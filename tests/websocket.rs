@@ -69,11 +69,7 @@ async fn logout_revokes_the_token_for_upgrades_the_api_and_open_connections() {
 #[tokio::test]
 async fn two_users_see_each_others_messages_in_the_same_order() {
     let server = TestServer::start().await;
-    let (ta, tb) = (server.register("alice").await, server.register("bob").await);
-    let (mut a, _) = server.connect_hello(&ta).await;
-    let (mut b, _) = server.connect_hello(&tb).await;
-    join_and_replay(&mut a, "general", None).await;
-    join_and_replay(&mut b, "general", None).await;
+    let (mut a, mut b) = alice_and_bob_in(&server, "general").await;
     let mut seen: [Vec<(u64, String, String)>; 2] = [Vec::new(), Vec::new()];
     for i in 0..10u8 {
         let who = usize::from(i % 2);

@@ -374,6 +374,16 @@ pub fn send(room: &str, id: u8, text: &str) -> ClientFrame {
     })
 }
 
+/// Registers alice and bob, connects each (Hello answered) and joins both to `room`.
+pub async fn alice_and_bob_in(server: &TestServer, room: &str) -> (Client, Client) {
+    let (alice, bob) = (server.register("alice").await, server.register("bob").await);
+    let (mut a, _) = server.connect_hello(&alice).await;
+    let (mut b, _) = server.connect_hello(&bob).await;
+    join_and_replay(&mut a, room, None).await;
+    join_and_replay(&mut b, room, None).await;
+    (a, b)
+}
+
 /// Joins and reads `Joined` plus the replayed messages.
 pub async fn join_and_replay(
     client: &mut Client,
