@@ -223,3 +223,35 @@ async fn an_aioquic_client_chats_over_webtransport() {
         String::from_utf8_lossy(&foreign.stdout)
     );
 }
+
+/// A client's SETTINGS and its CONNECT travel on two QUIC streams, in no set order; under load
+/// the server read the CONNECT first and closed the connection ("webtransport is not supported
+/// by client"). The server now waits for the SETTINGS, and the session then works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_that_arrives_before_the_clients_settings_waits_for_them() {
+    let server = TestServer::start().await;
+    let token = server.register("alice").await;
+    let client = raw::RawH3::connect(&server).await;
+    let (_connect_send, mut connect_recv) = client.send_connect(&token).await;
+    // The server reads the CONNECT within a millisecond or two here; it must not give up on the
+    // connection for want of SETTINGS that are still to come.
+    let closed = tokio::time::timeout(Duration::from_millis(500), client.conn.closed()).await;
+    assert!(closed.is_err(), "the connection was closed before the client sent its SETTINGS: {closed:?}");
+    let _control = client.send_settings(&raw::WEBTRANSPORT_SETTINGS).await;
+    raw::expect_ok_response(&mut connect_recv).await;
+    let (mut send, mut recv) = client.open_session_stream(0).await;
+    match raw::hello(&mut send, &mut recv).await {
+        ServerFrame::Welcome(welcome) => assert_eq!(welcome.user.username, "alice"),
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+
+    // SETTINGS that arrive without WebTransport, after the CONNECT: H3_SETTINGS_ERROR.
+    let client = raw::RawH3::connect(&server).await;
+    let _connect = client.send_connect(&token).await;
+    let _control = client.send_settings(&[(0x08, 1), (0x33, 1)]).await;
+    let closed = tokio::time::timeout(WAIT, client.conn.closed()).await.expect("closed within the wait");
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(close) => assert_eq!(close.error_code, 0x109u32.into()),
+        other => panic!("expected H3_SETTINGS_ERROR, got {other:?}"),
+    }
+}

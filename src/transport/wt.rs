@@ -192,6 +192,15 @@ async fn session(
         refuse(stream, StatusCode::SERVICE_UNAVAILABLE, &quic).await;
         return Ok(None);
     };
+    match tokio::time::timeout(STREAM_WAIT, client_settings(&mut h3_conn)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e.into()),
+        Err(_) => {
+            tracing::info!("WebTransport CONNECT refused: the client sent no SETTINGS");
+            refuse(stream, StatusCode::BAD_REQUEST, &quic).await;
+            return Ok(None);
+        }
+    }
     let session = WebTransportSession::accept(req, stream, h3_conn).await?;
     let stream = match tokio::time::timeout(STREAM_WAIT, session.accept_bi()).await {
         Ok(Ok(Some(AcceptedBi::BidiStream(_, stream)))) => stream,
@@ -202,6 +211,19 @@ async fn session(
     };
     let transport = WtTransport { stream, read: BytesMut::new(), write: Vec::new(), quic, _session: Box::new(session) };
     Ok(Some((transport, credentials, slot)))
+}
+
+/// Waits for the client's SETTINGS, the first frame on its control stream. That stream is not
+/// ordered with the CONNECT's: under load the CONNECT can be read first, and accepting it then
+/// would find WebTransport "not supported by client" and close the connection (seen with 500
+/// sessions opened at once). The WebTransport over HTTP/3 draft has the server wait for them.
+/// h3 answers its own defaults, owned, until the peer's SETTINGS are in, and borrows them after.
+async fn client_settings(conn: &mut h3::server::Connection<H3Conn, Bytes>) -> Result<(), h3::error::ConnectionError> {
+    use h3::ConnectionState;
+    while matches!(conn.inner.shared.settings(), std::borrow::Cow::Owned(_)) {
+        std::future::poll_fn(|cx| conn.inner.poll_control(cx)).await?;
+    }
+    Ok(())
 }
 
 struct WtTransport {
