@@ -255,3 +255,24 @@ async fn a_connect_that_arrives_before_the_clients_settings_waits_for_them() {
         other => panic!("expected H3_SETTINGS_ERROR, got {other:?}"),
     }
 }
+
+/// quinn keeps state for every stream a peer may open: a client gets credit for the streams a
+/// session needs and a few more, not quinn's 100 + 100. The credit is granted in the handshake,
+/// so an open beyond it cannot complete at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_may_open_only_the_streams_a_session_needs() {
+    use futures_util::FutureExt;
+    let server = TestServer::start().await;
+    let client = raw::RawH3::connect(&server).await;
+    assert!(client.conn.max_datagram_size().is_some(), "datagrams are allowed (browsers require them)");
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        open.push(client.conn.open_bi().now_or_never().expect("credit for 4 bidirectional streams").unwrap());
+    }
+    assert!(client.conn.open_bi().now_or_never().is_none(), "a fifth bidirectional stream was allowed");
+    let mut uni = Vec::new();
+    for _ in 0..8 {
+        uni.push(client.conn.open_uni().now_or_never().expect("credit for 8 unidirectional streams").unwrap());
+    }
+    assert!(client.conn.open_uni().now_or_never().is_none(), "a ninth unidirectional stream was allowed");
+}

@@ -29,6 +29,19 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// small (as the WebSocket read buffer, 512 B; a larger frame is read in more calls).
 const READ_CHUNK: usize = 512;
 
+/// Streams a client may have open at once (see `endpoint`).
+const WT_BIDI_STREAMS: u32 = 4;
+const WT_UNI_STREAMS: u32 = 8;
+/// Bytes a client may send on one stream before the server reads them: 16 client frames of the
+/// largest size (the connection's window is twice this).
+const WT_RECEIVE_WINDOW: u32 = 16 * MAX_CLIENT_FRAME as u32;
+/// Bytes sent to a client and not yet acknowledged, at most: 5 MB/s at 100 ms round trip. A
+/// client that stops reading fills it, then its queue, and is cut as slow (4001).
+const WT_SEND_WINDOW: u64 = 512 * 1024;
+/// Datagrams are not used (PROTOCOL.md § 1.4); one that arrives is held up to this many bytes,
+/// which is also the largest the client may send.
+const WT_DATAGRAM_BUFFER: usize = 1200;
+
 type H3Conn = h3_quinn::Connection;
 type WtStream = h3_webtransport::stream::BidiStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 
@@ -49,6 +62,19 @@ pub(crate) fn endpoint(addr: std::net::SocketAddr, certs: Arc<Certificates>) -> 
         Duration::from_secs(30).try_into().map_err(|e: quinn::VarIntBoundsExceeded| e.to_string())?,
     ));
     transport.keep_alive_interval(Some(Duration::from_secs(10)));
+    // quinn keeps state for every stream a peer may open (100 + 100 by default: 6 KiB per
+    // session, measured with heaptrack). A session needs 2 bidirectional streams (the CONNECT
+    // and the session's stream) and 3 unidirectional ones (HTTP/3 control, QPACK encoder and
+    // decoder); the rest is room for a client's reserved (grease) streams.
+    transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(WT_BIDI_STREAMS));
+    transport.max_concurrent_uni_streams(quinn::VarInt::from_u32(WT_UNI_STREAMS));
+    // What one session may make the server hold, instead of quinn's defaults sized for bulk
+    // transfer (1.25 MB per stream and no limit per connection received, 10 MB unacknowledged
+    // sent, 1.25 MB of datagrams nobody here reads).
+    transport.stream_receive_window(quinn::VarInt::from_u32(WT_RECEIVE_WINDOW));
+    transport.receive_window(quinn::VarInt::from_u32(2 * WT_RECEIVE_WINDOW));
+    transport.send_window(WT_SEND_WINDOW);
+    transport.datagram_receive_buffer_size(Some(WT_DATAGRAM_BUFFER));
     config.transport_config(Arc::new(transport));
     quinn::Endpoint::server(config, addr).map_err(|e| e.to_string())
 }
