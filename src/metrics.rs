@@ -20,7 +20,8 @@ pub struct Metrics {
     pub bad_frames: AtomicU64,
     /// Connections closed because they could not keep up.
     pub slow_disconnects: AtomicU64,
-    /// Sockets closed at once: over the node's socket cap or one address's share.
+    /// TCP sockets closed and QUIC connections refused at once: over the node's cap or one
+    /// address's share.
     pub sockets_refused: AtomicU64,
     /// `accept` failures (file descriptors exhausted, …).
     pub accept_errors: AtomicU64,
@@ -53,7 +54,7 @@ impl Metrics {
         line(
             "sockets_refused_total",
             "counter",
-            "Sockets closed at once: over the socket cap or one address's share.",
+            "TCP sockets closed and QUIC connections refused at once: over the cap or one address's share.",
             get(&self.sockets_refused),
         );
         line(

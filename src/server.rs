@@ -369,8 +369,9 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         http_port: addr.port(),
         webtransport: webtransport.as_ref().map(|(_, certs, port)| (certs.clone(), *port)),
     });
+    let limits = socket_limits(&config);
     if let Some((endpoint, certs, port)) = webtransport {
-        tokio::spawn(crate::transport::wt::serve(node.clone(), endpoint.clone()));
+        tokio::spawn(crate::transport::wt::serve(node.clone(), endpoint.clone(), limits));
         if certs.is_generated() {
             tokio::spawn(rotate_certificates(certs));
         }
@@ -384,7 +385,6 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         tracing::info!(node = %node.node_id, "WebTransport on udp/{port} at /wt");
     }
     let app = crate::http::router(node.clone());
-    let limits = socket_limits(&config);
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let served = tokio::spawn(crate::http::listener::serve(listener, app, node.clone(), limits, shutdown, grace));
     let upkeep = Some(tokio::spawn(presence_upkeep(node.clone(), node.presence.upkeep_every())));

@@ -276,3 +276,32 @@ async fn a_client_may_open_only_the_streams_a_session_needs() {
     }
     assert!(client.conn.open_uni().now_or_never().is_none(), "a ninth unidirectional stream was allowed");
 }
+
+/// QUIC connections count against the same caps as TCP sockets: one address gets its share
+/// (here 2), a connection beyond is refused before its handshake, and a place comes back once a
+/// connection ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_gets_its_share_of_quic_connections_and_no_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(dir, |c| c.max_sockets_per_address = 2).await;
+    let first = raw::RawH3::connect(&server).await;
+    let _second = raw::RawH3::connect(&server).await;
+    match raw::RawH3::try_connect(&server).await {
+        Err(quinn::ConnectionError::ConnectionClosed(close)) => {
+            assert_eq!(close.error_code, quinn::TransportErrorCode::CONNECTION_REFUSED)
+        }
+        Err(other) => panic!("expected CONNECTION_REFUSED, got {other:?}"),
+        Ok(_) => panic!("a third connection from one address was accepted"),
+    }
+    assert!(server.metric("sockets_refused_total").await >= 1);
+    first.conn.close(0u32.into(), b"done");
+    // The server counts the closed connection out when it reads the close: retry until then.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match raw::RawH3::try_connect(&server).await {
+            Ok(_) => break,
+            Err(e) => assert!(tokio::time::Instant::now() < deadline, "no place came back: {e:?}"),
+        }
+        tokio::task::yield_now().await;
+    }
+}

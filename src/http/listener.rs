@@ -41,8 +41,17 @@ pub(crate) struct Limits {
 #[derive(Default)]
 struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
 
-/// One admitted socket: released (both counts) when the connection ends.
-struct Admitted {
+/// Counts a listener's open connections, in all and per peer address (the TCP listener's
+/// sockets; the QUIC endpoint's connections, which hold no file descriptor but as much memory).
+pub(crate) struct Admission {
+    slots: Arc<Semaphore>,
+    per_address: Arc<PerAddress>,
+    max: usize,
+    max_per_address: usize,
+}
+
+/// One admitted connection: released (both counts) when dropped, as the connection ends.
+pub(crate) struct Admitted {
     _slot: OwnedSemaphorePermit,
     addr: IpAddr,
     per_address: Arc<PerAddress>,
@@ -70,8 +79,7 @@ pub(crate) async fn serve(
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_sockets));
-    let per_address = Arc::new(PerAddress::default());
+    let admission = Admission::new(limits);
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -85,7 +93,7 @@ pub(crate) async fn serve(
             },
             () = stopped(&mut stop) => break,
         };
-        let Some(admitted) = admit(&slots, &per_address, &node, peer.ip(), limits) else {
+        let Some(admitted) = admission.admit(&node, peer.ip(), "socket") else {
             node.metrics.sockets_refused.fetch_add(1, Ordering::Relaxed);
             drop(tcp);
             continue;
@@ -115,8 +123,7 @@ pub(crate) async fn serve(
         });
     }
     // Wait (at most `grace`) for the connections still finishing a request.
-    let all = u32::try_from(limits.max_sockets).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout(grace, slots.acquire_many(all)).await;
+    admission.drained(grace).await;
 }
 
 /// Completes once the node stops (the watch's guard is not held across an await).
@@ -124,26 +131,38 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Counts a new socket in, or says no (over the cap, or over its address's share).
-fn admit(
-    slots: &Arc<Semaphore>,
-    per_address: &Arc<PerAddress>,
-    node: &Node,
-    addr: IpAddr,
-    limits: Limits,
-) -> Option<Admitted> {
-    let Ok(slot) = slots.clone().try_acquire_owned() else {
-        tracing::warn!(%addr, max = limits.max_sockets, "socket refused: the node is at its socket cap");
-        return None;
-    };
-    let mut counts = per_address.0.lock().unwrap_or_else(|p| p.into_inner());
-    let n = counts.entry(addr).or_insert(0);
-    if *n >= limits.per_address && !node.trusted_proxies.contains(&addr) {
-        tracing::warn!(%addr, max = limits.per_address, "socket refused: too many from one address");
-        return None;
+impl Admission {
+    pub(crate) fn new(limits: Limits) -> Self {
+        Admission {
+            slots: Arc::new(Semaphore::new(limits.max_sockets)),
+            per_address: Arc::new(PerAddress::default()),
+            max: limits.max_sockets,
+            max_per_address: limits.per_address,
+        }
     }
-    *n += 1;
-    Some(Admitted { _slot: slot, addr, per_address: per_address.clone() })
+
+    /// Counts a new connection in, or says no (over the cap, or over its address's share;
+    /// trusted proxies have no share). `what` names it in the log.
+    pub(crate) fn admit(&self, node: &Node, addr: IpAddr, what: &str) -> Option<Admitted> {
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            tracing::warn!(%addr, max = self.max, "{what} refused: the node is at its cap");
+            return None;
+        };
+        let mut counts = self.per_address.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(addr).or_insert(0);
+        if *n >= self.max_per_address && !node.trusted_proxies.contains(&addr) {
+            tracing::warn!(%addr, max = self.max_per_address, "{what} refused: too many from one address");
+            return None;
+        }
+        *n += 1;
+        Some(Admitted { _slot: slot, addr, per_address: self.per_address.clone() })
+    }
+
+    /// Waits (at most `grace`) until every admitted connection has ended.
+    pub(crate) async fn drained(&self, grace: Duration) {
+        let all = u32::try_from(self.max).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(grace, self.slots.acquire_many(all)).await;
+    }
 }
 
 /// Raises the open-file soft limit to the hard limit (the common soft limit of 1024 runs out at

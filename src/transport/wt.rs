@@ -7,6 +7,7 @@
 
 use crate::auth;
 use crate::conn::{self, Credentials, Inbound, Transport};
+use crate::http::listener::{Admission, Limits};
 use crate::node::Node;
 use crate::transport::certs::Certificates;
 use crate::wire::{CloseCode, MAX_CLIENT_FRAME, UserRef, decode_stream_frame, put_stream_frame};
@@ -79,9 +80,17 @@ pub(crate) fn endpoint(addr: std::net::SocketAddr, certs: Arc<Certificates>) -> 
     quinn::Endpoint::server(config, addr).map_err(|e| e.to_string())
 }
 
-/// Accepts QUIC connections until the endpoint closes.
-pub(crate) async fn serve(node: Arc<Node>, endpoint: quinn::Endpoint) {
+/// Accepts QUIC connections until the endpoint closes. They count against the same caps as
+/// the TCP listener's sockets (in all, and per client address), on a count of their own: a
+/// connection beyond is refused (QUIC `CONNECTION_REFUSED`) before its handshake.
+pub(crate) async fn serve(node: Arc<Node>, endpoint: quinn::Endpoint, limits: Limits) {
+    let admission = Admission::new(limits);
     while let Some(incoming) = endpoint.accept().await {
+        let Some(admitted) = admission.admit(&node, incoming.remote_address().ip(), "QUIC connection") else {
+            node.metrics.sockets_refused.fetch_add(1, Ordering::Relaxed);
+            incoming.refuse();
+            continue;
+        };
         let node = node.clone();
         tokio::spawn(async move {
             // The handshake's state is large (HTTP/3 set-up, the CONNECT, authentication):
@@ -94,6 +103,7 @@ pub(crate) async fn serve(node: Arc<Node>, endpoint: quinn::Endpoint) {
                 Ok(None) => {}
                 Err(e) => tracing::debug!(error = %e, "WebTransport connection ended"),
             }
+            drop(admitted);
         });
     }
 }
@@ -167,7 +177,12 @@ async fn session(
     node: Arc<Node>,
     incoming: quinn::Incoming,
 ) -> Result<Option<Accepted>, Box<dyn std::error::Error + Send + Sync>> {
-    let quic = incoming.await?;
+    // A handshake that stalls (a peer that went quiet, or a spoofed address that cannot
+    // answer) gives its place back within the same wait as the CONNECT.
+    let Ok(quic) = tokio::time::timeout(STREAM_WAIT, incoming).await else {
+        return Ok(None);
+    };
+    let quic = quic?;
     let mut h3_conn: h3::server::Connection<H3Conn, Bytes> = h3::server::builder()
         .enable_webtransport(true)
         .enable_extended_connect(true)

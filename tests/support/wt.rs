@@ -227,6 +227,11 @@ pub mod raw {
     impl RawH3 {
         /// A QUIC connection with ALPN h3 to the server's WebTransport address; nothing sent yet.
         pub async fn connect(server: &TestServer) -> Self {
+            Self::try_connect(server).await.expect("handshake")
+        }
+
+        /// `connect`, with the handshake's failure as it came.
+        pub async fn try_connect(server: &TestServer) -> Result<Self, quinn::ConnectionError> {
             let (url, hash) = super::transport_info(server).await;
             let authority = url.trim_start_matches("https://").split('/').next().unwrap().to_owned();
             let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -242,9 +247,8 @@ pub mod raw {
             endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
             let conn = tokio::time::timeout(WAIT, endpoint.connect(authority.parse().unwrap(), "localhost").unwrap())
                 .await
-                .expect("handshake within the wait")
-                .expect("handshake");
-            RawH3 { conn, authority, _endpoint: endpoint }
+                .expect("handshake within the wait")?;
+            Ok(RawH3 { conn, authority, _endpoint: endpoint })
         }
 
         /// Opens the CONNECT stream and sends a WebTransport CONNECT for `/wt` with the cookie.
