@@ -305,3 +305,36 @@ async fn one_address_gets_its_share_of_quic_connections_and_no_more() {
         tokio::task::yield_now().await;
     }
 }
+
+/// h3 buffers a whole HTTP/3 frame before decoding it, whatever length it announces: a CONNECT
+/// whose HEADERS frame never ends must not make the server hold what the client streams in
+/// before anyone is authenticated. The connection is closed with H3_EXCESSIVE_LOAD instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_whose_headers_never_end_is_cut_before_the_server_holds_much() {
+    let server = TestServer::start().await;
+    let client = raw::RawH3::connect(&server).await;
+    let _control = client.send_settings(&raw::WEBTRANSPORT_SETTINGS).await;
+    let (mut send, _recv) = client.conn.open_bi().await.unwrap();
+    let announced: u64 = 1 << 30; // a HEADERS frame of 1 GiB
+    let mut head = vec![0x01];
+    head.extend_from_slice(&(0xc000_0000_0000_0000 | announced).to_be_bytes());
+    send.write_all(&head).await.unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    let written = tokio::time::timeout(WAIT, async {
+        let mut written = 0usize;
+        while send.write_all(&chunk).await.is_ok() {
+            written += chunk.len();
+        }
+        written
+    })
+    .await
+    .expect("the server cut the connection within the wait");
+    match client.conn.closed().await {
+        quinn::ConnectionError::ApplicationClosed(close) => assert_eq!(close.error_code, 0x107u32.into()),
+        other => panic!("expected H3_EXCESSIVE_LOAD, got {other:?}"),
+    }
+    // What reached the server is bounded by its budget (64 KiB) and its receive window (512
+    // KiB); the client may have queued a little more that never left it.
+    let on_the_wire = client.conn.stats().udp_tx.bytes;
+    assert!(on_the_wire < 2 << 20, "{on_the_wire} bytes went out before the cut ({written} written)");
+}

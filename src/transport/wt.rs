@@ -171,18 +171,57 @@ async fn authorize(node: &Node, req: &Request<()>) -> Result<Credentials, (Statu
 /// A session ready to run: its transport, who it is, and its connection slot.
 type Accepted = (WtTransport, Credentials, tokio::sync::OwnedSemaphorePermit);
 
+type SetupResult = Result<Option<Accepted>, Box<dyn std::error::Error + Send + Sync>>;
+
 /// The QUIC handshake, HTTP/3 and the CONNECT up to an accepted session with its stream, or
 /// `None` when the connection was refused or went away.
-async fn session(
-    node: Arc<Node>,
-    incoming: quinn::Incoming,
-) -> Result<Option<Accepted>, Box<dyn std::error::Error + Send + Sync>> {
+async fn session(node: Arc<Node>, incoming: quinn::Incoming) -> SetupResult {
     // A handshake that stalls (a peer that went quiet, or a spoofed address that cannot
     // answer) gives its place back within the same wait as the CONNECT.
     let Ok(quic) = tokio::time::timeout(STREAM_WAIT, incoming).await else {
         return Ok(None);
     };
     let quic = quic?;
+    match within_setup_budget(&quic, setup(node, quic.clone())).await {
+        Some(result) => result,
+        None => {
+            tracing::warn!(
+                peer = %quic.remote_address(),
+                budget = SETUP_BYTES,
+                "WebTransport connection closed: too much data before its session"
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// Bytes a client may send before its session runs: its handshake, SETTINGS and CONNECT take
+/// a few KiB. h3 buffers a whole HTTP/3 frame before it decodes it, whatever its announced
+/// length, so without a budget one CONNECT stream (or control stream) could make the server
+/// hold gigabytes before anyone is authenticated (seen: 27 MB in 8 s from one test client).
+const SETUP_BYTES: u64 = 64 * 1024;
+/// HTTP/3's code for a peer that generates excessive load (RFC 9114 § 8.1).
+const H3_EXCESSIVE_LOAD: u32 = 0x107;
+
+/// Runs `setup` while the connection has received at most `SETUP_BYTES`; past that, closes
+/// the connection with H3_EXCESSIVE_LOAD and returns `None`. The count is read each time
+/// `setup` is woken, which incoming data does, so what h3 can have read beyond the budget is
+/// bounded by the connection's receive window.
+async fn within_setup_budget<T>(quic: &quinn::Connection, setup: impl Future<Output = T>) -> Option<T> {
+    let mut setup = std::pin::pin!(setup);
+    std::future::poll_fn(|cx| {
+        if quic.stats().udp_rx.bytes > SETUP_BYTES {
+            // Closed here, while h3 is still alive: dropping it closes with H3_NO_ERROR first.
+            quic.close(H3_EXCESSIVE_LOAD.into(), b"too much data before the session");
+            return std::task::Poll::Ready(None);
+        }
+        setup.as_mut().poll(cx).map(Some)
+    })
+    .await
+}
+
+/// HTTP/3, the CONNECT and its authentication, up to the session's stream.
+async fn setup(node: Arc<Node>, quic: quinn::Connection) -> SetupResult {
     let mut h3_conn: h3::server::Connection<H3Conn, Bytes> = h3::server::builder()
         .enable_webtransport(true)
         .enable_extended_connect(true)
