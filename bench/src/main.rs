@@ -231,6 +231,9 @@ async fn relay_scenario(args: RelayArgs) -> Result<(), Box<dyn std::error::Error
             "elapsed_s": start.elapsed().as_secs(),
         })
     );
+    if expected > received {
+        return Err(format!("relay: {} of {expected} deliveries missing", expected - received).into());
+    }
     Ok(())
 }
 
@@ -442,6 +445,9 @@ async fn store_scenario(args: StoreArgs) -> Result<(), Box<dyn std::error::Error
     });
     println!("{report}");
     let _ = std::fs::remove_dir_all(&tmp);
+    if errors > 0 {
+        return Err(format!("store: {errors} sends failed").into());
+    }
     Ok(())
 }
 

@@ -376,5 +376,8 @@ pub async fn latency_scenario(args: LatencyArgs) -> Result<(), BoxError> {
             "latency_max_ms": socketchat_bench::measure::percentile_ms(&latencies, 1.0),
         })
     );
+    if missing > 0 {
+        return Err(format!("presence-latency: {missing} watcher(s) never saw a move").into());
+    }
     Ok(())
 }

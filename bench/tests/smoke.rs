@@ -128,3 +128,117 @@ async fn the_ceiling_server_passes_the_same_checks() {
     assert!(report.acked > 0 && report.correct(), "{report:?}");
     assert_eq!(report.expected, report.acked * 6, "{report:?}");
 }
+
+/// Runs `socketchat-load` (the binary CI builds) with these arguments; it must exit 0, which
+/// it does only when its own checks pass. Returns its JSON line.
+async fn run_load(args: &[String]) -> serde_json::Value {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_socketchat-load"))
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env_remove("JWT_SECRET")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("socketchat-load runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{args:?} failed: {stdout} {stderr}");
+    let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no JSON line: {stdout}"));
+    serde_json::from_str(line).unwrap()
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_connect_open_every_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path(), false).await;
+    let (addr, pid) = (running.local_addr().to_string(), std::process::id().to_string());
+    let idle = run_load(&strings(&["idle", "--addr", &addr, "--pid", &pid, "--connections", "20"])).await;
+    assert_eq!(idle["connections"], 20, "{idle}");
+    assert!(idle["kib_per_connection"].is_number(), "{idle}");
+    let connect = run_load(&strings(&[
+        "connect",
+        "--addr",
+        &addr,
+        "--pid",
+        &pid,
+        "--jwt-secret",
+        SECRET,
+        "--connections",
+        "40",
+        "--users",
+        "20",
+    ]))
+    .await;
+    assert_eq!((connect["connections"].as_u64(), connect["users"].as_u64()), (Some(40), Some(20)), "{connect}");
+    assert!(connect["connects_per_s"].as_f64().unwrap() > 0.0, "{connect}");
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_and_presence_latency_miss_nothing_on_one_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path(), false).await;
+    let addr = running.local_addr().to_string();
+    let relay = run_load(&strings(&[
+        "relay",
+        "--send-addr",
+        &addr,
+        "--recv-addr",
+        &addr,
+        "--senders",
+        "2",
+        "--receivers",
+        "5",
+        "--rate",
+        "40",
+        "--seconds",
+        "1",
+    ]))
+    .await;
+    assert!(relay["messages_sent"].as_u64().unwrap() > 0, "{relay}");
+    assert_eq!(relay["missing"], 0, "{relay}");
+    let presence = run_load(&strings(&[
+        "presence-latency",
+        "--watch-addr",
+        &addr,
+        "--move-addr",
+        &addr,
+        "--jwt-secret",
+        SECRET,
+        "--watchers",
+        "5",
+        "--churners",
+        "2",
+        "--moves",
+        "2",
+    ]))
+    .await;
+    assert_eq!((presence["samples"].as_u64(), presence["missing"].as_u64()), (Some(10), Some(0)), "{presence}");
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_acks_every_send_through_the_writer_and_alone() {
+    for mode in ["group", "single"] {
+        let store = run_load(&strings(&[
+            "store",
+            "--mode",
+            mode,
+            "--senders",
+            "4",
+            "--rooms",
+            "2",
+            "--seconds",
+            "1",
+            "--warmup",
+            "0",
+        ]))
+        .await;
+        assert!(store["acked_per_sec"].as_f64().unwrap() > 0.0, "{store}");
+        assert_eq!(store["errors"], 0, "{store}");
+    }
+}
