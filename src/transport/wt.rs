@@ -296,7 +296,8 @@ async fn setup(node: Arc<Node>, quic: quinn::Connection) -> SetupResult {
 /// Waits for the client's SETTINGS, the first frame on its control stream. That stream is not
 /// ordered with the CONNECT's: under load the CONNECT can be read first, and accepting it then
 /// would find WebTransport "not supported by client" and close the connection (seen with 500
-/// sessions opened at once). The WebTransport over HTTP/3 draft has the server wait for them.
+/// sessions opened at once against a node slowed by heaptrack). The WebTransport over HTTP/3
+/// draft has the server wait for them.
 /// h3 answers its own defaults, owned, until the peer's SETTINGS are in, and borrows them after.
 async fn client_settings(conn: &mut h3::server::Connection<H3Conn, Bytes>) -> Result<(), h3::error::ConnectionError> {
     use h3::ConnectionState;
