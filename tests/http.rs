@@ -286,3 +286,34 @@ async fn one_address_cannot_take_every_socket_and_idle_connections_do_not_hold_s
         closed_within(&mut tcp, std::time::Duration::from_secs(5)).await.expect("closed by the shutdown");
     }
 }
+
+/// An upgraded WebSocket is still a socket of its address: it counts against the address's
+/// share for as long as it is open, not only until the upgrade (hyper ends the HTTP connection
+/// once it hands the socket over).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgraded_websockets_count_against_their_addresses_share() {
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), |c| c.max_sockets_per_address = 3).await;
+    let token = server.register("alice").await;
+    // A WebSocket that gets through, or `None` once the server closes the socket at once.
+    let try_ws = || async {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://{}/ws", server.addr).into_client_request().unwrap();
+        request.headers_mut().insert("cookie", format!("token={token}").parse().unwrap());
+        let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        tokio_tungstenite::client_async(request, tcp).await.ok().map(|(ws, _)| ws)
+    };
+    let mut open = Vec::new();
+    while let Some(ws) = try_ws().await {
+        open.push(ws);
+        assert!(open.len() <= 3, "more WebSockets from one address than its share of 3");
+    }
+    // (The registration's keep-alive HTTP connection may hold one of the 3.)
+    assert!(!open.is_empty(), "not even one WebSocket got through");
+    drop(open.pop());
+    // The server counts the closed WebSocket out as its task ends: retry until then.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while try_ws().await.is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "the closed WebSocket's place never came back");
+        tokio::task::yield_now().await;
+    }
+}

@@ -57,6 +57,14 @@ pub(crate) struct Admitted {
     per_address: Arc<PerAddress>,
 }
 
+/// An admitted socket, in each request's extensions: the socket stays counted until the HTTP
+/// connection and every holder are gone. A WebSocket upgrade takes it into the connection's
+/// task, since hyper ends the HTTP connection once it has handed the socket over.
+#[derive(Clone)]
+pub(crate) struct Held {
+    _admitted: Arc<Admitted>,
+}
+
 impl Drop for Admitted {
     fn drop(&mut self) {
         let mut counts = self.per_address.0.lock().unwrap_or_else(|p| p.into_inner());
@@ -101,9 +109,14 @@ pub(crate) async fn serve(
         let _ = tcp.set_nodelay(true);
         let app = app.clone();
         let mut stop = stop.clone();
+        // Shared with each request: an upgraded connection outlives the HTTP connection that
+        // carried it, and its handler keeps the socket counted (`Held`).
+        let admitted = Held { _admitted: Arc::new(admitted) };
         tokio::spawn(async move {
+            let held = admitted.clone();
             let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(peer));
+                req.extensions_mut().insert(held.clone());
                 let mut app = app.clone();
                 // A Router is always ready: `call` needs no `poll_ready` first.
                 async move { tower_service::Service::call(&mut app, req).await }

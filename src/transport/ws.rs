@@ -174,8 +174,11 @@ pub(crate) async fn upgrade(State(node): State<Arc<Node>>, mut req: Request) -> 
     let client = node.client_addr(peer, header_str(req.headers(), header::HeaderName::from_static("x-forwarded-for")));
     tracing::debug!(user = %user.username, client = ?client, "WebSocket upgrade");
     let on_upgrade = hyper::upgrade::on(&mut req);
+    // The socket stays counted against the node's socket caps for as long as it is open.
+    let held = req.extensions_mut().remove::<crate::http::listener::Held>();
     tokio::spawn(async move {
         let _slot = slot;
+        let _held = held;
         match on_upgrade.await {
             Ok(upgraded) => {
                 let io = Outbox::new(TokioIo::new(upgraded));
