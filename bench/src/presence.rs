@@ -64,6 +64,19 @@ pub struct ConnectArgs {
     /// is open once `Joined` arrived; v1 sends no `RoomPresence`).
     #[arg(long, default_value_t = wire::PROTOCOL_VERSION)]
     protocol_version: u32,
+    /// Generator processes to spread the connections over, each holding its share (a
+    /// process holds about as many sockets as its open-file limit: 20,000 here). Connection
+    /// i goes to process i % processes.
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
+    /// Source addresses to connect from (loopback: any of 127.0.0.0/8), one per process in
+    /// turn: each has its own ephemeral ports (~28,000) toward the server. SocketChat and the
+    /// ceiling only.
+    #[arg(long, value_delimiter = ',')]
+    source: Vec<std::net::IpAddr>,
+    /// Set by the parent on the processes it starts: this one is process K of `processes`.
+    #[arg(long, hide = true)]
+    worker: Option<usize>,
 }
 
 /// Arguments of `latency`.
@@ -99,9 +112,21 @@ fn cookie(keys: &TokenKeys, id: u64, username: &str) -> String {
 }
 
 async fn upgrade(addr: SocketAddr, cookie: &str) -> Result<Ws, BoxError> {
+    upgrade_from(addr, None, cookie).await
+}
+
+/// [`upgrade`] from a chosen source address.
+async fn upgrade_from(addr: SocketAddr, source: Option<std::net::IpAddr>, cookie: &str) -> Result<Ws, BoxError> {
     let mut request = format!("ws://{addr}/ws").into_client_request()?;
     request.headers_mut().insert("cookie", HeaderValue::from_str(cookie)?);
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let tcp = match source {
+        Some(ip) => {
+            let socket = if ip.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+            socket.bind(SocketAddr::new(ip, 0))?;
+            socket.connect(addr).await?
+        }
+        None => tokio::net::TcpStream::connect(addr).await?,
+    };
     tcp.set_nodelay(true)?;
     // A small read buffer: tungstenite's default (128 KiB, allocated per connection) made the
     // generator's own cost per connection grow with thousands of connections open.
@@ -148,7 +173,18 @@ async fn present(addr: SocketAddr, cookie: &str, room: &str) -> Result<Ws, BoxEr
 
 /// [`present`] in a given protocol version (v1: until `Joined`).
 async fn present_as(addr: SocketAddr, cookie: &str, room: &str, version: u32) -> Result<Ws, BoxError> {
-    let mut ws = upgrade(addr, cookie).await?;
+    present_from(addr, None, cookie, room, version).await
+}
+
+/// [`present_as`] from a chosen source address.
+async fn present_from(
+    addr: SocketAddr,
+    source: Option<std::net::IpAddr>,
+    cookie: &str,
+    room: &str,
+    version: u32,
+) -> Result<Ws, BoxError> {
+    let mut ws = upgrade_from(addr, source, cookie).await?;
     send(&mut ws, &hello_version(version)).await?;
     send(&mut ws, &join(room)).await?;
     if version == 1 {
@@ -194,14 +230,15 @@ fn drain_peer(conn: PeerConnection) -> tokio::task::JoinHandle<()> {
 async fn open(
     peer: Peer,
     addr: SocketAddr,
+    source: Option<std::net::IpAddr>,
     cookie: &str,
     room: &str,
     version: u32,
 ) -> Result<tokio::task::JoinHandle<()>, BoxError> {
     Ok(match peer {
-        Peer::Socketchat => drain(present_as(addr, cookie, room, version).await?),
+        Peer::Socketchat => drain(present_from(addr, source, cookie, room, version).await?),
         // The ceiling sends no presence: open once `Joined` came, as protocol v1.
-        Peer::Ceiling => drain(present_as(addr, cookie, room, 1).await?),
+        Peer::Ceiling => drain(present_from(addr, source, cookie, room, 1).await?),
         Peer::Socketio => {
             let token = cookie.trim_start_matches("token=");
             let mut conn = PeerConnection::open(&Target::SocketIo(addr), token, "bench-connect").await?;
@@ -211,38 +248,30 @@ async fn open(
     })
 }
 
-/// `connect`: prints one JSON line.
+/// `connect`: prints one JSON line. With `--processes N` it starts N processes of its own
+/// (this binary, `--worker K`), each opening its share; it reads the server's memory once all
+/// have reported, then lets them go.
 pub async fn connect_scenario(args: ConnectArgs) -> Result<(), BoxError> {
-    let keys = TokenKeys::new(args.jwt_secret.as_bytes(), 3600);
-    let cookies: Arc<Vec<String>> =
-        Arc::new((0..args.users).map(|i| cookie(&keys, 50_000_000 + i as u64, &format!("load{i:06}"))).collect());
+    if args.peer == Peer::Socketio && !args.source.is_empty() {
+        return Err("--source is for SocketChat and the ceiling".into());
+    }
+    if let Some(k) = args.worker {
+        return connect_worker(args, k).await;
+    }
+    let processes = args.processes.max(1);
     let before = socketchat_bench::measure::resident_kib(args.pid);
     let cpu = CpuWatch::start(Some(args.pid), &args.backend_pid);
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let held = Arc::new(Mutex::new(Vec::with_capacity(args.connections)));
+    let generator_before = socketchat_bench::measure::process_tree_cpu_seconds(std::process::id());
     let start = Instant::now();
-    let workers: Vec<_> = (0..args.parallel)
-        .map(|_| {
-            let (next, held, cookies, room) = (next.clone(), held.clone(), cookies.clone(), args.room.clone());
-            let (addr, total, version, peer) = (args.addr, args.connections, args.protocol_version, args.peer);
-            tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if i >= total {
-                        return Ok::<(), BoxError>(());
-                    }
-                    let reader = open(peer, addr, &cookies[i % cookies.len()], &room, version).await?;
-                    held.lock().unwrap().push(reader);
-                }
-            })
-        })
-        .collect();
-    for worker in workers {
-        worker.await??;
-    }
+    let (held, workers) = if processes == 1 {
+        (open_share(&args, 0, 1).await?, Vec::new())
+    } else {
+        (Vec::new(), start_workers(processes).await?)
+    };
     let elapsed = start.elapsed().as_secs_f64();
     let used = cpu.used();
-    let (generator_cpu, server_cpu) = (used.generator, used.server.unwrap_or(0.0));
+    let generator_cpu = socketchat_bench::measure::process_tree_cpu_seconds(std::process::id()) - generator_before;
+    let server_cpu = used.server.unwrap_or(0.0);
     // Let the last presence refreshes go out before memory is read.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = socketchat_bench::measure::resident_kib(args.pid);
@@ -255,6 +284,8 @@ pub async fn connect_scenario(args: ConnectArgs) -> Result<(), BoxError> {
             "protocol_version": args.protocol_version,
             "connections": args.connections,
             "users": args.users,
+            "processes": processes,
+            "sources": args.source.len().max(1),
             "seconds": (elapsed * 100.0).round() / 100.0,
             "connects_per_s": (args.connections as f64 / elapsed).round(),
             "server_rss_before_kib": before,
@@ -266,10 +297,93 @@ pub async fn connect_scenario(args: ConnectArgs) -> Result<(), BoxError> {
             "backend_cpu_s": used.backends.map(|s| (s * 100.0).round() / 100.0),
         })
     );
-    for task in held.lock().unwrap().drain(..) {
+    for task in held {
+        task.abort();
+    }
+    for (mut child, stdin) in workers {
+        drop(stdin);
+        child.wait().await?;
+    }
+    Ok(())
+}
+
+/// Opens connections k, k + n, k + 2n… of `args.connections`, `args.parallel` at a time (from
+/// this process's source address, if any), and returns their readers.
+async fn open_share(args: &ConnectArgs, k: usize, n: usize) -> Result<Vec<tokio::task::JoinHandle<()>>, BoxError> {
+    let keys = TokenKeys::new(args.jwt_secret.as_bytes(), 3600);
+    let cookies: Arc<Vec<String>> =
+        Arc::new((0..args.users).map(|i| cookie(&keys, 50_000_000 + i as u64, &format!("load{i:06}"))).collect());
+    let source = (!args.source.is_empty()).then(|| args.source[k % args.source.len()]);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(k));
+    let held = Arc::new(Mutex::new(Vec::with_capacity(args.connections / n + 1)));
+    let workers: Vec<_> = (0..args.parallel)
+        .map(|_| {
+            let (next, held, cookies, room) = (next.clone(), held.clone(), cookies.clone(), args.room.clone());
+            let (addr, total, version, peer) = (args.addr, args.connections, args.protocol_version, args.peer);
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    if i >= total {
+                        return Ok::<(), BoxError>(());
+                    }
+                    let reader = open(peer, addr, source, &cookies[i % cookies.len()], &room, version).await?;
+                    held.lock().unwrap().push(reader);
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await??;
+    }
+    let held = std::mem::take(&mut *held.lock().unwrap());
+    Ok(held)
+}
+
+/// A process started by [`start_workers`]: opens its share, says how many on one line, holds
+/// them until its stdin closes.
+async fn connect_worker(args: ConnectArgs, k: usize) -> Result<(), BoxError> {
+    use tokio::io::AsyncReadExt;
+    let held = open_share(&args, k, args.processes.max(1)).await?;
+    println!("{}", serde_json::json!({ "worker": k, "opened": held.len() }));
+    let mut rest = Vec::new();
+    let _ = tokio::io::stdin().read_to_end(&mut rest).await;
+    for task in held {
         task.abort();
     }
     Ok(())
+}
+
+/// Starts `n` processes of this binary with this process's arguments and `--worker K`, and
+/// waits until each has opened its share. A worker's stdin is kept: closing it lets it go.
+async fn start_workers(n: usize) -> Result<Vec<(tokio::process::Child, tokio::process::ChildStdin)>, BoxError> {
+    use tokio::io::AsyncBufReadExt;
+    let exe = std::env::current_exe()?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut workers = Vec::with_capacity(n);
+    let mut reports = Vec::with_capacity(n);
+    for k in 0..n {
+        let mut child = tokio::process::Command::new(&exe)
+            .args(&args)
+            .args(["--worker", &k.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdin = child.stdin.take().ok_or("a worker's stdin")?;
+        let stdout = child.stdout.take().ok_or("a worker's stdout")?;
+        reports.push(tokio::spawn(async move {
+            let mut line = String::new();
+            tokio::io::BufReader::new(stdout).read_line(&mut line).await.map(|_| line)
+        }));
+        workers.push((child, stdin));
+    }
+    for (k, report) in reports.into_iter().enumerate() {
+        let line = report.await??;
+        if !line.contains("\"opened\"") {
+            return Err(format!("worker {k} failed before opening its share (its error is above)").into());
+        }
+    }
+    Ok(workers)
 }
 
 /// What a watcher saw: when, and whether the mover was listed.

@@ -242,3 +242,34 @@ async fn store_acks_every_send_through_the_writer_and_alone() {
         assert_eq!(store["errors"], 0, "{store}");
     }
 }
+
+/// `connect --processes 2 --source A,B` spreads its connections over two processes and two
+/// source addresses: 40 connections get through a server that takes 30 per address, which one
+/// address alone would not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_spreads_over_processes_and_source_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), false);
+    config.max_sockets_per_address = 30;
+    let running = server::start(config).await.expect("server starts");
+    let (addr, pid) = (running.local_addr().to_string(), std::process::id().to_string());
+    let base =
+        ["connect", "--addr", &addr, "--pid", &pid, "--jwt-secret", SECRET, "--connections", "40", "--users", "40"];
+    let spread =
+        run_load(&strings(&[&base[..], &["--processes", "2", "--source", "127.0.0.1,127.0.0.2"]].concat())).await;
+    assert_eq!((spread["connections"].as_u64(), spread["processes"].as_u64()), (Some(40), Some(2)), "{spread}");
+    // The same from one address: the server's share of 30 stops it.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_socketchat-load"))
+        .args(base)
+        .env_remove("JWT_SECRET")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "40 connections from one address got through a share of 30: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    running.shutdown().await;
+}
