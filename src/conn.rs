@@ -142,11 +142,29 @@ struct LagProbe {
     waiting: Option<(u64, Instant)>,
     /// No probe before then.
     next: Instant,
+    /// Since when the server has not been reading the connection (its sends in flight are at
+    /// the cap): an answer in the socket cannot be seen meanwhile, so the wait does not count.
+    paused: Option<Instant>,
 }
 
 impl LagProbe {
     fn new(now: Instant) -> Self {
-        Self { waiting: None, next: now }
+        Self { waiting: None, next: now, paused: None }
+    }
+
+    /// Whether the server reads the connection now; the waiting probe's time stops while not.
+    /// `now` is read only when that changes.
+    fn reading(&mut self, reading: bool, now: impl FnOnce() -> Instant) {
+        match (reading, self.paused) {
+            (false, None) => self.paused = Some(now()),
+            (true, Some(since)) => {
+                self.paused = None;
+                if let Some((nonce, sent)) = self.waiting {
+                    self.waiting = Some((nonce, sent + now().saturating_duration_since(since)));
+                }
+            }
+            _ => {}
+        }
     }
 
     /// The nonce of a probe to send with this turn's writes, if one is due.
@@ -167,9 +185,10 @@ impl LagProbe {
         }
     }
 
-    /// When the probe waiting for its answer has been out for `max_lag`.
+    /// When the probe waiting for its answer has been out for `max_lag` while the server read
+    /// the connection; none while it does not.
     fn deadline(&self, max_lag: Duration) -> Option<Instant> {
-        self.waiting.map(|(_, sent)| sent + max_lag)
+        self.waiting.filter(|_| self.paused.is_none()).map(|(_, sent)| sent + max_lag)
     }
 }
 
@@ -268,14 +287,17 @@ impl<T: Transport> Driver<T> {
             if session.is_closed() {
                 return "closed by server".into();
             }
+            // At the cap of sends in flight, the client's next frames wait in its socket (the
+            // answer to a lag probe among them).
+            let reading = self.sends.len() < MAX_SENDS_IN_FLIGHT;
+            self.lag.reading(reading, Instant::now);
             let timeout = session.poll_timeout();
             sleep.as_mut().reset(self.lag.deadline(self.node.max_lag).map_or(timeout, |lag| lag.min(timeout)).into());
             tokio::select! {
                 Some((room_id, client_msg_id, result)) = self.sends.next(), if !self.sends.is_empty() => {
                     session.handle_appended(room_id, client_msg_id, result);
                 }
-                // At the cap of sends in flight, the client's next frames wait in its socket.
-                inbound = self.transport.recv(), if self.sends.len() < MAX_SENDS_IN_FLIGHT => match inbound {
+                inbound = self.transport.recv(), if reading => match inbound {
                     Inbound::Frame(bytes) => {
                         self.node.metrics.frames_in.fetch_add(1, Ordering::Relaxed);
                         match wire::decode::<ClientFrame>(&bytes, MAX_CLIENT_FRAME) {
@@ -621,5 +643,18 @@ mod tests {
         let second = probe.due(later, lag).expect("due again");
         assert_ne!(second, nonce, "a new nonce each time");
         assert_eq!(probe.deadline(lag), Some(later + lag));
+    }
+
+    #[test]
+    fn a_lag_probe_does_not_count_the_time_the_server_is_not_reading() {
+        let (start, lag, s) = (Instant::now(), Duration::from_secs(10), Duration::from_secs);
+        let mut probe = LagProbe::new(start);
+        probe.due(start, lag).expect("a probe goes out");
+        probe.reading(true, || unreachable!("nothing changes: the clock is not read"));
+        probe.reading(false, || start + s(4));
+        assert_eq!(probe.deadline(lag), None, "no deadline while the server does not read");
+        probe.reading(false, || unreachable!("still paused"));
+        probe.reading(true, || start + s(7));
+        assert_eq!(probe.deadline(lag), Some(start + lag + s(3)), "the 3 s paused are not counted");
     }
 }

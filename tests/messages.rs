@@ -409,3 +409,62 @@ async fn a_client_that_has_seen_past_what_this_node_delivered_is_told_the_stored
     assert_eq!(message(&mut a).await.seq, 3);
     assert_eq!(message(&mut c).await.seq, 3);
 }
+
+/// At its cap of sends in flight (64) the server stops reading a connection, so the answer to
+/// its lag probe waits in the socket too: a client whose sends wait for a stalled store must not
+/// be cut as slow (4001) for an answer the server did not read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_at_its_cap_of_sends_in_flight_is_not_cut_for_a_probe_answer_the_server_did_not_read() {
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), |c| {
+        c.max_lag_ms = 100;
+        c.store_timeout_ms = 1500;
+        c.send_burst = 200;
+        c.send_rate_per_sec = 200;
+    })
+    .await;
+    let (mut a, _b) = alice_and_bob_in(&server, "general").await;
+    let carol = server.register("carol").await;
+    let db = rusqlite::Connection::open(server.dir.path().join("socketchat.db")).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    for n in 0..63 {
+        a.send(&send_numbered("general", n, "held up")).await;
+    }
+    // The Pong proves the server has read the 63 sends; the 64th then reaches the cap.
+    a.send(&ClientFrame::Ping(wire::Ping { nonce: 7 })).await;
+    a.recv_until(|f| matches!(f, ServerFrame::Pong(p) if p.nonce == 7).then_some(())).await;
+    a.send(&send_numbered("general", 63, "held up")).await;
+    // Carol arrives: alice is written a RoomPresence, with a lag probe (100 ms) that her client
+    // answers while the server reads nothing from her.
+    let (mut c, _) = server.connect_hello(&carol).await;
+    join_and_replay(&mut c, "general", None).await;
+    let (mut answered, mut probes, mut saw_carol) = (0, 0, false);
+    while answered < 64 {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let next = tokio::time::timeout(WAIT, a.ws.next()).await.expect("a frame within the wait");
+        match next.expect("open").expect("no transport error") {
+            // Her client answers it (tungstenite queues the Pong and sends it as it reads on).
+            Message::Ping(_) if answered == 0 => probes += 1,
+            Message::Binary(bytes) => match wire::decode::<ServerFrame>(&bytes, usize::MAX).unwrap() {
+                ServerFrame::Error(e) if e.client_msg_id.is_some() => answered += 1,
+                ServerFrame::GoAway(g) => panic!("cut after {answered} answers ({probes} probes): {g:?}"),
+                ServerFrame::RoomPresence(p) => saw_carol |= p.users.iter().any(|u| u.username == "carol"),
+                _ => {}
+            },
+            Message::Close(close) => panic!("closed after {answered} answers ({probes} probes): {close:?}"),
+            _ => {}
+        }
+    }
+    assert!(saw_carol && probes > 0, "alice was probed while the server was not reading her: {probes} probes");
+    // A connection cut as slow says so once its sends are answered: alice must still be served.
+    a.send(&ClientFrame::Ping(wire::Ping { nonce: 8 })).await;
+    let pong = a
+        .recv_until(|f| match f {
+            ServerFrame::Pong(p) => Some(Ok(p.nonce)),
+            ServerFrame::GoAway(g) => Some(Err(g)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(pong, Ok(8), "alice was cut");
+    db.execute_batch("ROLLBACK").unwrap();
+}
