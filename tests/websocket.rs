@@ -386,6 +386,8 @@ async fn bad_frames_close_only_the_offender() {
     let (mut good, _) = server.connect_hello(&tb).await;
     join_and_replay(&mut good, "general", None).await;
 
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
     let mut trailing = wire::encode(&ClientFrame::Ping(wire::Ping { nonce: 1 }));
     trailing.push(0);
     let oversized = wire::encode(&send("general", 1, &"x".repeat(20_000)));
@@ -395,6 +397,11 @@ async fn bad_frames_close_only_the_offender() {
         ("oversized", Message::Binary(oversized.into()), CloseCode::FrameTooLarge),
         ("huge", Message::Binary(vec![4u8; 200_000].into()), CloseCode::FrameTooLarge),
         ("text", Message::Text("hello".into()), CloseCode::TextNotSupported),
+        (
+            "text, not even UTF-8",
+            Message::Frame(Frame::message(vec![0xff, 0xfe], OpCode::Data(Data::Text), true)),
+            CloseCode::TextNotSupported,
+        ),
     ];
     for (name, message, code) in cases {
         let (mut bad, _) = server.connect_hello(&ta).await;

@@ -230,7 +230,9 @@ where
             Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
                 Inbound::Closed(Some("connection reset without a close frame".into()))
             }
-            Some(Err(e @ (WsError::Protocol(_) | WsError::Utf8(_)))) => Inbound::Broken(e.to_string()),
+            // A text message that is not even valid UTF-8 is still a text message (4503).
+            Some(Err(WsError::Utf8(_))) => Inbound::Text,
+            Some(Err(e @ WsError::Protocol(_))) => Inbound::Broken(e.to_string()),
             Some(Err(e)) => Inbound::Closed(Some(e.to_string())),
         }
     }
