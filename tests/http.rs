@@ -317,3 +317,16 @@ async fn upgraded_websockets_count_against_their_addresses_share() {
         tokio::task::yield_now().await;
     }
 }
+
+/// JSON bodies are small (registration, login, rooms): one over 16 KiB is refused with 413
+/// before it is read whole.
+#[tokio::test]
+async fn a_json_body_over_16_kib_is_refused_with_413() {
+    let server = TestServer::start().await;
+    let body = json!({"username": "alice", "email": "alice@example.com", "password": "x".repeat(17 * 1024)});
+    let response = server.http.post(server.url("/api/auth/register")).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 413);
+    let small = json!({"username": "alice", "email": "alice@example.com", "password": "correct horse battery"});
+    let response = server.http.post(server.url("/api/auth/register")).json(&small).send().await.unwrap();
+    assert_eq!(response.status(), 201);
+}
