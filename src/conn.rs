@@ -159,8 +159,9 @@ impl LagProbe {
             (false, None) => self.paused = Some(now()),
             (true, Some(since)) => {
                 self.paused = None;
+                // (A probe that went out during the pause waited only from then.)
                 if let Some((nonce, sent)) = self.waiting {
-                    self.waiting = Some((nonce, sent + now().saturating_duration_since(since)));
+                    self.waiting = Some((nonce, sent + now().saturating_duration_since(since.max(sent))));
                 }
             }
             _ => {}
@@ -656,5 +657,11 @@ mod tests {
         probe.reading(false, || unreachable!("still paused"));
         probe.reading(true, || start + s(7));
         assert_eq!(probe.deadline(lag), Some(start + lag + s(3)), "the 3 s paused are not counted");
+        // A probe sent while the server is not reading waits from when it went out.
+        let mut probe = LagProbe::new(start);
+        probe.reading(false, || start);
+        probe.due(start + s(2), lag).expect("writes go on while the server does not read");
+        probe.reading(true, || start + s(5));
+        assert_eq!(probe.deadline(lag), Some(start + s(2) + lag + s(3)));
     }
 }
