@@ -25,6 +25,8 @@ pub struct Metrics {
     pub sockets_refused: AtomicU64,
     /// `accept` failures (file descriptors exhausted, …).
     pub accept_errors: AtomicU64,
+    /// QUIC connections asked to prove their address first (Retry).
+    pub quic_retries: AtomicU64,
 }
 
 impl Metrics {
@@ -56,6 +58,12 @@ impl Metrics {
             "counter",
             "TCP sockets closed and QUIC connections refused at once: over the cap or one address's share.",
             get(&self.sockets_refused),
+        );
+        line(
+            "quic_retries_total",
+            "counter",
+            "QUIC connections asked to prove their address (Retry) before they count.",
+            get(&self.quic_retries),
         );
         line(
             "accept_errors_total",

@@ -279,7 +279,7 @@ async fn a_client_may_open_only_the_streams_a_session_needs() {
 
 /// QUIC connections count against the same caps as TCP sockets: one address gets its share
 /// (here 2), a connection beyond is refused before its handshake, and a place comes back once a
-/// connection ends.
+/// connection ends. Past half the share, a connection must prove its source address (Retry).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_gets_its_share_of_quic_connections_and_no_more() {
     let dir = tempfile::tempdir().unwrap();
@@ -294,6 +294,9 @@ async fn one_address_gets_its_share_of_quic_connections_and_no_more() {
         Ok(_) => panic!("a third connection from one address was accepted"),
     }
     assert!(server.metric("sockets_refused_total").await >= 1);
+    // Past half the share, a connection proves its address first (a Retry, which the client
+    // follows by itself): the second and the third did.
+    assert!(server.metric("quic_retries_total").await >= 2, "no Retry past half the share");
     first.conn.close(0u32.into(), b"done");
     // The server counts the closed connection out when it reads the close: retry until then.
     let deadline = tokio::time::Instant::now() + WAIT;

@@ -171,6 +171,14 @@ impl Admission {
         Some(Admitted { _slot: slot, addr, per_address: self.per_address.clone() })
     }
 
+    /// Whether `addr` holds half its share, or the node half its cap (trusted proxies have
+    /// no share, only the cap).
+    pub(crate) fn half_full(&self, node: &Node, addr: IpAddr) -> bool {
+        let held = self.per_address.0.lock().unwrap_or_else(|p| p.into_inner()).get(&addr).copied().unwrap_or(0);
+        (held * 2 >= self.max_per_address && !node.trusted_proxies.contains(&addr))
+            || self.slots.available_permits() * 2 <= self.max
+    }
+
     /// Waits (at most `grace`) until every admitted connection has ended.
     pub(crate) async fn drained(&self, grace: Duration) {
         let all = u32::try_from(self.max).unwrap_or(u32::MAX);

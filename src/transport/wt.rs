@@ -86,7 +86,19 @@ pub(crate) fn endpoint(addr: std::net::SocketAddr, certs: Arc<Certificates>) -> 
 pub(crate) async fn serve(node: Arc<Node>, endpoint: quinn::Endpoint, limits: Limits) {
     let admission = Admission::new(limits);
     while let Some(incoming) = endpoint.accept().await {
-        let Some(admitted) = admission.admit(&node, incoming.remote_address().ip(), "QUIC connection") else {
+        let addr = incoming.remote_address().ip();
+        // The source of a first QUIC packet can be forged (TCP's handshake proves it; QUIC's
+        // Retry does). Unproven connections may fill only half of an address's share and half
+        // of the cap: beyond, a client proves its address first (one more round trip), so
+        // packets naming someone else's address cannot take all of that client's places.
+        if !incoming.remote_address_validated() && incoming.may_retry() && admission.half_full(&node, addr) {
+            node.metrics.quic_retries.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = incoming.retry() {
+                tracing::debug!(error = %e, "QUIC Retry not sent");
+            }
+            continue;
+        }
+        let Some(admitted) = admission.admit(&node, addr, "QUIC connection") else {
             node.metrics.sockets_refused.fetch_add(1, Ordering::Relaxed);
             incoming.refuse();
             continue;
