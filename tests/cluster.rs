@@ -268,6 +268,7 @@ async fn with_redis_down_nodes_are_unready_refuse_tickets_and_still_store_and_de
     let ticket =
         a.http.post(a.url("/api/auth/ticket")).header("cookie", format!("token={token}")).send().await.unwrap();
     assert_eq!(ticket.status(), 503, "no ticket that other nodes could not redeem");
+    assert_eq!(ticket.headers().get("retry-after").unwrap(), "1");
     // Sends are still stored and acked, and reach the other node through the head check.
     for n in 0..20 {
         sender.send(&send_frame("general", cmid(3, n), "while redis is down")).await;

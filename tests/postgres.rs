@@ -149,6 +149,14 @@ async fn a_database_restart_during_a_send_loop_loses_nothing_and_duplicates_noth
             pg.stop();
             let status = server.http.get(server.url("/readyz")).send().await.unwrap().status().as_u16();
             readyz_while_down = Some(status);
+            // The REST API says so too, with when to come back.
+            let listed = server.get("/api/channels", &token).await;
+            let retry = listed.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            assert_eq!(
+                (listed.status().as_u16(), retry.as_deref()),
+                (503, Some("1")),
+                "a request that needs the store"
+            );
         }
         let id = cmid(0, n);
         loop {

@@ -365,7 +365,7 @@ pub(super) async fn ticket(State(node): State<Arc<Node>>, headers: HeaderMap) ->
     };
     let ticket = node.tickets.issue(grant, std::time::Instant::now()).await.map_err(|e| {
         tracing::warn!(error = %e, "ticket refused");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "tickets unavailable, retry shortly")
+        ApiError::busy("tickets unavailable, retry shortly")
     })?;
     Ok(Json(json!({ "ticket": ticket, "expires_in_ms": node.tickets.ttl().as_millis() as u64 })).into_response())
 }

@@ -64,9 +64,10 @@ impl ApiError {
         !self.fields.is_empty()
     }
 
+    /// `503` with `Retry-After: 1`: the store (or Redis) failed; a retry may find it back.
     fn unavailable(e: impl std::fmt::Display) -> Self {
         tracing::warn!(error = %e, "request failed: backend unavailable");
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable, retry shortly")
+        Self::busy("temporarily unavailable, retry shortly")
     }
 }
 
