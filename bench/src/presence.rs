@@ -168,15 +168,10 @@ fn leave(room: &str) -> ClientFrame {
 
 /// Upgrade, `Hello`, `Join`, and the room's first `RoomPresence`.
 async fn present(addr: SocketAddr, cookie: &str, room: &str) -> Result<Ws, BoxError> {
-    present_as(addr, cookie, room, wire::PROTOCOL_VERSION).await
+    present_from(addr, None, cookie, room, wire::PROTOCOL_VERSION).await
 }
 
-/// [`present`] in a given protocol version (v1: until `Joined`).
-async fn present_as(addr: SocketAddr, cookie: &str, room: &str, version: u32) -> Result<Ws, BoxError> {
-    present_from(addr, None, cookie, room, version).await
-}
-
-/// [`present_as`] from a chosen source address.
+/// [`present`] from a chosen source address, in a given protocol version (v1: until `Joined`).
 async fn present_from(
     addr: SocketAddr,
     source: Option<std::net::IpAddr>,

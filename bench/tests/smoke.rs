@@ -132,19 +132,25 @@ async fn the_ceiling_server_passes_the_same_checks() {
 /// Runs `socketchat-load` (the binary CI builds) with these arguments; it must exit 0, which
 /// it does only when its own checks pass. Returns its JSON line.
 async fn run_load(args: &[String]) -> serde_json::Value {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_socketchat-load"))
+    let output = load_output(args).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{args:?} failed: {stdout} {stderr}");
+    let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no JSON line: {stdout}"));
+    serde_json::from_str(line).unwrap()
+}
+
+/// Runs `socketchat-load` with these arguments, whatever its outcome (no database or secret
+/// from the environment: everything it needs is in `args`).
+async fn load_output(args: &[String]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_socketchat-load"))
         .args(args)
         .env_remove("DATABASE_URL")
         .env_remove("JWT_SECRET")
         .kill_on_drop(true)
         .output()
         .await
-        .expect("socketchat-load runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{args:?} failed: {stdout} {stderr}");
-    let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no JSON line: {stdout}"));
-    serde_json::from_str(line).unwrap()
+        .expect("socketchat-load runs")
 }
 
 fn strings(args: &[&str]) -> Vec<String> {
@@ -259,13 +265,7 @@ async fn connect_spreads_over_processes_and_source_addresses() {
         run_load(&strings(&[&base[..], &["--processes", "2", "--source", "127.0.0.1,127.0.0.2"]].concat())).await;
     assert_eq!((spread["connections"].as_u64(), spread["processes"].as_u64()), (Some(40), Some(2)), "{spread}");
     // The same from one address: the server's share of 30 stops it.
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_socketchat-load"))
-        .args(base)
-        .env_remove("JWT_SECRET")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap();
+    let output = load_output(&strings(&base)).await;
     assert!(
         !output.status.success(),
         "40 connections from one address got through a share of 30: {}",
