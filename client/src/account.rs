@@ -6,7 +6,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 
 /// A logged-in user: the server's base URL and the token its cookie carries.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Account {
     /// `http://host:port` of the server (or its load balancer).
     pub base: String,
@@ -17,6 +17,17 @@ pub struct Account {
     /// Username.
     pub username: String,
     http: reqwest::Client,
+}
+
+/// Without the token: a `{:?}` in an application's log must not hand out the account.
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("base", &self.base)
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .finish()
+    }
 }
 
 fn http_error(e: reqwest::Error) -> ClientError {
@@ -82,6 +93,25 @@ impl Account {
         let status = response.status();
         let body: Value = response.json().await.map_err(http_error)?;
         if status.is_success() { Ok(body) } else { Err(ClientError::Http(format!("{status}: {body}"))) }
+    }
+
+    /// A single-use ticket for one WebTransport CONNECT (`POST /api/auth/ticket`, PROTOCOL.md
+    /// § 1.4): it works once, within its lifetime (30 s by default), for this account, from a
+    /// client that sends no `Origin` — as this library does not.
+    pub async fn ticket(&self) -> ClientResult<String> {
+        let response = self
+            .http
+            .post(format!("{}/api/auth/ticket", self.base))
+            .header(reqwest::header::COOKIE, format!("token={}", self.token))
+            .send()
+            .await
+            .map_err(http_error)?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        match body["ticket"].as_str() {
+            Some(ticket) if status.is_success() => Ok(ticket.to_owned()),
+            _ => Err(ClientError::Http(format!("ticket: {status}: {}", body["error"].as_str().unwrap_or("no ticket")))),
+        }
     }
 
     /// Where to connect over WebSocket (`GET /api/transport`).

@@ -3,8 +3,9 @@
 //! `client_msg_id` — so across any number of reconnects it receives every message of its rooms
 //! once and in order, and each send is stored once.
 
+use crate::account::Account;
 use crate::connection::Connection;
-use crate::link::Endpoint;
+use crate::link::{Credentials, Endpoint};
 use crate::{ClientError, ClientResult};
 use socketchat::wire::{
     Ack, ChatMessage, ClientFrame, ClientMsgId, Delete, Edit, ErrorCode, HistoryPage, MarkRead, Send, ServerFrame,
@@ -19,10 +20,50 @@ const RECONNECT_ATTEMPTS: u32 = 8;
 /// Tries a send makes (rate limits, an unavailable store, reconnects) before giving up.
 const SEND_ATTEMPTS: u32 = 20;
 
+/// Which transport [`Client::for_account`] uses, and how it authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// WebSocket with the `token` cookie.
+    WebSocket,
+    /// WebTransport with the `token` cookie.
+    WebTransport,
+    /// WebTransport with a single-use ticket bought for each connection (what a browser does).
+    WebTransportTicket,
+}
+
+/// Where each (re)connection goes.
+enum Target {
+    /// The same endpoint every time.
+    Fixed(Endpoint, Credentials),
+    /// Asked of the server before each connection (`GET /api/transport`).
+    Account(Account, Transport),
+}
+
+impl Target {
+    async fn resolve(&self) -> ClientResult<(Endpoint, Credentials)> {
+        match self {
+            Target::Fixed(endpoint, credentials) => Ok((endpoint.clone(), credentials.clone())),
+            Target::Account(account, transport) => {
+                let endpoint = match transport {
+                    Transport::WebSocket => account.websocket().await?,
+                    Transport::WebTransport | Transport::WebTransportTicket => account
+                        .webtransport()
+                        .await?
+                        .ok_or_else(|| ClientError::Http("the server offers no WebTransport".into()))?,
+                };
+                let credentials = match transport {
+                    Transport::WebTransportTicket => Credentials::Ticket(account.clone()),
+                    _ => Credentials::Cookie(account.token.clone()),
+                };
+                Ok((endpoint, credentials))
+            }
+        }
+    }
+}
+
 /// A resilient connection for one account.
 pub struct Client {
-    endpoint: Endpoint,
-    token: String,
+    target: Target,
     name: String,
     conn: Option<Connection>,
     /// Joined rooms and the highest seq received in each.
@@ -34,12 +75,27 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to `endpoint` with the account's token.
-    pub async fn connect(endpoint: Endpoint, token: &str, name: &str) -> ClientResult<Self> {
-        let conn = Connection::open(&endpoint, token, name).await?;
+    /// Connects to `endpoint` with `credentials` (a token, for its cookie, or [`Credentials`]:
+    /// with a ticket, every reconnect buys a new one). Every reconnect goes to the same
+    /// endpoint: a WebTransport endpoint that pins a generated certificate's hash stops working
+    /// when the node restarts, which makes a new certificate (PROTOCOL.md § 1.4); see
+    /// [`Client::for_account`].
+    pub async fn connect(endpoint: Endpoint, credentials: impl Into<Credentials>, name: &str) -> ClientResult<Self> {
+        Self::start(Target::Fixed(endpoint, credentials.into()), name).await
+    }
+
+    /// Connects for `account` over `transport`, asking the server where to connect
+    /// (`GET /api/transport`) before the first connection and before every reconnect, so a
+    /// node's new certificate hash, or a new UDP port, is followed.
+    pub async fn for_account(account: &Account, transport: Transport, name: &str) -> ClientResult<Self> {
+        Self::start(Target::Account(account.clone(), transport), name).await
+    }
+
+    async fn start(target: Target, name: &str) -> ClientResult<Self> {
+        let (endpoint, credentials) = target.resolve().await?;
+        let conn = Connection::open(&endpoint, credentials, name).await?;
         Ok(Self {
-            endpoint,
-            token: token.to_owned(),
+            target,
             name: name.to_owned(),
             conn: Some(conn),
             rooms: BTreeMap::new(),
@@ -91,7 +147,8 @@ impl Client {
     /// user was removed from it meanwhile) is dropped; a join refused for the rate or an
     /// unavailable store is tried again after the hint.
     async fn resume(&mut self) -> ClientResult<()> {
-        let mut conn = Connection::open(&self.endpoint, &self.token, &self.name).await?;
+        let (endpoint, credentials) = self.target.resolve().await?;
+        let mut conn = Connection::open(&endpoint, credentials, &self.name).await?;
         let mut replayed = Vec::new();
         let rooms: Vec<(String, u64)> = self.rooms.iter().map(|(room, last)| (room.clone(), *last)).collect();
         for (room, last) in rooms {

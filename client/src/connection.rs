@@ -1,7 +1,7 @@
 //! One greeted connection. Requests wait for their own answer; the other frames that arrive
 //! meanwhile are kept, in order and up to a limit, for [`Connection::next_event`].
 
-use crate::link::{Endpoint, Link, LinkRx, LinkTx};
+use crate::link::{Credentials, Endpoint, Link, LinkRx, LinkTx};
 use crate::{ClientError, ClientResult};
 use socketchat::wire::{
     Ack, ChatMessage, ClientFrame, ClientMsgId, ErrorFrame, Hello, HistoryPage, HistoryRequest, Join, Joined,
@@ -37,9 +37,14 @@ enum Verdict<T> {
 }
 
 impl Connection {
-    /// Connects, says `Hello` (version 3) and waits for `Welcome`.
-    pub async fn open(endpoint: &Endpoint, token: &str, client_name: &str) -> ClientResult<Self> {
-        let mut link = Link::open(endpoint, token).await?;
+    /// Connects with `credentials` (a token, for its cookie, or [`Credentials`]), says `Hello`
+    /// (version 3) and waits for `Welcome`.
+    pub async fn open(
+        endpoint: &Endpoint,
+        credentials: impl Into<Credentials>,
+        client_name: &str,
+    ) -> ClientResult<Self> {
+        let mut link = Link::open(endpoint, &credentials.into()).await?;
         link.send(&ClientFrame::Hello(Hello { version: PROTOCOL_VERSION, client: client_name.to_owned() })).await?;
         let mut events = VecDeque::new();
         let welcome = loop {
@@ -88,6 +93,16 @@ impl Connection {
             Some(frame) => Ok(frame),
             None => self.link.recv().await,
         }
+    }
+
+    /// The first frame `wanted` accepts, from those already received or, failing them, from the
+    /// connection; every other frame stays, in order, for [`Connection::next_event`]. A
+    /// `GoAway` ends the wait as [`ClientError::Closed`].
+    pub async fn next_where(&mut self, mut wanted: impl FnMut(&ServerFrame) -> bool) -> ClientResult<ServerFrame> {
+        if let Some(frame) = self.events.iter().position(&mut wanted).and_then(|at| self.events.remove(at)) {
+            return Ok(frame);
+        }
+        self.wait(|f| if wanted(&f) { Verdict::Answer(f) } else { Verdict::Other(f) }).await
     }
 
     /// Frames already received and not yet taken.

@@ -9,7 +9,8 @@
 //!   server where to connect (`GET /api/transport`).
 //! - [`link`]: one transport connection carrying frames: a WebSocket (one binary message per
 //!   frame, § 1.2) or a WebTransport session's bidirectional stream (length-prefixed frames,
-//!   § 1.3–1.4), both authenticated with the cookie.
+//!   § 1.3–1.4), authenticated with the cookie ([`Credentials::Cookie`]) or, over WebTransport,
+//!   with a single-use ticket bought for each connection ([`Credentials::Ticket`]).
 //! - [`connection`]: one greeted connection (`Hello` → `Welcome`) with request helpers that
 //!   wait for their own answer (`Joined` and its replay, `Ack`, `History`) and keep the other
 //!   frames, in order, for [`Connection::next_event`] (the newest 4,096 by default; the drop of
@@ -24,9 +25,9 @@ pub mod connection;
 pub mod link;
 
 pub use account::Account;
-pub use client::Client;
+pub use client::{Client, Transport};
 pub use connection::Connection;
-pub use link::Endpoint;
+pub use link::{Credentials, Endpoint};
 
 /// What went wrong.
 #[derive(Debug, thiserror::Error)]

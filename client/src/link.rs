@@ -2,7 +2,7 @@
 //! a WebSocket (one binary message per frame, PROTOCOL.md § 1.2) or a WebTransport session's
 //! one bidirectional stream (each frame after its varint length, § 1.3–1.4).
 
-use crate::{ClientError, ClientResult};
+use crate::{Account, ClientError, ClientResult};
 use futures_util::{SinkExt, StreamExt};
 use socketchat::wire::{self, ClientFrame, GoAway, MAX_SERVER_FRAME, ServerFrame};
 use tokio::net::TcpStream;
@@ -27,6 +27,41 @@ pub enum Endpoint {
         /// SHA-256 of the certificate to pin (a self-signed one); `None` trusts the usual roots.
         cert_hash: Option<[u8; 32]>,
     },
+}
+
+/// How a connection proves who it is (PROTOCOL.md § 1.1, § 1.4).
+#[derive(Clone)]
+pub enum Credentials {
+    /// `Cookie: token=<JWT>` on the WebSocket upgrade or the WebTransport CONNECT: what a native
+    /// client sends, over either transport.
+    Cookie(String),
+    /// A single-use ticket, bought with the account's cookie just before each WebTransport
+    /// CONNECT ([`Account::ticket`]) and sent as `?ticket=`: what a browser does, since it sends
+    /// no cookie over WebTransport. WebTransport only: the server takes the WebSocket upgrade's
+    /// cookie alone, and a WebSocket endpoint with a ticket fails with [`ClientError::Http`].
+    Ticket(Account),
+}
+
+impl From<&str> for Credentials {
+    fn from(token: &str) -> Self {
+        Credentials::Cookie(token.to_owned())
+    }
+}
+
+impl From<&String> for Credentials {
+    fn from(token: &String) -> Self {
+        Credentials::Cookie(token.clone())
+    }
+}
+
+/// Names the kind and the user, never the token.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Cookie(_) => f.write_str("Cookie(..)"),
+            Credentials::Ticket(account) => write!(f, "Ticket({})", account.username),
+        }
+    }
 }
 
 /// An open transport: its sending and receiving halves.
@@ -63,10 +98,13 @@ fn lost(e: impl std::fmt::Display) -> ClientError {
 }
 
 impl Link {
-    /// Opens a transport to `endpoint` with the token cookie.
-    pub async fn open(endpoint: &Endpoint, token: &str) -> ClientResult<Self> {
+    /// Opens a transport to `endpoint`, authenticated with `credentials`.
+    pub async fn open(endpoint: &Endpoint, credentials: &Credentials) -> ClientResult<Self> {
         match endpoint {
             Endpoint::WebSocket { url } => {
+                let Credentials::Cookie(token) = credentials else {
+                    return Err(ClientError::Http("a WebSocket upgrade takes the cookie, not a ticket".into()));
+                };
                 let mut request = url.as_str().into_client_request().map_err(lost)?;
                 let cookie = HeaderValue::from_str(&format!("token={token}")).map_err(lost)?;
                 request.headers_mut().insert("cookie", cookie);
@@ -98,9 +136,17 @@ impl Link {
                 }
                 .build();
                 let endpoint = wtransport::Endpoint::client(config).map_err(lost)?;
-                let options = wtransport::endpoint::ConnectOptions::builder(url)
-                    .add_header("cookie", format!("token={token}"))
-                    .build();
+                let options = match credentials {
+                    Credentials::Cookie(token) => wtransport::endpoint::ConnectOptions::builder(url)
+                        .add_header("cookie", format!("token={token}"))
+                        .build(),
+                    Credentials::Ticket(account) => {
+                        let ticket = account.ticket().await?;
+                        let mut with_ticket = reqwest::Url::parse(url).map_err(lost)?;
+                        with_ticket.query_pairs_mut().append_pair("ticket", &ticket);
+                        wtransport::endpoint::ConnectOptions::builder(with_ticket.as_str()).build()
+                    }
+                };
                 let session = endpoint.connect(options).await.map_err(lost)?;
                 let (send, recv) = session.open_bi().await.map_err(lost)?.await.map_err(lost)?;
                 Ok(Link { tx: LinkTx::WebTransport(send), rx: LinkRx::WebTransport { session, recv, buf: Vec::new() } })

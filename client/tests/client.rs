@@ -4,18 +4,21 @@
 use socketchat::config::{Config, MaybeAddr};
 use socketchat::server::{self, Running};
 use socketchat::wire::{ErrorCode, MessageKind, ServerFrame};
-use socketchat_client::{Account, Client, ClientError, Connection};
+use socketchat_client::{Account, Client, ClientError, Connection, Credentials, Transport};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(15);
 
 async fn start(dir: &std::path::Path, listen: SocketAddr, webtransport: bool) -> Running {
+    start_wt(dir, listen, webtransport.then(|| SocketAddr::new(listen.ip(), 0))).await
+}
+
+/// Like `start`, with WebTransport on `wt` (none: off).
+async fn start_wt(dir: &std::path::Path, listen: SocketAddr, wt: Option<SocketAddr>) -> Running {
     let mut config = Config::embedded(listen, dir.to_path_buf());
     config.auth_burst = 1000;
-    if !webtransport {
-        config.wt_listen = MaybeAddr(None);
-    }
+    config.wt_listen = MaybeAddr(wt);
     server::start(config).await.expect("server starts")
 }
 
@@ -174,6 +177,63 @@ async fn frames_nobody_takes_are_bounded_and_the_drop_is_reported_once() {
     assert_eq!(texts[texts.len().saturating_sub(2)..], ["b5".to_owned(), "a1".to_owned()], "{texts:?}");
     a.close().await;
     b.close().await;
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn over_webtransport_a_ticket_is_bought_for_every_connection_and_reconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    // A fixed UDP port, so that the endpoint stays right across the restart below.
+    let wt = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let running = start_wt(dir.path(), "127.0.0.1:0".parse().unwrap(), Some(wt)).await;
+    let addr = running.local_addr();
+    let base = format!("http://{addr}");
+    let alice = account(&base, "alice").await;
+    let bob = account(&base, "bob").await;
+    let over_wt = alice.webtransport().await.unwrap().expect("the server offers WebTransport");
+    let by_ticket = Credentials::Ticket(alice.clone());
+
+    // Never the token in a log line made of these.
+    for shown in [format!("{by_ticket:?}"), format!("{alice:?}"), format!("{:?}", Credentials::from(&alice.token))] {
+        assert!(!shown.contains(&alice.token), "{shown}");
+    }
+    // Two connections with the same credentials: a ticket works once, so each buys its own.
+    let first = Connection::open(&over_wt, by_ticket.clone(), "ticket-1").await.unwrap();
+    let second = Connection::open(&over_wt, by_ticket.clone(), "ticket-2").await.unwrap();
+    assert_eq!((first.welcome().user.username.as_str(), second.welcome().user.username.as_str()), ("alice", "alice"));
+    first.close().await;
+    second.close().await;
+    // The WebSocket upgrade takes the cookie alone (PROTOCOL.md § 1.2).
+    match Connection::open(&alice.websocket().await.unwrap(), by_ticket.clone(), "ticket-ws").await {
+        Err(ClientError::Http(e)) => assert!(e.contains("ticket"), "{e}"),
+        other => panic!("expected a refusal before connecting, got {:?}", other.map(|_| ())),
+    }
+    // A ticket bought with a token that no longer holds is refused over HTTP.
+    let stranger = Account::from_token(&base, "not.a.jwt", 0, "stranger");
+    match Connection::open(&over_wt, Credentials::Ticket(stranger), "no-ticket").await {
+        Err(ClientError::Http(e)) => assert!(e.contains("401"), "{e}"),
+        other => panic!("expected 401, got {:?}", other.map(|_| ())),
+    }
+
+    let mut reader = Client::for_account(&alice, Transport::WebTransportTicket, "reader").await.unwrap();
+    let mut writer = Client::connect(bob.websocket().await.unwrap(), &bob.token, "writer").await.unwrap();
+    reader.join("general", None).await.unwrap();
+    writer.join("general", None).await.unwrap();
+    writer.send("general", "before", vec![]).await.unwrap();
+    assert_eq!(within("before", reader.next_message()).await.unwrap().text, "before");
+
+    // The node restarts with a new certificate (its hash is pinned) and without the tickets it
+    // held: the reader asks where to connect again and buys a new ticket.
+    running.shutdown().await;
+    let running = start_wt(dir.path(), addr, Some(wt)).await;
+    let again = alice.webtransport().await.unwrap().expect("still offered");
+    assert_ne!(format!("{again:?}"), format!("{over_wt:?}"), "a new certificate hash");
+    writer.send("general", "after", vec![]).await.unwrap();
+    let got = within("after the restart", reader.next_message()).await.unwrap();
+    assert_eq!((got.seq, got.text.as_str()), (2, "after"));
+    assert!(reader.reconnects() >= 1, "the reader connected again");
+    reader.close().await;
+    writer.close().await;
     running.shutdown().await;
 }
 
