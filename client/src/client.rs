@@ -8,7 +8,8 @@ use crate::connection::Connection;
 use crate::link::{Credentials, Endpoint};
 use crate::{ClientError, ClientResult};
 use socketchat::wire::{
-    Ack, ChatMessage, ClientFrame, ClientMsgId, Delete, Edit, ErrorCode, HistoryPage, MarkRead, Send, ServerFrame,
+    Ack, ChatMessage, ClientFrame, ClientMsgId, Delete, Edit, ErrorCode, HistoryPage, Joined, MarkRead, Send,
+    ServerFrame,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -59,6 +60,45 @@ impl Target {
             }
         }
     }
+}
+
+/// The most a `History` page holds (PROTOCOL.md § 5).
+const HISTORY_PAGE: u16 = 100;
+
+/// Joins `room` on `conn` with everything after `after_seq`: the server replays at most 500
+/// messages (`Joined.replay_from > after_seq + 1` when it cut the replay), and the messages in
+/// between are fetched with `History`, page by page, waiting out the rate limit. The whole gap
+/// is held in memory until handed out.
+async fn join_complete(
+    conn: &mut Connection,
+    room: &str,
+    after_seq: Option<u64>,
+) -> ClientResult<(Joined, Vec<ChatMessage>)> {
+    let (joined, replay) = conn.join(room, after_seq).await?;
+    let Some(after) = after_seq.filter(|after| joined.replay_from > after + 1) else {
+        return Ok((joined, replay));
+    };
+    let mut missed = Vec::new();
+    let mut before = joined.replay_from;
+    while before > after + 1 {
+        let page = match conn.history(room, Some(before), HISTORY_PAGE).await {
+            Ok(page) => page,
+            Err(ClientError::Refused(e)) if e.code == ErrorCode::RateLimited.code() => {
+                tokio::time::sleep(Duration::from_millis(u64::from(e.retry_after_ms.unwrap_or(1000)))).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(first) = page.messages.first().map(|m| m.seq) else { break };
+        // Pages come newest first, each in ascending order: put this one before those taken.
+        missed.splice(0..0, page.messages.into_iter().filter(|m| m.seq > after));
+        match page.next_before {
+            Some(next) if next < before && first > after + 1 => before = next,
+            _ => break,
+        }
+    }
+    missed.extend(replay);
+    Ok((joined, missed))
 }
 
 /// A resilient connection for one account.
@@ -153,7 +193,7 @@ impl Client {
         let rooms: Vec<(String, u64)> = self.rooms.iter().map(|(room, last)| (room.clone(), *last)).collect();
         for (room, last) in rooms {
             loop {
-                match conn.join(&room, Some(last)).await {
+                match join_complete(&mut conn, &room, Some(last)).await {
                     Ok((_, replay)) => {
                         replayed.extend(replay);
                         break;
@@ -191,7 +231,7 @@ impl Client {
     /// replayed messages; the room is joined again after every reconnect.
     pub async fn join(&mut self, room: &str, after_seq: Option<u64>) -> ClientResult<Vec<ChatMessage>> {
         loop {
-            let result = self.conn().await?.join(room, after_seq).await;
+            let result = join_complete(self.conn().await?, room, after_seq).await;
             match result {
                 Ok((joined, replay)) => {
                     let last = replay.last().map_or(joined.head_seq, |m| m.seq).max(after_seq.unwrap_or(0));

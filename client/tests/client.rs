@@ -111,25 +111,38 @@ async fn a_server_restart_loses_nothing_and_stores_nothing_twice() {
         let store = socketchat::store::SqliteStore::open(&dir.path().join("socketchat.db")).unwrap();
         let ops = store.room_by_name("ops").await.unwrap().unwrap();
         assert!(store.remove_member(ops.id, bob.id).await.unwrap());
+        // 700 more messages while it is down: more than a join replays (500), so the reader
+        // fetches the first 200 of them with History.
+        let design = store.room_by_name("design").await.unwrap().unwrap();
+        let sender = socketchat::wire::UserRef { id: alice.id, username: alice.username.clone() };
+        let batch = (11..=710u64)
+            .map(|n| {
+                let mut id = [0u8; 16];
+                id[..8].copy_from_slice(&n.to_be_bytes());
+                socketchat::store::NewMessage::post(design.id, &sender, id, format!("m{n}"))
+            })
+            .collect();
+        assert_eq!(store.append(batch).await.unwrap().len(), 700);
     }
     let running = start(dir.path(), addr, false).await;
-    for n in 11..=20 {
+    for n in 711..=720 {
         writer.send("design", &format!("m{n}"), vec![]).await.unwrap();
     }
     let mut seen = Vec::new();
-    while seen.len() < 20 {
+    while seen.len() < 720 {
         let m = within("every message once", reader.next_message()).await.unwrap();
         seen.push((m.seq, m.text));
     }
-    let expected: Vec<(u64, String)> = (1..=20).map(|n| (n, format!("m{n}"))).collect();
-    assert_eq!(seen, expected, "in order, once each, across the restart");
+    let expected: Vec<(u64, String)> = (1..=720).map(|n| (n, format!("m{n}"))).collect();
+    assert_eq!(seen, expected, "in order, once each, across the restart and past the replay's cut");
     assert!(reader.reconnects() >= 1 && writer.reconnects() >= 1);
     assert_eq!(reader.last_seq("ops"), None, "the room it was removed from is not joined again");
 
-    // Stored once each: the history holds exactly 20.
+    // Stored once each: the newest page ends at 720, with the 10 sent after the restart.
     let mut check = Connection::open(&alice.websocket().await.unwrap(), &alice.token, "check").await.unwrap();
     let page = check.history("design", None, 100).await.unwrap();
-    assert_eq!(page.messages.len(), 20);
+    let newest: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();
+    assert_eq!(newest, (621..=720).collect::<Vec<_>>());
     check.close().await;
     running.shutdown().await;
 }
