@@ -18,7 +18,7 @@ fn names(list: &Value) -> Vec<String> {
 }
 
 /// The error a frame gets, with its code, room and request id.
-async fn refusal(client: &mut Client, frame: ClientFrame) -> (u16, Option<String>, Option<u32>) {
+async fn refusal(client: &mut User, frame: ClientFrame) -> (u16, Option<String>, Option<u32>) {
     client.send(&frame).await;
     let e = client.recv_until(pick::error).await;
     (e.code, e.room, e.request_id)

@@ -80,7 +80,7 @@ async fn online(server: &TestServer, token: &str) -> Vec<String> {
 }
 
 /// Reads until `count` messages of `room` arrived; returns their seqs as received.
-async fn collect_seqs(client: &mut Client, count: usize) -> Vec<u64> {
+async fn collect_seqs(client: &mut impl Frames, count: usize) -> Vec<u64> {
     let mut seqs = Vec::with_capacity(count);
     while seqs.len() < count {
         seqs.push(client.recv_until(pick::message).await.seq);
@@ -175,7 +175,8 @@ async fn logout_on_one_node_closes_the_token_elsewhere_and_a_ticket_works_once_o
     let redis = Redis::start();
     let (a, b) = (node(&pg, &redis.url()).await, node(&pg, &redis.url()).await);
     let token = a.register("alice").await;
-    let (mut on_b, _) = b.connect_hello(&token).await;
+    // A bare WebSocket: the test reads the close frame's code too.
+    let (mut on_b, _) = b.connect_hello_raw(&token).await;
     let logout =
         a.http.post(a.url("/api/auth/logout")).header("cookie", format!("token={token}")).send().await.unwrap();
     assert_eq!(logout.status(), 204);

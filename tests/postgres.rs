@@ -32,28 +32,20 @@ fn cmid(client: usize, n: usize) -> [u8; 16] {
     id
 }
 
-/// Sends and waits for the answer to this send: Ok(ack) or Err(error frame).
-async fn send_for_ack(
-    client: &mut Client,
-    room: &str,
-    id: [u8; 16],
-    text: &str,
-) -> Result<wire::Ack, wire::ErrorFrame> {
-    client
-        .send(&ClientFrame::Send(wire::Send {
-            room: room.into(),
-            client_msg_id: id,
-            text: text.into(),
-            attachments: Vec::new(),
-        }))
-        .await;
-    client
-        .recv_until(|f| match f {
-            ServerFrame::Ack(a) if a.client_msg_id == id => Some(Ok(a)),
-            ServerFrame::Error(e) if e.client_msg_id == Some(id) => Some(Err(e)),
-            _ => None,
-        })
-        .await
+/// Sends through the client library and waits for the answer to this send: Ok(ack) or
+/// Err(error frame).
+async fn send_for_ack(client: &mut User, room: &str, id: [u8; 16], text: &str) -> Result<wire::Ack, wire::ErrorFrame> {
+    let frame = ClientFrame::Send(wire::Send {
+        room: room.into(),
+        client_msg_id: id,
+        text: text.into(),
+        attachments: Vec::new(),
+    });
+    match tokio::time::timeout(WAIT, client.store(frame)).await.expect("an answer within the wait") {
+        Ok(ack) => Ok(ack),
+        Err(socketchat_client::ClientError::Refused(e)) => Err(e),
+        Err(e) => panic!("connection failed: {e}"),
+    }
 }
 
 /// (room name, seq, message id, client_msg_id, sent_at_ms) of every stored message.
@@ -85,10 +77,9 @@ async fn two_nodes_with_retries_and_duplicates_keep_every_room_gap_free() {
         let (home, other) = if c % 2 == 0 { (a.addr, b.addr) } else { (b.addr, a.addr) };
         let token = token.clone();
         tasks.push(tokio::spawn(async move {
-            let mut main = Client::connect(home, Some(&token), None).await.unwrap();
-            let mut retry = Client::connect(other, Some(&token), None).await.unwrap();
+            let (mut main, _) = user_at(home, &token).await;
+            let (mut retry, _) = user_at(other, &token).await;
             for client in [&mut main, &mut retry] {
-                client.hello().await;
                 for room in ["general", "design"] {
                     join_and_replay(client, room, None).await;
                 }

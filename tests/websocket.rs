@@ -47,7 +47,7 @@ async fn logout_revokes_the_token_for_upgrades_the_api_and_open_connections() {
         .await
         .unwrap();
     let other = token_from(&other).unwrap();
-    let (mut live, _) = server.connect_hello(&token).await;
+    let (mut live, _) = server.connect_hello_raw(&token).await;
     let (mut kept, _) = server.connect_hello(&other).await;
     assert_eq!(server.get("/api/auth/me", &token).await.status(), 200);
     let out = server
@@ -404,7 +404,7 @@ async fn bad_frames_close_only_the_offender() {
         ),
     ];
     for (name, message, code) in cases {
-        let (mut bad, _) = server.connect_hello(&ta).await;
+        let (mut bad, _) = server.connect_hello_raw(&ta).await;
         use futures_util::SinkExt;
         bad.ws.send(message).await.unwrap();
         let (goaway, close) = bad.expect_close().await;
@@ -470,7 +470,7 @@ async fn history_pages_newest_first_over_rest_and_protocol() {
 async fn shutdown_tells_connections_to_reconnect_elsewhere() {
     let server = TestServer::start().await;
     let token = server.register("alice").await;
-    let (mut client, _) = server.connect_hello(&token).await;
+    let (mut client, _) = server.connect_hello_raw(&token).await;
     let stopping = tokio::spawn(server.stop());
     let (goaway, close) = client.expect_close().await;
     assert_eq!((goaway, close), (Some(CloseCode::ServerShutdown.code()), Some(CloseCode::ServerShutdown.code())));
@@ -578,7 +578,7 @@ async fn a_connection_is_closed_when_its_token_expires() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_with(dir, |c| c.token_ttl_secs = 1).await;
     let token = server.register("alice").await;
-    let (mut client, _) = server.connect_hello(&token).await;
+    let (mut client, _) = server.connect_hello_raw(&token).await;
     let (goaway, close) = client.expect_close().await;
     assert_eq!((goaway, close), (Some(CloseCode::Unauthorized.code()), Some(CloseCode::Unauthorized.code())));
     assert_eq!(Client::connect(server.addr, Some(&token), None).await.err(), Some(401), "expired token refused");
@@ -621,7 +621,7 @@ async fn a_client_with_unread_input_gets_the_goaway_the_close_code_and_a_clean_c
     let server = TestServer::start().await;
     let token = server.register("alice").await;
     for round in 0..5 {
-        let (mut bad, _) = server.connect_hello(&token).await;
+        let (mut bad, _) = server.connect_hello_raw(&token).await;
         // A bad frame, and right behind it more input the server will never read as frames.
         bad.ws.feed(Message::Binary(vec![0xff, 0x00, 0x13].into())).await.unwrap();
         for n in 0..5000u64 {
@@ -654,7 +654,7 @@ async fn a_malformed_websocket_frame_gets_close_1002() {
     use tokio::io::AsyncWriteExt;
     let server = TestServer::start().await;
     let token = server.register("alice").await;
-    let (mut bad, _) = server.connect_hello(&token).await;
+    let (mut bad, _) = server.connect_hello_raw(&token).await;
     // An unmasked frame from a client is a protocol error (RFC 6455 § 5.1); written raw.
     bad.ws.get_mut().write_all(&[0x82, 0x02, 0x07, 0x01]).await.unwrap();
     let close = loop {
@@ -672,7 +672,7 @@ async fn a_busy_client_at_shutdown_gets_goaway_4000_and_the_close_code() {
     use futures_util::{SinkExt, StreamExt};
     let server = TestServer::start().await;
     let token = server.register("alice").await;
-    let (client, _) = server.connect_hello(&token).await;
+    let (client, _) = server.connect_hello_raw(&token).await;
     let (mut sink, mut stream) = client.ws.split();
     // The client never stops sending while the server shuts down.
     let writer = tokio::spawn(async move {

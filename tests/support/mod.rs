@@ -1,5 +1,12 @@
 //! Test harness: starts a real server (embedded default) on a free loopback port in a temp data
 //! dir, and drives it with real HTTP and WebSocket clients. Everything stops when dropped.
+//!
+//! Two kinds of WebSocket client, both driven through [`Frames`]:
+//! - a user: a `socketchat_client::Connection` (the client library a native app uses), from
+//!   [`TestServer::connect_hello`]: what the tests of chat behaviour drive;
+//! - [`Client`]: a bare WebSocket over the server's wire codec, for the tests of the wire
+//!   itself (malformed frames, close codes, sockets that stop reading, chosen source
+//!   addresses, Origin headers), which a well-behaved library never sends or shows.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -155,8 +162,13 @@ impl TestServer {
         Client::connect(self.addr, Some(token), None).await.expect("upgrade accepted")
     }
 
-    /// Connects, says Hello, and reads Welcome (nothing else follows it in v2).
-    pub async fn connect_hello(&self, token: &str) -> (Client, Welcome) {
+    /// A user: a connection of the client library (Hello answered by Welcome).
+    pub async fn connect_hello(&self, token: &str) -> (User, Welcome) {
+        user_at(self.addr, token).await
+    }
+
+    /// Connects a bare WebSocket, says Hello, and reads Welcome (nothing else follows it).
+    pub async fn connect_hello_raw(&self, token: &str) -> (Client, Welcome) {
         let mut client = self.connect(token).await;
         client.hello().await;
         let welcome = match client.recv().await {
@@ -164,6 +176,123 @@ impl TestServer {
             other => panic!("expected Welcome, got {other:?}"),
         };
         (client, welcome)
+    }
+}
+
+/// A connection of the client library, as the tests' ordinary users.
+pub type User = socketchat_client::Connection;
+
+/// A user connected to whatever answers at `addr` (a node, or HAProxy).
+pub async fn user_at(addr: SocketAddr, token: &str) -> (User, Welcome) {
+    let endpoint = socketchat_client::Endpoint::WebSocket { url: format!("ws://{addr}/ws") };
+    let user = tokio::time::timeout(WAIT, User::open(&endpoint, token, "test"))
+        .await
+        .expect("Welcome within the wait")
+        .expect("connected and greeted");
+    let welcome = user.welcome().clone();
+    (user, welcome)
+}
+
+/// What the tests do with a connection, a user's or a bare one. Every wait is bounded by
+/// [`WAIT`]; a connection that closes or fails where a frame is expected fails the test.
+#[allow(async_fn_in_trait)]
+pub trait Frames {
+    /// Sends a frame.
+    async fn send(&mut self, frame: &ClientFrame);
+
+    /// The next frame.
+    async fn recv(&mut self) -> ServerFrame;
+
+    /// The first frame `wanted` accepts; the others stay, in order, for `recv`.
+    async fn next_where(&mut self, wanted: impl FnMut(&ServerFrame) -> bool) -> ServerFrame;
+
+    /// Joins `room` and returns `Joined` with the replayed messages.
+    async fn join_room(&mut self, room: &str, after_seq: Option<u64>) -> (wire::Joined, Vec<wire::ChatMessage>);
+
+    /// Ends the connection and waits until the server has counted it out.
+    async fn close(self);
+
+    /// Next frame that `pick` accepts; others (presence, typing…) are skipped.
+    async fn recv_until<T>(&mut self, mut pick: impl FnMut(ServerFrame) -> Option<T>) -> T {
+        loop {
+            if let Some(found) = pick(self.recv().await) {
+                return found;
+            }
+        }
+    }
+}
+
+impl Frames for User {
+    async fn send(&mut self, frame: &ClientFrame) {
+        self.send_frame(frame).await.expect("send");
+    }
+
+    async fn recv(&mut self) -> ServerFrame {
+        tokio::time::timeout(WAIT, self.next_event()).await.expect("a frame within the wait").expect("connection open")
+    }
+
+    async fn next_where(&mut self, wanted: impl FnMut(&ServerFrame) -> bool) -> ServerFrame {
+        tokio::time::timeout(WAIT, User::next_where(self, wanted))
+            .await
+            .expect("the frame within the wait")
+            .expect("connection open")
+    }
+
+    async fn join_room(&mut self, room: &str, after_seq: Option<u64>) -> (wire::Joined, Vec<wire::ChatMessage>) {
+        tokio::time::timeout(WAIT, self.join(room, after_seq))
+            .await
+            .expect("Joined within the wait")
+            .unwrap_or_else(|e| panic!("join {room}: {e}"))
+    }
+
+    /// The library's close frame, then the server's reply, which it sends only after it has
+    /// counted the connection out.
+    async fn close(self) {
+        let (mut tx, mut rx, _) = self.split();
+        tx.close().await;
+        let _ = tokio::time::timeout(WAIT, async { while rx.recv().await.is_ok() {} }).await;
+    }
+}
+
+impl Frames for Client {
+    async fn send(&mut self, frame: &ClientFrame) {
+        Client::send(self, frame).await;
+    }
+
+    async fn recv(&mut self) -> ServerFrame {
+        Client::recv(self).await
+    }
+
+    async fn next_where(&mut self, mut wanted: impl FnMut(&ServerFrame) -> bool) -> ServerFrame {
+        if let Some(frame) = self.stash.iter().position(&mut wanted).and_then(|at| self.stash.remove(at)) {
+            return frame;
+        }
+        let mut passed = Vec::new();
+        let found = loop {
+            let frame = self.recv().await;
+            if wanted(&frame) {
+                break frame;
+            }
+            passed.push(frame);
+        };
+        for (i, frame) in passed.into_iter().enumerate() {
+            self.stash.insert(i, frame);
+        }
+        found
+    }
+
+    async fn join_room(&mut self, room: &str, after_seq: Option<u64>) -> (wire::Joined, Vec<wire::ChatMessage>) {
+        Client::send(self, &join(room, after_seq)).await;
+        let joined = self.recv_until(pick::joined).await;
+        let mut replay = Vec::new();
+        for _ in joined.replay_from..=joined.head_seq {
+            replay.push(self.recv_until(pick::message).await);
+        }
+        (joined, replay)
+    }
+
+    async fn close(self) {
+        Client::close(self).await;
     }
 }
 
@@ -186,7 +315,7 @@ pub async fn get_json_at(addr: SocketAddr, path: &str, token: &str) -> serde_jso
 }
 
 /// The next `RoomPresence` of `room` as `(online, usernames)`.
-pub async fn room_presence(client: &mut Client, room: &str) -> (u32, Vec<String>) {
+pub async fn room_presence(client: &mut impl Frames, room: &str) -> (u32, Vec<String>) {
     client
         .recv_until(|f| match f {
             ServerFrame::RoomPresence(p) if p.room == room => {
@@ -317,15 +446,6 @@ impl Client {
         }
     }
 
-    /// Next frame that `pick` accepts; others (presence, typing…) are skipped.
-    pub async fn recv_until<T>(&mut self, mut pick: impl FnMut(ServerFrame) -> Option<T>) -> T {
-        loop {
-            if let Some(found) = pick(self.recv().await) {
-                return found;
-            }
-        }
-    }
-
     /// Closes from the client side and waits for the server's close reply, which the server
     /// sends only after it has counted the connection out.
     pub async fn close(mut self) {
@@ -375,7 +495,7 @@ pub fn send(room: &str, id: u8, text: &str) -> ClientFrame {
 }
 
 /// Registers alice and bob, connects each (Hello answered) and joins both to `room`.
-pub async fn alice_and_bob_in(server: &TestServer, room: &str) -> (Client, Client) {
+pub async fn alice_and_bob_in(server: &TestServer, room: &str) -> (User, User) {
     let (alice, bob) = (server.register("alice").await, server.register("bob").await);
     let (mut a, _) = server.connect_hello(&alice).await;
     let (mut b, _) = server.connect_hello(&bob).await;
@@ -386,36 +506,22 @@ pub async fn alice_and_bob_in(server: &TestServer, room: &str) -> (Client, Clien
 
 /// Joins and reads `Joined` plus the replayed messages.
 pub async fn join_and_replay(
-    client: &mut Client,
+    client: &mut impl Frames,
     room: &str,
     after_seq: Option<u64>,
 ) -> (wire::Joined, Vec<wire::ChatMessage>) {
-    client.send(&join(room, after_seq)).await;
-    let joined = client.recv_until(pick::joined).await;
-    let mut replay = Vec::new();
-    for _ in joined.replay_from..=joined.head_seq {
-        replay.push(client.recv_until(pick::message).await);
-    }
-    (joined, replay)
+    client.join_room(room, after_seq).await
 }
 
-/// The next `Ack`; `Message` frames read on the way are kept for `message` (either order).
-pub async fn ack(client: &mut Client) -> wire::Ack {
-    let mut passed = Vec::new();
-    let ack = loop {
-        match client.recv().await {
-            ServerFrame::Ack(a) => break a,
-            ServerFrame::Error(e) => panic!("expected an Ack, got {e:?}"),
-            message @ ServerFrame::Message(_) => passed.push(message),
-            _ => {}
-        }
-    };
-    for (i, frame) in passed.into_iter().enumerate() {
-        client.stash.insert(i, frame);
+/// The next `Ack` (an `Error` instead fails the test); the frames that arrive before it stay
+/// for `recv` (an `Ack` and the sender's own `Message` come in either order).
+pub async fn ack(client: &mut impl Frames) -> wire::Ack {
+    match client.next_where(|f| matches!(f, ServerFrame::Ack(_) | ServerFrame::Error(_))).await {
+        ServerFrame::Ack(a) => a,
+        other => panic!("expected an Ack, got {other:?}"),
     }
-    ack
 }
 
-pub async fn message(client: &mut Client) -> wire::ChatMessage {
+pub async fn message(client: &mut impl Frames) -> wire::ChatMessage {
     client.recv_until(pick::message).await
 }
