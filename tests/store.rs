@@ -30,6 +30,39 @@ async fn sqlite_reopens_without_reseeding() {
     assert!(again.user_by_email("KEEP@example.com").await.unwrap().is_some());
 }
 
+/// A database from before deletions took their post's edits with them: upgrading empties the
+/// edits of posts deleted then, and only those.
+#[tokio::test]
+async fn upgrading_sqlite_empties_the_edits_of_posts_deleted_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chat.db");
+    {
+        let db = rusqlite::Connection::open(&path).unwrap();
+        for sql in [
+            include_str!("../migrations/sqlite/0001_init.sql"),
+            include_str!("../migrations/sqlite/0002_last_seen.sql"),
+            include_str!("../migrations/sqlite/0003_channels.sql"),
+        ] {
+            db.execute_batch(sql).unwrap();
+        }
+        db.execute_batch(
+            "PRAGMA user_version = 3;
+             INSERT INTO users (id, username, email, password_hash, created_at_ms) VALUES (1, 'a', 'a@x.y', 'h', 0);
+             INSERT INTO messages (room_id, seq, sender_id, client_msg_id, text, sent_at_ms, kind, target_seq, deleted)
+             VALUES (1, 1, 1, zeroblob(16), '', 0, 0, NULL, 1),
+                    (1, 2, 1, randomblob(16), 'secret, edited', 0, 1, 1, 0),
+                    (1, 3, 1, randomblob(16), '', 0, 2, 1, 0),
+                    (1, 4, 1, randomblob(16), 'kept', 0, 0, NULL, 0),
+                    (1, 5, 1, randomblob(16), 'kept, edited', 0, 1, 4, 0);",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let texts: Vec<(u64, String)> = store.range(1, 1, 5).await.unwrap().into_iter().map(|m| (m.seq, m.text)).collect();
+    let expected = [(1, ""), (2, ""), (3, ""), (4, "kept"), (5, "kept, edited")];
+    assert_eq!(texts, expected.map(|(seq, text)| (seq, text.to_owned())));
+}
+
 #[tokio::test]
 async fn postgres_passes_the_store_conformance_suite() {
     let pg = Postgres::start();

@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (3, "last_seen", include_str!("../../migrations/postgres/0003_last_seen.sql")),
     (4, "channels", include_str!("../../migrations/postgres/0004_channels.sql")),
     (5, "append_generic_plan", include_str!("../../migrations/postgres/0005_append_generic_plan.sql")),
+    (6, "deleted_edits", include_str!("../../migrations/postgres/0006_deleted_edits.sql")),
 ];
 
 /// The send path: see `migrations/postgres/0002_append_function.sql`.
@@ -530,6 +531,11 @@ impl Store for PostgresStore {
                     )
                     .await?;
                 tx.execute(&delete, &[&room, &target]).await?;
+                // The post's earlier edits carry its text too.
+                let edits = tx
+                    .prepare_cached("UPDATE messages SET text = '' WHERE room_id = $1 AND target_seq = $2 AND kind = 1")
+                    .await?;
+                tx.execute(&edits, &[&room, &target]).await?;
                 let files = tx.prepare_cached("DELETE FROM uploads WHERE room_id = $1 AND seq = $2").await?;
                 tx.execute(&files, &[&room, &target]).await?;
             }

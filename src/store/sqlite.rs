@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_last_seen.sql"),
     include_str!("../../migrations/sqlite/0003_channels.sql"),
+    include_str!("../../migrations/sqlite/0004_deleted_edits.sql"),
 ];
 
 /// SQLite-backed [`Store`].
@@ -281,6 +282,9 @@ fn append_checked_in(tx: &rusqlite::Transaction<'_>, m: &NewMessage, at: u64) ->
                 "UPDATE messages SET text = '', deleted = 1, attachments = '' WHERE room_id = ?1 AND seq = ?2",
             )?
             .execute(params![m.room_id, m.target_seq])?;
+            // The post's earlier edits carry its text too.
+            tx.prepare_cached("UPDATE messages SET text = '' WHERE room_id = ?1 AND target_seq = ?2 AND kind = 1")?
+                .execute(params![m.room_id, m.target_seq])?;
             tx.prepare_cached("DELETE FROM uploads WHERE room_id = ?1 AND seq = ?2")?
                 .execute(params![m.room_id, m.target_seq])?;
         }

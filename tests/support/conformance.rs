@@ -99,6 +99,18 @@ async fn edits_deletes_and_attachments(store: &dyn Store, alice: &UserRecord, bo
     // Edits, deletions and deleted messages are not unread.
     let unread = store.rooms_for(bob.id).await.unwrap().into_iter().find(|l| l.room.id == room).unwrap();
     assert_eq!(unread.unread, 1, "only alice's first message counts for bob: {unread:?}");
+
+    // Deleting an edited post empties its edits too (their text was the post's); the edits of
+    // other posts keep theirs.
+    let bobs_edit = store.append_checked(change(bob, 215, MessageKind::Edit, theirs, "bob's, edited")).await.unwrap();
+    store.append_checked(change(alice, 216, MessageKind::Delete, mine, "")).await.unwrap();
+    let head = store.head_seq(room).await.unwrap();
+    let texts: Vec<(u64, String)> =
+        store.range(room, mine, head).await.unwrap().into_iter().map(|m| (m.seq, m.text)).collect();
+    let text_at = |seq: u64| texts.iter().find(|(s, _)| *s == seq).map(|(_, t)| t.as_str());
+    assert_eq!(text_at(mine), Some(""), "{texts:?}");
+    assert_eq!(text_at(edit.message.seq), Some(""), "the deleted post's edit: {texts:?}");
+    assert_eq!(text_at(bobs_edit.message.seq), Some("bob's, edited"), "{texts:?}");
 }
 
 async fn channels_members_and_read_marks(store: &dyn Store, alice: &UserRecord, bob: &UserRecord) {
