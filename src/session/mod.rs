@@ -94,8 +94,10 @@ pub enum Lookup {
 
 #[derive(Debug)]
 enum Membership {
-    /// Waiting for the replay: live events are held here.
-    Joining { held: Vec<(u64, Bytes)> },
+    /// Waiting for the replay: live events are held here. `before`: the highest seq already
+    /// sent when the connection was in the room before this join (it stays in the room if the
+    /// join fails for want of the store).
+    Joining { held: Vec<(u64, Bytes)>, before: Option<u64> },
     /// Replay done: forward live events above `last_seq`.
     Live { last_seq: u64 },
 }
@@ -412,11 +414,14 @@ impl Session {
         }
         // Joined again: continue from what this connection was already sent, so nothing is
         // sent twice (a lower or missing `after_seq`) and nothing in flight is skipped.
-        let after_seq = match self.joined.get(&room_id) {
-            Some(Membership::Live { last_seq }) => Some(after_seq.map_or(*last_seq, |after| after.max(*last_seq))),
-            _ => after_seq,
+        let (after_seq, before) = match self.joined.get(&room_id) {
+            Some(Membership::Live { last_seq }) => {
+                (Some(after_seq.map_or(*last_seq, |after| after.max(*last_seq))), Some(*last_seq))
+            }
+            Some(Membership::Joining { before, .. }) => (after_seq, *before),
+            None => (after_seq, None),
         };
-        self.joined.insert(room_id, Membership::Joining { held: Vec::new() });
+        self.joined.insert(room_id, Membership::Joining { held: Vec::new(), before });
         self.out.push_back(Action::Join { room_id, after_seq });
     }
 
@@ -603,7 +608,7 @@ impl Session {
         let Some(membership) = self.joined.get_mut(&room_id) else {
             return;
         };
-        let Membership::Joining { held } = std::mem::replace(membership, Membership::Live { last_seq: head_seq })
+        let Membership::Joining { held, .. } = std::mem::replace(membership, Membership::Live { last_seq: head_seq })
         else {
             return;
         };
@@ -626,10 +631,25 @@ impl Session {
         }
     }
 
-    /// A join could not be completed (store unavailable): the membership is dropped.
+    /// A join could not be completed (store or relay unavailable). A connection that was in
+    /// the room before stays in it, live from where it was (what arrived meanwhile follows);
+    /// otherwise the membership is dropped.
     pub fn handle_join_failed(&mut self, room_id: u64, err: &StoreError) {
-        if self.joined.remove(&room_id).is_some() {
-            self.out.push_back(Action::Leave { room_id });
+        match self.joined.remove(&room_id) {
+            Some(Membership::Joining { held, before: Some(mut last_seq) }) => {
+                for (seq, bytes) in held {
+                    if seq > last_seq {
+                        last_seq = seq;
+                        self.out.push_back(Action::Forward(bytes));
+                    }
+                }
+                self.joined.insert(room_id, Membership::Live { last_seq });
+            }
+            Some(live @ Membership::Live { .. }) => {
+                self.joined.insert(room_id, live);
+            }
+            Some(Membership::Joining { before: None, .. }) => self.out.push_back(Action::Leave { room_id }),
+            None => {}
         }
         let mut frame = error(ErrorCode::Unavailable, format!("join failed: {err}"));
         frame.room = Some(self.rooms.name_of(room_id));
@@ -638,13 +658,18 @@ impl Session {
     }
 
     /// A join found the user is not (or no longer) a member of the private room: the
-    /// membership is dropped and the client told the room does not exist (for this user).
+    /// membership is dropped and the client told the room does not exist (for this user), and,
+    /// if the connection was in the room before this join, that it left it.
     pub fn handle_join_refused(&mut self, room_id: u64) {
-        if self.joined.remove(&room_id).is_some() {
+        let dropped = self.joined.remove(&room_id);
+        if dropped.is_some() {
             self.out.push_back(Action::Leave { room_id });
         }
         let name = self.rooms.name_of(room_id);
         self.reply_room_error(ErrorCode::UnknownRoom, "no such room", &name, None);
+        if matches!(dropped, Some(Membership::Joining { before: Some(_), .. } | Membership::Live { .. })) {
+            self.out.push_back(Action::Send(ServerFrame::Left(Left { room: name })));
+        }
     }
 
     /// The writer answered the send `client_msg_id` to `room_id`.
@@ -722,7 +747,7 @@ impl Session {
                     self.out.push_back(Action::Forward(event.bytes));
                 }
             }
-            (EventKind::Message { seq }, Membership::Joining { held }) => {
+            (EventKind::Message { seq }, Membership::Joining { held, .. }) => {
                 if held.len() >= HELD_LIMIT {
                     return self.close(CloseCode::Slow, "too many events while joining");
                 }

@@ -424,6 +424,48 @@ fn history_limit_is_clamped_and_next_cursor_points_older() {
 }
 
 #[test]
+fn a_join_of_a_joined_room_that_fails_keeps_the_room_or_says_it_was_left() {
+    let now = Instant::now();
+    let mut s = greeted(now);
+    join(&mut s, now, "general", None);
+    s.handle_joined(1, 6, vec![], None);
+    drain(&mut s);
+    // Joined again, and the store (or the relay) fails: the error, and the connection stays in
+    // the room, live from where it was (what arrived meanwhile follows, once).
+    join(&mut s, now, "general", None);
+    s.handle_event(live(7));
+    s.handle_join_failed(1, &StoreError::Unavailable("down".into()));
+    let actions = drain(&mut s);
+    assert!(
+        matches!(actions.as_slice(), [Action::Forward(b), Action::Send(ServerFrame::Error(e))]
+            if b[..] == [7] && e.code == ErrorCode::Unavailable.code()),
+        "{actions:?}"
+    );
+    s.handle_event(live(7));
+    s.handle_event(live(8));
+    assert!(matches!(drain(&mut s).as_slice(), [Action::Forward(b)] if b[..] == [8]), "7 is not sent twice");
+    // A first join that fails: the error, and the connection is not in the room.
+    join(&mut s, now, "design", None);
+    s.handle_join_failed(2, &StoreError::Unavailable("down".into()));
+    let actions = drain(&mut s);
+    assert!(
+        matches!(actions.as_slice(), [Action::Leave { room_id: 2 }, Action::Send(ServerFrame::Error(_))]),
+        "{actions:?}"
+    );
+    // Joined twice in a row, the membership having ended: out of the room, and told so.
+    join(&mut s, now, "general", None);
+    join(&mut s, now, "general", None);
+    drain(&mut s);
+    s.handle_join_refused(1);
+    let actions = drain(&mut s);
+    assert!(
+        matches!(actions.as_slice(), [Action::Leave { room_id: 1 }, Action::Send(ServerFrame::Error(e)), Action::Send(ServerFrame::Left(l))]
+            if e.code == ErrorCode::UnknownRoom.code() && l.room == "general"),
+        "{actions:?}"
+    );
+}
+
+#[test]
 fn store_failures_become_retryable_errors_never_acks() {
     let now = Instant::now();
     let mut s = greeted(now);
