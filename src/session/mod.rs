@@ -127,7 +127,9 @@ pub struct Session {
     rejections: u32,
     /// Sends refused for the rate, with the time their retry is admitted.
     reserved: HashMap<ClientMsgId, Instant>,
-    rejection_window: Instant,
+    /// When the current count of rejected requests began (its first refusal); none before the
+    /// first.
+    rejection_window: Option<Instant>,
     last_rx: Instant,
     token_deadline: Instant,
     closed: bool,
@@ -175,7 +177,7 @@ impl Session {
             marks: TokenBucket::new(MARK_BURST, MARKS_PER_SEC, now),
             rejections: 0,
             reserved: HashMap::new(),
-            rejection_window: now,
+            rejection_window: None,
             last_rx: now,
             token_deadline,
             closed: false,
@@ -434,8 +436,8 @@ impl Session {
 
     /// Counts a rejected request; too many in one window is a flood.
     fn reject(&mut self, now: Instant, frame: ErrorFrame) {
-        if now.duration_since(self.rejection_window) > FLOOD_WINDOW {
-            self.rejection_window = now;
+        if self.rejection_window.is_none_or(|first| now.duration_since(first) > FLOOD_WINDOW) {
+            self.rejection_window = Some(now);
             self.rejections = 0;
         }
         self.rejections += 1;

@@ -237,6 +237,29 @@ fn only_members_send_and_type_and_sends_are_validated() {
 }
 
 #[test]
+fn a_flood_is_counted_from_its_first_refusal_not_from_the_connection() {
+    let start = Instant::now();
+    let mut s = greeted(start);
+    let mut refusals_then_closed = |s: &mut Session, at: Instant, joins: usize| {
+        let (mut refused, mut closed) = (0, false);
+        for _ in 0..joins {
+            s.handle_frame(at, ClientFrame::Join(Join { room: "general".into(), after_seq: None }));
+            for action in drain(s) {
+                refused += usize::from(error_code(&action) == Some(ErrorCode::RateLimited.code()));
+                closed |= matches!(action, Action::Close(CloseCode::Flood, _));
+            }
+        }
+        (refused, closed)
+    };
+    // 100 refusals just before 10 s after the connection opened, then more than 100 within
+    // the same 10 s of the first refusal: a flood, though the connection is 10 s old by then.
+    let (first, closed) = refusals_then_closed(&mut s, start + Duration::from_millis(9_900), 120);
+    assert_eq!((first, closed), (100, false));
+    let (_, closed) = refusals_then_closed(&mut s, start + Duration::from_millis(10_500), 110);
+    assert!(closed, "more than 200 refusals within 10 s of the first");
+}
+
+#[test]
 fn sends_are_rate_limited_and_a_flood_closes() {
     let now = Instant::now();
     let mut s = greeted(now);
