@@ -240,7 +240,7 @@ fn only_members_send_and_type_and_sends_are_validated() {
 fn a_flood_is_counted_from_its_first_refusal_not_from_the_connection() {
     let start = Instant::now();
     let mut s = greeted(start);
-    let mut refusals_then_closed = |s: &mut Session, at: Instant, joins: usize| {
+    let refusals_then_closed = |s: &mut Session, at: Instant, joins: usize| {
         let (mut refused, mut closed) = (0, false);
         for _ in 0..joins {
             s.handle_frame(at, ClientFrame::Join(Join { room: "general".into(), after_seq: None }));
