@@ -26,6 +26,8 @@
 //! - [`rooms`]: room directory (name ↔ id).
 //! - [`tickets`]: single-use WebTransport tickets.
 //! - `http`: REST API, health, metrics, the embedded web client.
+//! - [`metrics`]: the counters `GET /metrics` renders (Prometheus text).
+//! - `allocator`: the tuning of glibc's malloc, set once at start.
 //! - [`server`]: wiring and lifecycle (start, drain, stop).
 
 mod allocator;

@@ -1,4 +1,4 @@
-//! REST handlers (DESIGN.md § Interfaces).
+//! REST handlers (README "HTTP API", PROTOCOL.md § 7–8).
 
 use super::{ApiError, authenticate};
 use crate::auth;
