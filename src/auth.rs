@@ -117,14 +117,16 @@ pub fn token_from_cookies<'a>(cookie_headers: impl IntoIterator<Item = &'a str>)
         .filter(|v| !v.is_empty())
 }
 
-/// `Set-Cookie` value that stores a token.
-pub fn session_cookie(token: &str, max_age_secs: u64) -> String {
-    format!("{COOKIE_NAME}={token}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age_secs}")
+/// `Set-Cookie` value that stores a token; `Secure` when the client reached us over HTTPS (a
+/// browser then never sends it over plain HTTP).
+pub fn session_cookie(token: &str, max_age_secs: u64, https: bool) -> String {
+    let secure = if https { "; Secure" } else { "" };
+    format!("{COOKIE_NAME}={token}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age_secs}{secure}")
 }
 
 /// `Set-Cookie` value that deletes the token.
-pub fn clearing_cookie() -> String {
-    format!("{COOKIE_NAME}=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0")
+pub fn clearing_cookie(https: bool) -> String {
+    session_cookie("", 0, https)
 }
 
 /// Whether a WebSocket upgrade's `Origin` may connect: absent (a native client), the server's
@@ -206,7 +208,10 @@ mod tests {
         assert_eq!(token_from_cookies(["a=1", "token=xyz"]), Some("xyz"));
         assert_eq!(token_from_cookies(["tokens=1; xtoken=2"]), None);
         assert_eq!(token_from_cookies(["token="]), None);
-        assert!(session_cookie("t", 60).contains("HttpOnly"));
+        assert!(session_cookie("t", 60, false).contains("HttpOnly"));
+        assert!(!session_cookie("t", 60, false).contains("Secure"));
+        assert!(session_cookie("t", 60, true).ends_with("; Secure"));
+        assert_eq!(clearing_cookie(false), "token=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0");
     }
 
     #[test]

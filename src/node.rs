@@ -167,6 +167,16 @@ impl Node {
     pub fn client_addr(&self, peer: Option<IpAddr>, forwarded_for: Option<&str>) -> Option<IpAddr> {
         client_addr(&self.trusted_proxies, peer, forwarded_for)
     }
+
+    /// Whether the client reached us over HTTPS: a trusted proxy that terminated TLS says so
+    /// with `X-Forwarded-Proto: https` (its last value). The node itself serves plain HTTP on
+    /// TCP; from anyone else the header is ignored.
+    pub fn forwarded_https(&self, peer: IpAddr, forwarded_proto: Option<&str>) -> bool {
+        self.trusted_proxies.contains(&peer)
+            && forwarded_proto
+                .and_then(|v| v.rsplit(',').next())
+                .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+    }
 }
 
 /// The client's address: the peer's, or the last `X-Forwarded-For` hop when the peer is a

@@ -330,3 +330,53 @@ async fn a_json_body_over_16_kib_is_refused_with_413() {
     let response = server.http.post(server.url("/api/auth/register")).json(&small).send().await.unwrap();
     assert_eq!(response.status(), 201);
 }
+
+/// Behind a proxy that terminates TLS (HAProxy, listed in --trusted-proxies), `X-Forwarded-Proto:
+/// https` makes the token cookie `Secure` and the advertised WebSocket URL `wss://`; from
+/// anyone else the header changes nothing.
+#[tokio::test]
+async fn behind_a_trusted_tls_proxy_the_cookie_is_secure_and_the_websocket_url_wss() {
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), |c| {
+        c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    let untrusted =
+        reqwest::Client::builder().local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap()).build().unwrap();
+    let cookie = |response: &reqwest::Response| {
+        response.headers().get("set-cookie").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+    };
+    let register = |http: &reqwest::Client, name: &str, proto: &str| {
+        http.post(server.url("/api/auth/register"))
+            .header("x-forwarded-proto", proto)
+            .json(&json!({"username": name, "email": format!("{name}@example.com"), "password": "correct horse"}))
+            .send()
+    };
+    let secure = register(&server.http, "overtls", "https").await.unwrap();
+    assert_eq!(secure.status(), 201);
+    assert!(cookie(&secure).ends_with("; Secure"), "{}", cookie(&secure));
+    let plain = register(&server.http, "plain", "http").await.unwrap();
+    assert!(!cookie(&plain).contains("Secure"), "{}", cookie(&plain));
+    let claimed = register(&untrusted, "claimed", "https").await.unwrap();
+    assert_eq!(claimed.status(), 201);
+    assert!(!cookie(&claimed).contains("Secure"), "not from a trusted proxy: {}", cookie(&claimed));
+
+    let token = token_from(&secure).unwrap();
+    let logout = server
+        .http
+        .post(server.url("/api/auth/logout"))
+        .header("cookie", format!("token={token}"))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 204);
+    assert!(cookie(&logout).contains("Max-Age=0") && cookie(&logout).ends_with("; Secure"), "{}", cookie(&logout));
+
+    let websocket = |http: &reqwest::Client, proto: &'static str| {
+        let request = http.get(server.url("/api/transport")).header("x-forwarded-proto", proto).send();
+        async move { request.await.unwrap().json::<Value>().await.unwrap()["websocket"].as_str().unwrap().to_owned() }
+    };
+    assert_eq!(websocket(&server.http, "https").await, format!("wss://{}/ws", server.addr));
+    assert_eq!(websocket(&server.http, "http").await, format!("ws://{}/ws", server.addr));
+    assert_eq!(websocket(&untrusted, "https").await, format!("ws://{}/ws", server.addr));
+}

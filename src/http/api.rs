@@ -67,6 +67,11 @@ fn throttle_address(node: &Node, peer: SocketAddr, headers: &HeaderMap) -> Resul
     })
 }
 
+/// Whether this request reached the service over HTTPS (see [`Node::forwarded_https`]).
+fn https(node: &Node, peer: SocketAddr, headers: &HeaderMap) -> bool {
+    node.forwarded_https(peer.ip(), headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()))
+}
+
 fn with_cookie(status: StatusCode, cookie: String, body: Value) -> Response {
     (status, [(header::SET_COOKIE, cookie)], Json(body)).into_response()
 }
@@ -122,7 +127,7 @@ pub(super) async fn register(
     };
     tracing::info!(user = %user.username, id = user.id, "registered");
     let (token, _) = node.keys.issue(user.id, &user.username, crate::clock::unix_secs());
-    let cookie = auth::session_cookie(&token, node.keys.ttl_secs());
+    let cookie = auth::session_cookie(&token, node.keys.ttl_secs(), https(&node, peer, &headers));
     Ok(with_cookie(StatusCode::CREATED, cookie, user_json(user.id, &user.username, &user.email)))
 }
 
@@ -174,12 +179,16 @@ pub(super) async fn login(
         return Err(refused());
     };
     let (token, _) = node.keys.issue(user.id, &user.username, crate::clock::unix_secs());
-    let cookie = auth::session_cookie(&token, node.keys.ttl_secs());
+    let cookie = auth::session_cookie(&token, node.keys.ttl_secs(), https(&node, peer, &headers));
     Ok(with_cookie(StatusCode::OK, cookie, user_json(user.id, &user.username, &user.email)))
 }
 
 /// `POST /api/auth/logout`: revokes the token (when there is a valid one) and clears the cookie.
-pub(super) async fn logout(State(node): State<Arc<Node>>, headers: HeaderMap) -> ApiResult {
+pub(super) async fn logout(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> ApiResult {
     check_origin(&node, &headers)?;
     if let Ok(claims) = authenticate(&node, &headers).await {
         node.store.revoke_token(&claims.jti, claims.exp).await.map_err(ApiError::unavailable)?;
@@ -192,7 +201,8 @@ pub(super) async fn logout(State(node): State<Arc<Node>>, headers: HeaderMap) ->
         };
         node.broadcast(&revoke);
     }
-    Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, auth::clearing_cookie())]).into_response())
+    let cookie = auth::clearing_cookie(https(&node, peer, &headers));
+    Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response())
 }
 
 /// `GET /api/auth/me`.
@@ -334,7 +344,11 @@ pub(super) async fn user_status(
 
 /// `GET /api/transport`: where clients connect, and the certificate hash to pin for
 /// WebTransport when the certificate is self-signed.
-pub(super) async fn transport(State(node): State<Arc<Node>>, headers: HeaderMap) -> Response {
+pub(super) async fn transport(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
     let host = super::request_host(&headers).unwrap_or("127.0.0.1");
     let http_host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or(host);
     let hashes: Vec<Value> = node
@@ -345,7 +359,7 @@ pub(super) async fn transport(State(node): State<Arc<Node>>, headers: HeaderMap)
         .into_iter()
         .collect();
     Json(json!({
-        "websocket": format!("ws://{http_host}/ws"),
+        "websocket": format!("{}://{http_host}/ws", if https(&node, peer, &headers) { "wss" } else { "ws" }),
         "webtransport": super::webtransport_url(&node, &headers),
         "cert_hashes": hashes,
     }))
