@@ -115,6 +115,47 @@ mod tests {
         assert_eq!(decode_stream_frame(&[0xff; 6], 100), Err(DecodeError::BadLength));
     }
 
+    /// PROTOCOL.md § 5: "the server never exceeds" its frame limit. The largest frame it sends
+    /// is a full `History` page of the largest events: each field at its limit.
+    #[test]
+    fn the_largest_history_page_fits_the_server_frame_limit() {
+        use crate::wire::{
+            Attachment, ChatMessage, HistoryPage, MAX_ATTACHMENTS, MAX_CONTENT_TYPE_BYTES, MAX_FILE_NAME_BYTES,
+            MAX_HISTORY_PAGE, MAX_ROOM_NAME_BYTES, MAX_SERVER_FRAME, MAX_TEXT_BYTES, MAX_USERNAME_BYTES, MessageKind,
+            UserRef,
+        };
+        let room = "r".repeat(MAX_ROOM_NAME_BYTES);
+        let attachment = Attachment {
+            id: u64::MAX,
+            name: "n".repeat(MAX_FILE_NAME_BYTES),
+            content_type: "t".repeat(MAX_CONTENT_TYPE_BYTES),
+            size: u64::MAX,
+        };
+        let message = ChatMessage {
+            room: room.clone(),
+            seq: u64::MAX,
+            message_id: u64::MAX,
+            sender: UserRef { id: u64::MAX, username: "u".repeat(MAX_USERNAME_BYTES) },
+            client_msg_id: [0xff; 16],
+            sent_at_ms: u64::MAX,
+            text: "x".repeat(MAX_TEXT_BYTES),
+            kind: MessageKind::Post,
+            target_seq: Some(u64::MAX),
+            edited_at_ms: Some(u64::MAX),
+            deleted: false,
+            attachments: vec![attachment; MAX_ATTACHMENTS],
+        };
+        let page = ServerFrame::History(HistoryPage {
+            request_id: u32::MAX,
+            room,
+            messages: vec![message; usize::from(MAX_HISTORY_PAGE)],
+            next_before: Some(u64::MAX),
+        });
+        let len = encode(&page).len();
+        assert!(len <= MAX_SERVER_FRAME, "{len} bytes");
+        assert!(len > MAX_SERVER_FRAME / 2, "{len} bytes: the page is as large as it gets");
+    }
+
     #[test]
     fn trailing_bytes_are_rejected() {
         let mut bytes = encode(&ClientFrame::Ping(Ping { nonce: 1 }));
