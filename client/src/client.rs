@@ -112,6 +112,8 @@ pub struct Client {
     replayed: VecDeque<ChatMessage>,
     /// Times a connection had to be made again.
     reconnects: u64,
+    /// Rooms found reset on the server (see [`Client::resets`]).
+    resets: u64,
 }
 
 impl Client {
@@ -141,12 +143,22 @@ impl Client {
             rooms: BTreeMap::new(),
             replayed: VecDeque::new(),
             reconnects: 0,
+            resets: 0,
         })
     }
 
     /// How many times the client had to connect again.
     pub fn reconnects(&self) -> u64 {
         self.reconnects
+    }
+
+    /// How many times a room was found reset on the server: joined again, its head was below the
+    /// last seq this client had seen (its database was restored from an older backup, or
+    /// started anew). The room is then followed from its new head, like a room joined for the
+    /// first time (`history` pages what came before), and messages of its old history not yet
+    /// handed out are dropped: its seqs no longer mean what they did.
+    pub fn resets(&self) -> u64 {
+        self.resets
     }
 
     /// The highest seq received in a joined room.
@@ -194,7 +206,12 @@ impl Client {
         for (room, last) in rooms {
             loop {
                 match join_complete(&mut conn, &room, Some(last)).await {
-                    Ok((_, replay)) => {
+                    Ok((joined, replay)) => {
+                        if joined.head_seq < last {
+                            self.rooms.insert(room.clone(), joined.head_seq);
+                            self.replayed.retain(|m| m.room != room);
+                            self.resets += 1;
+                        }
                         replayed.extend(replay);
                         break;
                     }
@@ -234,6 +251,9 @@ impl Client {
             let result = join_complete(self.conn().await?, room, after_seq).await;
             match result {
                 Ok((joined, replay)) => {
+                    if after_seq.is_some_and(|after| after > joined.head_seq) {
+                        self.resets += 1;
+                    }
                     let last = replay.last().map_or(joined.head_seq, |m| m.seq).max(after_seq.unwrap_or(0));
                     self.rooms.insert(room.to_owned(), last.min(joined.head_seq));
                     return Ok(replay);

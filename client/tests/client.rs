@@ -250,6 +250,54 @@ async fn over_webtransport_a_ticket_is_bought_for_every_connection_and_reconnect
     running.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_room_reset_on_the_server_is_followed_from_its_new_head() {
+    let (old, new) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let start_on = |dir: std::path::PathBuf, listen: SocketAddr| async move {
+        let mut config = Config::embedded(listen, dir);
+        config.auth_burst = 1000;
+        config.wt_listen = MaybeAddr(None);
+        // The same secret on both databases: the tokens stay valid across the reset.
+        config.jwt_secret = Some("a-secret-that-is-long-enough-for-hs256-tokens".into());
+        server::start(config).await.expect("server starts")
+    };
+    let running = start_on(old.path().to_path_buf(), "127.0.0.1:0".parse().unwrap()).await;
+    let addr = running.local_addr();
+    let base = format!("http://{addr}");
+    let alice = account(&base, "alice").await;
+    let bob = account(&base, "bob").await;
+    let endpoint = alice.websocket().await.unwrap();
+    let mut reader = Client::connect(endpoint.clone(), &bob.token, "reader").await.unwrap();
+    let mut writer = Client::connect(endpoint, &alice.token, "writer").await.unwrap();
+    reader.join("design", None).await.unwrap();
+    writer.join("design", None).await.unwrap();
+    for n in 1..=5 {
+        writer.send("design", &format!("old {n}"), vec![]).await.unwrap();
+    }
+    for _ in 1..=5 {
+        within("the old history", reader.next_message()).await.unwrap();
+    }
+    assert_eq!(reader.last_seq("design"), Some(5));
+
+    // The node comes back on an empty database (the same users registered again, in order).
+    running.shutdown().await;
+    let running = start_on(new.path().to_path_buf(), addr).await;
+    account(&base, "alice").await;
+    account(&base, "bob").await;
+    // The reader reconnects and joins again: the room's presence comes after its Joined.
+    within("the reader back in the room", async {
+        while !matches!(reader.next_event().await.unwrap(), ServerFrame::RoomPresence(p) if p.room == "design") {}
+    })
+    .await;
+    assert_eq!((reader.resets(), reader.last_seq("design")), (1, Some(0)), "followed from the new head");
+    writer.send("design", "new 1", vec![]).await.unwrap();
+    let got = within("the first message of the new history", reader.next_message()).await.unwrap();
+    assert_eq!((got.seq, got.text.as_str()), (1, "new 1"));
+    reader.close().await;
+    writer.close().await;
+    running.shutdown().await;
+}
+
 fn send(room: &str, id: u8, text: &str) -> socketchat::wire::ClientFrame {
     socketchat::wire::ClientFrame::Send(socketchat::wire::Send {
         room: room.into(),
