@@ -65,22 +65,30 @@ impl Target {
 /// The most a `History` page holds (PROTOCOL.md § 5).
 const HISTORY_PAGE: u16 = 100;
 
-/// Joins `room` on `conn` with everything after `after_seq`: the server replays at most 500
-/// messages (`Joined.replay_from > after_seq + 1` when it cut the replay), and the messages in
-/// between are fetched with `History`, page by page, waiting out the rate limit. The whole gap
-/// is held in memory until handed out.
+/// The most messages a join fetches with `History` to fill what its replay left out: 100
+/// pages, about 20 s at the server's default rate of requests.
+pub const MAX_GAP_FILL: usize = 10_000;
+
+/// Joins `room` on `conn` with everything after `after_seq`. The server replays at most 500
+/// messages (`Joined.replay_from > after_seq + 1` when it cut the replay); the messages in
+/// between, the newest [`MAX_GAP_FILL`] of them at most, are fetched with `History`, page by
+/// page, waiting out the rate limit. For a room the connection has not joined yet (a room
+/// joined again continues from what the connection was sent: a later `replay_from` is no cut
+/// there). Returns `Joined`, the messages in seq order, and how many missed messages were left
+/// out for being beyond the fill's limit.
 async fn join_complete(
     conn: &mut Connection,
     room: &str,
     after_seq: Option<u64>,
-) -> ClientResult<(Joined, Vec<ChatMessage>)> {
+) -> ClientResult<(Joined, Vec<ChatMessage>, u64)> {
     let (joined, replay) = conn.join(room, after_seq).await?;
-    let Some(after) = after_seq.filter(|after| joined.replay_from > after + 1) else {
-        return Ok((joined, replay));
+    let Some(after) = after_seq.filter(|after| joined.replay_from > after.saturating_add(1)) else {
+        return Ok((joined, replay, 0));
     };
-    let mut missed = Vec::new();
-    let mut before = joined.replay_from;
-    while before > after + 1 {
+    // Pages come newest first, each in ascending order.
+    let mut pages: Vec<Vec<ChatMessage>> = Vec::new();
+    let (mut taken, mut before) = (0, joined.replay_from);
+    while before > after.saturating_add(1) && taken < MAX_GAP_FILL {
         let page = match conn.history(room, Some(before), HISTORY_PAGE).await {
             Ok(page) => page,
             Err(ClientError::Refused(e)) if e.code == ErrorCode::RateLimited.code() => {
@@ -89,16 +97,17 @@ async fn join_complete(
             }
             Err(e) => return Err(e),
         };
-        let Some(first) = page.messages.first().map(|m| m.seq) else { break };
-        // Pages come newest first, each in ascending order: put this one before those taken.
-        missed.splice(0..0, page.messages.into_iter().filter(|m| m.seq > after));
-        match page.next_before {
-            Some(next) if next < before && first > after + 1 => before = next,
-            _ => break,
-        }
+        let Some(first) = page.messages.first().map(|m| m.seq).filter(|first| *first < before) else { break };
+        let page: Vec<ChatMessage> = page.messages.into_iter().filter(|m| m.seq > after).collect();
+        taken += page.len();
+        pages.push(page);
+        before = first;
     }
+    // What the limit left out: the seqs between `after` and the oldest message taken.
+    let left_out = if before > after.saturating_add(1) { before - after - 1 } else { 0 };
+    let mut missed: Vec<ChatMessage> = pages.into_iter().rev().flatten().collect();
     missed.extend(replay);
-    Ok((joined, missed))
+    Ok((joined, missed, left_out))
 }
 
 /// A resilient connection for one account.
@@ -114,6 +123,8 @@ pub struct Client {
     reconnects: u64,
     /// Rooms found reset on the server (see [`Client::resets`]).
     resets: u64,
+    /// Missed messages a join did not fetch (see [`Client::left_out`]).
+    left_out: u64,
 }
 
 impl Client {
@@ -144,6 +155,7 @@ impl Client {
             replayed: VecDeque::new(),
             reconnects: 0,
             resets: 0,
+            left_out: 0,
         })
     }
 
@@ -156,9 +168,18 @@ impl Client {
     /// last seq this client had seen (its database was restored from an older backup, or
     /// started anew). The room is then followed from its new head, like a room joined for the
     /// first time (`history` pages what came before), and messages of its old history not yet
-    /// handed out are dropped: its seqs no longer mean what they did.
+    /// handed out are dropped: its seqs no longer mean what they did. A reset is seen only when
+    /// the new head is below the last seq seen: a new history that has already grown past it
+    /// looks like the old one, and its messages up to that seq are not handed out.
     pub fn resets(&self) -> u64 {
         self.resets
+    }
+
+    /// How many missed messages joins left out: a client away for more than the server's replay
+    /// (500) and [`MAX_GAP_FILL`] more gets the newest of them, and pages the rest with
+    /// [`Client::history`] if it wants them.
+    pub fn left_out(&self) -> u64 {
+        self.left_out
     }
 
     /// The highest seq received in a joined room.
@@ -206,7 +227,8 @@ impl Client {
         for (room, last) in rooms {
             loop {
                 match join_complete(&mut conn, &room, Some(last)).await {
-                    Ok((joined, replay)) => {
+                    Ok((joined, replay, left_out)) => {
+                        self.left_out += left_out;
                         if joined.head_seq < last {
                             self.rooms.insert(room.clone(), joined.head_seq);
                             self.replayed.retain(|m| m.room != room);
@@ -245,14 +267,21 @@ impl Client {
     }
 
     /// Joins a room: `after_seq` as in PROTOCOL.md § 6.2 (none: start at the head). Returns the
-    /// replayed messages; the room is joined again after every reconnect.
+    /// replayed messages; the room is joined again after every reconnect. A room already joined
+    /// is left as it is (its messages keep coming through [`Client::next_event`]): nothing is
+    /// sent, and nothing returned.
     pub async fn join(&mut self, room: &str, after_seq: Option<u64>) -> ClientResult<Vec<ChatMessage>> {
+        if self.rooms.contains_key(room) {
+            return Ok(Vec::new());
+        }
         loop {
             let result = join_complete(self.conn().await?, room, after_seq).await;
             match result {
-                Ok((joined, replay)) => {
+                Ok((joined, replay, left_out)) => {
+                    self.left_out += left_out;
                     if after_seq.is_some_and(|after| after > joined.head_seq) {
                         self.resets += 1;
+                        self.replayed.retain(|m| m.room != room);
                     }
                     let last = replay.last().map_or(joined.head_seq, |m| m.seq).max(after_seq.unwrap_or(0));
                     self.rooms.insert(room.to_owned(), last.min(joined.head_seq));

@@ -58,6 +58,8 @@ async fn two_users_talk_over_websocket_and_webtransport_with_edits_and_history()
         other => panic!("expected a refusal, got {other:?}"),
     }
 
+    // Joined already: nothing is sent again, and what comes next still comes once.
+    assert!(b.join("general", Some(0)).await.unwrap().is_empty());
     let page = b.history("general", None, 10).await.unwrap();
     let texts: Vec<&str> = page.messages.iter().map(|m| m.text.as_str()).collect();
     assert_eq!(texts, ["hello, edited", "hello, edited"], "the post as edited, then the edit event");
@@ -136,6 +138,7 @@ async fn a_server_restart_loses_nothing_and_stores_nothing_twice() {
     let expected: Vec<(u64, String)> = (1..=720).map(|n| (n, format!("m{n}"))).collect();
     assert_eq!(seen, expected, "in order, once each, across the restart and past the replay's cut");
     assert!(reader.reconnects() >= 1 && writer.reconnects() >= 1);
+    assert_eq!(reader.left_out(), 0, "the 200 beyond the replay are within the fill's limit");
     assert_eq!(reader.last_seq("ops"), None, "the room it was removed from is not joined again");
 
     // Stored once each: the newest page ends at 720, with the 10 sent after the restart.
