@@ -256,12 +256,16 @@ impl Client {
         Ok(())
     }
 
-    /// Drops a connection that failed in a way a new one may fix.
+    /// Drops a connection that failed in a way a new one may fix (true), or that sent bytes
+    /// that are no frame (false: it is dropped, which closes it, and not made again).
     fn lost(&mut self, error: &ClientError) -> bool {
         if error.reconnectable() {
             self.conn = None;
             true
         } else {
+            if matches!(error, ClientError::Protocol(_)) {
+                self.conn = None;
+            }
             false
         }
     }
