@@ -1,9 +1,10 @@
-# Shared by the benchmark scripts (sourced, not run): a throwaway PostgreSQL 15 and Redis on
+# Shared by the benchmark scripts (sourced, not run): a throwaway PostgreSQL (the newest
+# installed under /usr/lib/postgresql) and Redis on
 # free loopback ports, nodes of the release binary, and cleanup on exit.
 # After `bench_setup NAME`: $dir, $pg_port, $redis_port, DATABASE_URL and JWT_SECRET are set;
 # `bench_postgres NAME` alone starts only PostgreSQL.
 
-bin=/usr/lib/postgresql/15/bin
+bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 as_pg=()
 [ "$(id -u)" = 0 ] && as_pg=(runuser -u postgres --)
 pids=()

@@ -1,6 +1,7 @@
-//! A throwaway PostgreSQL 15 cluster per test: `initdb` into a temp dir, `postgres` on a free
-//! loopback port, stopped (and its files removed) when dropped. Runs as the `postgres` user
-//! when the tests run as root (PostgreSQL refuses root).
+//! A throwaway PostgreSQL cluster per test (the newest version installed under
+//! `/usr/lib/postgresql`: 15 on Debian 12, 17 on Debian 13): `initdb` into a temp dir, `postgres`
+//! on a free loopback port, stopped (and its files removed) when dropped. Runs as the `postgres`
+//! user when the tests run as root (PostgreSQL refuses root).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -8,7 +9,20 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-const BIN: &str = "/usr/lib/postgresql/15/bin";
+/// The `bin` directory of the newest PostgreSQL installed by Debian's packages.
+fn bin() -> &'static Path {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let newest = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| Some((e.file_name().to_str()?.parse::<u32>().ok()?, e.path().join("bin"))))
+            .filter(|(_, bin)| bin.join("initdb").exists())
+            .max_by_key(|(major, _)| *major);
+        newest.map(|(_, bin)| bin).expect("PostgreSQL under /usr/lib/postgresql (scripts/test installs it)")
+    })
+}
 
 pub struct Postgres {
     pub port: u16,
@@ -22,10 +36,10 @@ fn is_root() -> bool {
 
 /// Runs a PostgreSQL binary, as `postgres` when we are root.
 fn pg_command(binary: &str) -> Command {
-    let path = format!("{BIN}/{binary}");
+    let path = bin().join(binary);
     if is_root() {
         let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--", &path]);
+        c.args(["-u", "postgres", "--"]).arg(path);
         c
     } else {
         Command::new(path)
