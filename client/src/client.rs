@@ -8,8 +8,8 @@ use crate::connection::Connection;
 use crate::link::{Credentials, Endpoint};
 use crate::{ClientError, ClientResult};
 use socketchat::wire::{
-    Ack, ChatMessage, ClientFrame, ClientMsgId, Delete, Edit, ErrorCode, HistoryPage, Joined, MarkRead, Send,
-    ServerFrame,
+    Ack, ChatMessage, ClientFrame, ClientMsgId, CloseCode, Delete, Edit, ErrorCode, HistoryPage, Joined, MarkRead,
+    Send, ServerFrame,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -18,6 +18,9 @@ use std::time::Duration;
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Attempts to reconnect before a call gives up.
 const RECONNECT_ATTEMPTS: u32 = 8;
+/// How long after a `Flood` close (4004) the client waits before it connects again
+/// (PROTOCOL.md § 4.2: "reconnect after ≥ 10 s").
+pub const FLOOD_WAIT: Duration = Duration::from_secs(10);
 /// Tries a send makes (rate limits, an unavailable store, reconnects) before giving up.
 const SEND_ATTEMPTS: u32 = 20;
 
@@ -125,6 +128,8 @@ pub struct Client {
     resets: u64,
     /// Missed messages a join did not fetch (see [`Client::left_out`]).
     left_out: u64,
+    /// No new connection before then (after a `Flood` close).
+    not_before: Option<tokio::time::Instant>,
 }
 
 impl Client {
@@ -156,6 +161,7 @@ impl Client {
             reconnects: 0,
             resets: 0,
             left_out: 0,
+            not_before: None,
         })
     }
 
@@ -196,6 +202,9 @@ impl Client {
     }
 
     async fn reconnect(&mut self) -> ClientResult<()> {
+        if let Some(at) = self.not_before.take() {
+            tokio::time::sleep_until(at).await;
+        }
         let mut delay = Duration::from_millis(100);
         let mut last = None;
         for _ in 0..RECONNECT_ATTEMPTS {
@@ -261,6 +270,9 @@ impl Client {
     fn lost(&mut self, error: &ClientError) -> bool {
         if error.reconnectable() {
             self.conn = None;
+            if matches!(error, ClientError::Closed { code, .. } if *code == CloseCode::Flood.code()) {
+                self.not_before = Some(tokio::time::Instant::now() + FLOOD_WAIT);
+            }
             true
         } else {
             if matches!(error, ClientError::Protocol(_)) {

@@ -301,6 +301,38 @@ async fn a_room_reset_on_the_server_is_followed_from_its_new_head() {
     running.shutdown().await;
 }
 
+#[tokio::test]
+async fn after_a_flood_close_the_client_waits_ten_seconds_before_it_connects_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path(), "127.0.0.1:0".parse().unwrap(), false).await;
+    let base = format!("http://{}", running.local_addr());
+    let alice = account(&base, "alice").await;
+    let mut client = Client::connect(alice.websocket().await.unwrap(), &alice.token, "flooder").await.unwrap();
+    client.join("general", None).await.unwrap();
+    // Read marks beyond their rate: 10 pass, and the server closes with 4004 (Flood) after
+    // 200 refusals. All of them are written before the server reads the first.
+    for _ in 0..215 {
+        client.mark_read("general", 1).await.unwrap();
+    }
+    let start = std::time::Instant::now();
+    // The next events: the refusals, then (after the close) the room's presence on the new
+    // connection, which joined the room again.
+    within("back in the room", async {
+        loop {
+            if let ServerFrame::RoomPresence(_) = client.next_event().await.unwrap()
+                && client.reconnects() == 1
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    let waited = start.elapsed();
+    assert!(waited >= socketchat_client::client::FLOOD_WAIT, "connected again after {waited:?}");
+    client.close().await;
+    running.shutdown().await;
+}
+
 fn send(room: &str, id: u8, text: &str) -> socketchat::wire::ClientFrame {
     socketchat::wire::ClientFrame::Send(socketchat::wire::Send {
         room: room.into(),
