@@ -723,8 +723,10 @@ export class ChatClient extends EventTarget {
         const reset = !first && frame.head_seq < after;
         if (reset) this.lastSeq.delete(frame.room);
         const stale = !first && (reset || frame.replay_from > after + 1);
-        // The room is followed live from its head on: a reconnect resumes there (§ 6.5).
-        if (!reset) this._noteSeq(frame.room, frame.head_seq);
+        // With nothing to replay, the room is followed live from its head on: a reconnect
+        // resumes there (§ 6.5). A replay moves the resume point as its messages arrive, so a
+        // connection lost in the middle of one resumes after the last message received.
+        if (!reset && frame.replay_from > frame.head_seq) this._noteSeq(frame.room, frame.head_seq);
         this._emit('joined', { ...frame, after_seq: after, first, stale, reset });
         return;
       }
@@ -923,11 +925,13 @@ export class ChatClient extends EventTarget {
    * Follows `room`: joins it now (or on connect) and again after every reconnect, with
    * after_seq = the highest seq had. `afterSeq` says the client already accounts for the
    * room up to that seq (say the room's head from the room list: nothing older is replayed).
-   * Returns false when the room was followed already.
+   * Returns false when the room was followed already: then `afterSeq` is ignored, since the
+   * resume point of a followed room is the highest seq received (§ 6.5), which a head read
+   * from the room list may be past.
    */
   joinRoom(room, afterSeq = null) {
-    if (afterSeq !== null && afterSeq !== undefined) this._noteSeq(room, afterSeq);
     if (this.rooms.has(room)) return false;
+    if (afterSeq !== null && afterSeq !== undefined) this._noteSeq(room, afterSeq);
     this.rooms.add(room);
     this._queueJoin(room);
     return true;

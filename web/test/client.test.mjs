@@ -137,6 +137,33 @@ describe('ChatClient', () => {
     assert.equal(client.pendingSends().length, 0);
   });
 
+  test('a connection lost in the middle of a replay resumes after the last message received', async () => {
+    let ws = connectedInGeneral();
+    ws.deliver({ type: 'Joined', room: 'general', head_seq: 2, replay_from: 3 });
+    // Away, then back: the replay of 3..=10 stops after 4.
+    const reconnecting = waitFor(client, 'status', (s) => s.state === 'reconnecting');
+    ws.serverClose(4001, 'slow');
+    await reconnecting;
+    await waitFor(client, 'status', (s) => s.state === 'connecting');
+    ws = FakeWebSocket.last();
+    ws.open();
+    assert.deepEqual(ws.sent[1], { type: 'Join', room: 'general', after_seq: 2 });
+    ws.deliver(welcome());
+    ws.deliver({ type: 'Joined', room: 'general', head_seq: 10, replay_from: 3 });
+    ws.deliver(msg(3));
+    ws.deliver(msg(4));
+    assert.equal(client.highestSeq('general'), 4, 'not the head: 5..=10 were never received');
+    // A head from the room list does not move a followed room's resume point either.
+    assert.equal(client.joinRoom('general', 10), false);
+    const again = waitFor(client, 'status', (s) => s.state === 'reconnecting');
+    ws.serverClose(4001, 'slow');
+    await again;
+    await waitFor(client, 'status', (s) => s.state === 'connecting');
+    ws = FakeWebSocket.last();
+    ws.open();
+    assert.deepEqual(ws.sent[1], { type: 'Join', room: 'general', after_seq: 4 });
+  });
+
   test('rate-limited send is retried after retry_after_ms with the same id; InvalidText gives up', async () => {
     const ws = connectedInGeneral();
     const { client_msg_id } = client.send('general', 'x');
