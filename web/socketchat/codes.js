@@ -27,9 +27,12 @@ export const CloseCode = Object.freeze({
   Unauthorized: 4505,
 });
 
-/** Whether a close code ends the session for good (4500–4999, § 4.2). */
+/**
+ * Whether a close code ends the session for good (4500–4999, and 1002: the server found a
+ * malformed WebSocket frame from this client, § 4.2).
+ */
 export function isTerminalClose(code) {
-  return code >= 4500 && code <= 4999;
+  return (code >= 4500 && code <= 4999) || code === 1002;
 }
 
 const CLOSE_NAMES = Object.fromEntries(Object.entries(CloseCode).map(([k, v]) => [v, k]));

@@ -225,6 +225,20 @@ describe('ChatClient', () => {
     assert.equal(FakeWebSocket.instances.length, 1);
   });
 
+  test('close 1002 (the server found a malformed WebSocket frame): terminal, no reconnect', async () => {
+    client = newClient();
+    client.connect();
+    const ws = FakeWebSocket.last();
+    ws.open();
+    ws.deliver(welcome());
+    const statuses = [];
+    client.on('status', (s) => statuses.push(s));
+    ws.serverClose(1002, 'protocol error');
+    assert.deepEqual(statuses.map((s) => [s.state, s.terminal]), [['disconnected', true]]);
+    await new Promise((r) => setTimeout(r, 120));
+    assert.equal(FakeWebSocket.instances.length, 1);
+  });
+
   test('GoAway 4502 (unsupported version) before Welcome: terminal with the server\'s reason, no reconnect', async () => {
     const reason = 'protocol version 1 is not supported; this server speaks 2';
     let asked = 0;
