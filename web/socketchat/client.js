@@ -8,6 +8,9 @@
 import { reconnectDelay } from './backoff.js';
 import { decodeServerFrame, encodeClientFrame } from './codec.js';
 import { CloseCode, ErrorCode, closeName, isTerminalClose } from './codes.js';
+
+/** Times a history request is sent before a RateLimited or Unavailable answer fails it. */
+const HISTORY_ATTEMPTS = 5;
 import { idToHex, newClientMsgId } from './ids.js';
 import {
   MARK_READ_BURST,
@@ -819,9 +822,19 @@ export class ChatClient extends EventTarget {
       const req = this.historyRequests.get(frame.request_id);
       if (req) {
         this.historyRequests.delete(frame.request_id);
-        const err = new Error(frame.message);
-        err.code = frame.code;
-        req.reject(err);
+        req.attempts = (req.attempts ?? 0) + 1;
+        const retry = frame.code === ErrorCode.RateLimited || frame.code === ErrorCode.Unavailable;
+        if (retry && req.attempts < HISTORY_ATTEMPTS) {
+          // § 4.1: asked again after retry_after_ms, and no join or history request before.
+          const wait = frame.retry_after_ms ?? 1000;
+          this.readsPausedUntil = Math.max(this.readsPausedUntil, Date.now() + wait);
+          this.readQueue.unshift(req);
+          this._drainReads();
+        } else {
+          const err = new Error(frame.message);
+          err.code = frame.code;
+          req.reject(err);
+        }
       }
     }
     if (frame.client_msg_id === null && frame.request_id === null) this._roomError(frame);
@@ -1054,9 +1067,11 @@ export class ChatClient extends EventTarget {
   }
 
   /**
-   * Requests a history page; resolves with the History frame (which carries `known_seq`),
-   * rejects on Error or disconnect. Waits its turn behind joins when the server's rate of
-   * joins and history requests is used up.
+   * Requests a history page; resolves with the History frame (which carries `known_seq`).
+   * Refused for the rate or an unavailable store (Error 5 or 7), it is asked again after the
+   * server's `retry_after_ms`, 5 times in all; it rejects on any other Error, on the fifth
+   * refusal, or on disconnect. Waits its turn behind joins when the server's rate of joins and
+   * history requests is used up.
    */
   history(room, before_seq = null, limit = 50) {
     const request_id = this.nextRequestId;

@@ -87,6 +87,24 @@ describe('ChatClient', () => {
     assert.equal(client.highestSeq('general'), null);
   });
 
+  test('history() refused for the rate or an unavailable store is asked again after retry_after_ms', async () => {
+    const ws = connectedInGeneral();
+    const page = client.history('general', null, 50);
+    const first = ws.sent.at(-1);
+    assert.equal(first.type, 'History');
+    const refusedAt = Date.now();
+    ws.deliver({ type: 'Error', code: 7, message: 'store unavailable', room: 'general', client_msg_id: null, request_id: first.request_id, retry_after_ms: 40 });
+    await until(() => ws.sent.at(-1) !== first && ws.sent.at(-1).type === 'History');
+    assert.ok(Date.now() - refusedAt >= 35, 'not before retry_after_ms');
+    const second = ws.sent.at(-1);
+    assert.deepEqual({ ...second, request_id: 0 }, { ...first, request_id: 0 }, 'the same request');
+    ws.deliver({ type: 'Error', code: 5, message: 'too many joins and history requests', room: 'general', client_msg_id: null, request_id: second.request_id, retry_after_ms: 20 });
+    await until(() => ws.sent.at(-1) !== second && ws.sent.at(-1).type === 'History');
+    const third = ws.sent.at(-1);
+    ws.deliver({ type: 'History', request_id: third.request_id, room: 'general', messages: [msg(3)], next_before: 3 });
+    assert.equal((await page).next_before, 3);
+  });
+
   test('history() resolves with the matching page and rejects on Error', async () => {
     const ws = connectedInGeneral();
     const p1 = client.history('general', 13, 50);
