@@ -83,9 +83,15 @@ impl Account {
 
     /// GET with the cookie; the JSON answer.
     pub async fn get(&self, path: &str) -> ClientResult<Value> {
+        self.call(reqwest::Method::GET, path).await
+    }
+
+    /// A request with the cookie and no body; the JSON answer of a success, or the status and
+    /// body of a failure as [`ClientError::Http`].
+    async fn call(&self, method: reqwest::Method, path: &str) -> ClientResult<Value> {
         let response = self
             .http
-            .get(format!("{}{path}", self.base))
+            .request(method, format!("{}{path}", self.base))
             .header(reqwest::header::COOKIE, format!("token={}", self.token))
             .send()
             .await
@@ -99,19 +105,8 @@ impl Account {
     /// § 1.4): it works once, within its lifetime (30 s by default), for this account, from a
     /// client that sends no `Origin` — as this library does not.
     pub async fn ticket(&self) -> ClientResult<String> {
-        let response = self
-            .http
-            .post(format!("{}/api/auth/ticket", self.base))
-            .header(reqwest::header::COOKIE, format!("token={}", self.token))
-            .send()
-            .await
-            .map_err(http_error)?;
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        match body["ticket"].as_str() {
-            Some(ticket) if status.is_success() => Ok(ticket.to_owned()),
-            _ => Err(ClientError::Http(format!("ticket: {status}: {}", body["error"].as_str().unwrap_or("no ticket")))),
-        }
+        let body = self.call(reqwest::Method::POST, "/api/auth/ticket").await?;
+        body["ticket"].as_str().map(str::to_owned).ok_or_else(|| ClientError::Http(format!("no ticket in {body}")))
     }
 
     /// Where to connect over WebSocket (`GET /api/transport`).

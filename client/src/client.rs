@@ -8,8 +8,8 @@ use crate::connection::Connection;
 use crate::link::{Credentials, Endpoint};
 use crate::{ClientError, ClientResult};
 use socketchat::wire::{
-    Ack, ChatMessage, ClientFrame, ClientMsgId, CloseCode, Delete, Edit, ErrorCode, HistoryPage, Joined, MarkRead,
-    Send, ServerFrame,
+    Ack, ChatMessage, ClientFrame, ClientMsgId, CloseCode, Delete, Edit, ErrorCode, ErrorFrame, HistoryPage, Joined,
+    MarkRead, Send, ServerFrame,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -63,6 +63,13 @@ impl Target {
             }
         }
     }
+}
+
+/// How long to wait before trying again a request the server refused for its rate or an
+/// unavailable store (PROTOCOL.md § 4.1: its `retry_after_ms`); none for other refusals.
+fn retry_hint(e: &ErrorFrame) -> Option<Duration> {
+    (e.code == ErrorCode::RateLimited.code() || e.code == ErrorCode::Unavailable.code())
+        .then(|| Duration::from_millis(u64::from(e.retry_after_ms.unwrap_or(1000))))
 }
 
 /// The most a `History` page holds (PROTOCOL.md § 5).
@@ -250,12 +257,10 @@ impl Client {
                         self.rooms.remove(&room);
                         break;
                     }
-                    Err(ClientError::Refused(e))
-                        if e.code == ErrorCode::RateLimited.code() || e.code == ErrorCode::Unavailable.code() =>
-                    {
-                        let wait = u64::from(e.retry_after_ms.unwrap_or(1000));
-                        tokio::time::sleep(Duration::from_millis(wait)).await;
-                    }
+                    Err(ClientError::Refused(e)) => match retry_hint(&e) {
+                        Some(wait) => tokio::time::sleep(wait).await,
+                        None => return Err(ClientError::Refused(e)),
+                    },
                     Err(e) => return Err(e),
                 }
             }
@@ -342,11 +347,10 @@ impl Client {
                 Ok(ack) => return Ok(ack),
                 Err(e) if attempts >= SEND_ATTEMPTS => return Err(e),
                 Err(e) if self.lost(&e) => Duration::ZERO,
-                Err(ClientError::Refused(e))
-                    if e.code == ErrorCode::RateLimited.code() || e.code == ErrorCode::Unavailable.code() =>
-                {
-                    Duration::from_millis(u64::from(e.retry_after_ms.unwrap_or(1000)))
-                }
+                Err(ClientError::Refused(e)) => match retry_hint(&e) {
+                    Some(wait) => wait,
+                    None => return Err(ClientError::Refused(e)),
+                },
                 Err(e) => return Err(e),
             };
             tokio::time::sleep(wait).await;
