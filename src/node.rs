@@ -172,10 +172,7 @@ impl Node {
     /// with `X-Forwarded-Proto: https` (its last value). The node itself serves plain HTTP on
     /// TCP; from anyone else the header is ignored.
     pub fn forwarded_https(&self, peer: IpAddr, forwarded_proto: Option<&str>) -> bool {
-        self.trusted_proxies.contains(&peer)
-            && forwarded_proto
-                .and_then(|v| v.rsplit(',').next())
-                .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+        forwarded_https(&self.trusted_proxies, peer, forwarded_proto)
     }
 }
 
@@ -191,6 +188,14 @@ pub fn client_addr(trusted: &[IpAddr], peer: Option<IpAddr>, forwarded_for: Opti
     }
 }
 
+/// Whether `X-Forwarded-Proto` (its last value) says `https`, from a trusted proxy only.
+pub fn forwarded_https(trusted: &[IpAddr], peer: IpAddr, forwarded_proto: Option<&str>) -> bool {
+    trusted.contains(&peer)
+        && forwarded_proto
+            .and_then(|v| v.rsplit(',').next())
+            .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,5 +209,22 @@ mod tests {
         assert_eq!(client_addr(&trusted, Some(client), Some("198.51.100.1")), Some(client), "not a proxy");
         assert_eq!(client_addr(&trusted, Some(proxy), Some("garbage")), Some(proxy));
         assert_eq!(client_addr(&[], Some(proxy), Some("203.0.113.7")), Some(proxy), "nobody trusted");
+    }
+
+    #[test]
+    fn a_forwarded_https_is_believed_only_from_trusted_proxies_and_only_as_its_last_value() {
+        let proxy: IpAddr = "10.0.0.2".parse().unwrap();
+        let client: IpAddr = "203.0.113.7".parse().unwrap();
+        let trusted = [proxy];
+        assert!(forwarded_https(&trusted, proxy, Some("https")));
+        assert!(forwarded_https(&trusted, proxy, Some(" HTTPS ")));
+        assert!(forwarded_https(&trusted, proxy, Some("http, https")), "the proxy's own value is last");
+        assert!(!forwarded_https(&trusted, proxy, Some("https, http")), "a client's value before it");
+        for garbage in ["", ",", "https://", "httpsx", "h\u{0}ttps", &"https".repeat(1000)] {
+            assert!(!forwarded_https(&trusted, proxy, Some(garbage)), "{garbage:?}");
+        }
+        assert!(!forwarded_https(&trusted, proxy, None));
+        assert!(!forwarded_https(&trusted, client, Some("https")), "not a proxy");
+        assert!(!forwarded_https(&[], proxy, Some("https")), "nobody trusted");
     }
 }
