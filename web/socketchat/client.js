@@ -8,9 +8,6 @@
 import { reconnectDelay } from './backoff.js';
 import { decodeServerFrame, encodeClientFrame } from './codec.js';
 import { CloseCode, ErrorCode, closeName, isTerminalClose } from './codes.js';
-
-/** Times a history request is sent before a RateLimited or Unavailable answer fails it. */
-const HISTORY_ATTEMPTS = 5;
 import { idToHex, newClientMsgId } from './ids.js';
 import {
   MARK_READ_BURST,
@@ -26,6 +23,15 @@ import { TokenBucket } from './rate.js';
 import { abortable, chooseTransport, errorText } from './transport.js';
 import { WebSocketConnection } from './transport-websocket.js';
 import { WebTransportConnection, WEBTRANSPORT_RETRY_AFTER_MS, WEBTRANSPORT_TIMEOUT_MS, fetchTicket, fetchTransportInfo, webTransportOptions, webTransportUrl } from './transport-webtransport.js';
+
+/** Times a history request is sent before a RateLimited or Unavailable answer fails it. */
+const HISTORY_ATTEMPTS = 5;
+/** A RateLimited Error's `message` for each limit that is not a send's or a History's (§ 4.1). */
+const RATE_KINDS = new Map([
+  ['too many joins and history requests', 'join'],
+  ['too many typing updates', 'typing'],
+  ['too many read marks', 'mark'],
+]);
 
 /** Event carrying a payload in `detail` (CustomEvent is not everywhere in Node 20). */
 export class ChatEvent extends Event {
@@ -170,7 +176,10 @@ export class ChatClient extends EventTarget {
     this.lastSeq = new Map();
     /** room → head_seq of its latest Joined (the replay up to it reflects every event up to it). */
     this.joinHeads = new Map();
-    /** room → queue of after_seq values of Join/Switch requests awaiting their Joined. */
+    /**
+     * room → Join/Switch requests awaiting their Joined, oldest first: `{after, type, left}`,
+     * `left` the rooms a Switch took this connection out of (restored if it is refused).
+     */
     this.joinRequests = new Map();
     /** room → Lefts this client asked for (Leave, or a Switch away) that have not come yet. */
     this.expectedLeft = new Map();
@@ -596,12 +605,11 @@ export class ChatClient extends EventTarget {
       }
       const after = this.lastSeq.get(req.room) ?? null;
       if (!this._sendFrame({ type: req.type, room: req.room, after_seq: after })) return;
+      const left = req.type === 'Switch' ? [...this.live].filter((other) => other !== req.room) : [];
       if (!this.joinRequests.has(req.room)) this.joinRequests.set(req.room, []);
-      this.joinRequests.get(req.room).push(after);
-      if (req.type === 'Switch') {
-        for (const other of this.live) if (other !== req.room) this._expectLeft(other);
-        this.live.clear();
-      }
+      this.joinRequests.get(req.room).push({ after, type: req.type, left });
+      for (const other of left) this._expectLeft(other);
+      if (req.type === 'Switch') this.live.clear();
       this.live.add(req.room);
       // Sends and read marks of the room may follow its Join now (frames are read in order).
       this._pump();
@@ -718,7 +726,7 @@ export class ChatClient extends EventTarget {
         return;
       case 'Joined': {
         const queue = this.joinRequests.get(frame.room);
-        const after = queue && queue.length ? queue.shift() : (this.lastSeq.get(frame.room) ?? null);
+        const after = queue && queue.length ? queue.shift().after : (this.lastSeq.get(frame.room) ?? null);
         this.joinHeads.set(frame.room, frame.head_seq);
         const first = after === null;
         // A head below what we already have means the room's history was reset on the server:
@@ -877,7 +885,8 @@ export class ChatClient extends EventTarget {
 
   /**
    * An Error about a room with neither client_msg_id nor request_id: a Join or Switch, a
-   * Typing or a MarkRead (§ 4.1 does not say which; the buckets above keep the rate ones rare).
+   * Typing or a MarkRead. A RateLimited one says which by its `message` (§ 4.1), and only that
+   * kind pauses; an Unavailable one (a Join or a MarkRead, § 4.1) may be either.
    */
   _roomError(frame) {
     const room = frame.room;
@@ -885,36 +894,70 @@ export class ChatClient extends EventTarget {
     const wait = frame.retry_after_ms ?? 1000;
     const joinOut = room !== null && (this.joinRequests.get(room)?.length ?? 0) > 0;
     if (frame.code === ErrorCode.RateLimited || frame.code === ErrorCode.Unavailable) {
-      if (frame.code === ErrorCode.RateLimited) {
-        // No typing update, read mark, join or history request until the server says so.
+      const kind = frame.code === ErrorCode.RateLimited ? RATE_KINDS.get(frame.message) : undefined;
+      if (kind === 'typing') {
         this.typingPausedUntil = Math.max(this.typingPausedUntil, now + wait);
-        this.marksPausedUntil = Math.max(this.marksPausedUntil, now + wait);
-        this.readsPausedUntil = Math.max(this.readsPausedUntil, now + wait);
+        return;
       }
+      const mark = kind === undefined || kind === 'mark';
+      const join = kind === undefined || kind === 'join';
+      if (mark) this.marksPausedUntil = Math.max(this.marksPausedUntil, now + wait);
+      if (join) this.readsPausedUntil = Math.max(this.readsPausedUntil, now + wait);
       if (room === null) return;
       // A read mark that may have been refused goes out again (marks only move up).
-      this.marksSent.delete(room);
-      if (this.marksWanted.has(room)) {
-        this.marksPausedUntil = Math.max(this.marksPausedUntil, now + wait);
-        this._flushMarks();
+      if (mark) {
+        this.marksSent.delete(room);
+        if (this.marksWanted.has(room)) this._flushMarks();
       }
       // A join of the room waiting for its Joined may be what was refused: join again after
-      // the wait. Should the refused frame have been something else, the second Join is
-      // harmless (it continues from what was sent, § 6.2).
-      if (joinOut && this.rooms.has(room)) {
-        this.joinRequests.get(room).pop();
+      // the wait. Should the refused frame have been a read mark, the second Join is harmless
+      // (it continues from what was sent, § 6.2).
+      if (join && joinOut && this.rooms.has(room)) {
+        const req = this.joinRequests.get(room).pop();
         this.live.delete(room);
-        this.readsPausedUntil = Math.max(this.readsPausedUntil, now + wait);
+        if (req.type === 'Switch' && frame.code === ErrorCode.RateLimited) {
+          // A Switch refused for the rate changed nothing (§ 5): still in the rooms it was
+          // to leave, and it goes again as a Switch (a Join would keep them).
+          this._unswitch(req, false);
+          this._queueJoin(room, 'Switch');
+        } else {
+          this._ensureJoined(room);
+        }
+      }
+      return;
+    }
+    if (frame.code === ErrorCode.NotMember && room !== null) {
+      // A read mark (or typing update) the server found no membership for: Join first, then
+      // the mark again (§ 4.1). With a Join of the room out, the mark follows that one.
+      this.marksSent.delete(room);
+      if (this.rooms.has(room) && !joinOut) {
+        this.live.delete(room);
         this._ensureJoined(room);
       }
       return;
     }
     if ((frame.code === ErrorCode.UnknownRoom || frame.code === ErrorCode.TooManyRooms) && room !== null && this.rooms.has(room)) {
       // Only a Join or Switch (History carries its request_id) is answered so: the room
-      // cannot be joined (removed, or never visible) and is no longer followed.
-      this.joinRequests.get(room)?.pop();
+      // cannot be joined (removed, or never visible) and is no longer followed. A refused
+      // Switch changes nothing (§ 3.1): the rooms it was to leave are followed again.
+      const req = this.joinRequests.get(room)?.pop();
+      if (req?.type === 'Switch') this._unswitch(req, true);
       this._unfollow(room, frame.message);
       this._emit('join_refused', { room, code: frame.code, message: frame.message });
+    }
+  }
+
+  /**
+   * Undoes what sending a refused Switch did here: the connection is still in the rooms it was
+   * to leave (no Left comes for them). With `follow` they are followed again, too.
+   */
+  _unswitch(req, follow) {
+    for (const other of req.left) {
+      const expected = this.expectedLeft.get(other) ?? 0;
+      if (expected > 1) this.expectedLeft.set(other, expected - 1);
+      else this.expectedLeft.delete(other);
+      if (follow) this.rooms.add(other);
+      this.live.add(other);
     }
   }
 

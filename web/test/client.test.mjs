@@ -803,6 +803,87 @@ describe('ChatClient in several rooms (v3)', () => {
     assert.deepEqual(await added, { type: 'RoomAdded', room: '@1-2' });
   });
 
+  test('a RateLimited typing update pauses typing only: no Join again, no pause of joins or read marks', async () => {
+    const ws = connectedInGeneral();
+    client.joinRoom('design', 4);
+    client.markRead('general', 3);
+    ws.deliver(errorFrame(5, { room: 'design', message: 'too many typing updates', retry_after_ms: 200 }));
+    assert.equal(client.typing('design', true), false, 'typing paused');
+    client.markRead('general', 4);
+    client.joinRoom('random');
+    client.history('general', null, 10).catch(() => {}); // never answered here
+    await delay(50);
+    const sent = ws.sent.map((f) => `${f.type}:${f.room}`);
+    assert.equal(sent.filter((f) => f === 'Join:design').length, 1, 'the Join of design is not sent again');
+    assert.ok(sent.includes('Join:random'), 'joins are not paused');
+    assert.ok(sent.includes('History:general'), 'history requests are not paused');
+    assert.deepEqual(ws.sent.filter((f) => f.type === 'MarkRead').map((f) => f.seq), [3, 4], 'read marks are not paused');
+  });
+
+  test('a RateLimited read mark pauses read marks only: no Join again, no pause of joins', async () => {
+    const ws = connectedInGeneral();
+    client.joinRoom('design', 4);
+    client.markRead('general', 3);
+    ws.deliver(errorFrame(5, { room: 'design', message: 'too many read marks', retry_after_ms: 200 }));
+    client.markRead('general', 4);
+    client.joinRoom('random');
+    await delay(50);
+    const sent = ws.sent.map((f) => `${f.type}:${f.room}`);
+    assert.equal(sent.filter((f) => f === 'Join:design').length, 1, 'the Join of design is not sent again');
+    assert.ok(sent.includes('Join:random'), 'joins are not paused');
+    assert.equal(client.typing('general', true), true, 'typing is not paused');
+    assert.deepEqual(ws.sent.filter((f) => f.type === 'MarkRead').map((f) => f.seq), [3], 'read marks are paused');
+  });
+
+  test('a read mark refused with NotMember goes out again after the room is joined again', async () => {
+    const ws = connectedInGeneral();
+    ws.deliver({ type: 'Joined', room: 'general', head_seq: 3, replay_from: 4 });
+    client.markRead('general', 3);
+    assert.deepEqual(ws.sent.at(-1), { type: 'MarkRead', room: 'general', seq: 3 });
+    ws.deliver(errorFrame(3, { room: 'general', message: 'not a member of this room' }));
+    await until(() => ws.sent.filter((f) => f.type === 'MarkRead').length === 2, 'the mark again');
+    assert.deepEqual(ws.sent.slice(-2), [
+      { type: 'Join', room: 'general', after_seq: 3 },
+      { type: 'MarkRead', room: 'general', seq: 3 },
+    ]);
+  });
+
+  test('a Switch refused with UnknownRoom changes nothing: the rooms it was to leave are still followed and live', async () => {
+    const ws = connectedInGeneral();
+    client.joinRoom('design', 4);
+    ws.deliver({ type: 'Joined', room: 'general', head_seq: 0, replay_from: 1 });
+    ws.deliver({ type: 'Joined', room: 'design', head_seq: 4, replay_from: 5 });
+    client.switchRoom('secret');
+    assert.deepEqual(ws.sent.at(-1), { type: 'Switch', room: 'secret', after_seq: null });
+    const refused = waitFor(client, 'join_refused');
+    ws.deliver(errorFrame(2, { room: 'secret', message: 'unknown room' }));
+    await refused;
+    assert.deepEqual(client.joinedRooms().sort(), ['design', 'general']);
+    client.send('design', 'still here');
+    assert.equal(ws.sent.at(-1).type, 'Send', 'design is live: a send goes out at once');
+    // No Left is expected for them any more: one that comes is the server's own, and unfollows.
+    const left = waitFor(client, 'left');
+    ws.deliver({ type: 'Left', room: 'general' });
+    assert.equal((await left).unprompted, true);
+    assert.deepEqual(client.joinedRooms(), ['design']);
+  });
+
+  test('a Switch refused for the rate goes again as a Switch after retry_after_ms', async () => {
+    const ws = connectedInGeneral();
+    ws.deliver({ type: 'Joined', room: 'general', head_seq: 0, replay_from: 1 });
+    client.switchRoom('design');
+    ws.deliver(errorFrame(5, { room: 'design', message: 'too many joins and history requests', retry_after_ms: 40 }));
+    await delay(90);
+    assert.deepEqual(ws.sent.slice(-2), [
+      { type: 'Switch', room: 'design', after_seq: null },
+      { type: 'Switch', room: 'design', after_seq: null },
+    ]);
+    const left = waitFor(client, 'left');
+    ws.deliver({ type: 'Left', room: 'general' });
+    assert.equal((await left).unprompted, false, 'the Left of the second Switch was expected');
+    assert.deepEqual(client.joinedRooms(), ['design']);
+  });
+
   test('a RateLimited answer to a Join joins the room again after retry_after_ms', async () => {
     const ws = connectedInGeneral();
     client.joinRoom('design', 4);
