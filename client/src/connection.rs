@@ -5,9 +5,11 @@ use crate::link::{Credentials, Endpoint, Link, LinkRx, LinkTx};
 use crate::{ClientError, ClientResult};
 use socketchat::wire::{
     Ack, ChatMessage, ClientFrame, ClientMsgId, ErrorFrame, Hello, HistoryPage, HistoryRequest, Join, Joined,
-    PROTOCOL_VERSION, ServerFrame, Welcome,
+    PROTOCOL_VERSION, Ping, ServerFrame, Welcome,
 };
 use std::collections::VecDeque;
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Frames a connection keeps for [`Connection::next_event`] by default. Beyond, the oldest are
 /// dropped (and `next_event` says how many), so an application that only makes requests in a
@@ -24,7 +26,20 @@ pub struct Connection {
     /// Frames dropped from `events` since `next_event` last said so.
     dropped: u64,
     next_request: u32,
+    /// A `Ping` goes out when nothing was sent for this long (PROTOCOL.md § 6, step 9).
+    heartbeat: Duration,
+    /// When the last frame was sent.
+    last_sent: Instant,
+    /// Nonces of the heartbeat `Ping`s not answered yet, oldest first.
+    unanswered: VecDeque<u64>,
+    /// Heartbeat `Ping`s the server answered.
+    answered: u64,
+    next_nonce: u64,
 }
+
+/// Heartbeat `Ping`s kept waiting for their `Pong` at most; an older one answered late is then
+/// an event like any other `Pong`.
+const UNANSWERED_KEPT: usize = 8;
 
 /// What a frame is to a waiting request.
 enum Verdict<T> {
@@ -54,7 +69,21 @@ impl Connection {
                 other => events.push_back(other),
             }
         };
-        Ok(Self { link, welcome, events, event_limit: MAX_PENDING_EVENTS, dropped: 0, next_request: 1 })
+        let heartbeat = Duration::from_millis(u64::from(welcome.heartbeat_ms.max(1)));
+        Ok(Self {
+            link,
+            welcome,
+            events,
+            event_limit: MAX_PENDING_EVENTS,
+            dropped: 0,
+            next_request: 1,
+            heartbeat,
+            last_sent: Instant::now(),
+            unanswered: VecDeque::new(),
+            answered: 0,
+            // Distinct from a caller's own nonces in practice, so their `Pong`s stay theirs.
+            next_nonce: rand::random(),
+        })
     }
 
     /// The server's answer to `Hello`: who we are and the limits in force.
@@ -64,7 +93,51 @@ impl Connection {
 
     /// Sends a frame without waiting for anything.
     pub async fn send_frame(&mut self, frame: &ClientFrame) -> ClientResult<()> {
+        self.last_sent = Instant::now();
         self.link.send(frame).await
+    }
+
+    /// How long the connection may send nothing before it sends a `Ping` (the server's
+    /// `heartbeat_ms` from `Welcome` by default; the server closes a connection silent for 75 s
+    /// with 4003). The `Ping`s go out while the connection waits for a frame (`next_event`, a
+    /// request), and their `Pong`s are taken here, not passed on.
+    pub fn set_heartbeat(&mut self, every: Duration) {
+        self.heartbeat = every.max(Duration::from_millis(1));
+    }
+
+    /// Heartbeat `Ping`s the server has answered on this connection.
+    pub fn heartbeats_answered(&self) -> u64 {
+        self.answered
+    }
+
+    /// The next frame from the server, sending heartbeat `Ping`s while it waits and taking
+    /// their `Pong`s. Reading is cancel-safe on both transports, so a `Ping` that falls due
+    /// stops the read, goes out whole, and the read starts again where it was.
+    async fn recv(&mut self) -> ClientResult<ServerFrame> {
+        loop {
+            let due = self.last_sent + self.heartbeat;
+            let frame = tokio::select! {
+                frame = self.link.recv() => frame?,
+                () = tokio::time::sleep_until(due) => {
+                    let nonce = self.next_nonce;
+                    self.next_nonce = nonce.wrapping_add(1);
+                    if self.unanswered.len() == UNANSWERED_KEPT {
+                        self.unanswered.pop_front();
+                    }
+                    self.unanswered.push_back(nonce);
+                    self.send_frame(&ClientFrame::Ping(Ping { nonce })).await?;
+                    continue;
+                }
+            };
+            if let ServerFrame::Pong(Ping { nonce }) = &frame
+                && let Some(at) = self.unanswered.iter().position(|n| n == nonce)
+            {
+                self.unanswered.remove(at);
+                self.answered += 1;
+                continue;
+            }
+            return Ok(frame);
+        }
     }
 
     /// How many frames to keep for `next_event` at most (at least 1; [`MAX_PENDING_EVENTS`]
@@ -91,7 +164,7 @@ impl Connection {
         }
         match self.events.pop_front() {
             Some(frame) => Ok(frame),
-            None => self.link.recv().await,
+            None => self.recv().await,
         }
     }
 
@@ -113,7 +186,7 @@ impl Connection {
     /// Reads until `judge` finds the answer or the refusal; other frames are kept in order.
     async fn wait<T>(&mut self, mut judge: impl FnMut(ServerFrame) -> Verdict<T>) -> ClientResult<T> {
         loop {
-            match judge(self.link.recv().await?) {
+            match judge(self.recv().await?) {
                 Verdict::Answer(answer) => return Ok(answer),
                 Verdict::Refused(e) => return Err(ClientError::Refused(e)),
                 Verdict::Other(frame) => {
@@ -129,7 +202,7 @@ impl Connection {
     /// Joins a room and returns `Joined` with the replayed messages (`after_seq`: the highest
     /// seq already held; none to start at the head).
     pub async fn join(&mut self, room: &str, after_seq: Option<u64>) -> ClientResult<(Joined, Vec<ChatMessage>)> {
-        self.link.send(&ClientFrame::Join(Join { room: room.to_owned(), after_seq })).await?;
+        self.send_frame(&ClientFrame::Join(Join { room: room.to_owned(), after_seq })).await?;
         let joined = self
             .wait(|f| match f {
                 ServerFrame::Joined(j) if j.room == room => Verdict::Answer(j),
@@ -164,7 +237,7 @@ impl Connection {
             ClientFrame::Delete(d) => d.client_msg_id,
             other => return Err(ClientError::Protocol(format!("{other:?} is not stored"))),
         };
-        self.link.send(&frame).await?;
+        self.send_frame(&frame).await?;
         self.wait(|f| match f {
             ServerFrame::Ack(a) if a.client_msg_id == id => Verdict::Answer(a),
             ServerFrame::Error(e) if e.client_msg_id == Some(id) => Verdict::Refused(e),
@@ -178,7 +251,7 @@ impl Connection {
         let request_id = self.next_request;
         self.next_request = self.next_request.wrapping_add(1);
         let request = HistoryRequest { request_id, room: room.to_owned(), before_seq, limit };
-        self.link.send(&ClientFrame::History(request)).await?;
+        self.send_frame(&ClientFrame::History(request)).await?;
         self.wait(|f| match f {
             ServerFrame::History(page) if page.request_id == request_id => Verdict::Answer(page),
             ServerFrame::Error(e) if e.request_id == Some(request_id) => Verdict::Refused(e),
@@ -188,7 +261,8 @@ impl Connection {
     }
 
     /// Splits into a sending half and a receiving half (frames already received and not taken
-    /// come first from the receiving half's point of view: they are returned with it).
+    /// come first from the receiving half's point of view: they are returned with it). The
+    /// halves send no heartbeat: a split connection silent for 75 s is closed (4003).
     pub fn split(self) -> (LinkTx, LinkRx, Vec<ServerFrame>) {
         let (tx, rx) = self.link.split();
         (tx, rx, self.events.into())

@@ -14,7 +14,8 @@
 //! - [`connection`]: one greeted connection (`Hello` → `Welcome`) with request helpers that
 //!   wait for their own answer (`Joined` and its replay, `Ack`, `History`) and keep the other
 //!   frames, in order, for [`Connection::next_event`] (the newest 4,096 by default; the drop of
-//!   older ones is reported).
+//!   older ones is reported). While it waits it keeps the connection alive with `Ping`s
+//!   (`heartbeat_ms`, PROTOCOL.md § 6 step 9).
 //! - [`client`]: [`Client`], which survives a lost connection: it reconnects with backoff,
 //!   joins its rooms again from the last seq it saw (§ 6.5), and retries a send with the same
 //!   `client_msg_id`, so nothing is missed and nothing is stored twice (§ 6.4).

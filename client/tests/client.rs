@@ -341,3 +341,48 @@ fn send(room: &str, id: u8, text: &str) -> socketchat::wire::ClientFrame {
         attachments: Vec::new(),
     })
 }
+
+#[tokio::test]
+async fn a_waiting_connection_sends_heartbeat_pings_and_takes_their_pongs_over_both_transports() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path(), "127.0.0.1:0".parse().unwrap(), true).await;
+    let base = format!("http://{}", running.local_addr());
+    let alice = account(&base, "alice").await;
+    let bob = account(&base, "bob").await;
+    let ws = alice.websocket().await.unwrap();
+    let wt = alice.webtransport().await.unwrap().expect("the server offers WebTransport");
+    let mut talker = Connection::open(&ws, &bob.token, "talker").await.unwrap();
+    talker.join("general", None).await.unwrap();
+    let listeners = [
+        Connection::open(&ws, &alice.token, "listener").await.unwrap(),
+        Connection::open(&wt, Credentials::Ticket(alice.clone()), "listener").await.unwrap(),
+    ];
+    for (n, mut conn) in listeners.into_iter().enumerate() {
+        assert_eq!(conn.welcome().heartbeat_ms, 25_000, "the server's interval, the default");
+        conn.join("general", None).await.unwrap();
+        conn.set_heartbeat(Duration::from_millis(50));
+        // Waiting for events: the Pings go out and their Pongs are taken, not passed on.
+        within("three heartbeats answered", async {
+            while conn.heartbeats_answered() < 3 {
+                if let Ok(frame) = tokio::time::timeout(Duration::from_millis(20), conn.next_event()).await {
+                    // Presence may come; a Pong or a lost connection may not.
+                    assert!(matches!(frame, Ok(ServerFrame::RoomPresence(_))), "{frame:?}");
+                }
+            }
+        })
+        .await;
+        // A caller's own Ping is answered to the caller.
+        let nonce = 7 + n as u64;
+        conn.send_frame(&socketchat::wire::ClientFrame::Ping(socketchat::wire::Ping { nonce })).await.unwrap();
+        let pong = within("own pong", conn.next_where(|f| matches!(f, ServerFrame::Pong(_)))).await.unwrap();
+        assert!(matches!(&pong, ServerFrame::Pong(p) if p.nonce == nonce), "{pong:?}");
+        // A message that arrives while heartbeats go out is whole.
+        let text = format!("while pinging {n}");
+        talker.store(send("general", 40 + n as u8, &text)).await.unwrap();
+        let got = within("the message", conn.next_where(|f| matches!(f, ServerFrame::Message(_)))).await.unwrap();
+        assert!(matches!(&got, ServerFrame::Message(m) if m.text == text), "{got:?}");
+        conn.close().await;
+    }
+    talker.close().await;
+    running.shutdown().await;
+}
