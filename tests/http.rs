@@ -380,3 +380,52 @@ async fn behind_a_trusted_tls_proxy_the_cookie_is_secure_and_the_websocket_url_w
     assert_eq!(websocket(&server.http, "http").await, format!("ws://{}/ws", server.addr));
     assert_eq!(websocket(&untrusted, "https").await, format!("ws://{}/ws", server.addr));
 }
+
+/// A client that sends its first frame in the same write as its upgrade request (before the
+/// 101): the bytes the HTTP layer read past the request are the WebSocket's first input.
+#[tokio::test]
+async fn a_frame_sent_with_the_upgrade_request_is_read() {
+    use socketchat::wire::{ClientFrame, Hello, PROTOCOL_VERSION, ServerFrame};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start().await;
+    let token = server.register("alice").await;
+    let hello =
+        socketchat::wire::encode(&ClientFrame::Hello(Hello { version: PROTOCOL_VERSION, client: "pipelined".into() }));
+    assert!(hello.len() < 126);
+    let mask = [0x1b, 0x2c, 0x3d, 0x4e];
+    let mut bytes = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nCookie: token={token}\r\n\r\n",
+        server.addr
+    )
+    .into_bytes();
+    bytes.extend_from_slice(&[0x82, 0x80 | hello.len() as u8]);
+    bytes.extend_from_slice(&mask);
+    bytes.extend(hello.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(&bytes).await.unwrap();
+    // The 101, then whatever came after it.
+    let mut head = Vec::new();
+    let end = loop {
+        let mut chunk = [0u8; 1024];
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut chunk)).await.expect("an answer").unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&head));
+        head.extend_from_slice(&chunk[..n]);
+        if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+    };
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    let rest = head.split_off(end);
+    let mut ws = tokio_tungstenite::WebSocketStream::from_partially_read(
+        tcp,
+        rest,
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    let first =
+        tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut ws)).await.expect("a frame").unwrap().unwrap();
+    let frame = socketchat::wire::decode::<ServerFrame>(&first.into_data(), 1 << 20).unwrap();
+    assert!(matches!(frame, ServerFrame::Welcome(_)), "{frame:?}");
+}

@@ -84,6 +84,37 @@ impl<S: tokio::io::AsyncWrite + Unpin> Outbox<S> {
     }
 }
 
+/// Says, without reading, when a read may make progress: the socket has data (or an error, or
+/// its end) that no read has taken yet.
+trait ReadReady {
+    fn poll_read_ready(&self, cx: &mut std::task::Context<'_>) -> Poll<()>;
+}
+
+impl ReadReady for tokio::net::TcpStream {
+    fn poll_read_ready(&self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        tokio::net::TcpStream::poll_read_ready(self, cx).map(|_| ())
+    }
+}
+
+/// A socket that cannot say (not a plain TCP stream): always try the read.
+impl<T> ReadReady for TokioIo<T> {
+    fn poll_read_ready(&self, _: &mut std::task::Context<'_>) -> Poll<()> {
+        Poll::Ready(())
+    }
+}
+
+impl ReadReady for tokio::io::DuplexStream {
+    fn poll_read_ready(&self, _: &mut std::task::Context<'_>) -> Poll<()> {
+        Poll::Ready(())
+    }
+}
+
+impl<S: ReadReady> ReadReady for Outbox<S> {
+    fn poll_read_ready(&self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        self.io.poll_read_ready(cx)
+    }
+}
+
 impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Outbox<S> {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
@@ -181,10 +212,23 @@ pub(crate) async fn upgrade(State(node): State<Arc<Node>>, mut req: Request) -> 
         let _held = held;
         match on_upgrade.await {
             Ok(upgraded) => {
-                let io = Outbox::new(TokioIo::new(upgraded));
-                let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config())).await;
                 let credentials = conn::Credentials { user, token_id: claims.jti, expires_at: claims.exp };
-                conn::run(node, WsTransport { ws }, credentials).await;
+                // The TCP socket itself, out of hyper's wrappers, with what hyper read past the
+                // request: reads and writes go straight to it, and it can say when a read is
+                // worth trying (`ReadReady`).
+                match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
+                    Ok(parts) => {
+                        let io = Outbox::new(parts.io.into_inner());
+                        let part = parts.read_buf.to_vec();
+                        let ws = WebSocketStream::from_partially_read(io, part, Role::Server, Some(config())).await;
+                        conn::run(node, WsTransport::new(ws), credentials).await;
+                    }
+                    Err(upgraded) => {
+                        let io = Outbox::new(TokioIo::new(upgraded));
+                        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config())).await;
+                        conn::run(node, WsTransport::new(ws), credentials).await;
+                    }
+                }
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
@@ -200,11 +244,22 @@ pub(crate) async fn upgrade(State(node): State<Arc<Node>>, mut req: Request) -> 
 
 struct WsTransport<S> {
     ws: WebSocketStream<S>,
+    /// The last read found no whole message, having read the socket dry: the next one is
+    /// worth trying only once the socket has more. The driver asks for a frame every turn,
+    /// whatever woke it (most turns, a room's message to write); without this each of those
+    /// went down through tungstenite to the socket to find it empty.
+    read_dry: bool,
+}
+
+impl<S> WsTransport<S> {
+    fn new(ws: WebSocketStream<S>) -> Self {
+        Self { ws, read_dry: false }
+    }
 }
 
 impl<S> Transport for WsTransport<S>
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + std::marker::Send,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + ReadReady + Unpin + std::marker::Send,
 {
     /// A WebSocket Ping: the client answers it (RFC 6455 § 5.5.2) once it has read what came
     /// before it.
@@ -216,7 +271,19 @@ where
     }
 
     async fn recv(&mut self) -> Inbound {
-        match self.ws.next().await {
+        // tungstenite answers "not yet" only after its read of the socket would block, with no
+        // whole message left in its buffer (its pending Pong replies are written by the
+        // driver's flush), so nothing but new input can change the answer.
+        let next = std::future::poll_fn(|cx| {
+            if self.read_dry {
+                std::task::ready!(self.ws.get_ref().poll_read_ready(cx));
+            }
+            let next = self.ws.poll_next_unpin(cx);
+            self.read_dry = next.is_pending();
+            next
+        })
+        .await;
+        match next {
             None => Inbound::Closed(None),
             Some(Ok(Message::Binary(bytes))) => Inbound::Frame(bytes),
             Some(Ok(Message::Text(_))) => Inbound::Text,
@@ -271,7 +338,7 @@ where
 
 impl<S> WsTransport<S>
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + std::marker::Send,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + ReadReady + Unpin + std::marker::Send,
 {
     /// Sends the close frame, then reads (and drops) whatever the client still sends until its
     /// own close frame or EOF, for at most `CLOSE_DRAIN`: closing a socket with unread input
@@ -346,7 +413,7 @@ mod tests {
     async fn a_large_frame_goes_out_in_fragments_and_arrives_as_one_message() {
         let (near, mut far) = tokio::io::duplex(1 << 20);
         let ws = WebSocketStream::from_raw_socket(Outbox::new(near), Role::Server, Some(config())).await;
-        let mut transport = WsTransport { ws };
+        let mut transport = WsTransport::new(ws);
         let small = Bytes::from(vec![1u8; 100]);
         let large = Bytes::from((0..10_000u32).map(|i| i as u8).collect::<Vec<u8>>());
         transport.feed(small.clone()).await.unwrap();
