@@ -518,7 +518,7 @@ impl<T: Transport> Driver<T> {
                         }
                         let presence = room_presence(&*node.presence, &node.rooms, room_id).await.unwrap_or_else(|e| {
                             tracing::warn!(error = %e, room = room_id, "room presence not read; sent later");
-                            node.hub.mark_presence(room_id);
+                            node.hub.owe_presence(room_id, self.member.id);
                             None
                         });
                         session.handle_joined(room_id, head, messages, presence);

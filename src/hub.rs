@@ -231,6 +231,9 @@ struct RoomState {
     presence_read: Option<Instant>,
     /// The last `RoomPresence` sent to its members, and when.
     presence_sent: Option<(Instant, RoomPresence)>,
+    /// Members that joined when the room's presence could not be read: they get the next
+    /// frame even when it shows the others nothing new.
+    presence_owed: Vec<u64>,
 }
 
 impl RoomState {
@@ -435,6 +438,19 @@ impl Hub {
         }
     }
 
+    /// The member joined `room` and its `RoomPresence` could not be read: it gets the next
+    /// one read, whatever the others had.
+    pub fn owe_presence(&self, room: u64, member_id: u64) {
+        if let Some(state) = self.lock().rooms.get_mut(&room)
+            && state.members.contains_key(&member_id)
+        {
+            state.presence_changed = true;
+            if !state.presence_owed.contains(&member_id) {
+                state.presence_owed.push(member_id);
+            }
+        }
+    }
+
     /// Rooms whose presence changed and whose last `RoomPresence` is at least `interval` old:
     /// they count as sent now.
     pub fn presence_due(&self, now: Instant, interval: Duration) -> Vec<u64> {
@@ -453,22 +469,36 @@ impl Hub {
     /// Hands a room's `RoomPresence`, encoded once, to its members on this node, unless it
     /// shows nothing new. When only the count changed (the listed users did not), it goes out
     /// once `COUNT_INTERVAL` has passed since the room's last frame; until then the room stays
-    /// marked and is read again. Returns whether it was sent.
+    /// marked and is read again. Members owed a frame (`owe_presence`) get this one in any
+    /// case. Returns whether it went to all the room's members.
     pub fn deliver_presence(&self, room: u64, frame: RoomPresence, now: Instant) -> bool {
         let mut inner = self.lock();
         let Some(state) = inner.rooms.get_mut(&room) else {
             return false;
         };
-        match &state.presence_sent {
-            Some((_, last)) if *last == frame => return false,
+        let owed = std::mem::take(&mut state.presence_owed);
+        let event = || Event {
+            topic: Topic::Room(room),
+            kind: EventKind::Presence,
+            from_user: 0,
+            bytes: crate::wire::encode_bytes(&ServerFrame::RoomPresence(frame.clone())),
+        };
+        let nothing_new = match &state.presence_sent {
+            Some((_, last)) if *last == frame => true,
             Some((at, last)) if last.users == frame.users && now < *at + COUNT_INTERVAL => {
                 state.presence_changed = true;
-                return false;
+                true
             }
-            _ => {}
+            _ => false,
+        };
+        if nothing_new {
+            if !owed.is_empty() {
+                let event = event();
+                owed.iter().filter_map(|id| state.members.get(id)).for_each(|member| member.offer(&event));
+            }
+            return false;
         }
-        let bytes = crate::wire::encode_bytes(&ServerFrame::RoomPresence(frame.clone()));
-        state.fan_out(&Event { topic: Topic::Room(room), kind: EventKind::Presence, from_user: 0, bytes });
+        state.fan_out(&event());
         state.presence_sent = Some((now, frame));
         true
     }
@@ -756,6 +786,18 @@ mod tests {
         assert_eq!(a.take(10).into_iter().map(|e| e.kind).collect::<Vec<_>>(), [EventKind::Presence; 2]);
         hub.resync();
         assert_eq!(hub.presence_due(t0 + COUNT_INTERVAL * 2, interval), vec![5], "a relay re-sync refreshes presence");
+
+        // b joins and the room's presence cannot be read for it: the next frame reaches b
+        // even though it shows a nothing new, and only b.
+        hub.join(5, 2);
+        hub.owe_presence(5, 2);
+        let later = t0 + COUNT_INTERVAL * 3;
+        assert_eq!(hub.presence_due(later, interval), vec![5], "the room is read again");
+        assert!(!hub.deliver_presence(5, frame(61, vec![1, 3]), later), "nothing new for a");
+        assert!(a.take(10).is_empty());
+        assert_eq!(b.take(10).into_iter().map(|e| e.kind).collect::<Vec<_>>(), [EventKind::Presence]);
+        assert!(!hub.deliver_presence(5, frame(61, vec![1, 3]), later + interval), "owed once");
+        assert!(b.take(10).is_empty());
     }
 
     #[tokio::test]

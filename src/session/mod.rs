@@ -380,7 +380,23 @@ impl Session {
         };
         match found {
             Ok(Some(found)) => self.proceed(found.id, room, lookup),
-            Ok(None) => self.reply_room_error(ErrorCode::UnknownRoom, "no such room", &room, Some((None, request_id))),
+            Ok(None) => {
+                // A room this connection is in, whose membership has ended (its removal not
+                // here yet): out of it, told so after the error (§ 6.2), like a join that finds
+                // the removal itself.
+                let joined = match lookup {
+                    Lookup::Join(_) | Lookup::Switch(_) => {
+                        self.joined.keys().copied().find(|id| *self.rooms.name_of(*id) == *room)
+                    }
+                    Lookup::History { .. } => None,
+                };
+                match joined {
+                    Some(room_id) => self.handle_join_refused(room_id),
+                    None => {
+                        self.reply_room_error(ErrorCode::UnknownRoom, "no such room", &room, Some((None, request_id)))
+                    }
+                }
+            }
             Err(e) => {
                 let mut frame = error(ErrorCode::Unavailable, format!("room lookup failed: {e}"));
                 frame.room = Some(room);

@@ -521,9 +521,29 @@ fn rooms_not_known_to_be_public_are_looked_up_and_refused_like_unknown_ones() {
     s.handle_resolved("secret".into(), lookup.clone(), Err(StoreError::Unavailable("down".into())));
     assert_eq!(error_code(&drain(&mut s)[0]), Some(ErrorCode::Unavailable.code()));
 
-    let secret = Arc::new(Room { id: 77, name: "secret".into(), topic: String::new(), kind: RoomKind::Private });
-    s.handle_resolved("secret".into(), lookup, Ok(Some(secret)));
+    // (The node's lookup caches the room it found, as here.)
+    let room = Room { id: 77, name: "secret".into(), topic: String::new(), kind: RoomKind::Private };
+    let secret = s.rooms.insert(room, |_| true);
+    s.handle_resolved("secret".into(), lookup.clone(), Ok(Some(secret.clone())));
     assert_eq!(drain(&mut s), vec![Action::Join { room_id: 77, after_seq: Some(3) }]);
+    s.handle_joined(77, 3, Vec::new(), None);
+    drain(&mut s);
+
+    // Joined again (or switched to) after the membership ended, the removal not here yet: the
+    // lookup refuses, and the connection is out of the room, told so after the error (§ 6.2).
+    for again in [lookup.clone(), Lookup::Switch(Some(3))] {
+        s.handle_resolved("secret".into(), again, Ok(None));
+        let a = drain(&mut s);
+        assert!(
+            matches!(a.as_slice(), [Action::Leave { room_id: 77 }, Action::Send(ServerFrame::Error(e)), Action::Send(ServerFrame::Left(l))]
+                if e.code == ErrorCode::UnknownRoom.code() && l.room == "secret"),
+            "{a:?}"
+        );
+        assert_eq!(s.room_ids().count(), 0);
+        s.handle_resolved("secret".into(), lookup.clone(), Ok(Some(secret.clone())));
+        s.handle_joined(77, 3, Vec::new(), None);
+        drain(&mut s);
+    }
 
     // History names its request in the refusal.
     s.handle_frame(
