@@ -12,7 +12,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -96,13 +96,8 @@ impl ReadReady for tokio::net::TcpStream {
     }
 }
 
-/// A socket that cannot say (not a plain TCP stream): always try the read.
-impl<T> ReadReady for TokioIo<T> {
-    fn poll_read_ready(&self, _: &mut std::task::Context<'_>) -> Poll<()> {
-        Poll::Ready(())
-    }
-}
-
+/// The tests' in-memory stream: always try the read.
+#[cfg(test)]
 impl ReadReady for tokio::io::DuplexStream {
     fn poll_read_ready(&self, _: &mut std::task::Context<'_>) -> Poll<()> {
         Poll::Ready(())
@@ -208,30 +203,13 @@ pub(crate) async fn upgrade(State(node): State<Arc<Node>>, mut req: Request) -> 
     // The socket stays counted against the node's socket caps for as long as it is open.
     let held = req.extensions_mut().remove::<crate::http::listener::Held>();
     tokio::spawn(async move {
-        let _slot = slot;
-        let _held = held;
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let credentials = conn::Credentials { user, token_id: claims.jti, expires_at: claims.exp };
-                // The TCP socket itself, out of hyper's wrappers, with what hyper read past the
-                // request: reads and writes go straight to it, and it can say when a read is
-                // worth trying (`ReadReady`).
-                match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
-                    Ok(parts) => {
-                        let io = Outbox::new(parts.io.into_inner());
-                        let part = parts.read_buf.to_vec();
-                        let ws = WebSocketStream::from_partially_read(io, part, Role::Server, Some(config())).await;
-                        conn::run(node, WsTransport::new(ws), credentials).await;
-                    }
-                    Err(upgraded) => {
-                        let io = Outbox::new(TokioIo::new(upgraded));
-                        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config())).await;
-                        conn::run(node, WsTransport::new(ws), credentials).await;
-                    }
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
-        }
+        let Some(ws) = websocket(on_upgrade).await else { return };
+        let credentials = conn::Credentials { user, token_id: claims.jti, expires_at: claims.exp };
+        let connection = conn::run(node, WsTransport::new(ws), credentials);
+        // A task of its own, holding the connection and its admissions only (released as it
+        // ends): each connection pays for its task's size for as long as it lives, and the
+        // upgrade's steps above would keep their places in it (128 bytes per connection).
+        tokio::spawn(connection.map(move |()| drop((slot, held))));
     });
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -240,6 +218,29 @@ pub(crate) async fn upgrade(State(node): State<Arc<Node>>, mut req: Request) -> 
         .header(header::SEC_WEBSOCKET_ACCEPT, derive_accept_key(key.as_bytes()))
         .body(Body::empty())
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// The upgraded connection as a WebSocket on the TCP socket itself, out of hyper's wrappers,
+/// with what hyper read past the request: reads and writes go straight to the socket, and it
+/// can say when a read is worth trying (`ReadReady`).
+async fn websocket(on_upgrade: hyper::upgrade::OnUpgrade) -> Option<WebSocketStream<Outbox<tokio::net::TcpStream>>> {
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return None;
+        }
+    };
+    // The listener serves TCP sockets only (`http::listener`).
+    let Ok(hyper::upgrade::Parts { io, read_buf, .. }) = upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() else {
+        tracing::error!("an upgraded connection that is not a TCP socket; dropped");
+        return None;
+    };
+    // Copied out: hyper's read buffer, of which these bytes are a view, goes now.
+    let part = read_buf.to_vec();
+    drop(read_buf);
+    let io = Outbox::new(io.into_inner());
+    Some(WebSocketStream::from_partially_read(io, part, Role::Server, Some(config())).await)
 }
 
 struct WsTransport<S> {
