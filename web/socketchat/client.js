@@ -177,8 +177,10 @@ export class ChatClient extends EventTarget {
     /** room → head_seq of its latest Joined (the replay up to it reflects every event up to it). */
     this.joinHeads = new Map();
     /**
-     * room → Join/Switch requests awaiting their Joined, oldest first: `{after, type, left}`,
-     * `left` the rooms a Switch took this connection out of (restored if it is refused).
+     * room → Join/Switch requests awaiting their Joined, oldest first: `{after, type, left,
+     * before}`. For a Switch, `left` holds the rooms it is to take this connection out of whose
+     * `Left` has not come yet (the connection is still in them if it is refused), and `before`
+     * what `switchRoom` dropped here: the rooms followed, their snapshots and wanted marks.
      */
     this.joinRequests = new Map();
     /** room → Lefts this client asked for (Leave, or a Switch away) that have not come yet. */
@@ -573,7 +575,7 @@ export class ChatClient extends EventTarget {
    * server's rate; its after_seq is the highest seq had when it goes out. A Join already
    * waiting for the room is not queued twice.
    */
-  _queueJoin(room, type = 'Join') {
+  _queueJoin(room, type = 'Join', before = null) {
     if (type === 'Switch') {
       // A Switch leaves every other room: joins of them still waiting would undo it.
       this.readQueue = this.readQueue.filter((r) => r.kind !== 'join');
@@ -581,7 +583,7 @@ export class ChatClient extends EventTarget {
       this._drainReads();
       return;
     }
-    this.readQueue.push({ kind: 'join', room, type });
+    this.readQueue.push({ kind: 'join', room, type, before });
     this._drainReads();
   }
 
@@ -607,7 +609,7 @@ export class ChatClient extends EventTarget {
       if (!this._sendFrame({ type: req.type, room: req.room, after_seq: after })) return;
       const left = req.type === 'Switch' ? [...this.live].filter((other) => other !== req.room) : [];
       if (!this.joinRequests.has(req.room)) this.joinRequests.set(req.room, []);
-      this.joinRequests.get(req.room).push({ after, type: req.type, left });
+      this.joinRequests.get(req.room).push({ after, type: req.type, left, before: req.before });
       for (const other of left) this._expectLeft(other);
       if (req.type === 'Switch') this.live.clear();
       this.live.add(req.room);
@@ -747,6 +749,7 @@ export class ChatClient extends EventTarget {
         const expected = this.expectedLeft.get(frame.room) ?? 0;
         if (expected > 1) this.expectedLeft.set(frame.room, expected - 1);
         else this.expectedLeft.delete(frame.room);
+        if (expected > 0) this._leftBySwitch(frame.room);
         const unprompted = expected === 0 && this.rooms.has(frame.room);
         if (unprompted) this._unfollow(frame.room, 'removed from the room');
         this._emit('left', { ...frame, unprompted });
@@ -783,8 +786,9 @@ export class ChatClient extends EventTarget {
         return;
       }
       case 'History': {
-        frame.known_seq = this.lastSeq.get(frame.room) ?? 0;
+        // The page was read after all of its own events too (§ 3): they count.
         for (const m of frame.messages) this._noteSeq(m.room, m.seq);
+        frame.known_seq = this.lastSeq.get(frame.room) ?? 0;
         const req = this.historyRequests.get(frame.request_id);
         if (req) {
           this.historyRequests.delete(frame.request_id);
@@ -913,13 +917,17 @@ export class ChatClient extends EventTarget {
       // the wait. Should the refused frame have been a read mark, the second Join is harmless
       // (it continues from what was sent, § 6.2).
       if (join && joinOut && this.rooms.has(room)) {
-        const req = this.joinRequests.get(room).pop();
+        // Requests of a room are answered in order: the refused one is the oldest.
+        const req = this.joinRequests.get(room).shift();
         this.live.delete(room);
-        if (req.type === 'Switch' && frame.code === ErrorCode.RateLimited) {
-          // A Switch refused for the rate changed nothing (§ 5): still in the rooms it was
-          // to leave, and it goes again as a Switch (a Join would keep them).
+        if (req.type === 'Switch' && req.left.length > 0) {
+          // Refused before it left anything (the rate, or its room lookup): still in the
+          // rooms it was to leave, and it goes again as a Switch (a Join would keep them),
+          // followed by the joins it would otherwise drop.
           this._unswitch(req, false);
-          this._queueJoin(room, 'Switch');
+          this._queueJoin(room, 'Switch', req.before);
+          // (A room joined after the refused Switch is left by the new one: joined again.)
+          for (const other of this.rooms) if (other !== room) this._queueJoin(other);
         } else {
           this._ensureJoined(room);
         }
@@ -940,7 +948,7 @@ export class ChatClient extends EventTarget {
       // Only a Join or Switch (History carries its request_id) is answered so: the room
       // cannot be joined (removed, or never visible) and is no longer followed. A refused
       // Switch changes nothing (§ 3.1): the rooms it was to leave are followed again.
-      const req = this.joinRequests.get(room)?.pop();
+      const req = this.joinRequests.get(room)?.shift();
       if (req?.type === 'Switch') this._unswitch(req, true);
       this._unfollow(room, frame.message);
       this._emit('join_refused', { room, code: frame.code, message: frame.message });
@@ -948,16 +956,38 @@ export class ChatClient extends EventTarget {
   }
 
   /**
-   * Undoes what sending a refused Switch did here: the connection is still in the rooms it was
-   * to leave (no Left comes for them). With `follow` they are followed again, too.
+   * Undoes what a refused Switch did here: the connection is still in the rooms it was to
+   * leave and whose `Left` did not come (none will). With `restore` (the Switch is over), what
+   * `switchRoom` dropped is followed again: rooms, snapshots and wanted read marks.
    */
-  _unswitch(req, follow) {
+  _unswitch(req, restore) {
     for (const other of req.left) {
       const expected = this.expectedLeft.get(other) ?? 0;
       if (expected > 1) this.expectedLeft.set(other, expected - 1);
       else this.expectedLeft.delete(other);
-      if (follow) this.rooms.add(other);
       this.live.add(other);
+    }
+    req.left = [];
+    if (!restore || !req.before) return;
+    for (const other of req.before.rooms) {
+      this.rooms.add(other);
+      if (!this.live.has(other)) this._queueJoin(other);
+    }
+    for (const [other, snapshot] of req.before.presence) if (!this.presence.has(other)) this.presence.set(other, snapshot);
+    for (const [other, seq] of req.before.marks) this.marksWanted.set(other, Math.max(seq, this.marksWanted.get(other) ?? 0));
+    this._flushMarks();
+  }
+
+  /** A `Left` asked for by a Switch came: the oldest Switch still waiting for it has it. */
+  _leftBySwitch(room) {
+    for (const requests of this.joinRequests.values()) {
+      for (const req of requests) {
+        const at = req.type === 'Switch' ? req.left.indexOf(room) : -1;
+        if (at >= 0) {
+          req.left.splice(at, 1);
+          return;
+        }
+      }
     }
   }
 
@@ -1026,14 +1056,18 @@ export class ChatClient extends EventTarget {
    */
   switchRoom(room) {
     this.currentRoom = room;
+    const before = { rooms: [], presence: new Map(), marks: new Map() };
     for (const other of this.rooms) {
       if (other === room) continue;
+      before.rooms.push(other);
+      if (this.presence.has(other)) before.presence.set(other, this.presence.get(other));
+      if (this.marksWanted.has(other)) before.marks.set(other, this.marksWanted.get(other));
       this.presence.delete(other);
       this.marksWanted.delete(other);
     }
     this.rooms = new Set([room]);
     const after = this.lastSeq.get(room) ?? null;
-    if (this.conn && this.conn.isOpen) this._queueJoin(room, 'Switch');
+    if (this.conn && this.conn.isOpen) this._queueJoin(room, 'Switch', before);
     return after;
   }
 

@@ -638,6 +638,10 @@ describe('ChatClient sends, edits and deletions (v3)', () => {
     const page = client.history('general', 9, 50);
     ws.deliver({ type: 'History', request_id: ws.sent.at(-1).request_id, room: 'general', messages: [msg(7), msg(8)], next_before: 7 });
     assert.equal((await page).known_seq, 11);
+    // A page of a room not joined counts its own events (it was read after them).
+    const other = client.history('random', null, 50);
+    ws.deliver({ type: 'History', request_id: ws.sent.at(-1).request_id, room: 'random', messages: [msg(5, bob, { room: 'random' }), msg(7, bob, { room: 'random' })], next_before: null });
+    assert.equal((await other).known_seq, 7);
   });
 });
 
@@ -882,6 +886,49 @@ describe('ChatClient in several rooms (v3)', () => {
     ws.deliver({ type: 'Left', room: 'general' });
     assert.equal((await left).unprompted, false, 'the Left of the second Switch was expected');
     assert.deepEqual(client.joinedRooms(), ['design']);
+  });
+
+  test('a Switch whose room lookup fails (Error 7, no Left) goes again as a Switch, and a room joined meanwhile is joined after it', async () => {
+    const ws = connectedInGeneral();
+    ws.deliver({ type: 'Joined', room: 'general', head_seq: 0, replay_from: 1 });
+    client.switchRoom('secret');
+    client.joinRoom('random');
+    ws.deliver(errorFrame(7, { room: 'secret', message: 'room lookup failed: down', retry_after_ms: 40 }));
+    await delay(90);
+    const joins = ws.sent.filter((f) => f.type === 'Join' || f.type === 'Switch').map((f) => `${f.type}:${f.room}`);
+    assert.deepEqual(joins.slice(-4), ['Switch:secret', 'Join:random', 'Switch:secret', 'Join:random']);
+    // The second Switch leaves general and random (joined after the first): both expected once.
+    const lefts = [];
+    client.on('left', (l) => lefts.push([l.room, l.unprompted]));
+    ws.deliver({ type: 'Left', room: 'general' });
+    ws.deliver({ type: 'Left', room: 'random' });
+    assert.deepEqual(lefts, [['general', false], ['random', false]]);
+    assert.equal(client.expectedLeft.size, 0);
+    assert.deepEqual(client.joinedRooms().sort(), ['random', 'secret']);
+  });
+
+  test('a Switch whose join fails after it left the other rooms (Error 7 after the Lefts) goes again as a Join', async () => {
+    const ws = connectedInGeneral();
+    ws.deliver({ type: 'Joined', room: 'general', head_seq: 0, replay_from: 1 });
+    client.switchRoom('design');
+    ws.deliver({ type: 'Left', room: 'general' });
+    ws.deliver(errorFrame(7, { room: 'design', message: 'join failed: down', retry_after_ms: 40 }));
+    await delay(90);
+    assert.deepEqual(ws.sent.at(-1), { type: 'Join', room: 'design', after_seq: null });
+    assert.deepEqual(client.joinedRooms(), ['design']);
+  });
+
+  test('a Switch refused with UnknownRoom gives back the rooms, snapshots and wanted read marks it dropped', async () => {
+    const ws = connectedInGeneral();
+    ws.deliver({ type: 'Joined', room: 'general', head_seq: 9, replay_from: 10 });
+    ws.deliver(roomPresence('general', [alice]));
+    client.markRead('general', 9);
+    client.markRead('general', 12); // above what was sent: waits for the ReadState
+    client.switchRoom('secret');
+    ws.deliver(errorFrame(2, { room: 'secret', message: 'unknown room' }));
+    assert.deepEqual(client.joinedRooms(), ['general']);
+    assert.deepEqual(client.roomPresence('general')?.users, [alice]);
+    await until(() => ws.sent.filter((f) => f.type === 'MarkRead').at(-1)?.seq === 12, 'the wanted mark goes out');
   });
 
   test('a RateLimited answer to a Join joins the room again after retry_after_ms', async () => {
