@@ -93,8 +93,9 @@ impl Connection {
 
     /// Sends a frame without waiting for anything.
     pub async fn send_frame(&mut self, frame: &ClientFrame) -> ClientResult<()> {
+        self.link.send(frame).await?;
         self.last_sent = Instant::now();
-        self.link.send(frame).await
+        Ok(())
     }
 
     /// How long the connection may send nothing before it sends a `Ping` (the server's
@@ -112,7 +113,9 @@ impl Connection {
 
     /// The next frame from the server, sending heartbeat `Ping`s while it waits and taking
     /// their `Pong`s. Reading is cancel-safe on both transports, so a `Ping` that falls due
-    /// stops the read, goes out whole, and the read starts again where it was.
+    /// stops the read, goes out, and the read starts again where it was; and a caller that
+    /// drops this wait while a `Ping` is being written leaves no part of a frame behind
+    /// ([`crate::link::LinkTx::send`]).
     async fn recv(&mut self) -> ClientResult<ServerFrame> {
         loop {
             let due = self.last_sent + self.heartbeat;

@@ -74,8 +74,14 @@ pub struct Link {
 pub enum LinkTx {
     /// WebSocket.
     WebSocket(futures_util::stream::SplitSink<WebSocketStream<TcpStream>, Message>),
-    /// WebTransport.
-    WebTransport(wtransport::SendStream),
+    /// WebTransport: the stream, and the bytes of frames not yet written (a send dropped
+    /// halfway leaves the rest of its frame here, written before the next frame).
+    WebTransport {
+        /// Frames out.
+        send: wtransport::SendStream,
+        /// Bytes not yet written.
+        unsent: Vec<u8>,
+    },
 }
 
 /// The receiving half of a [`Link`].
@@ -149,7 +155,10 @@ impl Link {
                 };
                 let session = endpoint.connect(options).await.map_err(lost)?;
                 let (send, recv) = session.open_bi().await.map_err(lost)?.await.map_err(lost)?;
-                Ok(Link { tx: LinkTx::WebTransport(send), rx: LinkRx::WebTransport { session, recv, buf: Vec::new() } })
+                Ok(Link {
+                    tx: LinkTx::WebTransport { send, unsent: Vec::new() },
+                    rx: LinkRx::WebTransport { session, recv, buf: Vec::new() },
+                })
             }
         }
     }
@@ -177,12 +186,21 @@ impl Link {
 }
 
 impl LinkTx {
-    /// Sends one frame.
+    /// Sends one frame. Dropping this future never leaves part of a frame on the wire: over
+    /// WebSocket a frame goes whole or not at all; over WebTransport the rest of a frame begun
+    /// is written before the next one (each write of the stream is cancel-safe).
     pub async fn send(&mut self, frame: &ClientFrame) -> ClientResult<()> {
         let bytes = wire::encode(frame);
         match self {
             LinkTx::WebSocket(tx) => tx.send(Message::Binary(bytes.into())).await.map_err(lost),
-            LinkTx::WebTransport(send) => send.write_all(&wire::encode_stream_frame(&bytes)).await.map_err(lost),
+            LinkTx::WebTransport { send, unsent } => {
+                unsent.extend_from_slice(&wire::encode_stream_frame(&bytes));
+                while !unsent.is_empty() {
+                    let written = send.write(unsent).await.map_err(lost)?;
+                    unsent.drain(..written);
+                }
+                Ok(())
+            }
         }
     }
 
@@ -192,7 +210,13 @@ impl LinkTx {
             LinkTx::WebSocket(tx) => {
                 let _ = SinkExt::close(tx).await;
             }
-            LinkTx::WebTransport(send) => {
+            LinkTx::WebTransport { send, unsent } => {
+                while !unsent.is_empty() {
+                    match send.write(unsent).await {
+                        Ok(written) => drop(unsent.drain(..written)),
+                        Err(_) => return,
+                    }
+                }
                 let _ = send.finish().await;
             }
         }
