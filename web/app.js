@@ -185,6 +185,15 @@ async function api(method, path, body) {
 // Views
 // ---------------------------------------------------------------------------------------------
 
+/** The room named by the URL's hash, or '' when there is none or it does not decode. */
+function roomFromHash() {
+  try {
+    return decodeURIComponent(location.hash.slice(1));
+  } catch {
+    return '';
+  }
+}
+
 function showAuth(notice) {
   els.chatView.hidden = true;
   els.authView.hidden = false;
@@ -265,12 +274,20 @@ els.registerForm.addEventListener('submit', (e) => {
 
 els.logout.addEventListener('click', async () => {
   els.logout.disabled = true;
+  let result = null;
   try {
-    await api('POST', '/api/auth/logout');
+    result = await api('POST', '/api/auth/logout');
   } catch {
-    /* leave anyway */
+    result = null;
   } finally {
     els.logout.disabled = false;
+  }
+  // Only a 204 revoked the token and cleared the cookie: otherwise the session still holds,
+  // and a reload would be logged in again (say so instead of pretending).
+  if (!result || result.status !== 204) {
+    const why = result ? `the server answered ${result.status}` : 'the server cannot be reached';
+    showNotice(`Not logged out: ${why}. Try again.`);
+    return;
   }
   leaveChat();
   showAuth('You have been logged out.');
@@ -331,7 +348,7 @@ async function enterChat(user) {
     showAuth('Your session has ended. Please log in again.');
   });
 
-  const fromHash = decodeURIComponent(location.hash.slice(1));
+  const fromHash = roomFromHash();
   const names = channels.map((c) => c.name);
   const initial = names.includes(fromHash) ? fromHash : names.includes('general') ? 'general' : names[0] || 'general';
   state.room = initial; // followed first
@@ -403,9 +420,11 @@ function selectRoom(name) {
     else btn.removeAttribute('aria-current');
   }
   renderRoomHeader();
-  if (decodeURIComponent(location.hash.slice(1)) !== name) history.replaceState(null, '', `#${encodeURIComponent(name)}`);
+  if (roomFromHash() !== name) history.replaceState(null, '', `#${encodeURIComponent(name)}`);
   const channel = channelOf(name);
-  // Followed first after a reconnect; joined now (at the list's head) if it was not yet.
+  // Followed first, leaving the last followed room when all the connection may join are
+  // (PROTOCOL.md § 5: a Join beyond them is refused); joined now if it was not yet.
+  followRooms();
   client.focusRoom(name, channel ? channel.head_seq : null);
   renderRoom();
   renderTyping();
@@ -567,7 +586,19 @@ function roomGone(name, channel = channelOf(name)) {
   client?.leaveRoom(name);
   renderChannels();
   if (state.room === name) {
+    // What was being written there is not sent elsewhere by accident: the composer is emptied
+    // (its files too) before the room changes under the user.
+    const draft = els.input.value;
+    els.input.value = '';
+    for (const f of state.files) f.xhr?.abort();
+    state.files = [];
+    renderUploads();
+    renderComposer();
     selectRoom(state.channels.some((c) => c.name === 'general') ? 'general' : state.channels[0]?.name || 'general');
+    if (!asked && draft.trim()) {
+      showNotice(`You are no longer a member of ${label}; what you were writing there was not sent.`);
+      return;
+    }
   }
   if (asked) showNotice(`You left ${label}.`);
   else if (channel) showNotice(`You are no longer a member of ${label}.`);
@@ -858,7 +889,7 @@ document.addEventListener('keydown', (e) => {
 });
 
 window.addEventListener('hashchange', () => {
-  const name = decodeURIComponent(location.hash.slice(1));
+  const name = roomFromHash();
   if (client && state.channels.some((c) => c.name === name)) selectRoom(name);
 });
 
@@ -1000,6 +1031,14 @@ function ensureLoaded(room) {
 }
 
 function onWelcome(w) {
+  if (state.me && state.me.id !== undefined && state.me.id !== w.user.id) {
+    // The cookie now belongs to someone else (a logout and a login in another tab while this
+    // one was reconnecting): nothing of this session may go on under their name.
+    const user = w.user;
+    leaveChat();
+    enterChat(user);
+    return;
+  }
   state.me = { ...state.me, id: w.user.id, username: w.user.username };
   els.me.textContent = w.user.username;
   renderComposer(); // the server's text limit

@@ -390,15 +390,24 @@ describe('SocketChat v3 in the browser: rooms, badges, edits, files', { timeout:
     await bob.page.waitForSelector(`#channels [data-channel="${secret}"]`, { timeout: WAIT_MS });
     await openRoom(bob.page, secret);
     await waitForText(bob.page, 'before bob came');
+    // Something typed and not sent yet stays with the room: never posted to #general.
+    await bob.page.fill('#message-input', 'meant for the secret room only');
     const status = await page.evaluate(
       async ([room, user]) => (await fetch(`/api/channels/${encodeURIComponent(room)}/members/${encodeURIComponent(user)}`, { method: 'DELETE' })).status,
       [secret, bobName],
     );
     assert.equal(status, 204);
     await waitFor(bob.page, () => document.querySelector('#room-name')?.textContent === '# general');
-    await waitFor(bob.page, (name) => document.querySelector('#notice')?.textContent === `You are no longer a member of 🔒 ${name}.`, secret);
+    await waitFor(
+      bob.page,
+      (name) => document.querySelector('#notice')?.textContent === `You are no longer a member of 🔒 ${name}; what you were writing there was not sent.`,
+      secret,
+    );
+    assert.equal(await bob.page.inputValue('#message-input'), '', 'the composer was emptied before the room changed');
+    await bob.page.press('#message-input', 'Enter');
     for (const p of [bob.page, bob2]) await p.waitForSelector(`[data-channel="${secret}"]`, { state: 'detached', timeout: WAIT_MS });
     assert.equal(await bob.page.locator('#messages [data-seq] .text').filter({ hasText: 'before bob came' }).count(), 0, 'its posts are not shown');
+    assert.equal(await bob.page.locator('#messages .text').filter({ hasText: 'meant for the secret room only' }).count(), 0, 'not posted');
   });
 
   test('on a 390 px wide phone: the new controls fit and work (create, invite, attach, edit)', async () => {
@@ -457,6 +466,79 @@ describe('SocketChat v3 in the browser: rooms, badges, edits, files', { timeout:
     await openRoom(alice.page, `phone-${suffix}`);
     await waitForText(alice.page, 'from the phone, edited');
     assert.ok(await noHorizontalScroll());
+  });
+
+  test('a room opened beyond the 32 a connection may join is joined (the last followed one is left for it) and works', async () => {
+    // 31 more public channels, made by 4 users over the API (10 creations each in a burst).
+    const made = [];
+    for (let u = 0; u < 4; u++) {
+      const name = `maker${u}_${suffix}`;
+      const res = await fetch(`${server.base}/api/auth/register`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ username: name, email: `${name}@example.test`, password: 'correct horse battery' }),
+      });
+      assert.equal(res.status, 201, `register ${name}`);
+      const cookie = res.headers.get('set-cookie').split(';')[0];
+      for (let i = 0; i < 10 && made.length < 31; i++) {
+        const room = `zz-many-${suffix}-${String(made.length).padStart(2, '0')}`;
+        const created = await fetch(`${server.base}/api/channels`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', cookie },
+          body: JSON.stringify({ name: room }),
+        });
+        assert.equal(created.status, 201, `create ${room}`);
+        made.push(room);
+      }
+    }
+    const page = alice.page;
+    // `Joined` frames (server frame #2) the page's connection receives.
+    let joined = 0;
+    let allJoined;
+    const all = new Promise((resolve) => {
+      allJoined = resolve;
+    });
+    page.on('websocket', (ws) =>
+      ws.on('framereceived', (f) => {
+        if (typeof f.payload !== 'string' && f.payload[0] === 2 && ++joined === 32) allJoined();
+      }),
+    );
+    await page.reload();
+    await page.waitForSelector('#status[data-state="connected"]', { timeout: WAIT_MS });
+    // Every room the connection may join is joined (the joins go out at the server's rate).
+    await Promise.race([all, new Promise((_, reject) => setTimeout(() => reject(new Error(`${joined} rooms joined`)), WAIT_MS))]);
+    // The room list's order is the order rooms are followed in (the open one first): its last
+    // room is beyond what a connection may join. Opened, it must be joined and live.
+    const order = await page.evaluate(async () => (await (await fetch('/api/channels')).json()).channels.map((c) => c.name));
+    assert.ok(order.length > 32, `more rooms than a connection may join (${order.length})`);
+    const last = order.at(-1);
+    assert.notEqual(last, 'general');
+    await openRoom(page, last);
+    await say(page, 'in the 33rd room and beyond');
+    assert.ok((await seqOf(page, 'in the 33rd room and beyond')) >= 1);
+    await openRoom(page, 'general');
+  });
+
+  test('a bad URL hash opens #general; a logout the server does not confirm says so and keeps the session; a confirmed one ends it', async () => {
+    const erin = await openUser(browser, `erin_${suffix}`, { webFromDiskFor: webFromDisk ? server : null });
+    const page = erin.page;
+    await registerThroughUi(erin, server.base);
+    // A hash that does not decode names no room: the chat opens #general.
+    await page.goto(`${server.base}/#general%`); // (only the hash changes: no load)
+    await page.reload();
+    await page.waitForSelector('#status[data-state="connected"]', { timeout: WAIT_MS });
+    await page.waitForSelector('#channels [data-channel="general"][aria-current="true"]', { timeout: WAIT_MS });
+    await page.route('**/api/auth/logout', (route) => route.fulfill({ status: 503, contentType: 'application/json', body: '{"error":"unavailable"}' }));
+    await page.click('#logout');
+    await waitFor(page, () => /^Not logged out: the server answered 503/.test(document.querySelector('#notice')?.textContent || ''));
+    assert.equal(await page.isVisible('#chat-view'), true, 'still in the chat');
+    await page.unroute('**/api/auth/logout');
+    await page.click('#logout');
+    await page.waitForSelector('#auth-view', { state: 'visible', timeout: WAIT_MS });
+    await page.reload();
+    await page.waitForSelector('#login-form', { state: 'visible', timeout: WAIT_MS });
+    assert.equal(await page.isVisible('#chat-view'), false, 'logged out for real');
+    await erin.context.close();
   });
 
   test('no page errors, no CSP violations, no failed requests but the refusals the tests asked for', () => {
