@@ -41,6 +41,12 @@ const STATUS_MAX_IDS = 100; // ids per GET /api/presence/users (the server's max
 const STATUS_CACHE_MAX = 1000; // users whose status is remembered, at most
 const LIST_REFRESH_MS = 150; // events that call for the room list within this window share one fetch
 const MAX_FILES = 10; // attachments per message (§ 5)
+/** Uploads sent at once: one fewer than a node receives at once (§ 5), so others fit beside. */
+const UPLOADS_AT_ONCE = 3;
+/** Times an upload refused for the node's or the user's rate (503, 429) is sent before it fails. */
+const UPLOAD_ATTEMPTS = 5;
+/** The longest `Retry-After` waited out for an upload; beyond, it fails with the wait shown. */
+const UPLOAD_RETRY_MAX_S = 60;
 
 // Query parameters for tests and debugging: `?transport=websocket` (or `webtransport`, `auto`)
 // chooses the transport policy; `?test-hooks` exposes the client as `window.__socketchat.client`.
@@ -367,7 +373,7 @@ function leaveChat() {
   clearInterval(statusTimer);
   clearTimeout(refresh.timer);
   for (const perRoom of state.typing.values()) for (const t of perRoom.values()) clearTimeout(t.timer);
-  for (const f of state.files) f.xhr?.abort();
+  for (const f of state.files) dropUpload(f);
   state.files = [];
   renderUploads();
   state.me = null;
@@ -590,7 +596,7 @@ function roomGone(name, channel = channelOf(name)) {
     // (its files too) before the room changes under the user.
     const draft = els.input.value;
     els.input.value = '';
-    for (const f of state.files) f.xhr?.abort();
+    for (const f of state.files) dropUpload(f);
     state.files = [];
     renderUploads();
     renderComposer();
@@ -1343,12 +1349,31 @@ function addFiles(files) {
   const space = MAX_FILES - state.files.length;
   if (files.length > space) showError(`At most ${MAX_FILES} files per message.`);
   for (const file of files.slice(0, Math.max(0, space))) {
-    const entry = { key: ++fileKeys, file, name: uploadName(file.name, file.type), progress: 0, upload: null, error: null, xhr: null };
+    const entry = { key: ++fileKeys, file, name: uploadName(file.name, file.type), progress: 0, upload: null, error: null, xhr: null, attempts: 0, retry: null };
     state.files.push(entry);
-    startUpload(entry);
   }
+  pumpUploads();
   renderUploads();
   renderComposer();
+}
+
+/** Starts waiting uploads, oldest first, while fewer than `UPLOADS_AT_ONCE` are being sent. */
+function pumpUploads() {
+  let sending = state.files.filter((f) => f.xhr).length;
+  for (const f of state.files) {
+    if (sending >= UPLOADS_AT_ONCE) break;
+    if (f.xhr || f.upload || f.error || f.retry) continue;
+    startUpload(f);
+    sending += 1;
+  }
+}
+
+/** Stops an upload's request or its wait for a retry (removed, sent, or the chat left). */
+function dropUpload(f) {
+  f.xhr?.abort();
+  f.xhr = null;
+  clearTimeout(f.retry);
+  f.retry = null;
 }
 
 function startUpload(entry) {
@@ -1372,17 +1397,30 @@ function startUpload(entry) {
     } else if (xhr.status === 413) {
       entry.error = 'too large';
     } else if (xhr.status === 429 || xhr.status === 503) {
-      const wait = Number(xhr.getResponseHeader('Retry-After'));
-      entry.error = `too many uploads${Number.isFinite(wait) && wait > 0 ? `, retry in ${wait} s` : ''}`;
+      // Too many at once on the node (503) or for this user (429): sent again after the wait.
+      const header = Number(xhr.getResponseHeader('Retry-After'));
+      const wait = Number.isFinite(header) && header > 0 ? header : 1;
+      entry.attempts += 1;
+      if (entry.attempts < UPLOAD_ATTEMPTS && wait <= UPLOAD_RETRY_MAX_S) {
+        entry.progress = 0;
+        entry.retry = setTimeout(() => {
+          entry.retry = null;
+          pumpUploads();
+        }, wait * 1000);
+      } else {
+        entry.error = `too many uploads, retry in ${wait} s`;
+      }
     } else {
       entry.error = (data && data.error) || `HTTP ${xhr.status}`;
     }
+    pumpUploads();
     renderUploads();
     renderComposer();
   });
   xhr.addEventListener('error', () => {
     entry.xhr = null;
     entry.error = 'network error';
+    pumpUploads();
     renderUploads();
     renderComposer();
   });
@@ -1392,8 +1430,9 @@ function startUpload(entry) {
 function removeFile(key) {
   const i = state.files.findIndex((f) => f.key === key);
   if (i < 0) return;
-  state.files[i].xhr?.abort();
+  dropUpload(state.files[i]);
   state.files.splice(i, 1);
+  pumpUploads();
   renderUploads();
   renderComposer();
   els.input.focus();

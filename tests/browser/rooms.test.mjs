@@ -519,6 +519,45 @@ describe('SocketChat v3 in the browser: rooms, badges, edits, files', { timeout:
     await openRoom(page, 'general');
   });
 
+  test('six files attached at once: at most 3 are sent at a time, and one refused for the node\'s load (503) is sent again', async () => {
+    const frank = await openUser(browser, `frank_${suffix}`, { webFromDiskFor: webFromDisk ? server : null });
+    const page = frank.page;
+    await registerThroughUi(frank, server.base);
+    let sending = 0;
+    let most = 0;
+    let refused = 0;
+    await page.route(
+      (url) => url.pathname === '/api/uploads',
+      async (route) => {
+        if (route.request().method() !== 'POST') return route.continue();
+        if (refused === 0) {
+          refused += 1;
+          return route.fulfill({ status: 503, headers: { 'retry-after': '1', 'content-type': 'application/json' }, body: '{"error":"too many uploads in progress, retry shortly"}' });
+        }
+        sending += 1;
+        most = Math.max(most, sending);
+        try {
+          const response = await route.fetch();
+          await new Promise((r) => setTimeout(r, 100)); // a slower network: requests overlap
+          await route.fulfill({ response });
+        } finally {
+          sending -= 1;
+        }
+      },
+    );
+    const files = Array.from({ length: 6 }, (_, i) => ({ name: `note-${i}.txt`, mimeType: 'text/plain', buffer: Buffer.from(`note ${i}`) }));
+    await page.setInputFiles('#file-input', files);
+    await waitFor(page, () => document.querySelectorAll('#uploads [data-state="done"]').length === 6);
+    assert.equal(await page.locator('#uploads [data-state="failed"]').count(), 0);
+    assert.equal(refused, 1);
+    assert.ok(most <= 3 && most >= 2, `uploads sent at once: ${most}`);
+    await page.fill('#message-input', 'six notes');
+    await page.press('#message-input', 'Enter');
+    await waitForText(page, 'six notes');
+    await waitFor(page, () => [...document.querySelectorAll('#messages [data-seq]')].some((el) => el.querySelectorAll('.attachment').length === 6));
+    await frank.context.close();
+  });
+
   test('a bad URL hash opens #general; a logout the server does not confirm says so and keeps the session; a confirmed one ends it', async () => {
     const erin = await openUser(browser, `erin_${suffix}`, { webFromDiskFor: webFromDisk ? server : null });
     const page = erin.page;
