@@ -43,6 +43,8 @@ const LIST_REFRESH_MS = 150; // events that call for the room list within this w
 const MAX_FILES = 10; // attachments per message (§ 5)
 /** Uploads sent at once: one fewer than a node receives at once (§ 5), so others fit beside. */
 const UPLOADS_AT_ONCE = 3;
+/** Wait before a room's first page, refused (store down, rate), is asked for again. */
+const HISTORY_RETRY_MS = 5000;
 /** Times an upload refused for the node's or the user's rate (503, 429) is sent before it fails. */
 const UPLOAD_ATTEMPTS = 5;
 /** The longest `Retry-After` waited out for an upload; beyond, it fails with the wait shown. */
@@ -1025,6 +1027,9 @@ function ensureLoaded(room) {
     })
     .catch((err) => {
       if (err.code !== undefined) showError(`Could not load history: ${err.message}`);
+      // The room would stay blank: asked again while it is open (the library already waited
+      // out the server's retry hints), at a pace that cannot weigh on a struggling store.
+      setTimeout(() => room === state.room && ensureLoaded(room), HISTORY_RETRY_MS);
     })
     .finally(() => {
       cache.initialLoading = false;
@@ -1089,16 +1094,22 @@ function loadOlder() {
   }
   cache.loadingOlder = true;
   els.messages.classList.add('loading');
+  let loaded = false;
   client
     .history(room, before, HISTORY_PAGE)
-    .then((page) => applyPage(room, page))
+    .then((page) => {
+      applyPage(room, page);
+      loaded = true;
+    })
     .catch((err) => {
       if (err.code !== undefined) showError(`Could not load history: ${err.message}`);
     })
     .finally(() => {
       cache.loadingOlder = false;
       els.messages.classList.remove('loading');
-      if (room === state.room) fillViewport();
+      // After a failure the next page is asked for when the user scrolls up again, not at
+      // once: a store that is down would otherwise be asked without end.
+      if (loaded && room === state.room) fillViewport();
     });
 }
 
