@@ -45,6 +45,8 @@ const MAX_FILES = 10; // attachments per message (§ 5)
 const UPLOADS_AT_ONCE = 3;
 /** Wait before a room's first page, refused (store down, rate), is asked for again. */
 const HISTORY_RETRY_MS = 5000;
+/** Wait before the session is asked for again when the server did not answer about it. */
+const BOOT_RETRY_MS = 2000;
 /** Times an upload refused for the node's or the user's rate (503, 429) is sent before it fails. */
 const UPLOAD_ATTEMPTS = 5;
 /** The longest `Retry-After` waited out for an upload; beyond, it fails with the wait shown. */
@@ -1913,8 +1915,13 @@ async function boot() {
   }
   if (result && result.ok && result.data && result.data.user) {
     await enterChat(result.data.user);
+  } else if (!result || result.status >= 500) {
+    // Not an answer about the session (a 401 is): it may well be valid, so ask again rather
+    // than send the user to the login form for good.
+    showAuth(result ? `The server is unavailable (${result.status}); trying again…` : 'Cannot reach the server; trying again…');
+    setTimeout(() => state.me === null && boot(), BOOT_RETRY_MS);
   } else {
-    showAuth(result ? '' : 'Cannot reach the server.');
+    showAuth('');
   }
 }
 

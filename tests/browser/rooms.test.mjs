@@ -558,10 +558,22 @@ describe('SocketChat v3 in the browser: rooms, badges, edits, files', { timeout:
     await frank.context.close();
   });
 
-  test('a bad URL hash opens #general; a logout the server does not confirm says so and keeps the session; a confirmed one ends it', async () => {
+  test('the server unavailable at load: asked again; a bad URL hash opens #general; a logout the server does not confirm says so and keeps the session; a confirmed one ends it', async () => {
     const erin = await openUser(browser, `erin_${suffix}`, { webFromDiskFor: webFromDisk ? server : null });
     const page = erin.page;
     await registerThroughUi(erin, server.base);
+    // The server unavailable when the page asks for the session: said so, and asked again
+    // (the session is valid: the chat opens, not the login form).
+    let unavailable = 0;
+    await page.route(
+      (url) => url.pathname === '/api/auth/me',
+      (route) => (unavailable++ === 0 ? route.fulfill({ status: 503, contentType: 'application/json', body: '{"error":"unavailable"}' }) : route.continue()),
+    );
+    await page.reload();
+    await waitFor(page, () => /^The server is unavailable \(503\); trying again/.test(document.querySelector('#auth-notice')?.textContent || ''));
+    await page.waitForSelector('#status[data-state="connected"]', { timeout: WAIT_MS });
+    assert.equal(unavailable, 2);
+    await page.unroute((url) => url.pathname === '/api/auth/me');
     // A hash that does not decode names no room: the chat opens #general.
     await page.goto(`${server.base}/#general%`); // (only the hash changes: no load)
     await page.reload();
