@@ -1158,7 +1158,12 @@ export class ChatClient extends EventTarget {
         reject(new Error('not connected'));
         return;
       }
-      this.readQueue.push({ kind: 'history', room, frame: { type: 'History', request_id, room, before_seq, limit }, resolve, reject });
+      const req = { kind: 'history', room, frame: { type: 'History', request_id, room, before_seq, limit }, resolve, reject };
+      // The shown room's page goes before the joins of the other rooms still waiting for the
+      // rate (after a connect, up to 31 of them: seconds at 5 a second).
+      const at = room === this.currentRoom ? this.readQueue.findIndex((r) => r.kind === 'join' && r.room !== room) : -1;
+      if (at >= 0) this.readQueue.splice(at, 0, req);
+      else this.readQueue.push(req);
       this._drainReads();
     });
   }

@@ -747,6 +747,20 @@ describe('ChatClient in several rooms (v3)', () => {
     );
   });
 
+  test("the shown room's history page goes before joins of other rooms still waiting for the rate", async () => {
+    const ws = connectedInGeneral();
+    for (let i = 0; i < 30; i++) client.joinRoom(`room-${i}`);
+    const joinsOut = ws.sent.filter((f) => f.type === 'Join').length;
+    assert.ok(joinsOut < 31, 'some joins wait for the rate');
+    client.history('general', null, 50).catch(() => {}); // never answered here
+    client.history('room-29', null, 50).catch(() => {});
+    await until(() => ws.sent.some((f) => f.type === 'History'), 'the shown room page');
+    const sent = ws.sent.map((f) => `${f.type}:${f.room}`);
+    const page = sent.indexOf('History:general');
+    assert.ok(sent.slice(0, page).filter((f) => f.startsWith('Join:')).length < 31, 'it went before joins still waiting');
+    assert.ok(!sent.includes('History:room-29'), 'another room waits its turn behind the joins');
+  });
+
   test('joins and history requests stay within burst 20, then 5/s: the rest wait their turn', async () => {
     client = newClient();
     const rooms = Array.from({ length: 25 }, (_, i) => `room-${i}`);
