@@ -975,7 +975,22 @@ const messageList = new MessageList(els.messages, els.emptyRoom, {
   pendingChange: (seq) => (state.room !== null ? roomCache(state.room).changes.get(seq) : undefined),
   onEdit: editPost,
   onDelete: deletePost,
+  onRewrite: rewriteFailed,
 });
+
+/** A failed send goes back to the composer (its text; files are attached again by hand). */
+function rewriteFailed(key) {
+  if (state.room === null) return;
+  const cache = roomCache(state.room);
+  const p = cache.pending.get(key);
+  if (!p || !p.failed) return;
+  cache.pending.delete(key);
+  messageList.removePending(key);
+  if (els.input.value.trim() === '') els.input.value = p.text;
+  else els.input.value = `${els.input.value}\n${p.text}`;
+  renderComposer();
+  els.input.focus();
+}
 
 function renderRoom() {
   const cache = roomCache(state.room);

@@ -592,6 +592,20 @@ describe('SocketChat v3 in the browser: rooms, badges, edits, files', { timeout:
     await erin.context.close();
   });
 
+  test('a send the server refuses (text of only U+0085, whitespace to it) can be taken back to the composer', async () => {
+    const page = alice.page;
+    await openRoom(page, 'design');
+    await page.fill('#message-input', '\u0085');
+    await page.press('#message-input', 'Enter');
+    const failed = '#messages .message.failed button[data-action="rewrite"]';
+    await page.waitForSelector(failed, { timeout: WAIT_MS });
+    await page.click(failed);
+    await page.waitForSelector('#messages .message.failed', { state: 'detached', timeout: WAIT_MS });
+    assert.equal(await page.inputValue('#message-input'), '\u0085', 'its text is back in the composer');
+    await page.fill('#message-input', '');
+    await openRoom(page, 'general');
+  });
+
   test('no page errors, no CSP violations, no failed requests but the refusals the tests asked for', () => {
     // Alice's bad channel name, taken name and unknown invitee.
     const asked = [

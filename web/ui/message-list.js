@@ -97,8 +97,9 @@ export class MessageList {
    *   an own edit or deletion of the post not yet confirmed (shown meanwhile)
    * @param {(m: object, text: string) => boolean} [hooks.onEdit] save an edit; false keeps the editor open
    * @param {(m: object) => void} [hooks.onDelete] delete the post (confirmed)
+   * @param {(key: string) => void} [hooks.onRewrite] take a failed send back to the composer
    */
-  constructor(el, emptyEl, { authorEl, myId, atStart, pendingChange = () => undefined, onEdit = () => true, onDelete = () => {} }) {
+  constructor(el, emptyEl, { authorEl, myId, atStart, pendingChange = () => undefined, onEdit = () => true, onDelete = () => {}, onRewrite = () => {} }) {
     this.el = el;
     this.emptyEl = emptyEl;
     this.authorEl = authorEl;
@@ -107,6 +108,7 @@ export class MessageList {
     this.pendingChange = pendingChange;
     this.onEdit = onEdit;
     this.onDelete = onDelete;
+    this.onRewrite = onRewrite;
     /** seq → the post shown, for its editor and its actions. */
     this.shown = new Map();
     /** Whether the view follows the newest message; false once the reader scrolls up. */
@@ -150,6 +152,11 @@ export class MessageList {
 
   onClick(e) {
     const button = e.target instanceof Element ? e.target.closest('button[data-action]') : null;
+    const failed = button?.dataset.action === 'rewrite' ? button.closest('.message.failed[data-pending]') : null;
+    if (failed && this.el.contains(failed)) {
+      this.onRewrite(failed.dataset.pending);
+      return;
+    }
     const li = e.target instanceof Element ? e.target.closest('.message[data-seq]') : null;
     if (!li || !this.el.contains(li)) return;
     if (!button) {
@@ -475,6 +482,8 @@ export class MessageList {
     label.className = 'time';
     label.textContent = p.failed ? `not sent: ${p.reason}` : 'sending…';
     status.append(label);
+    // A failed send goes back to the composer, to be changed and sent again (or dropped).
+    if (p.failed) status.append(actionButton('rewrite', 'Edit', 'Back to the composer, to change it and send it again'));
     li.append(this.authorEl(p.author), status, messageTextEl(p.text));
     if (p.attachments && p.attachments.length) li.append(attachmentsEl(p.attachments, this.imageLoaded));
     return li;
