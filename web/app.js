@@ -323,6 +323,8 @@ async function enterChat(user) {
       showAuth('Please log in.');
       return;
     }
+    // Asked again once connected (`onWelcome`); meanwhile the user is told why it is empty.
+    if (!result.ok) showError(`Could not load the room list (HTTP ${result.status}); trying again.`);
     channels = (result.data && Array.isArray(result.data.channels) && result.data.channels) || [];
   } catch (err) {
     showError(`Could not load channels: ${err.message}`);

@@ -574,6 +574,16 @@ describe('SocketChat v3 in the browser: rooms, badges, edits, files', { timeout:
     await page.waitForSelector('#status[data-state="connected"]', { timeout: WAIT_MS });
     assert.equal(unavailable, 2);
     await page.unroute((url) => url.pathname === '/api/auth/me');
+    // The room list unavailable at the start: said so, and the list comes once connected.
+    let listRefused = 0;
+    await page.route(
+      (url) => url.pathname === '/api/channels',
+      (route) => (listRefused++ === 0 ? route.fulfill({ status: 503, contentType: 'application/json', body: '{"error":"unavailable"}' }) : route.continue()),
+    );
+    await page.reload();
+    await waitFor(page, () => /^Could not load the room list \(HTTP 503\); trying again/.test(document.querySelector('#error')?.textContent || ''));
+    await page.waitForSelector('#channels [data-channel="design"]', { timeout: WAIT_MS });
+    await page.unroute((url) => url.pathname === '/api/channels');
     // A hash that does not decode names no room: the chat opens #general.
     await page.goto(`${server.base}/#general%`); // (only the hash changes: no load)
     await page.reload();
