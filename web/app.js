@@ -532,7 +532,18 @@ for (const list of [els.channels, els.direct]) {
 // badges cannot follow alone, an unprompted Left, a reconnect and when the window comes back
 // ---------------------------------------------------------------------------------------------
 
-const refresh = { timer: null, running: false, again: false };
+/**
+ * The room list's fetches. `changes` counts the changes made here (a room created, opened or
+ * left): a list asked for before one of them and answered after it does not show it, and is
+ * not taken (another is asked for).
+ */
+const refresh = { timer: null, running: false, again: false, changes: 0 };
+
+/** Applies a change of the room list made here (see `refresh.changes`). */
+function changeChannels(channels) {
+  refresh.changes += 1;
+  applyChannels(channels);
+}
 
 /** Fetches the room list soon (calls within LIST_REFRESH_MS share one request). */
 function refreshChannels() {
@@ -549,9 +560,11 @@ async function runRefresh() {
   }
   refresh.running = true;
   const owner = client;
+  const changes = refresh.changes;
   try {
     const result = await api('GET', '/api/channels');
-    if (client === owner && result.ok && result.data && Array.isArray(result.data.channels)) applyChannels(result.data.channels);
+    if (refresh.changes !== changes) refresh.again = true;
+    else if (client === owner && result.ok && result.data && Array.isArray(result.data.channels)) applyChannels(result.data.channels);
   } catch {
     /* the next event or focus tries again */
   } finally {
@@ -680,7 +693,7 @@ els.createForm.addEventListener('submit', async (e) => {
     if (result.status === 201 && result.data && result.data.channel) {
       const channel = result.data.channel;
       closeCreateForm();
-      if (!channelOf(channel.name)) applyChannels([...state.channels, channel]);
+      if (!channelOf(channel.name)) changeChannels([...state.channels, channel]);
       closeDrawer();
       selectRoom(channel.name);
       refreshChannels();
@@ -788,6 +801,7 @@ els.leaveYes.addEventListener('click', async () => {
     if (result.status === 204 || result.status === 404) {
       // 404: not a member any more already. The server's Left may have come first.
       closeRoomPanels();
+      refresh.changes += 1;
       if (channelOf(room)) roomGone(room);
       refreshChannels();
     } else {
@@ -812,7 +826,7 @@ async function openDirect(username) {
     const result = await api('POST', '/api/dms', { usernames: [username] });
     if ((result.status === 201 || result.status === 200) && result.data && result.data.channel) {
       const channel = result.data.channel;
-      if (!channelOf(channel.name)) applyChannels([...state.channels, channel]);
+      if (!channelOf(channel.name)) changeChannels([...state.channels, channel]);
       closeDrawer();
       selectRoom(channel.name);
       refreshChannels();

@@ -584,6 +584,43 @@ describe('SocketChat v3 in the browser: rooms, badges, edits, files', { timeout:
     await waitFor(page, () => /^Could not load the room list \(HTTP 503\); trying again/.test(document.querySelector('#error')?.textContent || ''));
     await page.waitForSelector('#channels [data-channel="design"]', { timeout: WAIT_MS });
     await page.unroute((url) => url.pathname === '/api/channels');
+    // A room list asked for before a channel is created here, and answered after: it does not
+    // show the new channel, and is not taken (the channel stays open and listed).
+    let gotRequest;
+    const asked = new Promise((resolve) => {
+      gotRequest = resolve;
+    });
+    let release;
+    const held = new Promise((resolve) => {
+      release = resolve;
+    });
+    let holding = true;
+    await page.route(
+      (url) => url.pathname === '/api/channels',
+      async (route) => {
+        if (route.request().method() !== 'GET' || !holding) return route.continue();
+        holding = false;
+        const response = await route.fetch(); // the list as it is before the creation
+        gotRequest();
+        await held;
+        await route.fulfill({ response });
+      },
+    );
+    await page.evaluate(() => window.dispatchEvent(new Event('focus'))); // a refresh of the list
+    await asked;
+    const fresh = `fresh-${suffix}`;
+    await page.click('#new-channel');
+    await page.fill('#new-channel-name', fresh);
+    await page.click('#create-channel-form button[type="submit"]');
+    await waitFor(page, (n) => document.querySelector('#room-name')?.textContent === `# ${n}`, fresh);
+    let lists = 0;
+    const answered = page.waitForResponse((r) => new URL(r.url()).pathname === '/api/channels' && r.request().method() === 'GET' && ++lists === 2);
+    release();
+    await answered; // the held list, then the one asked for after it
+    await page.waitForSelector(`#channels [data-channel="${fresh}"]`, { timeout: WAIT_MS });
+    assert.equal(await page.textContent('#room-name'), `# ${fresh}`, 'still open');
+    assert.ok(!/no longer a member/.test((await page.textContent('#notice')) || ''), 'not taken for gone');
+    await page.unroute((url) => url.pathname === '/api/channels');
     // A hash that does not decode names no room: the chat opens #general.
     await page.goto(`${server.base}/#general%`); // (only the hash changes: no load)
     await page.reload();
