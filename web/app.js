@@ -188,7 +188,14 @@ async function api(method, path, body) {
       data = null;
     }
   }
-  return { status: res.status, ok: res.ok, data };
+  // Seconds to wait before asking again, given with 429 and 503 (PROTOCOL.md § 5).
+  const wait = Number(res.headers.get('retry-after'));
+  return { status: res.status, ok: res.ok, data, retryAfter: Number.isFinite(wait) && wait > 0 ? wait : null };
+}
+
+/** ` (try again in N s)` for an answer that says when, else ''. */
+function retryHint(result) {
+  return result.retryAfter ? ` (try again in ${result.retryAfter} s)` : '';
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -235,7 +242,7 @@ function showFormErrors(form, result, fallback) {
     }
   }
   const formSlot = form.querySelector('[data-error-for="form"]');
-  const message = typeof data.error === 'string' ? data.error : fallback;
+  const message = (typeof data.error === 'string' ? data.error : fallback) + retryHint(result);
   if (formSlot && !shownOnField) formSlot.textContent = message;
 }
 
@@ -831,7 +838,7 @@ async function openDirect(username) {
       selectRoom(channel.name);
       refreshChannels();
     } else {
-      showError(result.data?.error ? `Could not open a conversation with ${username}: ${result.data.error}` : `Could not open a conversation (HTTP ${result.status})`);
+      showError((result.data?.error ? `Could not open a conversation with ${username}: ${result.data.error}` : `Could not open a conversation (HTTP ${result.status})`) + retryHint(result));
     }
   } catch (err) {
     showError(`Could not open a conversation: ${err.message}`);

@@ -636,6 +636,15 @@ describe('SocketChat v3 in the browser: rooms, badges, edits, files', { timeout:
     await page.reload();
     await page.waitForSelector('#login-form', { state: 'visible', timeout: WAIT_MS });
     assert.equal(await page.isVisible('#chat-view'), false, 'logged out for real');
+    // A login refused for the rate says when to try again (`Retry-After`).
+    await page.route(
+      (url) => url.pathname === '/api/auth/login',
+      (route) => route.fulfill({ status: 429, headers: { 'retry-after': '30', 'content-type': 'application/json' }, body: '{"error":"too many login attempts, retry later"}' }),
+    );
+    await page.fill('#login-email', `erin_${suffix}@example.test`);
+    await page.fill('#login-password', 'correct horse battery');
+    await page.click('#login-form button[type="submit"]');
+    await waitFor(page, () => document.querySelector('#login-form [data-error-for="form"]')?.textContent === 'too many login attempts, retry later (try again in 30 s)');
     await erin.context.close();
   });
 
