@@ -386,9 +386,7 @@ function leaveChat() {
   clearInterval(statusTimer);
   clearTimeout(refresh.timer);
   for (const perRoom of state.typing.values()) for (const t of perRoom.values()) clearTimeout(t.timer);
-  for (const f of state.files) dropUpload(f);
-  state.files = [];
-  renderUploads();
+  dropUploads();
   state.me = null;
   state.room = null;
   state.channels = [];
@@ -622,9 +620,7 @@ function roomGone(name, channel = channelOf(name)) {
     // (its files too) before the room changes under the user.
     const draft = els.input.value;
     els.input.value = '';
-    for (const f of state.files) dropUpload(f);
-    state.files = [];
-    renderUploads();
+    dropUploads();
     renderComposer();
     selectRoom(state.channels.some((c) => c.name === 'general') ? 'general' : state.channels[0]?.name || 'general');
     if (!asked && draft.trim()) {
@@ -1417,6 +1413,13 @@ function pumpUploads() {
     startUpload(f);
     sending += 1;
   }
+}
+
+/** Drops every file of the composer, stopping their uploads. */
+function dropUploads() {
+  for (const f of state.files) dropUpload(f);
+  state.files = [];
+  renderUploads();
 }
 
 /** Stops an upload's request or its wait for a retry (removed, sent, or the chat left). */

@@ -22,6 +22,14 @@ async fn start_wt(dir: &std::path::Path, listen: SocketAddr, wt: Option<SocketAd
     server::start(config).await.expect("server starts")
 }
 
+/// A fresh server (its data directory, kept alive with it) and its base URL.
+async fn fresh(webtransport: bool) -> (tempfile::TempDir, Running, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path(), "127.0.0.1:0".parse().unwrap(), webtransport).await;
+    let base = format!("http://{}", running.local_addr());
+    (dir, running, base)
+}
+
 async fn account(base: &str, name: &str) -> Account {
     Account::register(base, name, &format!("{name}@example.com"), "correct horse battery").await.unwrap()
 }
@@ -32,9 +40,7 @@ async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
 
 #[tokio::test]
 async fn two_users_talk_over_websocket_and_webtransport_with_edits_and_history() {
-    let dir = tempfile::tempdir().unwrap();
-    let running = start(dir.path(), "127.0.0.1:0".parse().unwrap(), true).await;
-    let base = format!("http://{}", running.local_addr());
+    let (_dir, running, base) = fresh(true).await;
     let alice = account(&base, "alice").await;
     let bob = account(&base, "bob").await;
     let over_ws = alice.websocket().await.unwrap();
@@ -152,9 +158,7 @@ async fn a_server_restart_loses_nothing_and_stores_nothing_twice() {
 
 #[tokio::test]
 async fn frames_nobody_takes_are_bounded_and_the_drop_is_reported_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let running = start(dir.path(), "127.0.0.1:0".parse().unwrap(), false).await;
-    let base = format!("http://{}", running.local_addr());
+    let (_dir, running, base) = fresh(false).await;
     let alice = account(&base, "alice").await;
     let bob = account(&base, "bob").await;
     let endpoint = alice.websocket().await.unwrap();
@@ -309,9 +313,7 @@ async fn a_room_reset_on_the_server_is_followed_from_its_new_head() {
 
 #[tokio::test]
 async fn after_a_flood_close_the_client_waits_ten_seconds_before_it_connects_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let running = start(dir.path(), "127.0.0.1:0".parse().unwrap(), false).await;
-    let base = format!("http://{}", running.local_addr());
+    let (_dir, running, base) = fresh(false).await;
     let alice = account(&base, "alice").await;
     let mut client = Client::connect(alice.websocket().await.unwrap(), &alice.token, "flooder").await.unwrap();
     client.join("general", None).await.unwrap();
@@ -350,9 +352,7 @@ fn send(room: &str, id: u8, text: &str) -> socketchat::wire::ClientFrame {
 
 #[tokio::test]
 async fn a_waiting_connection_sends_heartbeat_pings_and_takes_their_pongs_over_both_transports() {
-    let dir = tempfile::tempdir().unwrap();
-    let running = start(dir.path(), "127.0.0.1:0".parse().unwrap(), true).await;
-    let base = format!("http://{}", running.local_addr());
+    let (_dir, running, base) = fresh(true).await;
     let alice = account(&base, "alice").await;
     let bob = account(&base, "bob").await;
     let ws = alice.websocket().await.unwrap();

@@ -386,7 +386,7 @@ impl Session {
                 // the removal itself.
                 let joined = match lookup {
                     Lookup::Join(_) | Lookup::Switch(_) => {
-                        self.joined.keys().copied().find(|id| *self.rooms.name_of(*id) == *room)
+                        self.rooms.by_name(&room).map(|r| r.id).filter(|id| self.joined.contains_key(id))
                     }
                     Lookup::History { .. } => None,
                 };

@@ -14,6 +14,17 @@ function newClient(opts = {}) {
 let client;
 afterEach(() => client?.disconnect());
 
+/** The server closes `ws` with 4001: once the client connects again, its new socket, open. */
+async function droppedAndBack(ws) {
+  const reconnecting = waitFor(client, 'status', (s) => s.state === 'reconnecting');
+  ws.serverClose(4001, 'slow');
+  await reconnecting;
+  await waitFor(client, 'status', (s) => s.state === 'connecting');
+  const next = FakeWebSocket.last();
+  next.open();
+  return next;
+}
+
 /** A fresh client in #general whose socket is open and welcomed; returns the fake socket. */
 function connectedInGeneral() {
   client = newClient();
@@ -159,12 +170,7 @@ describe('ChatClient', () => {
     let ws = connectedInGeneral();
     ws.deliver({ type: 'Joined', room: 'general', head_seq: 2, replay_from: 3 });
     // Away, then back: the replay of 3..=10 stops after 4.
-    const reconnecting = waitFor(client, 'status', (s) => s.state === 'reconnecting');
-    ws.serverClose(4001, 'slow');
-    await reconnecting;
-    await waitFor(client, 'status', (s) => s.state === 'connecting');
-    ws = FakeWebSocket.last();
-    ws.open();
+    ws = await droppedAndBack(ws);
     assert.deepEqual(ws.sent[1], { type: 'Join', room: 'general', after_seq: 2 });
     ws.deliver(welcome());
     ws.deliver({ type: 'Joined', room: 'general', head_seq: 10, replay_from: 3 });
@@ -173,12 +179,7 @@ describe('ChatClient', () => {
     assert.equal(client.highestSeq('general'), 4, 'not the head: 5..=10 were never received');
     // A head from the room list does not move a followed room's resume point either.
     assert.equal(client.joinRoom('general', 10), false);
-    const again = waitFor(client, 'status', (s) => s.state === 'reconnecting');
-    ws.serverClose(4001, 'slow');
-    await again;
-    await waitFor(client, 'status', (s) => s.state === 'connecting');
-    ws = FakeWebSocket.last();
-    ws.open();
+    ws = await droppedAndBack(ws);
     assert.deepEqual(ws.sent[1], { type: 'Join', room: 'general', after_seq: 4 });
   });
 
