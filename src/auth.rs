@@ -1,10 +1,13 @@
 //! Tokens, passwords, cookies and origins: everything that decides who gets in (G7).
 //! Pure except for password hashing, which callers run on the blocking pool.
 
+use crate::clock::unix_secs;
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
 
 /// Name of the cookie that carries the JWT.
 pub const COOKIE_NAME: &str = "token";
@@ -42,12 +45,17 @@ pub enum AuthError {
     Invalid(String),
 }
 
+/// Tokens kept with their claims once checked (see [`TokenKeys::verify`]): ~0.5 MB at most.
+const VERIFIED_KEPT: usize = 1024;
+
 /// Issues and verifies HS256 tokens with the node's shared secret.
 pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
     ttl_secs: u64,
+    /// Tokens whose signature and algorithm were checked, with their claims.
+    verified: Mutex<HashMap<String, Claims>>,
 }
 
 impl TokenKeys {
@@ -66,6 +74,7 @@ impl TokenKeys {
             decoding: DecodingKey::from_secret(secret),
             validation,
             ttl_secs,
+            verified: Mutex::new(HashMap::new()),
         }
     }
 
@@ -83,11 +92,32 @@ impl TokenKeys {
     }
 
     /// Checks signature, algorithm and expiry.
+    ///
+    /// A session presents the same token at every upgrade and request (each tab, each
+    /// reconnect), and checking it again cost about 5 % of a connect's CPU. The signature and
+    /// algorithm of a string are checked once, then the token is kept with its claims: only
+    /// its expiry, which changes with time, is checked at each use. Revocation is the caller's
+    /// check, at each use too. The kept tokens are dropped all at once when `VERIFIED_KEPT`
+    /// are held.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        if let Some(claims) = self.kept().get(token)
+            && claims.exp > unix_secs()
+        {
+            return Ok(claims.clone());
+        }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| AuthError::Invalid(e.to_string()))?;
         data.claims.user_id().ok_or_else(|| AuthError::Invalid("sub is not a user id".into()))?;
+        let mut kept = self.kept();
+        if kept.len() >= VERIFIED_KEPT {
+            kept.clear();
+        }
+        kept.insert(token.to_owned(), data.claims.clone());
         Ok(data.claims)
+    }
+
+    fn kept(&self) -> MutexGuard<'_, HashMap<String, Claims>> {
+        self.verified.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Token lifetime in seconds.
@@ -172,25 +202,55 @@ mod tests {
     fn expired_tampered_foreign_and_unsigned_tokens_are_refused() {
         let (expired, _) = keys().issue(7, "alice", NOW - 10_000_000);
         assert!(keys().verify(&expired).is_err(), "expired");
-        let (token, _) = keys().issue(7, "alice", now());
+        let keys = keys();
+        let (token, _) = keys.issue(7, "alice", now());
+        // Kept as checked; the forgeries below are refused all the same.
+        keys.verify(&token).unwrap();
         let other = TokenKeys::new(b"another secret, another server!!", 3600);
         assert!(other.verify(&token).is_err(), "foreign signature");
         let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
         parts[2] = parts[2].chars().rev().collect();
-        assert!(keys().verify(&parts.join(".")).is_err(), "tampered signature");
+        assert!(keys.verify(&parts.join(".")).is_err(), "tampered signature");
         // alg=none: header {"alg":"none","typ":"JWT"}, same payload, empty signature.
         let none_header = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0";
         let unsigned = format!("{none_header}.{}.", token.split('.').nth(1).unwrap());
-        assert!(keys().verify(&unsigned).is_err(), "alg none");
+        assert!(keys.verify(&unsigned).is_err(), "alg none");
         // HS512 with the right secret is still refused: HS256 only.
-        let claims = keys().verify(&token).unwrap();
+        let claims = keys.verify(&token).unwrap();
         let hs512 = jsonwebtoken::encode(
             &Header::new(Algorithm::HS512),
             &claims,
             &EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef"),
         )
         .unwrap();
-        assert!(keys().verify(&hs512).is_err(), "other algorithm");
+        assert!(keys.verify(&hs512).is_err(), "other algorithm");
+    }
+
+    #[test]
+    fn a_kept_token_is_refused_once_expired_and_only_its_exact_string_is_kept() {
+        let keys = TokenKeys::new(b"0123456789abcdef0123456789abcdef", 1);
+        let (token, claims) = keys.issue(7, "alice", now());
+        assert_eq!(keys.verify(&token).unwrap(), claims);
+        assert_eq!(keys.verify(&token).unwrap(), claims, "kept");
+        // Same header and payload, another signature: not the kept string.
+        let (head, _) = token.rsplit_once('.').unwrap();
+        assert!(keys.verify(&format!("{head}.AAAA")).is_err(), "tampered signature");
+        assert!(keys.verify(&format!("{token}x")).is_err(), "longer signature");
+        // `exp` is one second after issue; the clock reaching it is the event waited for.
+        while unix_secs() < claims.exp {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(keys.verify(&token).is_err(), "expired while kept");
+    }
+
+    #[test]
+    fn kept_tokens_are_bounded() {
+        let keys = keys();
+        for user in 0..VERIFIED_KEPT as u64 + 10 {
+            let (token, claims) = keys.issue(user + 1, "alice", now());
+            assert_eq!(keys.verify(&token).unwrap(), claims);
+            assert!(keys.kept().len() <= VERIFIED_KEPT);
+        }
     }
 
     #[test]

@@ -103,7 +103,12 @@ pub(crate) async fn authenticate(node: &Node, headers: &HeaderMap) -> Result<Cla
 
 /// The host (without port) a request was addressed to.
 pub(crate) fn request_host(headers: &HeaderMap) -> Option<&str> {
-    let host = headers.get(header::HOST)?.to_str().ok()?;
+    host_name(headers.get(header::HOST)?)
+}
+
+/// A `Host` header's name, without the port.
+fn host_name(host: &HeaderValue) -> Option<&str> {
+    let host = host.to_str().ok()?;
     Some(match host.rsplit_once(':') {
         Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) && !name.ends_with(':') => name,
         _ => host,
@@ -113,13 +118,23 @@ pub(crate) fn request_host(headers: &HeaderMap) -> Option<&str> {
 /// The WebTransport URL for a request that reached us as `headers`' Host: same host name, the
 /// UDP port.
 pub(crate) fn webtransport_url(node: &Node, headers: &HeaderMap) -> Option<String> {
+    webtransport_url_at(node, headers.get(header::HOST)?)
+}
+
+fn webtransport_url_at(node: &Node, host: &HeaderValue) -> Option<String> {
     let (_, port) = node.webtransport.as_ref()?;
-    Some(format!("https://{}:{port}/wt", request_host(headers)?))
+    Some(format!("https://{}:{port}/wt", host_name(host)?))
 }
 
 async fn security_headers(State(node): State<Arc<Node>>, request: Request, next: Next) -> Response {
-    let wt_origin = webtransport_url(&node, request.headers()).map(|url| url.trim_end_matches("/wt").to_owned());
+    let host = request.headers().get(header::HOST).cloned();
     let mut response = next.run(request).await;
+    // An upgrade's `101` carries no document for these to govern: the WebSocket's bytes follow.
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return response;
+    }
+    let wt_origin =
+        host.and_then(|host| webtransport_url_at(&node, &host)).map(|url| url.trim_end_matches("/wt").to_owned());
     let h = response.headers_mut();
     let connect = wt_origin.as_deref().map(|o| format!(" {o}")).unwrap_or_default();
     let csp = format!(

@@ -70,7 +70,8 @@ impl Counts {
         let start = after.map_or(Bound::Unbounded, |name| Bound::Excluded((name.to_owned(), u64::MAX)));
         let mut users =
             list.range((start, Bound::Unbounded)).map(|(username, id)| UserRef { id: *id, username: username.clone() });
-        let page: Vec<UserRef> = users.by_ref().take(limit).collect();
+        let mut page = Vec::with_capacity(limit.min(list.len()));
+        page.extend(users.by_ref().take(limit));
         Page { online: list.len() as u64, more: users.next().is_some(), users: page }
     }
 
