@@ -315,6 +315,12 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// The stored code of a kind of message event (`messages.kind`).
+/// Clamps a client-supplied u64 into the stores' 64-bit signed integers: a value past
+/// `i64::MAX` names no row (ids and seqs never get there), rather than failing the statement.
+pub(crate) fn big(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
 pub(crate) fn kind_code(kind: MessageKind) -> i16 {
     match kind {
         MessageKind::Post => 0,

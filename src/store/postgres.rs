@@ -11,7 +11,7 @@
 use super::{
     Appended, Attachment, MessageKind, NewMessage, NewRoom, Role, Room, RoomKind, RoomListing, Store, StoreError,
     StoreResult, StoredMessage, UNATTACHED_UPLOAD_LIFETIME_MS, UNREAD_CAP, Upload, UserRecord, attachments_from,
-    attachments_text, check_target, check_upload, kind_code, kind_from,
+    attachments_text, big, check_target, check_upload, kind_code, kind_from,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -137,9 +137,10 @@ fn user_row(row: &tokio_postgres::Row) -> UserRecord {
     UserRecord { id: row.get::<_, i64>(0) as u64, username: row.get(1), email: row.get(2), password_hash: row.get(3) }
 }
 
-/// Clamps a client-supplied u64 into PostgreSQL's bigint.
-fn big(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
+/// Whether PostgreSQL's `text` can hold `s`: it cannot hold U+0000, so no stored name has one,
+/// and a lookup of such a name finds nothing (as on SQLite) rather than failing the statement.
+fn storable(s: &str) -> bool {
+    !s.contains('\0')
 }
 
 /// A pool of up to `size` connections, made lazily: each connection's driver task runs on the
@@ -257,6 +258,9 @@ impl Store for PostgresStore {
     }
 
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>> {
+        if !storable(email) {
+            return Ok(None);
+        }
         let rows = self
             .query("SELECT id, username, email, password_hash FROM users WHERE lower(email) = lower($1)", &[&email])
             .await?;
@@ -270,6 +274,9 @@ impl Store for PostgresStore {
     }
 
     async fn user_by_name(&self, username: &str) -> StoreResult<Option<UserRecord>> {
+        if !storable(username) {
+            return Ok(None);
+        }
         let rows = self
             .query(
                 "SELECT id, username, email, password_hash FROM users WHERE lower(username) = lower($1)",
@@ -290,6 +297,9 @@ impl Store for PostgresStore {
     }
 
     async fn room_by_name(&self, name: &str) -> StoreResult<Option<Room>> {
+        if !storable(name) {
+            return Ok(None);
+        }
         let rows = self.query("SELECT id, name, topic, kind FROM rooms WHERE name = $1", &[&name]).await?;
         Ok(rows.first().map(room_row))
     }

@@ -5,7 +5,7 @@
 use super::{
     Appended, Attachment, MessageKind, NewMessage, NewRoom, Role, Room, RoomKind, RoomListing, Store, StoreError,
     StoreResult, StoredMessage, UNATTACHED_UPLOAD_LIFETIME_MS, UNREAD_CAP, Upload, UserRecord, attachments_from,
-    attachments_text, check_target, check_upload, kind_code, kind_from,
+    attachments_text, big, check_target, check_upload, kind_code, kind_from,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -250,7 +250,7 @@ fn append_checked_in(tx: &rusqlite::Transaction<'_>, m: &NewMessage, at: u64) ->
         MessageKind::Post => {
             let mut stmt = tx.prepare_cached(&format!("SELECT {UPLOAD_COLUMNS} FROM uploads WHERE id = ?1"))?;
             for id in &m.attachments {
-                let found = stmt.query_row(params![id], upload_row).optional()?;
+                let found = stmt.query_row(params![big(*id)], upload_row).optional()?;
                 check_upload(m, *id, found.as_ref())?;
                 attachments.extend(found.map(|u| u.attachment));
             }
@@ -258,7 +258,7 @@ fn append_checked_in(tx: &rusqlite::Transaction<'_>, m: &NewMessage, at: u64) ->
         MessageKind::Edit | MessageKind::Delete => {
             let found = tx
                 .prepare_cached("SELECT sender_id, kind, deleted FROM messages WHERE room_id = ?1 AND seq = ?2")?
-                .query_row(params![m.room_id, m.target_seq], |r| {
+                .query_row(params![m.room_id, m.target_seq.map(big)], |r| {
                     Ok((r.get::<_, u64>(0)?, kind_from(r.get(1)?), r.get::<_, bool>(2)?))
                 })
                 .optional()?;
@@ -564,7 +564,7 @@ impl Store for SqliteStore {
     async fn upload(&self, id: u64) -> StoreResult<Option<(Upload, Vec<u8>)>> {
         self.read(move |c| {
             Ok(c.prepare_cached(&format!("SELECT {UPLOAD_COLUMNS}, data FROM uploads WHERE id = ?1"))?
-                .query_row(params![id], |r| Ok((upload_row(r)?, r.get::<_, Vec<u8>>(6)?)))
+                .query_row(params![big(id)], |r| Ok((upload_row(r)?, r.get::<_, Vec<u8>>(6)?)))
                 .optional()?)
         })
         .await
@@ -667,7 +667,7 @@ impl Store for SqliteStore {
                 c.prepare_cached("SELECT last_seen_ms FROM users WHERE id = ?1 AND last_seen_ms IS NOT NULL")?;
             let mut seen = Vec::with_capacity(ids.len());
             for id in ids {
-                if let Some(ms) = stmt.query_row(params![id], |r| r.get(0)).optional()? {
+                if let Some(ms) = stmt.query_row(params![big(id)], |r| r.get(0)).optional()? {
                     seen.push((id, ms));
                 }
             }

@@ -250,11 +250,15 @@ struct WsTransport<S> {
     /// whatever woke it (most turns, a room's message to write); without this each of those
     /// went down through tungstenite to the socket to find it empty.
     read_dry: bool,
+    /// A message went out in part: its first fragments were queued, and its write was given
+    /// up (the write deadline, a slow consumer cut) before the last. No other message may
+    /// follow inside it (RFC 6455 § 5.4), so none does: only control frames (the close).
+    cut: bool,
 }
 
 impl<S> WsTransport<S> {
     fn new(ws: WebSocketStream<S>) -> Self {
-        Self { ws, read_dry: false }
+        Self { ws, read_dry: false, cut: false }
     }
 }
 
@@ -308,7 +312,13 @@ where
     /// Waits for room in the write buffer, then queues the frame, whole or (over `FRAGMENT`)
     /// in fragments: each WebSocket frame is built only once there is room, so no waiting
     /// future holds one (every connection's task is sized for its largest wait).
+    ///
+    /// After a message cut part-way, nothing more is fed: the connection is being closed, and
+    /// the client sees the close frame (with the reason) rather than a broken message.
     async fn feed(&mut self, mut frame: Bytes) -> Result<(), String> {
+        if self.cut {
+            return Err("a message was cut part-way".into());
+        }
         let mut opcode = OpCode::Data(Data::Binary);
         loop {
             std::future::poll_fn(|cx| self.ws.poll_ready_unpin(cx)).await.map_err(|e| e.to_string())?;
@@ -316,6 +326,7 @@ where
             let piece = frame.split_to(FRAGMENT.min(frame.len()));
             let last = frame.is_empty();
             self.ws.start_send_unpin(Message::Frame(Frame::message(piece, opcode, last))).map_err(|e| e.to_string())?;
+            self.cut = !last;
             if last {
                 return Ok(());
             }
@@ -446,5 +457,44 @@ mod tests {
         let mut client = WebSocketStream::from_raw_socket(std::io::Cursor::new(raw), Role::Client, None).await;
         assert_eq!(client.next().await.unwrap().unwrap(), Message::Binary(small));
         assert_eq!(client.next().await.unwrap().unwrap(), Message::Binary(large), "reassembled by the client");
+    }
+
+    #[tokio::test]
+    async fn a_message_cut_part_way_is_followed_by_the_close_frame_alone() {
+        let (near, mut far) = tokio::io::duplex(8 * 1024);
+        let ws = WebSocketStream::from_raw_socket(Outbox::new(near), Role::Server, Some(config())).await;
+        let mut transport = WsTransport::new(ws);
+        // The client reads nothing yet: the message waits part-way, and its write is given up.
+        assert!(transport.feed(Bytes::from(vec![7u8; 100 * 1024])).now_or_never().is_none());
+        let goaway = transport.feed(Bytes::from_static(b"goaway")).now_or_never().expect("answered at once");
+        assert!(goaway.is_err(), "no message inside the cut one");
+        far.shutdown().await.unwrap();
+        let reader = tokio::spawn(async move {
+            let mut raw = Vec::new();
+            far.read_to_end(&mut raw).await.unwrap();
+            raw
+        });
+        transport.close(CloseCode::Slow, "too slow").await;
+        drop(transport);
+        let raw = reader.await.unwrap();
+
+        // (opcode, payload) of each frame: fragments of the one message, then the close.
+        let mut frames = Vec::new();
+        let mut at = 0;
+        while at < raw.len() {
+            let (len, header) = match raw[at + 1] & 0x7f {
+                126 => (usize::from(u16::from_be_bytes([raw[at + 2], raw[at + 3]])), 4),
+                n => (usize::from(n), 2),
+            };
+            frames.push((raw[at] & 0x0f, &raw[at + header..at + header + len]));
+            at += header + len;
+        }
+        let opcodes: Vec<u8> = frames.iter().map(|(opcode, _)| *opcode).collect();
+        assert_eq!(opcodes[0], 2, "the message's first fragment");
+        assert!(opcodes[1..opcodes.len() - 1].iter().all(|&o| o == 0), "then continuations only: {opcodes:?}");
+        let (opcode, payload) = frames.last().unwrap();
+        assert_eq!(*opcode, 8, "the close frame last");
+        assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 4001);
+        assert_eq!(&payload[2..], b"too slow");
     }
 }

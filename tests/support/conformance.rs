@@ -21,6 +21,19 @@ pub async fn run_all(store: &dyn Store) {
     revocation(store).await;
     channels_members_and_read_marks(store, &alice, &bob).await;
     edits_deletes_and_attachments(store, &alice, &bob).await;
+    names_and_ids_no_row_can_have(store, &alice).await;
+}
+
+/// Lookups by a name with U+0000 (PostgreSQL's text cannot hold it) or an id past `i64::MAX`
+/// (SQLite's integers end there) find nothing, like any other unknown name or id: clients send
+/// both (a URL's `%00`, a presence query's ids), and a failed statement would answer 503.
+async fn names_and_ids_no_row_can_have(store: &dyn Store, alice: &UserRecord) {
+    assert!(store.room_by_name("gen\0eral").await.unwrap().is_none());
+    assert!(store.user_by_name(&format!("{}\0", alice.username)).await.unwrap().is_none());
+    assert!(store.user_by_email(&format!("{}\0", alice.email)).await.unwrap().is_none());
+    assert!(store.upload(u64::MAX).await.unwrap().is_none());
+    assert!(store.upload(1 << 63).await.unwrap().is_none());
+    assert_eq!(store.last_seen(&[u64::MAX, 1 << 63]).await.unwrap(), []);
 }
 
 async fn edits_deletes_and_attachments(store: &dyn Store, alice: &UserRecord, bob: &UserRecord) {
