@@ -314,13 +314,13 @@ pub trait Store: Send + Sync + 'static {
     async fn last_seen(&self, ids: &[u64]) -> StoreResult<Vec<(u64, u64)>>;
 }
 
-/// The stored code of a kind of message event (`messages.kind`).
 /// Clamps a client-supplied u64 into the stores' 64-bit signed integers: a value past
 /// `i64::MAX` names no row (ids and seqs never get there), rather than failing the statement.
 pub(crate) fn big(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// The stored code of a kind of message event (`messages.kind`).
 pub(crate) fn kind_code(kind: MessageKind) -> i16 {
     match kind {
         MessageKind::Post => 0,
