@@ -287,7 +287,11 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         .map_err(|source| ServerError::DataDir { path: config.data_dir.display().to_string(), source })?;
     let secret = jwt_secret(&config)?;
     let (store, store_name): (Arc<dyn Store>, String) = match &config.database_url {
-        Some(url) => (Arc::new(PostgresStore::connect(url, config.db_pool_size).await?), "postgres".into()),
+        Some(url) => {
+            let store = PostgresStore::connect(url, config.db_pool_size).await?;
+            let limit = Duration::from_millis(config.store_timeout_ms.max(1));
+            (Arc::new(store.with_statement_timeout(limit)?), "postgres".into())
+        }
         None => {
             let path = config.data_dir.join("socketchat.db");
             (Arc::new(SqliteStore::open(&path)?), path.display().to_string())

@@ -231,6 +231,29 @@ async fn a_send_that_outlasts_the_store_timeout_is_announced_when_it_commits() {
     assert_eq!(stored_rows(&pg).await.len(), 1, "stored once");
 }
 
+/// A table lock stalls every read of the rooms: an HTTP request that needs them is answered
+/// `503` with `Retry-After: 1` once the store timeout passes (PostgreSQL cancels the statement),
+/// instead of waiting for as long as the stall lasts; once the lock goes, it is answered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_database_stalls_is_answered_503_after_the_store_timeout() {
+    let pg = Postgres::start();
+    let server = node_with(&pg, |c| c.store_timeout_ms = 300).await;
+    let token = server.register("alice").await;
+    assert_eq!(server.get("/api/channels", &token).await.status(), 200);
+
+    let (mut db, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let lock = db.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE rooms IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    let stalled = tokio::time::timeout(std::time::Duration::from_secs(20), server.get("/api/channels", &token))
+        .await
+        .expect("answered while the database stalls");
+    assert_eq!(stalled.status(), 503);
+    assert_eq!(stalled.headers()["retry-after"], "1");
+    lock.rollback().await.unwrap();
+    assert_eq!(server.get("/api/channels", &token).await.status(), 200, "answered again once the lock goes");
+}
+
 /// A connection's sends are pipelined: while one waits for its commit (a row lock holds the
 /// room), the connection still reads, answers pings and queues more sends; the acks then come
 /// in send order.

@@ -167,6 +167,18 @@ impl PostgresStore {
         Ok(Self { pool: pool(config.clone(), max_connections)?, config })
     }
 
+    /// The same store, whose statements PostgreSQL cancels after `limit` (its
+    /// `statement_timeout`, lock waits included): a stalled database then answers a read or a
+    /// request with an error (503, `Error` 7) instead of holding it for as long as it stalls.
+    /// The writers' connections ([`Store::for_writer`]) keep no limit: a commit the writer
+    /// stopped waiting for may still complete, and is announced when it does.
+    pub fn with_statement_timeout(self, limit: Duration) -> StoreResult<Self> {
+        let mut config = self.config.clone();
+        let options = config.get_options().unwrap_or_default();
+        config.options(format!("{options} -c statement_timeout={}", limit.as_millis().max(1)).trim_start());
+        Ok(Self { pool: pool(config, self.pool.status().max_size)?, config: self.config })
+    }
+
     /// Connects, retrying with backoff (1 s doubling to 30 s) and logging why, until the
     /// database answers; then applies pending migrations.
     pub async fn connect(url: &str, max_connections: usize) -> StoreResult<Self> {
