@@ -96,13 +96,13 @@ fn main() {
         &ServerFrame::RoomPresence(RoomPresence {
             room: "general".into(),
             online: 130,
-            users: vec![alice.clone(), UserRef { id: 2, username: "bob".into() }],
+            users: vec![alice.clone(), UserRef { id: 2, username: "bob".into() }].into(),
         }),
     );
     line(
         "room_presence_empty",
         s,
-        &ServerFrame::RoomPresence(RoomPresence { room: "design".into(), online: 0, users: vec![] }),
+        &ServerFrame::RoomPresence(RoomPresence { room: "design".into(), online: 0, users: Vec::new().into() }),
     );
     line("joined", s, &ServerFrame::Joined(Joined { room: "general".into(), head_seq: 305, replay_from: 301 }));
     line("left", s, &ServerFrame::Left(Left { room: "design".into() }));

@@ -219,7 +219,7 @@ fn t(scope: Scope, name: &str, online: bool) -> (Scope, String, bool) {
 /// Usernames of a scope's first page, and its count.
 async fn names(p: &dyn Presence, scope: Scope) -> (u64, Vec<String>) {
     let page = p.page(scope, None, 100).await.unwrap();
-    (page.online, page.users.into_iter().map(|u| u.username).collect())
+    (page.online, page.users.iter().map(|u| u.username.clone()).collect())
 }
 
 /// What every presence backend does on one node: counting tabs per scope, pages, last seen.
@@ -233,9 +233,12 @@ async fn presence_contract(p: &dyn Presence, alice: &UserRef, bob: &UserRef) {
     assert_eq!(names(p, ONLINE).await, (2, vec![a.to_owned(), b.to_owned()]));
     assert_eq!(names(p, ROOM).await, (2, vec![a.to_owned(), b.to_owned()]));
     assert_eq!(names(p, Scope::Room(2)).await, (0, vec![]), "another room");
-    assert_eq!(p.page(ROOM, None, 1).await.unwrap(), Page { online: 2, users: vec![alice.clone()], more: true });
-    assert_eq!(p.page(ROOM, Some(a), 1).await.unwrap(), Page { online: 2, users: vec![bob.clone()], more: false });
-    assert_eq!(p.page(ROOM, Some(b), 1).await.unwrap(), Page { online: 2, users: vec![], more: false });
+    assert_eq!(p.page(ROOM, None, 1).await.unwrap(), Page { online: 2, users: vec![alice.clone()].into(), more: true });
+    assert_eq!(
+        p.page(ROOM, Some(a), 1).await.unwrap(),
+        Page { online: 2, users: vec![bob.clone()].into(), more: false }
+    );
+    assert_eq!(p.page(ROOM, Some(b), 1).await.unwrap(), Page { online: 2, users: Vec::new().into(), more: false });
     let online = |id| Status { id, online: true, last_seen_ms: None };
     assert_eq!(
         p.status(&[alice.id, bob.id, 999]).await.unwrap(),

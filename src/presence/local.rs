@@ -21,6 +21,10 @@ pub struct Counts {
 struct CountsInner {
     counts: HashMap<(Scope, u64), usize>,
     lists: HashMap<Scope, BTreeSet<(String, u64)>>,
+    /// Each scope's first page of users as last read, with the size it was read at: every
+    /// join reads it (the joiner's `RoomPresence`), and in a busy scope most changes are past
+    /// it (only the count changes), so it is built again only when a change falls inside it.
+    first: HashMap<Scope, (usize, Arc<[UserRef]>)>,
 }
 
 impl Counts {
@@ -46,6 +50,15 @@ impl Counts {
                 inner.counts.remove(&key).is_some()
             };
             if went {
+                let inside = inner.first.get(&scope).is_some_and(|(limit, users)| {
+                    users.len() < *limit
+                        || users
+                            .last()
+                            .is_none_or(|last| (user.username.as_str(), user.id) <= (&*last.username, last.id))
+                });
+                if inside {
+                    inner.first.remove(&scope);
+                }
                 let list = inner.lists.entry(scope).or_default();
                 if online {
                     list.insert((user.username.clone(), user.id));
@@ -53,6 +66,7 @@ impl Counts {
                     list.remove(&(user.username.clone(), user.id));
                     if list.is_empty() {
                         inner.lists.remove(&scope);
+                        inner.first.remove(&scope);
                     }
                 }
                 transitions.push(Transition { scope, user: user.clone(), online });
@@ -63,16 +77,28 @@ impl Counts {
 
     /// Up to `limit` users of `scope` whose username sorts after `after`.
     pub fn page(&self, scope: Scope, after: Option<&str>, limit: usize) -> Page {
-        let inner = self.lock();
-        let Some(list) = inner.lists.get(&scope) else {
+        let mut guard = self.lock();
+        let CountsInner { lists, first, .. } = &mut *guard;
+        let Some(list) = lists.get(&scope) else {
             return Page::default();
         };
+        let online = list.len() as u64;
+        if after.is_none()
+            && let Some((read_at, users)) = first.get(&scope)
+            && *read_at == limit
+        {
+            return Page { online, more: list.len() > limit, users: users.clone() };
+        }
         let start = after.map_or(Bound::Unbounded, |name| Bound::Excluded((name.to_owned(), u64::MAX)));
         let mut users =
             list.range((start, Bound::Unbounded)).map(|(username, id)| UserRef { id: *id, username: username.clone() });
         let mut page = Vec::with_capacity(limit.min(list.len()));
         page.extend(users.by_ref().take(limit));
-        Page { online: list.len() as u64, more: users.next().is_some(), users: page }
+        let page: Arc<[UserRef]> = page.into();
+        if after.is_none() {
+            first.insert(scope, (limit, page.clone()));
+        }
+        Page { online, more: users.next().is_some(), users: page }
     }
 
     /// Whether the user has a connection counted.
@@ -231,10 +257,41 @@ mod tests {
         let first = counts.page(Scope::Room(1), None, 2);
         assert_eq!(first.online, 4);
         assert!(first.more);
-        assert_eq!(first.users, vec![user(2, "Zoe"), user(3, "alice")], "bytewise: Z before a");
+        assert_eq!(*first.users, [user(2, "Zoe"), user(3, "alice")], "bytewise: Z before a");
         let second = counts.page(Scope::Room(1), Some("alice"), 2);
-        assert_eq!(second.users, vec![user(4, "bob"), user(1, "carol")]);
+        assert_eq!(*second.users, [user(4, "bob"), user(1, "carol")]);
         assert!(!second.more);
         assert!(counts.page(Scope::Room(1), Some("carol"), 2).users.is_empty());
+    }
+
+    #[test]
+    fn the_first_page_follows_every_change_that_falls_inside_it() {
+        let counts = Counts::default();
+        let room = Scope::Room(1);
+        let names = |page: &Page| page.users.iter().map(|u| u.username.clone()).collect::<Vec<_>>();
+        for (id, name) in [(1, "bob"), (2, "dave")] {
+            counts.change(&user(id, name), &[room], true);
+        }
+        assert_eq!(names(&counts.page(room, None, 2)), ["bob", "dave"]);
+        counts.change(&user(3, "erin"), &[room], true);
+        let page = counts.page(room, None, 2);
+        assert_eq!((names(&page), page.online, page.more), (vec!["bob".to_owned(), "dave".into()], 3, true), "past it");
+        counts.change(&user(4, "carol"), &[room], true);
+        assert_eq!(names(&counts.page(room, None, 2)), ["bob", "carol"], "inside it");
+        counts.change(&user(5, "carol"), &[room], true);
+        assert_eq!(names(&counts.page(room, None, 2)), ["bob", "carol"], "the same name, a later id: past it");
+        assert_eq!(counts.page(room, None, 2).users[1].id, 4);
+        counts.change(&user(1, "bob"), &[room], false);
+        let page = counts.page(room, None, 2);
+        assert_eq!((page.users[0].id, page.users[1].id, page.online), (4, 5, 4), "a listed user left");
+        assert_eq!(names(&counts.page(room, None, 3)), ["carol", "carol", "dave"], "another size is read anew");
+        counts.change(&user(6, "zed"), &[room], true);
+        assert_eq!(names(&counts.page(room, None, 3)), ["carol", "carol", "dave"]);
+        for (id, name) in [(4, "carol"), (5, "carol"), (2, "dave"), (3, "erin"), (6, "zed")] {
+            counts.change(&user(id, name), &[room], false);
+        }
+        assert_eq!(counts.page(room, None, 3), Page::default(), "nobody left");
+        counts.change(&user(7, "amy"), &[room], true);
+        assert_eq!(names(&counts.page(room, None, 3)), ["amy"]);
     }
 }

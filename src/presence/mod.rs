@@ -77,8 +77,8 @@ pub struct Transition {
 pub struct Page {
     /// Users in the scope, all pages together.
     pub online: u64,
-    /// This page.
-    pub users: Vec<UserRef>,
+    /// This page (shared: the in-process presence keeps a scope's first page until it changes).
+    pub users: Arc<[UserRef]>,
     /// Whether users follow after this page.
     pub more: bool,
 }

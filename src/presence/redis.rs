@@ -302,7 +302,7 @@ impl Presence for RedisPresence {
         let mut users: Vec<UserRef> = members.iter().filter_map(|m| list_member(m)).collect();
         let more = users.len() > limit;
         users.truncate(limit);
-        Ok(Page { online, users, more })
+        Ok(Page { online, users: users.into(), more })
     }
 
     async fn status(&self, ids: &[u64]) -> Result<Vec<Status>, PresenceError> {

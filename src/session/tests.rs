@@ -171,7 +171,7 @@ fn join_replays_then_releases_held_live_events_without_duplicates() {
     s.handle_event(live(4));
     s.handle_event(live(5));
     assert!(drain(&mut s).is_empty(), "held until the replay is sent");
-    let presence = RoomPresence { room: "general".into(), online: 1, users: vec![alice()] };
+    let presence = RoomPresence { room: "general".into(), online: 1, users: vec![alice()].into() };
     s.handle_joined(1, 3, vec![stored(2), stored(3)], Some(presence.clone()));
     let actions = drain(&mut s);
     assert!(matches!(&actions[0], Action::Send(ServerFrame::Joined(j)) if j.head_seq == 3 && j.replay_from == 2));

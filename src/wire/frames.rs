@@ -216,8 +216,9 @@ pub struct RoomPresence {
     pub room: String,
     /// Distinct users with at least one connection joined to the room, on any node.
     pub online: u32,
-    /// The first `ROOM_PRESENCE_PAGE` of them by username (bytewise ascending).
-    pub users: Vec<UserRef>,
+    /// The first `ROOM_PRESENCE_PAGE` of them by username (bytewise ascending); shared with
+    /// the presence that read them, encoded like a `Vec`.
+    pub users: std::sync::Arc<[UserRef]>,
 }
 
 /// A join took effect.

@@ -319,7 +319,7 @@ pub async fn room_presence(client: &mut impl Frames, room: &str) -> (u32, Vec<St
     client
         .recv_until(|f| match f {
             ServerFrame::RoomPresence(p) if p.room == room => {
-                Some((p.online, p.users.into_iter().map(|u| u.username).collect()))
+                Some((p.online, p.users.iter().map(|u| u.username.clone()).collect()))
             }
             _ => None,
         })
