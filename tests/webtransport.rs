@@ -54,6 +54,32 @@ async fn a_native_client_authenticates_with_its_cookie_and_chats_with_a_websocke
     assert_eq!(ack(&mut alice_ws).await, acked, "the identical ack");
 }
 
+/// A page served through a proxy on the default port buys its ticket there (its Origin passes
+/// against the Host it was served from) and connects with it: the ticket's Origin is the page's,
+/// not this node's address. A cookie CONNECT from that Origin is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_behind_a_proxy_connects_with_the_ticket_it_bought() {
+    let server = TestServer::start().await;
+    let token = server.register("alice").await;
+    let page = "https://chat.example.com";
+    let bought = server
+        .http
+        .post(server.url("/api/auth/ticket"))
+        .header("cookie", format!("token={token}"))
+        .header("host", "chat.example.com")
+        .header("origin", page)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bought.status(), 200);
+    let t = bought.json::<serde_json::Value>().await.unwrap()["ticket"].as_str().unwrap().to_owned();
+    let mut wt =
+        wt_connect(&server, &format!("?ticket={t}"), &[("origin", page.into())]).await.expect("the page's ticket");
+    assert_eq!(wt.hello().await.user.username, "alice");
+    let by_cookie = wt_connect(&server, "", &[cookie(&token), ("origin", page.into())]).await;
+    assert!(by_cookie.is_err(), "a cookie from another origin than this node's own");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ticket_works_once_from_its_origin_and_resume_works_over_webtransport() {
     let server = TestServer::start().await;

@@ -195,7 +195,7 @@ impl LinkTx {
             LinkTx::WebSocket(tx) => tx.send(Message::Binary(bytes.into())).await.map_err(lost),
             LinkTx::WebTransport { send, unsent } => {
                 unsent.extend_from_slice(&wire::encode_stream_frame(&bytes));
-                write_unsent(send, unsent).await.map_err(lost)
+                wire::write_unsent(send, unsent).await.map_err(lost)
             }
         }
     }
@@ -207,25 +207,12 @@ impl LinkTx {
                 let _ = SinkExt::close(tx).await;
             }
             LinkTx::WebTransport { send, unsent } => {
-                if write_unsent(send, unsent).await.is_ok() {
+                if wire::write_unsent(send, unsent).await.is_ok() {
                     let _ = send.finish().await;
                 }
             }
         }
     }
-}
-
-/// Writes what `unsent` holds, taking out each part as the stream takes it: each write is
-/// cancel-safe, so a caller that stops waiting leaves the rest for the next call.
-async fn write_unsent(
-    send: &mut wtransport::SendStream,
-    unsent: &mut Vec<u8>,
-) -> Result<(), wtransport::error::StreamWriteError> {
-    while !unsent.is_empty() {
-        let written = send.write(unsent).await?;
-        unsent.drain(..written);
-    }
-    Ok(())
 }
 
 impl LinkRx {

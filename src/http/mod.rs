@@ -59,6 +59,11 @@ impl ApiError {
         self
     }
 
+    /// The answer's status.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
     /// Whether any per-field message was added.
     pub(crate) fn has_fields(&self) -> bool {
         !self.fields.is_empty()

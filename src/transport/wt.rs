@@ -10,7 +10,7 @@ use crate::conn::{self, Credentials, Inbound, Transport};
 use crate::http::listener::{Admission, Limits};
 use crate::node::Node;
 use crate::transport::certs::Certificates;
-use crate::wire::{CloseCode, MAX_CLIENT_FRAME, UserRef, decode_stream_frame, put_stream_frame};
+use crate::wire::{CloseCode, MAX_CLIENT_FRAME, UserRef, decode_stream_frame, put_stream_frame, write_unsent};
 use axum::http::{self, Method, Request, Response, StatusCode};
 use bytes::{Buf, Bytes, BytesMut};
 use h3::ext::Protocol;
@@ -120,14 +120,21 @@ pub(crate) async fn serve(node: Arc<Node>, endpoint: quinn::Endpoint, limits: Li
     }
 }
 
+/// Why a CONNECT is refused: the status, a reason for the log, and whether a retry may succeed
+/// shortly (`Retry-After: 1`: the store or the tickets could not be read).
+type Refusal = (StatusCode, &'static str, bool);
+
 /// Answers a CONNECT with an error status, then lingers so the answer is delivered before the
 /// connection goes (a QUIC close drops data in flight).
 async fn refuse(
     mut stream: RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>,
     status: StatusCode,
+    retry_soon: bool,
     quic: &quinn::Connection,
 ) {
-    if let Ok(response) = Response::builder().status(status).body(()) {
+    let response = Response::builder().status(status);
+    let response = if retry_soon { response.header(http::header::RETRY_AFTER, "1") } else { response };
+    if let Ok(response) = response.body(()) {
         let _ = stream.send_response(response).await;
         let _ = stream.finish().await;
     }
@@ -139,27 +146,35 @@ fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// Decides who a CONNECT request is, before any session exists.
-async fn authorize(node: &Node, req: &Request<()>) -> Result<Credentials, (StatusCode, &'static str)> {
+async fn authorize(node: &Node, req: &Request<()>) -> Result<Credentials, Refusal> {
     let headers = req.headers();
     let origin = headers.get(http::header::ORIGIN).and_then(|v| v.to_str().ok());
-    // The page that may connect is served by our TCP listener: same host as this request, the
-    // HTTP port.
-    let page = req.uri().authority().map(|a| format!("{}:{}", a.host(), node.http_port));
-    if !auth::origin_allowed(origin, page.as_deref(), &node.allowed_origins) {
-        return Err((StatusCode::FORBIDDEN, "origin not allowed"));
-    }
     if let Some(ticket) = req.uri().query().and_then(|q| query_param(q, "ticket")) {
+        // A ticket works only from the Origin of the page that bought it, and that page passed
+        // the same-origin check over HTTP against the host it was served from (through a
+        // proxy on port 443, say): its origin is the ticket's, not this node's own address.
         let grant = node.tickets.redeem(ticket, origin, Instant::now()).await.map_err(|e| {
             tracing::info!(error = %e, "WebTransport ticket refused");
             match e {
-                crate::tickets::TicketError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "tickets unavailable"),
-                _ => (StatusCode::UNAUTHORIZED, "invalid ticket"),
+                crate::tickets::TicketError::Unavailable => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "tickets unavailable", true)
+                }
+                _ => (StatusCode::UNAUTHORIZED, "invalid ticket", false),
             }
         })?;
-        if node.store.is_revoked(&grant.token_id).await.unwrap_or(true) {
-            return Err((StatusCode::UNAUTHORIZED, "session revoked"));
-        }
-        return Ok(Credentials { user: grant.user, token_id: grant.token_id, expires_at: grant.token_expires_at });
+        return match node.store.is_revoked(&grant.token_id).await {
+            Ok(false) => {
+                Ok(Credentials { user: grant.user, token_id: grant.token_id, expires_at: grant.token_expires_at })
+            }
+            Ok(true) => Err((StatusCode::UNAUTHORIZED, "session revoked", false)),
+            Err(_) => Err((StatusCode::SERVICE_UNAVAILABLE, "store unavailable", true)),
+        };
+    }
+    // A cookie: the page that may connect is served by our TCP listener, same host as this
+    // request, the HTTP port.
+    let page = req.uri().authority().map(|a| format!("{}:{}", a.host(), node.http_port));
+    if !auth::origin_allowed(origin, page.as_deref(), &node.allowed_origins) {
+        return Err((StatusCode::FORBIDDEN, "origin not allowed", false));
     }
     let cookies: Vec<&str> = headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).collect();
     let headers_map = {
@@ -171,8 +186,13 @@ async fn authorize(node: &Node, req: &Request<()>) -> Result<Credentials, (Statu
         }
         h
     };
-    let claims =
-        crate::http::authenticate(node, &headers_map).await.map_err(|_| (StatusCode::UNAUTHORIZED, "not logged in"))?;
+    let claims = crate::http::authenticate(node, &headers_map).await.map_err(|e| {
+        if e.status() == StatusCode::SERVICE_UNAVAILABLE {
+            (StatusCode::SERVICE_UNAVAILABLE, "store unavailable", true)
+        } else {
+            (StatusCode::UNAUTHORIZED, "not logged in", false)
+        }
+    })?;
     Ok(Credentials {
         user: UserRef { id: claims.user_id().unwrap_or_default(), username: claims.name.clone() },
         token_id: claims.jti,
@@ -264,24 +284,24 @@ async fn setup(node: Arc<Node>, quic: quinn::Connection) -> SetupResult {
     };
     let is_wt = req.method() == Method::CONNECT && req.extensions().get::<Protocol>() == Some(&Protocol::WEB_TRANSPORT);
     if !is_wt || req.uri().path() != "/wt" {
-        refuse(stream, if is_wt { StatusCode::NOT_FOUND } else { StatusCode::BAD_REQUEST }, &quic).await;
+        refuse(stream, if is_wt { StatusCode::NOT_FOUND } else { StatusCode::BAD_REQUEST }, false, &quic).await;
         return Ok(None);
     }
     let credentials = match authorize(&node, &req).await {
         Ok(credentials) => credentials,
-        Err((status, why)) => {
+        Err((status, why, retry_soon)) => {
             tracing::warn!(status = status.as_u16(), why, "WebTransport CONNECT refused");
             node.metrics.upgrades_refused.fetch_add(1, Ordering::Relaxed);
-            refuse(stream, status, &quic).await;
+            refuse(stream, status, retry_soon, &quic).await;
             return Ok(None);
         }
     };
     if node.draining.load(Ordering::Relaxed) {
-        refuse(stream, StatusCode::SERVICE_UNAVAILABLE, &quic).await;
+        refuse(stream, StatusCode::SERVICE_UNAVAILABLE, false, &quic).await;
         return Ok(None);
     }
     let Ok(slot) = node.connection_slots.clone().try_acquire_owned() else {
-        refuse(stream, StatusCode::SERVICE_UNAVAILABLE, &quic).await;
+        refuse(stream, StatusCode::SERVICE_UNAVAILABLE, false, &quic).await;
         return Ok(None);
     };
     match tokio::time::timeout(STREAM_WAIT, client_settings(&mut h3_conn)).await {
@@ -289,7 +309,7 @@ async fn setup(node: Arc<Node>, quic: quinn::Connection) -> SetupResult {
         Ok(Err(e)) => return Err(e.into()),
         Err(_) => {
             tracing::info!("WebTransport CONNECT refused: the client sent no SETTINGS");
-            refuse(stream, StatusCode::BAD_REQUEST, &quic).await;
+            refuse(stream, StatusCode::BAD_REQUEST, false, &quic).await;
             return Ok(None);
         }
     }
@@ -368,11 +388,14 @@ impl Transport for WtTransport {
         Ok(())
     }
 
+    /// Cancel-safe: a flush given up (the write deadline, a slow-consumer cut) leaves what the
+    /// stream did not take, and the goodbye's flush goes on from there, so no byte of a frame
+    /// goes out twice.
     async fn flush(&mut self) -> Result<(), String> {
         if self.write.is_empty() {
             return Ok(());
         }
-        self.stream.write_all(&self.write).await.map_err(|e| e.to_string())?;
+        write_unsent(&mut self.stream, &mut self.write).await.map_err(|e| e.to_string())?;
         // Its memory goes once written, as over WebSocket: an idle session keeps none of what
         // it was sent before.
         self.write = Vec::new();
@@ -385,11 +408,13 @@ impl Transport for WtTransport {
         self.close(CloseCode::BadFrame, reason).await;
     }
 
+    /// Within 1.75 × `CLOSE_LINGER` (the driver gives a close 2 s): the QUIC close with the code
+    /// is made even when a client that stopped reading takes nothing more.
     async fn close(&mut self, code: CloseCode, reason: &str) {
-        let _ = self.flush().await;
+        let _ = tokio::time::timeout(CLOSE_LINGER / 2, self.flush()).await;
         // A QUIC close drops stream data still in flight, GoAway included: end the stream,
         // give the peer a moment to read it and hang up itself, then close.
-        let _ = self.stream.shutdown().await;
+        let _ = tokio::time::timeout(CLOSE_LINGER / 4, self.stream.shutdown()).await;
         let _ = tokio::time::timeout(CLOSE_LINGER, self.quic.closed()).await;
         self.quic.close(code.code().into(), reason.as_bytes());
     }

@@ -75,6 +75,23 @@ pub fn put_stream_frame(out: &mut Vec<u8>, frame: &[u8]) {
     out.extend_from_slice(frame);
 }
 
+/// Writes what `unsent` holds to a byte stream, taking out each part as the stream takes it.
+/// Each write is cancel-safe: a caller that stops waiting (a deadline) leaves the rest for its
+/// next call, and no byte goes out twice.
+pub async fn write_unsent<W: tokio::io::AsyncWrite + Unpin>(
+    stream: &mut W,
+    unsent: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    while !unsent.is_empty() {
+        match stream.write(unsent).await? {
+            0 => return Err(std::io::ErrorKind::WriteZero.into()),
+            written => drop(unsent.drain(..written)),
+        }
+    }
+    Ok(())
+}
+
 /// Finds the first complete length-prefixed frame in `buf`: `Ok(Some((consumed, frame)))`,
 /// `Ok(None)` when more bytes are needed, an error when the prefix is invalid or over `max`.
 pub fn decode_stream_frame(buf: &[u8], max: usize) -> Result<Option<(usize, &[u8])>, DecodeError> {
@@ -98,6 +115,25 @@ mod tests {
     use super::*;
     use crate::wire::{ClientFrame, MAX_CLIENT_FRAME, Ping, ServerFrame};
     use proptest::prelude::*;
+
+    #[tokio::test]
+    async fn a_write_given_up_part_way_goes_on_where_it_stopped() {
+        use futures_util::FutureExt;
+        use tokio::io::AsyncReadExt;
+        let (mut near, mut far) = tokio::io::duplex(8);
+        let mut unsent: Vec<u8> = (0..20).collect();
+        // The reader is away: 8 bytes go, then the write waits and is given up.
+        assert!(write_unsent(&mut near, &mut unsent).now_or_never().is_none());
+        assert_eq!(unsent.len(), 12, "what went out is taken out");
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0; 20];
+            far.read_exact(&mut got).await.unwrap();
+            got
+        });
+        write_unsent(&mut near, &mut unsent).await.unwrap();
+        assert!(unsent.is_empty());
+        assert_eq!(reader.await.unwrap(), (0..20).collect::<Vec<u8>>(), "each byte once, in order");
+    }
 
     #[test]
     fn stream_framing_round_trips_and_waits_for_more() {

@@ -7,7 +7,7 @@ mod frames;
 mod limits;
 
 pub use codec::{
-    DecodeError, decode, decode_stream_frame, encode, encode_bytes, encode_stream_frame, put_stream_frame,
+    DecodeError, decode, decode_stream_frame, encode, encode_bytes, encode_stream_frame, put_stream_frame, write_unsent,
 };
 pub use codes::{CloseCode, ErrorCode};
 pub use frames::*;
