@@ -144,18 +144,30 @@ fn storable(s: &str) -> bool {
 }
 
 /// A pool of up to `size` connections, made lazily: each connection's driver task runs on the
-/// runtime of the task that first needed it.
-fn pool(config: tokio_postgres::Config, size: usize) -> StoreResult<Pool> {
+/// runtime of the task that first needed it. With `statement_timeout`, each new connection sets
+/// it for its session (a `SET`, which poolers in front of PostgreSQL pass on, where a startup
+/// option may be refused).
+fn pool(config: tokio_postgres::Config, size: usize, statement_timeout: Option<Duration>) -> StoreResult<Pool> {
     let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-    Pool::builder(manager)
+    let mut builder = Pool::builder(manager)
         .max_size(size)
         .wait_timeout(Some(Duration::from_secs(5)))
         .create_timeout(Some(Duration::from_secs(5)))
         .recycle_timeout(Some(Duration::from_secs(5)))
-        .runtime(Runtime::Tokio1)
-        .build()
-        .map_err(unavailable)
+        .runtime(Runtime::Tokio1);
+    if let Some(limit) = statement_timeout {
+        let set = format!("SET statement_timeout = {}", limit.as_millis());
+        builder = builder.post_create(deadpool_postgres::Hook::async_fn(move |client, _| {
+            let set = set.clone();
+            Box::pin(async move { client.batch_execute(&set).await.map_err(deadpool_postgres::HookError::Backend) })
+        }));
+    }
+    builder.build().map_err(unavailable)
 }
+
+/// The least time the node's statements get before PostgreSQL cancels them, whatever the store
+/// timeout (a send's wait for its commit) is set to.
+const STATEMENT_TIMEOUT_FLOOR: Duration = Duration::from_secs(1);
 
 impl PostgresStore {
     /// Builds the pool (connections are made lazily) for a `postgres://` URL.
@@ -164,19 +176,18 @@ impl PostgresStore {
             tokio_postgres::Config::from_str(url).map_err(|e| StoreError::Unavailable(format!("DATABASE_URL: {e}")))?;
         config.connect_timeout(Duration::from_secs(5));
         config.application_name("socketchat");
-        Ok(Self { pool: pool(config.clone(), max_connections)?, config })
+        Ok(Self { pool: pool(config.clone(), max_connections, None)?, config })
     }
 
-    /// The same store, whose statements PostgreSQL cancels after `limit` (its
-    /// `statement_timeout`, lock waits included): a stalled database then answers a read or a
-    /// request with an error (503, `Error` 7) instead of holding it for as long as it stalls.
-    /// The writers' connections ([`Store::for_writer`]) keep no limit: a commit the writer
-    /// stopped waiting for may still complete, and is announced when it does.
+    /// The same store, whose statements PostgreSQL cancels after `limit`, at least
+    /// `STATEMENT_TIMEOUT_FLOOR` (its `statement_timeout`, lock waits included): a stalled
+    /// database then answers a read or a request with an error (503, `Error` 7) instead of
+    /// holding it for as long as it stalls. The writers' connections ([`Store::for_writer`])
+    /// keep no limit: a commit the writer stopped waiting for may still complete, and is
+    /// announced when it does.
     pub fn with_statement_timeout(self, limit: Duration) -> StoreResult<Self> {
-        let mut config = self.config.clone();
-        let options = config.get_options().unwrap_or_default();
-        config.options(format!("{options} -c statement_timeout={}", limit.as_millis().max(1)).trim_start());
-        Ok(Self { pool: pool(config, self.pool.status().max_size)?, config: self.config })
+        let limit = limit.max(STATEMENT_TIMEOUT_FLOOR);
+        Ok(Self { pool: pool(self.config.clone(), self.pool.status().max_size, Some(limit))?, config: self.config })
     }
 
     /// Connects, retrying with backoff (1 s doubling to 30 s) and logging why, until the
@@ -246,7 +257,7 @@ impl Store for PostgresStore {
     }
 
     fn for_writer(&self) -> Option<Arc<dyn Store>> {
-        match pool(self.config.clone(), WRITER_CONNECTIONS) {
+        match pool(self.config.clone(), WRITER_CONNECTIONS, None) {
             Ok(pool) => Some(Arc::new(Self { pool, config: self.config.clone() })),
             Err(e) => {
                 tracing::warn!(error = %e, "a writer shares the node's pool");

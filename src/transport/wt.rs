@@ -1,7 +1,9 @@
 //! WebTransport over HTTP/3 at `/wt` (UDP): QUIC by quinn, HTTP/3 by h3, sessions by
 //! h3-webtransport. The CONNECT request is authenticated **before** the session is accepted
 //! (a `token` cookie from native clients, or a single-use `ticket` from browsers, which send no
-//! cookies here) and its Origin checked; a refusal is a 401/403 answer on the request stream.
+//! cookies here; a ticket works only from the Origin that bought it, a cookie only from this
+//! node's own origin or an allowed one); a refusal is a 401/403/503 answer on the request
+//! stream.
 //! The client then opens one bidirectional stream that carries length-prefixed frames
 //! (PROTOCOL.md § 1.3) to the same connection driver as WebSocket.
 

@@ -83,10 +83,23 @@ pub async fn write_unsent<W: tokio::io::AsyncWrite + Unpin>(
     unsent: &mut Vec<u8>,
 ) -> std::io::Result<()> {
     use tokio::io::AsyncWriteExt;
-    while !unsent.is_empty() {
-        match stream.write(unsent).await? {
+    /// What was written goes out of the buffer once, when the call ends however it ends (its
+    /// future dropped included): a stream that takes a few bytes at a time costs no copy of
+    /// the rest per write.
+    struct Written<'a> {
+        buf: &'a mut Vec<u8>,
+        len: usize,
+    }
+    impl Drop for Written<'_> {
+        fn drop(&mut self) {
+            self.buf.drain(..self.len);
+        }
+    }
+    let mut written = Written { buf: unsent, len: 0 };
+    while written.len < written.buf.len() {
+        match stream.write(&written.buf[written.len..]).await? {
             0 => return Err(std::io::ErrorKind::WriteZero.into()),
-            written => drop(unsent.drain(..written)),
+            n => written.len += n,
         }
     }
     Ok(())

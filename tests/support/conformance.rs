@@ -34,6 +34,9 @@ async fn names_and_ids_no_row_can_have(store: &dyn Store, alice: &UserRecord) {
     assert!(store.upload(u64::MAX).await.unwrap().is_none());
     assert!(store.upload(1 << 63).await.unwrap().is_none());
     assert_eq!(store.last_seen(&[u64::MAX, 1 << 63]).await.unwrap(), []);
+    let room = store.rooms().await.unwrap()[0].id;
+    let head = store.head_seq(room).await.unwrap();
+    assert_eq!(store.mark_read(alice.id, room, u64::MAX).await.unwrap(), head, "read up to the head");
 }
 
 async fn edits_deletes_and_attachments(store: &dyn Store, alice: &UserRecord, bob: &UserRecord) {
