@@ -254,6 +254,54 @@ async fn a_request_the_database_stalls_is_answered_503_after_the_store_timeout()
     assert_eq!(server.get("/api/channels", &token).await.status(), 200, "answered again once the lock goes");
 }
 
+/// While the server answers a request from its store in line (a `Join`'s head and replay), it
+/// reads nothing from the connection, so the answer to its lag probe waits in the socket: a
+/// client whose `Join` the database stalls past the allowed lag gets `Error` 7 for it, and is
+/// not cut as slow (4001): the answer that waited is read before the lag is judged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_request_the_database_stalls_is_not_cut_as_slow() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let pg = Postgres::start();
+    let server = node_with(&pg, |c| {
+        c.store_timeout_ms = 1000;
+        c.max_lag_ms = 200;
+    })
+    .await;
+    let token = server.register("alice").await;
+    // A bare WebSocket: the test decides when the server's Pings are read (and so answered).
+    let (mut alice, _) = server.connect_hello_raw(&token).await;
+    let (mut db, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let lock = db.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE rooms IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    // Each round: a write that carries a probe (the server probes at most every max_lag / 2, a
+    // wait for time itself), its frame read but not the probe behind it, then a Join whose
+    // head the lock holds for the statement timeout (1 s) while the probe's answer waits.
+    for (round, room) in ["general", "engineering", "design", "support"].into_iter().enumerate() {
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        alice.send(&ClientFrame::Ping(wire::Ping { nonce: round as u64 })).await;
+        alice.recv_until(|f| matches!(f, ServerFrame::Pong(p) if p.nonce == round as u64).then_some(())).await;
+        alice.send(&join(room, None)).await;
+        loop {
+            let next = tokio::time::timeout(WAIT, alice.ws.next()).await.expect("a frame within the wait");
+            match next.expect("open").expect("no transport error") {
+                Message::Binary(bytes) => match wire::decode::<ServerFrame>(&bytes, usize::MAX).unwrap() {
+                    ServerFrame::Error(e) if e.room.as_deref() == Some(room) => {
+                        assert_eq!(e.code, ErrorCode::Unavailable.code(), "{e:?}");
+                        break;
+                    }
+                    ServerFrame::GoAway(g) => panic!("cut in round {round}: {g:?}"),
+                    _ => {}
+                },
+                Message::Close(close) => panic!("closed in round {round}: {close:?}"),
+                _ => {}
+            }
+        }
+    }
+    lock.rollback().await.unwrap();
+}
+
 /// A connection's sends are pipelined: while one waits for its commit (a row lock holds the
 /// room), the connection still reads, answers pings and queues more sends; the acks then come
 /// in send order.
