@@ -302,6 +302,25 @@ async fn a_client_whose_request_the_database_stalls_is_not_cut_as_slow() {
     lock.rollback().await.unwrap();
 }
 
+/// A WebTransport CONNECT whose token cannot be checked against the revocation list (the table
+/// locked past the store timeout) is answered `503`, to retry, not `401`, which would send the
+/// user back to the login form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webtransport_connect_the_store_cannot_check_is_answered_503() {
+    let pg = Postgres::start();
+    let server = node_with(&pg, |c| c.store_timeout_ms = 300).await;
+    let token = server.register("alice").await;
+    let (mut db, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let lock = db.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE revoked_tokens IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    let h3 = support::wt::raw::RawH3::connect(&server).await;
+    let (_send, mut recv) = h3.send_connect(&token).await;
+    let head = support::wt::raw::response_head(&mut recv).await;
+    assert_eq!(head.get(2), Some(&0xdc), "a 503 response; HEADERS block {head:02x?}");
+    lock.rollback().await.unwrap();
+}
+
 /// A connection's sends are pipelined: while one waits for its commit (a row lock holds the
 /// room), the connection still reads, answers pings and queues more sends; the acks then come
 /// in send order.

@@ -294,20 +294,26 @@ pub mod raw {
         }
     }
 
-    /// Reads frames on a request stream up to the response's HEADERS and checks that its first
-    /// field line is `:status 200` (entry 25 of QPACK's static table, indexed: 0xd9).
-    pub async fn expect_ok_response(recv: &mut quinn::RecvStream) {
+    /// Reads frames on a request stream up to the response's HEADERS and returns their field
+    /// block: its first field line (byte 2) is the status, indexed from QPACK's static table
+    /// when it is there (`0xd9` = entry 25, `:status 200`; `0xdc` = entry 28, `:status 503`).
+    pub async fn response_head(recv: &mut quinn::RecvStream) -> Vec<u8> {
         loop {
             let kind = tokio::time::timeout(WAIT, read_varint(recv)).await.expect("a response within the wait");
             let len = read_varint(recv).await as usize;
             let mut payload = vec![0u8; len];
             recv.read_exact(&mut payload).await.expect("the frame's payload");
             if kind == 0x01 {
-                assert_eq!(payload.get(2), Some(&0xd9), "a 200 response; HEADERS block {payload:02x?}");
-                return;
+                return payload;
             }
             // Anything else before the HEADERS is a reserved (grease) frame.
         }
+    }
+
+    /// Checks that the response on a request stream is `200`.
+    pub async fn expect_ok_response(recv: &mut quinn::RecvStream) {
+        let head = response_head(recv).await;
+        assert_eq!(head.get(2), Some(&0xd9), "a 200 response; HEADERS block {head:02x?}");
     }
 
     /// Sends Hello on a session stream and returns the first frame the server answers with.
