@@ -194,7 +194,7 @@ impl LinkTx {
         match self {
             LinkTx::WebSocket(tx) => tx.send(Message::Binary(bytes.into())).await.map_err(lost),
             LinkTx::WebTransport { send, unsent } => {
-                unsent.extend_from_slice(&wire::encode_stream_frame(&bytes));
+                wire::put_stream_frame(unsent, &bytes);
                 wire::write_unsent(send, unsent).await.map_err(lost)
             }
         }

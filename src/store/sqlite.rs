@@ -506,7 +506,7 @@ impl Store for SqliteStore {
     }
 
     async fn mark_read(&self, user_id: u64, room_id: u64, seq: u64) -> StoreResult<u64> {
-        let seq = seq.min(i64::MAX as u64);
+        let seq = big(seq);
         self.write(move |c| {
             Ok(c.prepare_cached(
                 "INSERT INTO read_marks (user_id, room_id, last_read_seq)
@@ -608,7 +608,7 @@ impl Store for SqliteStore {
     }
 
     async fn page_before(&self, room_id: u64, before: Option<u64>, limit: u32) -> StoreResult<Vec<StoredMessage>> {
-        let before = before.unwrap_or(i64::MAX as u64).min(i64::MAX as u64);
+        let before = big(before.unwrap_or(u64::MAX));
         self.read(move |c| {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id
