@@ -34,6 +34,9 @@ const SENDS_GRACE: Duration = Duration::from_secs(5);
 const TIMED_OUT: &str = "write timed out";
 /// How the reason of a slow consumer's disconnect begins.
 const SLOW: &str = "slow consumer";
+/// Frames the client already sent handled in a turn, beyond the one that began it, before the
+/// turn's write.
+const READ_AHEAD: usize = 16;
 /// Events handled per turn before the transport is read again.
 const EVENTS_PER_TURN: usize = 256;
 /// Probes per allowed lag while a connection is being written to: with the default 10 s, a
@@ -116,6 +119,18 @@ enum Step {
     Feed(Bytes),
     /// Anything else, boxed.
     Execute(Box<Action>),
+}
+
+/// What the driver does after the session took an inbound item.
+enum Then {
+    /// Nothing more.
+    Go,
+    /// Flush (the transport queued control replies).
+    Flush,
+    /// Close with the transport's protocol-error code; the connection ends with this reason.
+    Abort(String),
+    /// The connection ends with this reason (the peer closed).
+    End(String),
 }
 
 struct Driver<T> {
@@ -262,12 +277,25 @@ impl<T: Transport> Driver<T> {
         tokio::pin!(sleep);
         loop {
             let mut wrote = false;
+            let mut read_ahead = READ_AHEAD;
             loop {
                 // Frames out (the hot path) are fed in place; the rest (store reads, presence,
                 // goodbyes) runs boxed, so that the connection's task is not sized for its
                 // largest step for as long as it lives (idle memory). The action itself is
                 // gone before anything is awaited, for the same reason.
                 let step = match session.poll_action() {
+                    // What the client sent together is answered together: a frame already
+                    // read (or waiting in the socket) is handled before this turn's write, so
+                    // `Hello` and `Join` sent at once get `Welcome`, `Joined` and the room's
+                    // presence in one write (and the client one read), not two.
+                    None if read_ahead > 0 && !session.is_closed() && self.sends.len() < MAX_SENDS_IN_FLIGHT => {
+                        let Some(inbound) = self.transport.recv().now_or_never() else { break };
+                        read_ahead -= 1;
+                        if let Err(end) = self.inbound(session, inbound).await {
+                            return end;
+                        }
+                        continue;
+                    }
                     None => break,
                     Some(Action::Send(frame)) => Step::Feed(wire::encode_bytes(&frame)),
                     Some(Action::Forward(bytes)) => Step::Feed(bytes),
@@ -298,46 +326,8 @@ impl<T: Transport> Driver<T> {
                 Some((room_id, client_msg_id, result)) = self.sends.next(), if !self.sends.is_empty() => {
                     session.handle_appended(room_id, client_msg_id, result);
                 }
-                inbound = self.transport.recv(), if reading => match inbound {
-                    Inbound::Frame(bytes) => {
-                        self.node.metrics.frames_in.fetch_add(1, Ordering::Relaxed);
-                        match wire::decode::<ClientFrame>(&bytes, MAX_CLIENT_FRAME) {
-                            Ok(frame) => session.handle_frame(Instant::now(), frame),
-                            Err(e) => {
-                                tracing::warn!(user = %self.user.username, error = %e, "bad frame");
-                                self.node.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
-                                session.handle_malformed(&e);
-                            }
-                        }
-                    }
-                    Inbound::Text => {
-                        tracing::warn!(user = %self.user.username, "text message on a binary protocol");
-                        self.node.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
-                        session.handle_text();
-                    }
-                    Inbound::Malformed(e) => {
-                        tracing::warn!(user = %self.user.username, error = %e, "malformed input");
-                        self.node.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
-                        session.handle_malformed(&e);
-                    }
-                    Inbound::Broken(reason) => {
-                        tracing::warn!(user = %self.user.username, error = %reason, "broken transport framing");
-                        self.node.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
-                        let abort = tokio::time::timeout(CLOSE_TIMEOUT, self.transport.abort(truncate(&reason, 123)));
-                        let _ = Box::pin(abort).await;
-                        return reason;
-                    }
-                    Inbound::Activity => {
-                        session.handle_activity(Instant::now());
-                        if let Err(e) = self.flush().await {
-                            return Box::pin(self.part(e)).await;
-                        }
-                    }
-                    Inbound::Pong(payload) => {
-                        session.handle_activity(Instant::now());
-                        self.lag.answered(&payload);
-                    }
-                    Inbound::Closed(reason) => return reason.unwrap_or_else(|| "closed by client".into()),
+                inbound = self.transport.recv(), if reading => if let Err(end) = self.inbound(session, inbound).await {
+                    return end;
                 },
                 signals = self.member.signalled() => self.signalled(session, signals),
                 () = &mut sleep => {
@@ -352,6 +342,79 @@ impl<T: Transport> Driver<T> {
                 }
             }
             self.gather(session);
+        }
+    }
+
+    /// Hands one inbound item to the session and does what else it asks; `Err` carries the
+    /// reason the connection ends.
+    async fn inbound(&mut self, session: &mut Session, inbound: Inbound) -> Result<(), String> {
+        match self.take_inbound(session, inbound) {
+            Then::Go => Ok(()),
+            then => Box::pin(self.then(then)).await,
+        }
+    }
+
+    /// Hands one inbound item to the session; what else it asks of the driver (rarely
+    /// anything) is done by [`Self::then`].
+    fn take_inbound(&mut self, session: &mut Session, inbound: Inbound) -> Then {
+        match inbound {
+            Inbound::Frame(bytes) => {
+                self.node.metrics.frames_in.fetch_add(1, Ordering::Relaxed);
+                match wire::decode::<ClientFrame>(&bytes, MAX_CLIENT_FRAME) {
+                    Ok(frame) => session.handle_frame(Instant::now(), frame),
+                    Err(e) => {
+                        tracing::warn!(user = %self.user.username, error = %e, "bad frame");
+                        self.node.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
+                        session.handle_malformed(&e);
+                    }
+                }
+                Then::Go
+            }
+            Inbound::Text => {
+                tracing::warn!(user = %self.user.username, "text message on a binary protocol");
+                self.node.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
+                session.handle_text();
+                Then::Go
+            }
+            Inbound::Malformed(e) => {
+                tracing::warn!(user = %self.user.username, error = %e, "malformed input");
+                self.node.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
+                session.handle_malformed(&e);
+                Then::Go
+            }
+            Inbound::Broken(reason) => {
+                tracing::warn!(user = %self.user.username, error = %reason, "broken transport framing");
+                self.node.metrics.bad_frames.fetch_add(1, Ordering::Relaxed);
+                Then::Abort(reason)
+            }
+            Inbound::Activity => {
+                session.handle_activity(Instant::now());
+                Then::Flush
+            }
+            Inbound::Pong(payload) => {
+                session.handle_activity(Instant::now());
+                self.lag.answered(&payload);
+                Then::Go
+            }
+            Inbound::Closed(reason) => Then::End(reason.unwrap_or_else(|| "closed by client".into())),
+        }
+    }
+
+    /// Does what an inbound item asked beyond the session; `Err` carries the reason the
+    /// connection ends. (Called boxed: the connection's task is not sized for these.)
+    async fn then(&mut self, then: Then) -> Result<(), String> {
+        match then {
+            Then::Go => Ok(()),
+            // The transport's control replies (a Pong) go out now.
+            Then::Flush => match self.flush().await {
+                Ok(()) => Ok(()),
+                Err(e) => Err(self.part(e).await),
+            },
+            Then::Abort(reason) => {
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.transport.abort(truncate(&reason, 123))).await;
+                Err(reason)
+            }
+            Then::End(reason) => Err(reason),
         }
     }
 
@@ -625,6 +688,77 @@ pub(crate) fn truncate(s: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::VecDeque;
+
+    /// A transport whose client sent `inbound` at once; each flush hands what was fed since
+    /// the last one to the test.
+    struct Scripted {
+        inbound: VecDeque<Inbound>,
+        fed: Vec<ServerFrame>,
+        flushes: tokio::sync::mpsc::UnboundedSender<Vec<ServerFrame>>,
+    }
+
+    impl Transport for Scripted {
+        const PROBES: bool = false;
+
+        async fn probe(&mut self, _: [u8; 8]) -> Result<(), String> {
+            Ok(())
+        }
+
+        async fn recv(&mut self) -> Inbound {
+            match self.inbound.pop_front() {
+                Some(inbound) => inbound,
+                None => std::future::pending().await,
+            }
+        }
+
+        async fn feed(&mut self, frame: Bytes) -> Result<(), String> {
+            self.fed.push(wire::decode(&frame, usize::MAX).map_err(|e| e.to_string())?);
+            Ok(())
+        }
+
+        async fn flush(&mut self) -> Result<(), String> {
+            if !self.fed.is_empty() {
+                let _ = self.flushes.send(std::mem::take(&mut self.fed));
+            }
+            Ok(())
+        }
+
+        async fn close(&mut self, _: CloseCode, _: &str) {}
+
+        async fn abort(&mut self, _: &str) {}
+    }
+
+    #[tokio::test]
+    async fn frames_sent_together_are_answered_in_one_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::Config::embedded("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+        let running = crate::server::start(config).await.unwrap();
+        let frame = |f: &ClientFrame| Inbound::Frame(wire::encode_bytes(f));
+        let hello = ClientFrame::Hello(wire::Hello { version: wire::PROTOCOL_VERSION, client: "test".into() });
+        let join = ClientFrame::Join(wire::Join { room: "general".into(), after_seq: None });
+        let (flushes, mut written) = tokio::sync::mpsc::unbounded_channel();
+        let transport = Scripted { inbound: VecDeque::from([frame(&hello), frame(&join)]), fed: Vec::new(), flushes };
+        let credentials = Credentials {
+            user: UserRef { id: 1, username: "alice".into() },
+            token_id: "t".into(),
+            expires_at: crate::clock::unix_secs() + 3600,
+        };
+        let connection = tokio::spawn(run(running.node().clone(), transport, credentials));
+        let first = tokio::time::timeout(Duration::from_secs(10), written.recv()).await.unwrap().unwrap();
+        let kinds: Vec<&str> = first
+            .iter()
+            .map(|f| match f {
+                ServerFrame::Welcome(_) => "Welcome",
+                ServerFrame::Joined(_) => "Joined",
+                ServerFrame::RoomPresence(_) => "RoomPresence",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds, ["Welcome", "Joined", "RoomPresence"], "the first write answers both frames");
+        connection.abort();
+        running.shutdown().await;
+    }
 
     #[test]
     fn a_lag_probe_waits_for_its_own_answer_and_goes_out_at_most_every_half_of_the_lag() {

@@ -145,7 +145,13 @@ async fn relay_scenario(args: RelayArgs) -> Result<(), Box<dyn std::error::Error
             let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
             loop {
                 let next = tokio::time::timeout_at(deadline, ws.next()).await;
-                let Ok(Some(Ok(Message::Binary(bytes)))) = next else { break };
+                // The server's Pings (its lag probe, RFC 6455 § 5.5.2) come between frames at
+                // any time: tungstenite answers them; only a close or an error ends the wait.
+                let bytes = match next {
+                    Ok(Some(Ok(Message::Binary(bytes)))) => bytes,
+                    Ok(Some(Ok(_))) => continue,
+                    _ => break,
+                };
                 if let Ok(ServerFrame::Message(m)) = wire::decode::<ServerFrame>(&bytes, usize::MAX)
                     && let Some(sent) = m.text.split(' ').next().and_then(|t| t.parse::<u64>().ok())
                 {
