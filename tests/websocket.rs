@@ -425,6 +425,21 @@ async fn bad_frames_close_only_the_offender() {
 }
 
 #[tokio::test]
+async fn a_message_far_over_the_limit_still_being_sent_gets_its_close_frame_not_a_reset() {
+    // 12 MiB: more than the two sockets' buffers hold, so the client is still writing it when
+    // the server, having read its header, refuses it. Closing a socket with unread input makes
+    // the kernel answer with a reset: the client's write fails, and the reason with it.
+    let server = TestServer::start().await;
+    let token = server.register("alice").await;
+    let (mut bad, _) = server.connect_hello_raw(&token).await;
+    use futures_util::SinkExt;
+    let sent = bad.ws.send(Message::Binary(vec![4u8; 12 << 20].into())).await;
+    assert!(sent.is_ok(), "the whole message is taken, not reset: {sent:?}");
+    let (goaway, close) = bad.expect_close().await;
+    assert_eq!((goaway, close), (Some(CloseCode::FrameTooLarge.code()), Some(CloseCode::FrameTooLarge.code())));
+}
+
+#[tokio::test]
 async fn history_pages_newest_first_over_rest_and_protocol() {
     let server = TestServer::start().await;
     let token = server.register("alice").await;

@@ -17,6 +17,7 @@ use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::Poll;
+use tokio::io::AsyncReadExt;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
@@ -362,9 +363,24 @@ where
             return;
         }
         let _ = tokio::time::timeout(CLOSE_DRAIN, async {
-            while let Some(Ok(message)) = self.ws.next().await {
-                if matches!(message, Message::Close(_)) {
-                    break;
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Close(_))) => return,
+                    Some(Ok(_)) => {}
+                    // tungstenite reads nothing more after input it refused (a message over
+                    // the limit, whose rest may still be on its way; a malformed frame): what
+                    // the client still sends is read off the socket as bytes, and dropped.
+                    None | Some(Err(_)) => break,
+                }
+            }
+            let mut scratch = vec![0u8; 16 * 1024];
+            let mut left = CLOSE_DRAIN_BYTES;
+            while left > 0 {
+                match tokio::time::timeout(CLOSE_QUIET, self.ws.get_mut().read(&mut scratch)).await {
+                    Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
+                    // The end of the stream, an error, or a quiet client (its close frame,
+                    // unparsed, came last).
+                    _ => return,
                 }
             }
         })
@@ -374,6 +390,10 @@ where
 
 /// How long a closing connection's input is still read, so the close reaches the client.
 const CLOSE_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+/// After input tungstenite refused, at most this much more is read as bytes while closing...
+const CLOSE_DRAIN_BYTES: usize = 16 << 20;
+/// ...and only while some arrives at least this often.
+const CLOSE_QUIET: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Kept next to the transport so the two limits are read together.
 const _: () = assert!(MAX_CLIENT_FRAME < MAX_WS_MESSAGE);
