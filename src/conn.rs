@@ -34,8 +34,8 @@ const SENDS_GRACE: Duration = Duration::from_secs(5);
 const TIMED_OUT: &str = "write timed out";
 /// How the reason of a slow consumer's disconnect begins.
 const SLOW: &str = "slow consumer";
-/// Frames the client already sent handled in a turn, beyond the one that began it, before the
-/// turn's write.
+/// Frames that are ready without waiting handled in a turn begun by a frame, beyond that one,
+/// before the turn's write; as many are read past an expired lag probe for its answer.
 const READ_AHEAD: usize = 16;
 /// Events handled per turn before the transport is read again.
 const EVENTS_PER_TURN: usize = 256;
@@ -63,7 +63,9 @@ pub(crate) enum Inbound {
     Closed(Option<String>),
 }
 
-/// What the driver needs from a transport. `recv` must be cancel-safe.
+/// What the driver needs from a transport. `recv` must be cancel-safe, also when polled once
+/// with a waker that does nothing and dropped (a frame ready without waiting is taken so):
+/// its `Pending` must not use up the readiness it waits for.
 pub(crate) trait Transport: std::marker::Send {
     /// Whether `probe` queues anything: a transport whose peer answers in order, after reading
     /// everything before it (a WebSocket Ping), tells how far behind reading the peer is.
@@ -275,24 +277,31 @@ impl<T: Transport> Driver<T> {
     async fn run(&mut self, session: &mut Session) -> String {
         let sleep = tokio::time::sleep_until(session.poll_timeout().into());
         tokio::pin!(sleep);
+        // Frames the client sent together are answered together: in a turn begun by a frame,
+        // more that are ready without waiting (read already, or waiting in the socket) are
+        // handled before the turn's write, so `Hello` and `Join` sent at once get `Welcome`,
+        // `Joined` and the room's presence in one write (and the client one read), not two.
+        let mut read_ahead = 0;
         loop {
             let mut wrote = false;
-            let mut read_ahead = READ_AHEAD;
             loop {
                 // Frames out (the hot path) are fed in place; the rest (store reads, presence,
                 // goodbyes) runs boxed, so that the connection's task is not sized for its
                 // largest step for as long as it lives (idle memory). The action itself is
                 // gone before anything is awaited, for the same reason.
                 let step = match session.poll_action() {
-                    // What the client sent together is answered together: a frame already
-                    // read (or waiting in the socket) is handled before this turn's write, so
-                    // `Hello` and `Join` sent at once get `Welcome`, `Joined` and the room's
-                    // presence in one write (and the client one read), not two.
-                    None if read_ahead > 0 && !session.is_closed() && self.sends.len() < MAX_SENDS_IN_FLIGHT => {
-                        let Some(inbound) = self.transport.recv().now_or_never() else { break };
+                    None if read_ahead > 0 && self.may_read(session) => {
                         read_ahead -= 1;
-                        if let Err(end) = self.inbound(session, inbound).await {
-                            return end;
+                        match self.take_ready(session).await {
+                            Some(Ok(())) => {}
+                            // The client closed: what this turn answered goes out first.
+                            Some(Err(end)) => {
+                                if wrote {
+                                    let _ = Box::pin(self.flush()).await;
+                                }
+                                return end;
+                            }
+                            None => read_ahead = 0,
                         }
                         continue;
                     }
@@ -320,19 +329,34 @@ impl<T: Transport> Driver<T> {
             // answer to a lag probe among them).
             let reading = self.sends.len() < MAX_SENDS_IN_FLIGHT;
             self.lag.reading(reading, Instant::now);
+            read_ahead = 0;
             let timeout = session.poll_timeout();
             sleep.as_mut().reset(self.lag.deadline(self.node.max_lag).map_or(timeout, |lag| lag.min(timeout)).into());
             tokio::select! {
                 Some((room_id, client_msg_id, result)) = self.sends.next(), if !self.sends.is_empty() => {
                     session.handle_appended(room_id, client_msg_id, result);
                 }
-                inbound = self.transport.recv(), if reading => if let Err(end) = self.inbound(session, inbound).await {
-                    return end;
-                },
+                inbound = self.transport.recv(), if reading => {
+                    if let Err(end) = self.inbound(session, inbound).await {
+                        return end;
+                    }
+                    read_ahead = READ_AHEAD;
+                }
                 signals = self.member.signalled() => self.signalled(session, signals),
                 () = &mut sleep => {
                     let now = Instant::now();
-                    if self.lag.deadline(self.node.max_lag).is_some_and(|deadline| now >= deadline) {
+                    // An answer to the probe already in the socket is read before the lag is
+                    // judged (the select takes ready branches in random order).
+                    let mut left = READ_AHEAD;
+                    while left > 0 && self.lagging(now) && self.may_read(session) {
+                        left -= 1;
+                        match self.take_ready(session).await {
+                            Some(Ok(())) => {}
+                            Some(Err(end)) => return end,
+                            None => break,
+                        }
+                    }
+                    if self.lagging(now) {
                         self.node.metrics.slow_disconnects.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(user = %self.user.username, "slow consumer: a ping was not answered in time");
                         session.handle_lagging(self.node.max_lag);
@@ -343,6 +367,33 @@ impl<T: Transport> Driver<T> {
             }
             self.gather(session);
         }
+    }
+
+    /// Whether the connection's input is read now: not once the session closed, nor while its
+    /// sends in flight are at the cap.
+    fn may_read(&self, session: &Session) -> bool {
+        !session.is_closed() && self.sends.len() < MAX_SENDS_IN_FLIGHT
+    }
+
+    /// Whether the waiting probe has been out for the allowed lag at `now`.
+    fn lagging(&self, now: Instant) -> bool {
+        self.lag.deadline(self.node.max_lag).is_some_and(|deadline| now >= deadline)
+    }
+
+    /// Hands the session one inbound item that is ready without waiting, if any (`None`
+    /// otherwise, or when the session closed meanwhile). The hub's signals come first, as
+    /// between two turns: events waiting are taken between two requests as when each came in
+    /// a turn of its own, and a kick or a revocation is not left behind them. `Err` carries
+    /// the reason the connection ends.
+    async fn take_ready(&mut self, session: &mut Session) -> Option<Result<(), String>> {
+        if let Some(signals) = self.member.signalled().now_or_never() {
+            self.signalled(session, signals);
+            if session.is_closed() {
+                return None;
+            }
+        }
+        let inbound = self.transport.recv().now_or_never()?;
+        Some(self.inbound(session, inbound).await)
     }
 
     /// Hands one inbound item to the session and does what else it asks; `Err` carries the
@@ -690,24 +741,44 @@ mod tests {
     use super::*;
     use std::collections::VecDeque;
 
-    /// A transport whose client sent `inbound` at once; each flush hands what was fed since
-    /// the last one to the test.
-    struct Scripted {
-        inbound: VecDeque<Inbound>,
-        fed: Vec<ServerFrame>,
-        flushes: tokio::sync::mpsc::UnboundedSender<Vec<ServerFrame>>,
+    /// What a [`Scripted`] transport saw, in order.
+    #[derive(Debug)]
+    enum Seen {
+        /// What was fed since the previous flush.
+        Flush(Vec<ServerFrame>),
+        /// A probe went out with this nonce.
+        Probe([u8; 8]),
+        /// An inbound item was taken.
+        Taken,
+        /// The transport was closed with this code.
+        Closed(u16),
     }
 
-    impl Transport for Scripted {
-        const PROBES: bool = false;
+    /// A client's transport driven by the test: `inbound` holds what the client sent. A
+    /// `recv` that finds it empty waits without a waker, so an item the test adds later is
+    /// seen only once something else wakes the connection (what a socket's input racing a
+    /// timer looks like). Everything it sees goes to `seen`.
+    struct Scripted<const PROBES: bool> {
+        inbound: Arc<std::sync::Mutex<VecDeque<Inbound>>>,
+        fed: Vec<ServerFrame>,
+        seen: tokio::sync::mpsc::UnboundedSender<Seen>,
+    }
 
-        async fn probe(&mut self, _: [u8; 8]) -> Result<(), String> {
+    impl<const P: bool> Transport for Scripted<P> {
+        const PROBES: bool = P;
+
+        async fn probe(&mut self, nonce: [u8; 8]) -> Result<(), String> {
+            let _ = self.seen.send(Seen::Probe(nonce));
             Ok(())
         }
 
         async fn recv(&mut self) -> Inbound {
-            match self.inbound.pop_front() {
-                Some(inbound) => inbound,
+            let next = self.inbound.lock().unwrap().pop_front();
+            match next {
+                Some(inbound) => {
+                    let _ = self.seen.send(Seen::Taken);
+                    inbound
+                }
                 None => std::future::pending().await,
             }
         }
@@ -719,33 +790,65 @@ mod tests {
 
         async fn flush(&mut self) -> Result<(), String> {
             if !self.fed.is_empty() {
-                let _ = self.flushes.send(std::mem::take(&mut self.fed));
+                let _ = self.seen.send(Seen::Flush(std::mem::take(&mut self.fed)));
             }
             Ok(())
         }
 
-        async fn close(&mut self, _: CloseCode, _: &str) {}
+        async fn close(&mut self, code: CloseCode, _: &str) {
+            let _ = self.seen.send(Seen::Closed(code.code()));
+        }
 
         async fn abort(&mut self, _: &str) {}
     }
 
-    #[tokio::test]
-    async fn frames_sent_together_are_answered_in_one_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = crate::config::Config::embedded("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
-        let running = crate::server::start(config).await.unwrap();
-        let frame = |f: &ClientFrame| Inbound::Frame(wire::encode_bytes(f));
-        let hello = ClientFrame::Hello(wire::Hello { version: wire::PROTOCOL_VERSION, client: "test".into() });
-        let join = ClientFrame::Join(wire::Join { room: "general".into(), after_seq: None });
-        let (flushes, mut written) = tokio::sync::mpsc::unbounded_channel();
-        let transport = Scripted { inbound: VecDeque::from([frame(&hello), frame(&join)]), fed: Vec::new(), flushes };
+    fn frame(f: &ClientFrame) -> Inbound {
+        Inbound::Frame(wire::encode_bytes(f))
+    }
+
+    fn hello() -> ClientFrame {
+        ClientFrame::Hello(wire::Hello { version: wire::PROTOCOL_VERSION, client: "test".into() })
+    }
+
+    /// Starts a connection of alice on `node` over a [`Scripted`] transport whose client sent
+    /// `inbound`; returns its input and what its transport sees.
+    fn connect<const P: bool>(
+        node: &Arc<Node>,
+        inbound: Vec<Inbound>,
+    ) -> (Arc<std::sync::Mutex<VecDeque<Inbound>>>, tokio::sync::mpsc::UnboundedReceiver<Seen>) {
+        let (seen, saw) = tokio::sync::mpsc::unbounded_channel();
+        let inbound = Arc::new(std::sync::Mutex::new(VecDeque::from(inbound)));
+        let transport = Scripted::<P> { inbound: inbound.clone(), fed: Vec::new(), seen };
         let credentials = Credentials {
             user: UserRef { id: 1, username: "alice".into() },
             token_id: "t".into(),
             expires_at: crate::clock::unix_secs() + 3600,
         };
-        let connection = tokio::spawn(run(running.node().clone(), transport, credentials));
-        let first = tokio::time::timeout(Duration::from_secs(10), written.recv()).await.unwrap().unwrap();
+        tokio::spawn(run(node.clone(), transport, credentials));
+        (inbound, saw)
+    }
+
+    async fn next(saw: &mut tokio::sync::mpsc::UnboundedReceiver<Seen>) -> Seen {
+        tokio::time::timeout(Duration::from_secs(10), saw.recv()).await.expect("in time").expect("open")
+    }
+
+    async fn node(tweak: impl FnOnce(&mut crate::config::Config)) -> (crate::server::Running, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::config::Config::embedded("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
+        tweak(&mut config);
+        (crate::server::start(config).await.unwrap(), dir)
+    }
+
+    #[tokio::test]
+    async fn frames_sent_together_are_answered_in_one_write() {
+        let (running, _dir) = node(|_| {}).await;
+        let join = ClientFrame::Join(wire::Join { room: "general".into(), after_seq: None });
+        let (_, mut saw) = connect::<false>(running.node(), vec![frame(&hello()), frame(&join)]);
+        let first = loop {
+            if let Seen::Flush(frames) = next(&mut saw).await {
+                break frames;
+            }
+        };
         let kinds: Vec<&str> = first
             .iter()
             .map(|f| match f {
@@ -756,7 +859,37 @@ mod tests {
             })
             .collect();
         assert_eq!(kinds, ["Welcome", "Joined", "RoomPresence"], "the first write answers both frames");
-        connection.abort();
+        running.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_probe_answer_waiting_when_the_lag_runs_out_is_read_before_the_lag_is_judged() {
+        // The answer is in the input when the lag's timer fires, and nothing woke the
+        // connection for it: both are ready at once. 20 connections, each a coin toss for a
+        // select that takes ready branches in random order.
+        let (running, _dir) = node(|c| c.max_lag_ms = 100).await;
+        let mut clients = Vec::new();
+        for _ in 0..20 {
+            let (inbound, mut saw) = connect::<true>(running.node(), vec![frame(&hello())]);
+            // The `Hello` is taken, and the probe goes out with the `Welcome`.
+            let nonce = loop {
+                if let Seen::Probe(nonce) = next(&mut saw).await {
+                    break nonce;
+                }
+            };
+            inbound.lock().unwrap().push_back(Inbound::Pong(Bytes::copy_from_slice(&nonce)));
+            clients.push(saw);
+        }
+        for (i, saw) in clients.iter_mut().enumerate() {
+            // The answer is taken; a cut would close with 4001 before taking it.
+            loop {
+                match next(saw).await {
+                    Seen::Taken => break,
+                    Seen::Closed(code) => panic!("connection {i} closed with {code}: its answer was waiting"),
+                    _ => {}
+                }
+            }
+        }
         running.shutdown().await;
     }
 
