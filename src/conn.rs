@@ -635,6 +635,7 @@ impl<T: Transport> Driver<T> {
                             node.hub.owe_presence(room_id, self.member.id);
                             None
                         });
+                        let presence = presence.map(|frame| node.hub.joiner_presence(room_id, frame));
                         session.handle_joined(room_id, head, messages, presence);
                     }
                     Err(e) => session.handle_join_failed(room_id, &e),

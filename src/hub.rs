@@ -234,6 +234,10 @@ struct RoomState {
     /// Members that joined when the room's presence could not be read: they get the next
     /// frame even when it shows the others nothing new.
     presence_owed: Vec<u64>,
+    /// The last `RoomPresence` a joining connection was sent, encoded: the next joiners share
+    /// it while it stays the same (in a busy room most joins change the count only now and
+    /// then, and the first page rarely).
+    joiner_presence: Option<(RoomPresence, Bytes)>,
 }
 
 impl RoomState {
@@ -436,6 +440,26 @@ impl Hub {
         if let Some(state) = self.lock().rooms.get_mut(&room) {
             state.presence_changed = true;
         }
+    }
+
+    /// `frame`, the `RoomPresence` for a connection that joined `room`, encoded: once for all
+    /// the joiners it is the same for.
+    pub fn joiner_presence(&self, room: u64, frame: RoomPresence) -> Bytes {
+        let kept = self.lock().rooms.get(&room).and_then(|state| {
+            state.joiner_presence.as_ref().filter(|(kept, _)| *kept == frame).map(|(_, bytes)| bytes.clone())
+        });
+        if let Some(bytes) = kept {
+            return bytes;
+        }
+        // Encoded outside the hub's lock, which every delivery takes.
+        let frame = ServerFrame::RoomPresence(frame);
+        let bytes = crate::wire::encode_bytes(&frame);
+        if let ServerFrame::RoomPresence(frame) = frame
+            && let Some(state) = self.lock().rooms.get_mut(&room)
+        {
+            state.joiner_presence = Some((frame, bytes.clone()));
+        }
+        bytes
     }
 
     /// The member joined `room` and its `RoomPresence` could not be read: it gets the next
@@ -709,6 +733,31 @@ mod tests {
         hub.deliver(&event(Topic::Room(5), EventKind::Message { seq: 9 }, 10));
         assert_eq!(seqs(&b), [9, 10], "everything after the head reaches the new member, in order");
         assert_eq!(hub.join(5, 99), None, "an unregistered connection joins nothing");
+    }
+
+    #[test]
+    fn joiners_share_one_encoding_of_the_same_room_presence() {
+        let hub = Hub::default();
+        let member = Arc::new(Member::new(1, 10, "t1".into(), 8));
+        hub.register(member);
+        hub.join(5, 1);
+        let users: Arc<[crate::wire::UserRef]> = vec![crate::wire::UserRef { id: 10, username: "alice".into() }].into();
+        let frame = |online, users: &Arc<[crate::wire::UserRef]>| RoomPresence {
+            room: "r".into(),
+            online,
+            users: users.clone(),
+        };
+        let first = hub.joiner_presence(5, frame(1, &users));
+        assert_eq!(first, crate::wire::encode_bytes(&ServerFrame::RoomPresence(frame(1, &users))));
+        let same = hub.joiner_presence(5, frame(1, &users));
+        assert_eq!(same.as_ptr(), first.as_ptr(), "the same frame: the same bytes, not a new encoding");
+        let counted = hub.joiner_presence(5, frame(2, &users));
+        assert_eq!(counted, crate::wire::encode_bytes(&ServerFrame::RoomPresence(frame(2, &users))), "a new count");
+        let other: Arc<[crate::wire::UserRef]> = vec![crate::wire::UserRef { id: 11, username: "bob".into() }].into();
+        let paged = hub.joiner_presence(5, frame(2, &other));
+        assert_eq!(paged, crate::wire::encode_bytes(&ServerFrame::RoomPresence(frame(2, &other))), "a new page");
+        let elsewhere = hub.joiner_presence(6, frame(2, &other));
+        assert_eq!(elsewhere, paged, "a room with no members here keeps nothing, and is still answered");
     }
 
     #[test]

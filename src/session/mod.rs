@@ -615,14 +615,8 @@ impl Session {
     }
 
     /// The store answered a join: the room's head and the replayed messages (ascending), and
-    /// who is online in the room (sent once the room is live).
-    pub fn handle_joined(
-        &mut self,
-        room_id: u64,
-        head_seq: u64,
-        replay: Vec<StoredMessage>,
-        presence: Option<RoomPresence>,
-    ) {
+    /// who is online in the room (its `RoomPresence`, encoded; sent once the room is live).
+    pub fn handle_joined(&mut self, room_id: u64, head_seq: u64, replay: Vec<StoredMessage>, presence: Option<Bytes>) {
         let Some(membership) = self.joined.get_mut(&room_id) else {
             return;
         };
@@ -645,7 +639,7 @@ impl Session {
         }
         self.joined.insert(room_id, Membership::Live { last_seq });
         if let Some(presence) = presence {
-            self.out.push_back(Action::Send(ServerFrame::RoomPresence(presence)));
+            self.out.push_back(Action::Forward(presence));
         }
     }
 

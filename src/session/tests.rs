@@ -171,14 +171,18 @@ fn join_replays_then_releases_held_live_events_without_duplicates() {
     s.handle_event(live(4));
     s.handle_event(live(5));
     assert!(drain(&mut s).is_empty(), "held until the replay is sent");
-    let presence = RoomPresence { room: "general".into(), online: 1, users: vec![alice()].into() };
+    let presence = wire::encode_bytes(&ServerFrame::RoomPresence(RoomPresence {
+        room: "general".into(),
+        online: 1,
+        users: vec![alice()].into(),
+    }));
     s.handle_joined(1, 3, vec![stored(2), stored(3)], Some(presence.clone()));
     let actions = drain(&mut s);
     assert!(matches!(&actions[0], Action::Send(ServerFrame::Joined(j)) if j.head_seq == 3 && j.replay_from == 2));
     assert!(matches!(&actions[1], Action::Send(ServerFrame::Message(m)) if m.seq == 2));
     assert!(matches!(&actions[2], Action::Send(ServerFrame::Message(m)) if m.seq == 3));
     assert_eq!(actions[3..5], [Action::Forward(Bytes::from(vec![4])), Action::Forward(Bytes::from(vec![5]))]);
-    assert_eq!(actions[5..], [Action::Send(ServerFrame::RoomPresence(presence))], "presence once the room is live");
+    assert_eq!(actions[5..], [Action::Forward(presence)], "presence once the room is live");
     s.handle_event(live(5));
     s.handle_event(live(6));
     assert_eq!(drain(&mut s), vec![Action::Forward(Bytes::from(vec![6]))], "seq 5 is not sent twice");
