@@ -690,7 +690,11 @@ impl<T: Transport> Driver<T> {
                 Ok(false)
             }
             Action::Close(code, reason) => {
-                self.answer_sends(session).await;
+                // A slow consumer is cut at once (PROTOCOL.md § 4.2): its sends in flight get
+                // no answer, as when its write was given up.
+                if code != CloseCode::Slow {
+                    self.answer_sends(session).await;
+                }
                 self.goodbye(code, &reason).await;
                 Ok(false)
             }

@@ -18,6 +18,18 @@ async fn registration_validates_and_refuses_duplicates() {
     for field in ["username", "email", "password"] {
         assert!(body["fields"][field].is_string(), "message for {field}: {body}");
     }
+    // A control character (U+0000 cannot even be stored on PostgreSQL) is no email address.
+    for email in ["al\u{0}ice@example.com", "al\u{7}ice@example.com"] {
+        let control = post(
+            &server,
+            "/api/auth/register",
+            json!({"username": "ctrl", "email": email, "password": "correct horse"}),
+        )
+        .await;
+        assert_eq!(control.status(), 400, "{email:?}");
+        let body: Value = control.json().await.unwrap();
+        assert!(body["fields"]["email"].is_string() && body["fields"].get("username").is_none(), "{body}");
+    }
     let malformed = server.http.post(server.url("/api/auth/register")).body("{not json").send().await.unwrap();
     assert_eq!(malformed.status(), 400);
     assert!(malformed.json::<Value>().await.unwrap()["error"].as_str().unwrap().contains("JSON"));

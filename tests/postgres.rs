@@ -321,6 +321,29 @@ async fn a_webtransport_connect_the_store_cannot_check_is_answered_503() {
     lock.rollback().await.unwrap();
 }
 
+/// A logout whose token the store cannot check (revoked_tokens locked past the store timeout)
+/// is answered 503 and clears nothing: the token may still be valid. Once the store answers,
+/// the logout revokes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_the_store_cannot_check_is_answered_503_and_revokes_once_it_can() {
+    let pg = Postgres::start();
+    let server = node_with(&pg, |c| c.store_timeout_ms = 300).await;
+    let token = server.register("alice").await;
+    let (mut db, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let lock = db.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE revoked_tokens IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    let logout = || server.http.post(server.url("/api/auth/logout")).header("cookie", format!("token={token}")).send();
+    let refused = logout().await.unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert!(refused.headers().get("set-cookie").is_none(), "the cookie is not cleared");
+    lock.rollback().await.unwrap();
+    assert_eq!(server.get("/api/auth/me", &token).await.status(), 200, "not revoked");
+    assert_eq!(logout().await.unwrap().status(), 204);
+    assert_eq!(server.get("/api/auth/me", &token).await.status(), 401, "revoked");
+}
+
 /// A connection's sends are pipelined: while one waits for its commit (a row lock holds the
 /// room), the connection still reads, answers pings and queues more sends; the acks then come
 /// in send order.

@@ -91,7 +91,7 @@ fn validate(r: &Register) -> Result<(), ApiError> {
     }
     let email = r.email.trim();
     let valid_email = email.len() <= 254
-        && !email.chars().any(char::is_whitespace)
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
         && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'));
     if !valid_email {
         err = err.field("email", "a valid email address");
@@ -190,7 +190,15 @@ pub(super) async fn logout(
     headers: HeaderMap,
 ) -> ApiResult {
     check_origin(&node, &headers)?;
-    if let Ok(claims) = authenticate(&node, &headers).await {
+    let claims = match authenticate(&node, &headers).await {
+        Ok(claims) => Some(claims),
+        // No valid token: nothing to revoke, and the cookie is cleared all the same.
+        Err(e) if e.status() == StatusCode::UNAUTHORIZED => None,
+        // The store could not check the token: it may still be valid, and it is not cleared
+        // as if it had been revoked (the client retries).
+        Err(e) => return Err(e),
+    };
+    if let Some(claims) = claims {
         node.store.revoke_token(&claims.jti, claims.exp).await.map_err(ApiError::unavailable)?;
         // Close the connections that authenticated with this token, on every node.
         let revoke = Event {
