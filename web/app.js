@@ -125,6 +125,8 @@ class RoomCache {
     this.loaded = false;
     this.initialLoading = false;
     this.loadingOlder = false;
+    /** Counts `forget`s: a page asked for before one is not applied after it. */
+    this.epoch = 0;
   }
   /** Whether events of the room are kept (a room never opened only counts its unread posts). */
   get keeping() {
@@ -134,6 +136,8 @@ class RoomCache {
     this.posts.clear();
     this.nextBefore = undefined;
     this.loaded = false;
+    this.initialLoading = false;
+    this.epoch += 1;
   }
 }
 
@@ -598,7 +602,13 @@ function followRooms() {
   if (!client) return;
   const wanted = roomsToFollow(state.channels, state.room, client.limits?.max_rooms || MAX_FOLLOWED);
   const keep = new Set(wanted);
-  for (const name of client.joinedRooms()) if (!keep.has(name)) client.leaveRoom(name);
+  for (const name of client.joinedRooms()) {
+    if (keep.has(name)) continue;
+    client.leaveRoom(name);
+    // Its posts are no longer kept current. Opened again, it is joined from the room list's
+    // head and loaded anew: what it kept would end before that head, with a gap after it.
+    state.rooms.get(name)?.forget();
+  }
   for (const name of wanted) client.joinRoom(name, channelOf(name)?.head_seq ?? null);
 }
 
@@ -611,9 +621,10 @@ function roomGone(name, channel = channelOf(name)) {
   const asked = state.leaving.delete(name);
   state.channels = state.channels.filter((c) => c.name !== name);
   state.unread.forget(name);
+  // Its sends still queued fail (while its cache still holds them), not sent if it comes back.
+  client?.leaveRoom(name, { gone: 'no longer a member of the room' });
   state.rooms.delete(name);
   state.typing.delete(name);
-  client?.leaveRoom(name);
   renderChannels();
   if (state.room === name) {
     // What was being written there is not sent elsewhere by accident: the composer is emptied
@@ -1053,9 +1064,12 @@ function ensureLoaded(room) {
   const cache = roomCache(room);
   if (cache.loaded || cache.initialLoading || !client || !client.connected) return;
   cache.initialLoading = true;
+  const epoch = cache.epoch;
   client
     .history(room, null, HISTORY_PAGE)
     .then((page) => {
+      // Forgotten meanwhile (the room was left, or found reset): this page is not its state.
+      if (cache.epoch !== epoch) return;
       // Live events that came meanwhile are kept: the page joins them without a gap.
       cache.loaded = true;
       applyPage(room, page);
@@ -1068,6 +1082,7 @@ function ensureLoaded(room) {
       setTimeout(() => room === state.room && ensureLoaded(room), HISTORY_RETRY_MS);
     })
     .finally(() => {
+      if (cache.epoch !== epoch) return;
       cache.initialLoading = false;
       if (room === state.room) {
         messageList.refresh();
@@ -1131,9 +1146,11 @@ function loadOlder() {
   cache.loadingOlder = true;
   els.messages.classList.add('loading');
   let loaded = false;
+  const epoch = cache.epoch;
   client
     .history(room, before, HISTORY_PAGE)
     .then((page) => {
+      if (cache.epoch !== epoch) return;
       applyPage(room, page);
       loaded = true;
     })

@@ -517,6 +517,20 @@ describe('SocketChat v3 in the browser: rooms, badges, edits, files', { timeout:
     await say(page, 'in the 33rd room and beyond');
     assert.ok((await seqOf(page, 'in the 33rd room and beyond')) >= 1);
     await openRoom(page, 'general');
+    // It is left again for #general. bob posts there meanwhile, and alice's list is fetched
+    // again (as when the window regains focus) with the room's new head: reopened, the room
+    // shows bob's post, not a gap between what it showed and that head.
+    await bob.page.evaluate(() => window.dispatchEvent(new Event('focus')));
+    await bob.page.waitForSelector(`.channels [data-channel="${last}"]`, { timeout: WAIT_MS });
+    await openRoom(bob.page, last);
+    await say(bob.page, 'while alice was in #general');
+    await openRoom(bob.page, 'general');
+    await page.evaluate(() => window.dispatchEvent(new Event('focus')));
+    await waitForBadge(page, last, '1');
+    await openRoom(page, last);
+    await waitForText(page, 'while alice was in #general');
+    assert.ok((await seqOf(page, 'in the 33rd room and beyond')) >= 1, 'and what came before it');
+    await openRoom(page, 'general');
   });
 
   test('six files attached at once: at most 3 are sent at a time, and one refused for the node\'s load (503) is sent again', async () => {

@@ -1023,8 +1023,19 @@ export class ChatClient extends EventTarget {
     return true;
   }
 
-  /** Stops following `room`: a Leave (when its Join went out), no rejoin after reconnects. */
-  leaveRoom(room) {
+  /**
+   * Stops following `room`: a Leave (when its Join went out), no rejoin after reconnects. Its
+   * sends still queued wait for it to be followed again, unless `opts.gone` (the user may no
+   * longer see the room): then they fail (`send_failed`, code 3, with `opts.gone` as message).
+   */
+  leaveRoom(room, opts = {}) {
+    if (opts.gone) {
+      for (const [key, p] of this.pending) {
+        if (p.room !== room) continue;
+        this.pending.delete(key);
+        this._emitFailed(p, ErrorCode.NotMember, opts.gone);
+      }
+    }
     if (!this.rooms.has(room)) return false;
     this.rooms.delete(room);
     this.presence.delete(room);
@@ -1085,6 +1096,11 @@ export class ChatClient extends EventTarget {
   }
 
   _enqueue(entry) {
+    // A lone surrogate (malformed UTF-16, say from a paste) cannot be encoded: one left in the
+    // outbox would stop every send after it. It goes as U+FFFD.
+    if (typeof entry.text === 'string' && typeof entry.text.toWellFormed === 'function') {
+      entry = { ...entry, text: entry.text.toWellFormed() };
+    }
     const client_msg_id = newClientMsgId();
     const key = idToHex(client_msg_id);
     this.pending.set(key, { attachments: [], target_seq: null, ...entry, client_msg_id, state: 'queued', rejoins: 0 });

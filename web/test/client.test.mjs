@@ -202,6 +202,34 @@ describe('ChatClient', () => {
     assert.equal(client.pendingSends().length, 1);
   });
 
+  test('a text with a lone surrogate goes as U+FFFD and does not stop the sends after it', () => {
+    const ws = connectedInGeneral();
+    ws.deliver({ type: 'Joined', room: 'general', head_seq: 0, replay_from: 1 });
+    client.send('general', 'broken \ud800 paste');
+    client.send('general', 'next');
+    const sends = ws.sent.filter((f) => f.type === 'Send');
+    assert.deepEqual(
+      sends.map((f) => f.text),
+      ['broken \ufffd paste', 'next'],
+    );
+  });
+
+  test('sends queued for a room the user can no longer see fail; left for the cap, they wait', async () => {
+    const ws = connectedInGeneral();
+    ws.deliver({ type: 'Joined', room: 'general', head_seq: 0, replay_from: 1 });
+    client.joinRoom('design');
+    client.send('design', 'kept for later'); // design's Join has not been answered: queued
+    client.leaveRoom('design');
+    assert.equal(client.pendingSends().length, 1, 'left to make space: still queued');
+    client.joinRoom('secret');
+    client.send('secret', 'never to be sent');
+    const failed = waitFor(client, 'send_failed');
+    client.leaveRoom('secret', { gone: 'no longer a member of the room' });
+    const f = await failed;
+    assert.deepEqual([f.room, f.text, f.code, f.message], ['secret', 'never to be sent', 3, 'no longer a member of the room']);
+    assert.deepEqual(client.pendingSends().map((p) => p.text), ['kept for later']);
+  });
+
   test('at most 32 sends are in flight; acks release the next ones in order', () => {
     const ws = connectedInGeneral();
     const ids = [];
