@@ -699,15 +699,22 @@ export class ChatClient extends EventTarget {
   _startHeartbeat(ms) {
     clearInterval(this.heartbeatTimer);
     const interval = Math.max(100, ms || 25000);
+    // When the first Ping not yet followed by anything from the server went out (null: none).
+    let unanswered = null;
     this.heartbeatTimer = setInterval(() => {
       const conn = this.conn;
       if (!conn) return;
-      if (Date.now() - this.lastRxAt > 2 * interval + 5000) {
-        // Nothing (not even a Pong) for two heartbeats: the connection is dead.
+      const now = Date.now();
+      if (unanswered !== null && this.lastRxAt >= unanswered) unanswered = null;
+      // Nothing (not even a Pong) since a Ping two heartbeats ago: the connection is dead. Not
+      // judged by the time since the last frame alone: a hidden tab's timers may run once a
+      // minute, and a live connection then looks silent between them.
+      if (unanswered !== null && now - unanswered > 2 * interval + 5000) {
         conn.close(4000, 'heartbeat timeout');
         this._handleClose(1006, 'heartbeat timeout');
         return;
       }
+      if (unanswered === null) unanswered = now;
       this.pingNonce += 1;
       this._sendFrame({ type: 'Ping', nonce: this.pingNonce });
     }, interval);

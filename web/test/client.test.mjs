@@ -402,6 +402,35 @@ describe('ChatClient', () => {
     assert.equal(ws.sent.length, n, 'no pings after disconnect');
   });
 
+  test('a live connection whose heartbeats run a minute apart (a hidden tab) is not taken for dead; a silent one is', async () => {
+    // The clock jumps 60 s at every heartbeat, as when a hidden tab's timers are throttled.
+    const realNow = Date.now;
+    let skew = 0;
+    Date.now = () => realNow() + skew;
+    try {
+      client = newClient();
+      client.connect();
+      const ws = FakeWebSocket.last();
+      ws.open();
+      ws.deliver(welcome(100));
+      const closes = [];
+      client.on('status', (s) => s.state === 'reconnecting' && closes.push(s));
+      const pings = () => ws.sent.filter((f) => f.type === 'Ping');
+      for (let i = 1; i <= 4; i++) {
+        await until(() => pings().length >= i, `ping ${i}`);
+        ws.deliver({ type: 'Pong', nonce: pings().at(-1).nonce }); // answered at once
+        skew += 60_000; // and the next heartbeat a minute later
+      }
+      await until(() => pings().length >= 5, 'ping 5');
+      assert.equal(closes.length, 0, 'every Ping was answered');
+      // Now the server goes silent: a minute after the unanswered Ping, the connection is dead.
+      skew += 60_000;
+      await until(() => closes.length > 0, 'taken for dead');
+    } finally {
+      Date.now = realNow;
+    }
+  });
+
   test('an unknown frame type is skipped; a malformed frame ends the session', async () => {
     client = newClient();
     client.connect();
