@@ -526,6 +526,9 @@ export class ChatClient extends EventTarget {
       const delay = this._delayFor(code);
       this.attempt += 1;
       const retryAt = Date.now() + delay;
+      // After a flood close the server wants at least 10 s (§ 4.2): not even the network coming
+      // back brings the reconnect forward.
+      this.reconnectFloor = code === CloseCode.Flood ? retryAt : 0;
       this._setStatus('reconnecting', { delay_ms: delay, retry_at: retryAt, code, reason: reason || closeName(code), attempt: this.attempt });
       this.reconnectTimer = setTimeout(() => {
         this.reconnectTimer = null;
@@ -557,7 +560,7 @@ export class ChatClient extends EventTarget {
   }
 
   _reconnectNow() {
-    if (this.stopped || this.state !== 'reconnecting') return;
+    if (this.stopped || this.state !== 'reconnecting' || Date.now() < (this.reconnectFloor ?? 0)) return;
     clearTimeout(this.reconnectTimer);
     this.reconnectTimer = null;
     this._open();

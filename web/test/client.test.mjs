@@ -386,6 +386,25 @@ describe('ChatClient', () => {
     assert.equal(client.state, 'disconnected');
   });
 
+  test('the network coming back brings a reconnect forward, but not the wait after a flood close', async () => {
+    let ws = connectedInGeneral();
+    let reconnecting = waitFor(client, 'status', (s) => s.state === 'reconnecting');
+    ws.serverClose(4001, 'slow');
+    await reconnecting;
+    const opened = FakeWebSocket.instances.length;
+    client._onBrowserOnline();
+    assert.equal(FakeWebSocket.instances.length, opened + 1, 'reconnected at once');
+    ws = FakeWebSocket.last();
+    ws.open();
+    ws.deliver(welcome());
+    reconnecting = waitFor(client, 'status', (s) => s.state === 'reconnecting');
+    ws.serverClose(4004, 'flood');
+    const status = await reconnecting;
+    assert.ok(status.delay_ms >= 10000, `waits ${status.delay_ms} ms`);
+    client._onBrowserOnline();
+    assert.equal(FakeWebSocket.instances.length, opened + 1, 'no reconnect within the 10 s');
+  });
+
   test('pings every heartbeat_ms while connected', async () => {
     client = newClient();
     client.connect();
