@@ -454,10 +454,13 @@ impl Hub {
         // Encoded outside the hub's lock, which every delivery takes.
         let frame = ServerFrame::RoomPresence(frame);
         let bytes = crate::wire::encode_bytes(&frame);
-        if let ServerFrame::RoomPresence(frame) = frame
-            && let Some(state) = self.lock().rooms.get_mut(&room)
-        {
-            state.joiner_presence = Some((frame, bytes.clone()));
+        if let ServerFrame::RoomPresence(frame) = frame {
+            // The frame it replaces is freed after the lock is released.
+            let _replaced = self
+                .lock()
+                .rooms
+                .get_mut(&room)
+                .and_then(|state| state.joiner_presence.replace((frame, bytes.clone())));
         }
         bytes
     }

@@ -621,8 +621,10 @@ function roomGone(name, channel = channelOf(name)) {
   const asked = state.leaving.delete(name);
   state.channels = state.channels.filter((c) => c.name !== name);
   state.unread.forget(name);
-  // Its sends still queued fail (while its cache still holds them), not sent if it comes back.
+  // Its sends still queued fail (while its cache still holds them), not sent if it comes back;
+  // a history page still on its way is dropped (forget).
   client?.leaveRoom(name, { gone: 'no longer a member of the room' });
+  state.rooms.get(name)?.forget();
   state.rooms.delete(name);
   state.typing.delete(name);
   renderChannels();
@@ -1076,6 +1078,7 @@ function ensureLoaded(room) {
       if (room === state.room) renderRoom();
     })
     .catch((err) => {
+      if (cache.epoch !== epoch) return;
       if (err.code !== undefined) showError(`Could not load history: ${err.message}`);
       // The room would stay blank: asked again while it is open (the library already waited
       // out the server's retry hints), at a pace that cannot weigh on a struggling store.

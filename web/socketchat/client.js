@@ -1040,8 +1040,9 @@ export class ChatClient extends EventTarget {
    */
   leaveRoom(room, opts = {}) {
     if (opts.gone) {
+      // Those already sent are answered by the server (an Ack if it stored them).
       for (const [key, p] of this.pending) {
-        if (p.room !== room) continue;
+        if (p.room !== room || p.state !== 'queued') continue;
         this.pending.delete(key);
         this._emitFailed(p, ErrorCode.NotMember, opts.gone);
       }

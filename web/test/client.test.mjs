@@ -222,12 +222,14 @@ describe('ChatClient', () => {
     client.leaveRoom('design');
     assert.equal(client.pendingSends().length, 1, 'left to make space: still queued');
     client.joinRoom('secret');
-    client.send('secret', 'never to be sent');
+    client.send('secret', 'on its way'); // sent: the server answers it
+    const refused = client.send('secret', 'never to be sent');
+    ws.deliver({ type: 'Error', code: 5, message: 'too many sends', room: 'secret', client_msg_id: refused.client_msg_id, request_id: null, retry_after_ms: 5000 });
     const failed = waitFor(client, 'send_failed');
     client.leaveRoom('secret', { gone: 'no longer a member of the room' });
     const f = await failed;
     assert.deepEqual([f.room, f.text, f.code, f.message], ['secret', 'never to be sent', 3, 'no longer a member of the room']);
-    assert.deepEqual(client.pendingSends().map((p) => p.text), ['kept for later']);
+    assert.deepEqual(client.pendingSends().map((p) => p.text).sort(), ['kept for later', 'on its way']);
   });
 
   test('at most 32 sends are in flight; acks release the next ones in order', () => {
