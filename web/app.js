@@ -367,8 +367,11 @@ async function enterChat(user) {
   client.on('error', onErrorFrame);
   client.on('send_failed', onSendFailed);
   client.on('unauthorized', () => {
+    // Messages not yet stored go with the session: the user is told how many.
+    const unsent = client.pendingSends().filter((p) => p.kind === 'send').length;
     leaveChat();
-    showAuth('Your session has ended. Please log in again.');
+    const lost = unsent === 1 ? '1 message you wrote was' : `${unsent} messages you wrote were`;
+    showAuth(unsent === 0 ? 'Your session has ended. Please log in again.' : `Your session has ended; ${lost} not sent. Please log in again.`);
   });
 
   const fromHash = roomFromHash();

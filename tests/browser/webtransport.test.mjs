@@ -260,11 +260,15 @@ describe('SocketChat over WebTransport in the browser', { timeout: 120_000 }, ()
     await page.evaluate(() => {
       window.__unauthorized = null;
       window.__socketchat.client.on('unauthorized', (u) => (window.__unauthorized = u));
+      // A message written while sends wait (as after a RateLimited): still unsent at the end.
+      window.__socketchat.client.sendPausedUntil = Date.now() + 60_000;
     });
+    await page.fill('#message-input', 'written as the session ends');
+    await page.press('#message-input', 'Enter');
     // Log out behind the UI's back: the server revokes the token and closes its connections.
     assert.equal(await page.evaluate(() => fetch('/api/auth/logout', { method: 'POST' }).then((r) => r.status)), 204);
     await page.waitForSelector('#login-form', { state: 'visible', timeout: WAIT_MS });
-    assert.match(await page.textContent('#auth-notice'), /session has ended/);
+    assert.match(await page.textContent('#auth-notice'), /session has ended; 1 message you wrote was not sent/);
     // A room-list fetch the page had under way (it fetches the list after every reconnect)
     // may be answered 401 once the token is revoked: expected, not a problem of the page.
     for (let i = a.problems.length - 1; i >= 0; i--) if (a.problems[i] === 'HTTP 401 for GET /api/channels') a.problems.splice(i, 1);
