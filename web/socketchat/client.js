@@ -888,6 +888,7 @@ export class ChatClient extends EventTarget {
       } else {
         this.pending.delete(key);
         this._emitFailed(p, frame.code, frame.message);
+        this._pump(); // its place in flight is free
       }
     }
     this._emit('error', { ...frame, retrying });

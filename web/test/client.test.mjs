@@ -232,6 +232,19 @@ describe('ChatClient', () => {
     assert.deepEqual(client.pendingSends().map((p) => p.text).sort(), ['kept for later', 'on its way']);
   });
 
+  test('sends refused for good free their places in flight: the next ones go out', () => {
+    const ws = connectedInGeneral();
+    ws.deliver({ type: 'Joined', room: 'general', head_seq: 0, replay_from: 1 });
+    const ids = [];
+    for (let i = 0; i < 33; i++) ids.push(client.send('general', `m${i}`).client_msg_id);
+    const sent = () => ws.sent.filter((f) => f.type === 'Send').map((f) => f.text);
+    assert.equal(sent().length, 32, 'at most 32 in flight');
+    for (const client_msg_id of ids.slice(0, 32)) {
+      ws.deliver({ type: 'Error', code: 4, message: 'bad text', room: 'general', client_msg_id, request_id: null, retry_after_ms: null });
+    }
+    assert.equal(sent().at(-1), 'm32', 'the 33rd went out once places were free');
+  });
+
   test('at most 32 sends are in flight; acks release the next ones in order', () => {
     const ws = connectedInGeneral();
     const ids = [];
