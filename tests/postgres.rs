@@ -25,6 +25,23 @@ async fn node_with(pg: &Postgres, tweak: impl FnOnce(&mut socketchat::config::Co
     .await
 }
 
+/// A session of its own holding a lock (`sql`, run in a transaction) until released.
+struct Held(tokio_postgres::Client);
+
+async fn hold(pg: &Postgres, sql: &str) -> Held {
+    let (db, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    db.batch_execute(&format!("BEGIN; {sql}")).await.unwrap();
+    Held(db)
+}
+
+impl Held {
+    /// Ends the transaction, and the lock with it.
+    async fn release(self) {
+        self.0.batch_execute("ROLLBACK").await.unwrap();
+    }
+}
+
 fn cmid(client: usize, n: usize) -> [u8; 16] {
     let mut id = [0u8; 16];
     id[..8].copy_from_slice(&(client as u64).to_be_bytes());
@@ -212,17 +229,14 @@ async fn a_send_that_outlasts_the_store_timeout_is_announced_when_it_commits() {
     let server = node_with(&pg, |c| c.store_timeout_ms = 300).await;
     let (mut alice, mut bob) = alice_and_bob_in(&server, "general").await;
 
-    let (mut db, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
-    let lock = db.transaction().await.unwrap();
-    lock.execute("SELECT 1 FROM rooms WHERE name = 'general' FOR UPDATE", &[]).await.unwrap();
+    let lock = hold(&pg, "SELECT 1 FROM rooms WHERE name = 'general' FOR UPDATE").await;
 
     let id = cmid(1, 1);
     let err = send_for_ack(&mut alice, "general", id, "held up").await.expect_err("the store is stalled");
     assert_eq!(err.code, ErrorCode::Unavailable.code());
     assert!(!err.message.contains("not stored"), "the outcome is unknown: {}", err.message);
     assert!(err.message.contains("may still be stored"), "{}", err.message);
-    lock.commit().await.unwrap();
+    lock.release().await;
 
     let delivered = bob.recv_until(pick::message).await;
     assert_eq!((delivered.seq, delivered.text.as_str()), (1, "held up"), "announced once it committed");
@@ -241,16 +255,13 @@ async fn a_request_the_database_stalls_is_answered_503_after_the_store_timeout()
     let token = server.register("alice").await;
     assert_eq!(server.get("/api/channels", &token).await.status(), 200);
 
-    let (mut db, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
-    let lock = db.transaction().await.unwrap();
-    lock.batch_execute("LOCK TABLE rooms IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    let lock = hold(&pg, "LOCK TABLE rooms IN ACCESS EXCLUSIVE MODE").await;
     let stalled = tokio::time::timeout(std::time::Duration::from_secs(20), server.get("/api/channels", &token))
         .await
         .expect("answered while the database stalls");
     assert_eq!(stalled.status(), 503);
     assert_eq!(stalled.headers()["retry-after"], "1");
-    lock.rollback().await.unwrap();
+    lock.release().await;
     assert_eq!(server.get("/api/channels", &token).await.status(), 200, "answered again once the lock goes");
 }
 
@@ -271,10 +282,7 @@ async fn a_client_whose_request_the_database_stalls_is_not_cut_as_slow() {
     let token = server.register("alice").await;
     // A bare WebSocket: the test decides when the server's Pings are read (and so answered).
     let (mut alice, _) = server.connect_hello_raw(&token).await;
-    let (mut db, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
-    let lock = db.transaction().await.unwrap();
-    lock.batch_execute("LOCK TABLE rooms IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    let lock = hold(&pg, "LOCK TABLE rooms IN ACCESS EXCLUSIVE MODE").await;
     // Each round: a write that carries a probe (the server probes at most every max_lag / 2, a
     // wait for time itself), its frame read but not the probe behind it, then a Join whose
     // head the lock holds for the statement timeout (1 s) while the probe's answer waits.
@@ -299,7 +307,7 @@ async fn a_client_whose_request_the_database_stalls_is_not_cut_as_slow() {
             }
         }
     }
-    lock.rollback().await.unwrap();
+    lock.release().await;
 }
 
 /// A WebTransport CONNECT whose token cannot be checked against the revocation list (the table
@@ -310,15 +318,12 @@ async fn a_webtransport_connect_the_store_cannot_check_is_answered_503() {
     let pg = Postgres::start();
     let server = node_with(&pg, |c| c.store_timeout_ms = 300).await;
     let token = server.register("alice").await;
-    let (mut db, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
-    let lock = db.transaction().await.unwrap();
-    lock.batch_execute("LOCK TABLE revoked_tokens IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    let lock = hold(&pg, "LOCK TABLE revoked_tokens IN ACCESS EXCLUSIVE MODE").await;
     let h3 = support::wt::raw::RawH3::connect(&server).await;
     let (_send, mut recv) = h3.send_connect(&token).await;
     let head = support::wt::raw::response_head(&mut recv).await;
     assert_eq!(head.get(2), Some(&0xdc), "a 503 response; HEADERS block {head:02x?}");
-    lock.rollback().await.unwrap();
+    lock.release().await;
 }
 
 /// A logout whose token the store cannot check (revoked_tokens locked past the store timeout)
@@ -329,16 +334,13 @@ async fn a_logout_the_store_cannot_check_is_answered_503_and_revokes_once_it_can
     let pg = Postgres::start();
     let server = node_with(&pg, |c| c.store_timeout_ms = 300).await;
     let token = server.register("alice").await;
-    let (mut db, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
-    let lock = db.transaction().await.unwrap();
-    lock.batch_execute("LOCK TABLE revoked_tokens IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    let lock = hold(&pg, "LOCK TABLE revoked_tokens IN ACCESS EXCLUSIVE MODE").await;
     let logout = || server.http.post(server.url("/api/auth/logout")).header("cookie", format!("token={token}")).send();
     let refused = logout().await.unwrap();
     assert_eq!(refused.status(), 503);
     assert_eq!(refused.headers()["retry-after"], "1");
     assert!(refused.headers().get("set-cookie").is_none(), "the cookie is not cleared");
-    lock.rollback().await.unwrap();
+    lock.release().await;
     assert_eq!(server.get("/api/auth/me", &token).await.status(), 200, "not revoked");
     assert_eq!(logout().await.unwrap().status(), 204);
     assert_eq!(server.get("/api/auth/me", &token).await.status(), 401, "revoked");
@@ -354,10 +356,7 @@ async fn a_connection_keeps_reading_while_its_sends_commit() {
     let token = server.register("alice").await;
     let (mut alice, _) = server.connect_hello(&token).await;
     join_and_replay(&mut alice, "general", None).await;
-    let (mut db, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
-    let lock = db.transaction().await.unwrap();
-    lock.execute("SELECT 1 FROM rooms WHERE name = 'general' FOR UPDATE", &[]).await.unwrap();
+    let lock = hold(&pg, "SELECT 1 FROM rooms WHERE name = 'general' FOR UPDATE").await;
 
     for n in 0..3 {
         alice
@@ -379,7 +378,7 @@ async fn a_connection_keeps_reading_while_its_sends_commit() {
             Err(_) => panic!("the ping was not answered while the sends wait for the lock"),
         }
     }
-    lock.commit().await.unwrap();
+    lock.release().await;
     let mut acked = Vec::new();
     while acked.len() < 3 {
         if let ServerFrame::Ack(a) = alice.recv().await {
@@ -400,10 +399,7 @@ async fn sends_commit_while_every_pooled_connection_is_stuck() {
     let (mut alice, _) = server.connect_hello(&token).await;
     join_and_replay(&mut alice, "general", None).await;
 
-    let (mut db, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
-    let lock = db.transaction().await.unwrap();
-    lock.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE", &[]).await.unwrap();
+    let lock = hold(&pg, "LOCK TABLE users IN ACCESS EXCLUSIVE MODE").await;
     let (http, addr) = (server.http.clone(), server.addr);
     let bob = tokio::spawn(async move { register_at(&http, addr, "bob").await });
     // The pool's one connection is taken once a node's backend waits for the lock.
@@ -434,6 +430,6 @@ async fn sends_commit_while_every_pooled_connection_is_stuck() {
     .expect("the send was refused while the pool is stuck");
     assert_eq!(ack.seq, 1);
 
-    lock.commit().await.unwrap();
+    lock.release().await;
     assert!(!bob.await.unwrap().is_empty(), "the registration goes through once the lock is gone");
 }

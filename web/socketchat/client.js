@@ -1011,8 +1011,13 @@ export class ChatClient extends EventTarget {
     this.marksSent.delete(room);
     this.readQueue = this.readQueue.filter((r) => !(r.kind === 'join' && r.room === room));
     if (this.currentRoom === room) this.currentRoom = null;
+    this._failPending(room, reason);
+  }
+
+  /** Fails the room's pending entries that `pick` accepts (`send_failed`, code 3, `reason`). */
+  _failPending(room, reason, pick = () => true) {
     for (const [key, p] of this.pending) {
-      if (p.room !== room) continue;
+      if (p.room !== room || !pick(p)) continue;
       this.pending.delete(key);
       this._emitFailed(p, ErrorCode.NotMember, reason);
     }
@@ -1040,14 +1045,8 @@ export class ChatClient extends EventTarget {
    * longer see the room): then they fail (`send_failed`, code 3, with `opts.gone` as message).
    */
   leaveRoom(room, opts = {}) {
-    if (opts.gone) {
-      // Those already sent are answered by the server (an Ack if it stored them).
-      for (const [key, p] of this.pending) {
-        if (p.room !== room || p.state !== 'queued') continue;
-        this.pending.delete(key);
-        this._emitFailed(p, ErrorCode.NotMember, opts.gone);
-      }
-    }
+    // Those already sent are answered by the server (an Ack if it stored them).
+    if (opts.gone) this._failPending(room, opts.gone, (p) => p.state === 'queued');
     if (!this.rooms.has(room)) return false;
     this.rooms.delete(room);
     this.presence.delete(room);
