@@ -282,6 +282,29 @@ async fn a_connect_that_arrives_before_the_clients_settings_waits_for_them() {
     }
 }
 
+/// The TCP listener's `Alt-Svc` names the HTTP/3 listener for the whole origin, but it serves
+/// only the WebTransport session: any other request is answered `421`, which tells a client
+/// that followed `Alt-Svc` to drop the alternative and retry over TCP (RFC 7838 § 6). A
+/// WebTransport CONNECT to another path is `404`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_requests_on_the_http3_listener_are_sent_back_to_tcp() {
+    let server = TestServer::start().await;
+    // QPACK static table (RFC 9204 Appendix A): entry 69 is `:status 421`, entry 27 `:status 404`.
+    let misdirected: &[u8] = &[0xff, 69 - 63];
+    for (method, path) in [("GET", "/"), ("POST", "/api/auth/login"), ("GET", "/ws")] {
+        let client = raw::RawH3::connect(&server).await;
+        let (_send, mut recv) = client.send_request(&[(":method", method), (":path", path)]).await;
+        let head = raw::response_head(&mut recv).await;
+        assert_eq!(head.get(2..4), Some(misdirected), "{method} {path}: a 421; HEADERS block {head:02x?}");
+    }
+    let client = raw::RawH3::connect(&server).await;
+    let _control = client.send_settings(&raw::WEBTRANSPORT_SETTINGS).await;
+    let (_send, mut recv) =
+        client.send_request(&[(":method", "CONNECT"), (":protocol", "webtransport"), (":path", "/elsewhere")]).await;
+    let head = raw::response_head(&mut recv).await;
+    assert_eq!(head.get(2), Some(&(0xc0 | 27)), "a 404; HEADERS block {head:02x?}");
+}
+
 /// quinn keeps state for every stream a peer may open: a client gets credit for the streams a
 /// session needs and a few more, not quinn's 100 + 100. The credit is granted in the handshake,
 /// so an open beyond it cannot complete at all.

@@ -285,8 +285,16 @@ async fn setup(node: Arc<Node>, quic: quinn::Connection) -> SetupResult {
         }
     };
     let is_wt = req.method() == Method::CONNECT && req.extensions().get::<Protocol>() == Some(&Protocol::WEB_TRANSPORT);
-    if !is_wt || req.uri().path() != "/wt" {
-        refuse(stream, if is_wt { StatusCode::NOT_FOUND } else { StatusCode::BAD_REQUEST }, false, &quic).await;
+    if !is_wt {
+        // The TCP listener's `Alt-Svc` names this one for the whole origin, but only the
+        // session is served here: 421 tells a client that followed it to drop the alternative
+        // and retry over TCP (RFC 7838 § 6), where 400 would have been a final answer.
+        tracing::info!(method = %req.method(), path = req.uri().path(), "HTTP/3 request other than a WebTransport CONNECT: 421");
+        refuse(stream, StatusCode::MISDIRECTED_REQUEST, false, &quic).await;
+        return Ok(None);
+    }
+    if req.uri().path() != "/wt" {
+        refuse(stream, StatusCode::NOT_FOUND, false, &quic).await;
         return Ok(None);
     }
     let credentials = match authorize(&node, &req).await {

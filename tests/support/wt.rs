@@ -253,17 +253,23 @@ pub mod raw {
 
         /// Opens the CONNECT stream and sends a WebTransport CONNECT for `/wt` with the cookie.
         pub async fn send_connect(&self, token: &str) -> (quinn::SendStream, quinn::RecvStream) {
-            let (mut send, recv) = self.conn.open_bi().await.unwrap();
             let cookie = format!("token={token}");
-            let frame = headers_frame(&[
+            self.send_request(&[
                 (":method", "CONNECT"),
                 (":protocol", "webtransport"),
-                (":scheme", "https"),
-                (":authority", &self.authority),
                 (":path", "/wt"),
                 ("cookie", &cookie),
-            ]);
-            send.write_all(&frame).await.unwrap();
+            ])
+            .await
+        }
+
+        /// Opens a request stream and sends a HEADERS frame with `fields`, after the
+        /// `:scheme` and `:authority` of the server; the stream stays open.
+        pub async fn send_request(&self, fields: &[(&str, &str)]) -> (quinn::SendStream, quinn::RecvStream) {
+            let (mut send, recv) = self.conn.open_bi().await.unwrap();
+            let mut all = vec![(":scheme", "https"), (":authority", self.authority.as_str())];
+            all.extend_from_slice(fields);
+            send.write_all(&headers_frame(&all)).await.unwrap();
             (send, recv)
         }
 
