@@ -126,7 +126,7 @@ pub struct Session {
     marks: TokenBucket,
     rejections: u32,
     /// Sends refused for the rate, with the time their retry is admitted.
-    reserved: HashMap<ClientMsgId, Instant>,
+    reserved: HashMap<(u64, ClientMsgId), Instant>,
     /// When the current count of rejected requests began (its first refusal); none before the
     /// first.
     rejection_window: Option<Instant>,
@@ -365,6 +365,15 @@ impl Session {
         if !self.valid_name(&room, Some((None, request_id))) {
             return;
         }
+        // A field of the request itself, checked before the room is looked up (§ 4.1).
+        if let Lookup::History { request_id, limit: 0, .. } = lookup {
+            return self.reply_room_error(
+                ErrorCode::BadRequest,
+                "limit must be at least 1",
+                &room,
+                Some((None, Some(request_id))),
+            );
+        }
         match self.rooms.by_name(&room) {
             Some(known) if known.kind == RoomKind::Public => self.proceed(known.id, room, lookup),
             _ => self.out.push_back(Action::Resolve { room, lookup }),
@@ -418,9 +427,7 @@ impl Session {
                 }
                 self.join(room_id, room, after_seq);
             }
-            Lookup::History { request_id, before_seq, limit } => {
-                self.history(request_id, room_id, room, before_seq, limit)
-            }
+            Lookup::History { request_id, before_seq, limit } => self.history(request_id, room_id, before_seq, limit),
         }
     }
 
@@ -470,7 +477,7 @@ impl Session {
             return true;
         };
         let mut frame = error(ErrorCode::RateLimited, "too many joins and history requests");
-        frame.room = Some(room.chars().take(MAX_ROOM_NAME_BYTES).collect());
+        frame.room = Some(crate::conn::truncate(room, MAX_ROOM_NAME_BYTES).to_owned());
         frame.request_id = request_id;
         frame.retry_after_ms = Some(wait);
         self.reject(now, frame);
@@ -483,10 +490,13 @@ impl Session {
     /// follows the hint is never cut, however many sends it has in flight (each is told a
     /// later time, one token apart). Early retries, and refusals once `MAX_RESERVED` are held,
     /// count toward `Flood`.
-    fn admit_send(&mut self, now: Instant, client_msg_id: ClientMsgId) -> Result<(), (u32, bool)> {
-        if let Some(at) = self.reserved.get(&client_msg_id).copied() {
+    fn admit_send(&mut self, now: Instant, room_id: u64, client_msg_id: ClientMsgId) -> Result<(), (u32, bool)> {
+        // A `client_msg_id` is unique per user and room: the same id in another room is
+        // another send.
+        let key = (room_id, client_msg_id);
+        if let Some(at) = self.reserved.get(&key).copied() {
             if now >= at {
-                self.reserved.remove(&client_msg_id);
+                self.reserved.remove(&key);
                 return Ok(());
             }
             let early = u32::try_from(at.duration_since(now).as_millis()).unwrap_or(u32::MAX).max(1);
@@ -503,7 +513,7 @@ impl Session {
             return Err((wait, true));
         }
         let wait = self.sends.reserve(now).max(1);
-        self.reserved.insert(client_msg_id, now + Duration::from_millis(u64::from(wait)));
+        self.reserved.insert(key, now + Duration::from_millis(u64::from(wait)));
         Err((wait, false))
     }
 
@@ -544,7 +554,7 @@ impl Session {
             // PostgreSQL cannot store it; refused here so it never reaches a shared batch.
             return self.reply_error(context(error(ErrorCode::InvalidText, "text must not contain U+0000")));
         }
-        if let Err((wait, counted)) = self.admit_send(now, client_msg_id) {
+        if let Err((wait, counted)) = self.admit_send(now, room_id, client_msg_id) {
             let mut frame = context(error(ErrorCode::RateLimited, "too many sends"));
             frame.retry_after_ms = Some(wait);
             return if counted { self.reject(now, frame) } else { self.reply_error(frame) };
@@ -584,13 +594,7 @@ impl Session {
         }
     }
 
-    fn history(&mut self, request_id: u32, room_id: u64, room: String, before_seq: Option<u64>, limit: u16) {
-        if limit == 0 {
-            let mut frame = error(ErrorCode::BadRequest, "limit must be at least 1");
-            frame.room = Some(room);
-            frame.request_id = Some(request_id);
-            return self.reply_error(frame);
-        }
+    fn history(&mut self, request_id: u32, room_id: u64, before_seq: Option<u64>, limit: u16) {
         let limit = limit.min(MAX_HISTORY_PAGE);
         self.out.push_back(Action::History { request_id, room_id, before_seq, limit });
     }

@@ -431,6 +431,60 @@ fn idle_and_expired_connections_are_closed() {
 }
 
 #[test]
+fn a_history_of_limit_0_is_a_bad_request_whatever_the_room() {
+    let now = Instant::now();
+    let mut s = greeted(now);
+    // Not a room this node knows: the limit is refused before the store is asked about it.
+    s.handle_frame(
+        now,
+        ClientFrame::History(HistoryRequest { request_id: 4, room: "secret".into(), before_seq: None, limit: 0 }),
+    );
+    assert!(
+        matches!(&drain(&mut s)[..], [Action::Send(ServerFrame::Error(e))]
+            if e.code == ErrorCode::BadRequest.code() && e.request_id == Some(4) && e.room.as_deref() == Some("secret")),
+        "Error 1 at once, no lookup"
+    );
+}
+
+#[test]
+fn a_reservation_belongs_to_its_room_and_the_same_id_elsewhere_is_another_send() {
+    let t0 = Instant::now();
+    let mut s = greeted(t0);
+    join(&mut s, t0, "general", None);
+    join(&mut s, t0, "design", None);
+    let send = |s: &mut Session, now: Instant, room: &str, id: ClientMsgId| {
+        s.handle_frame(
+            now,
+            ClientFrame::Send(Send { room: room.into(), client_msg_id: id, text: "x".into(), attachments: Vec::new() }),
+        );
+        drain(s)
+    };
+    for i in 0..SEND_BURST {
+        let mut id = [0u8; 16];
+        id[..4].copy_from_slice(&i.to_be_bytes());
+        assert!(matches!(&send(&mut s, t0, "general", id)[..], [Action::Append(_)]));
+    }
+    // The same id refused in both rooms: a reservation each, the second one token later.
+    let mut at = Vec::new();
+    for room in ["general", "design"] {
+        match &send(&mut s, t0, room, CMID)[..] {
+            [Action::Send(ServerFrame::Error(e))] if e.code == ErrorCode::RateLimited.code() => {
+                at.push(t0 + Duration::from_millis(u64::from(e.retry_after_ms.unwrap())));
+            }
+            other => panic!("{room}: {other:?}"),
+        }
+    }
+    assert!(at[1] > at[0], "design's send has a reservation of its own: {at:?}");
+    // Each retry, at its time, is admitted on its own reservation.
+    for (room, now) in [("design", at[1]), ("general", at[1])] {
+        assert!(
+            matches!(&send(&mut s, now, room, CMID)[..], [Action::Append(m)] if m.room_id == s.rooms.by_name(room).unwrap().id),
+            "{room}'s retry admitted"
+        );
+    }
+}
+
+#[test]
 fn history_limit_is_clamped_and_next_cursor_points_older() {
     let now = Instant::now();
     let mut s = greeted(now);
