@@ -284,16 +284,21 @@ async fn a_connect_that_arrives_before_the_clients_settings_waits_for_them() {
 
 /// The TCP listener's `Alt-Svc` names the HTTP/3 listener for the whole origin, but it serves
 /// only the WebTransport session: any other request is answered `421`, which tells a client
-/// that followed `Alt-Svc` to drop the alternative and retry over TCP (RFC 7838 § 6). A
-/// WebTransport CONNECT to another path is `404`.
+/// that followed `Alt-Svc` to drop the alternative and retry over TCP (RFC 7838 § 6), and so
+/// is each further request on that connection (a browser sends a page's requests side by
+/// side). A WebTransport CONNECT to another path is `404`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_requests_on_the_http3_listener_are_sent_back_to_tcp() {
     let server = TestServer::start().await;
     // QPACK static table (RFC 9204 Appendix A): entry 69 is `:status 421`, entry 27 `:status 404`.
     let misdirected: &[u8] = &[0xff, 69 - 63];
-    for (method, path) in [("GET", "/"), ("POST", "/api/auth/login"), ("GET", "/ws")] {
-        let client = raw::RawH3::connect(&server).await;
-        let (_send, mut recv) = client.send_request(&[(":method", method), (":path", path)]).await;
+    let client = raw::RawH3::connect(&server).await;
+    let requests = [("GET", "/"), ("POST", "/api/auth/login"), ("GET", "/ws"), ("GET", "/app.js")];
+    let mut streams = Vec::new();
+    for (method, path) in requests {
+        streams.push(client.send_request(&[(":method", method), (":path", path)]).await);
+    }
+    for ((method, path), (_send, mut recv)) in requests.into_iter().zip(streams) {
         let head = raw::response_head(&mut recv).await;
         assert_eq!(head.get(2..4), Some(misdirected), "{method} {path}: a 421; HEADERS block {head:02x?}");
     }

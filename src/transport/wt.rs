@@ -134,13 +134,18 @@ async fn refuse(
     retry_soon: bool,
     quic: &quinn::Connection,
 ) {
+    answer(&mut stream, status, retry_soon).await;
+    let _ = tokio::time::timeout(CLOSE_LINGER, quic.closed()).await;
+}
+
+/// Answers a request with `status` and nothing else.
+async fn answer(stream: &mut RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>, status: StatusCode, retry_soon: bool) {
     let response = Response::builder().status(status);
     let response = if retry_soon { response.header(http::header::RETRY_AFTER, "1") } else { response };
     if let Ok(response) = response.body(()) {
         let _ = stream.send_response(response).await;
         let _ = stream.finish().await;
     }
-    let _ = tokio::time::timeout(CLOSE_LINGER, quic.closed()).await;
 }
 
 fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
@@ -286,11 +291,8 @@ async fn setup(node: Arc<Node>, quic: quinn::Connection) -> SetupResult {
     };
     let is_wt = req.method() == Method::CONNECT && req.extensions().get::<Protocol>() == Some(&Protocol::WEB_TRANSPORT);
     if !is_wt {
-        // The TCP listener's `Alt-Svc` names this one for the whole origin, but only the
-        // session is served here: 421 tells a client that followed it to drop the alternative
-        // and retry over TCP (RFC 7838 § 6), where 400 would have been a final answer.
         tracing::info!(method = %req.method(), path = req.uri().path(), "HTTP/3 request other than a WebTransport CONNECT: 421");
-        refuse(stream, StatusCode::MISDIRECTED_REQUEST, false, &quic).await;
+        misdirected(h3_conn, stream, &quic).await;
         return Ok(None);
     }
     if req.uri().path() != "/wt" {
@@ -333,6 +335,37 @@ async fn setup(node: Arc<Node>, quic: quinn::Connection) -> SetupResult {
     };
     let transport = WtTransport { stream, read: BytesMut::new(), write: Vec::new(), quic, _session: Box::new(session) };
     Ok(Some((transport, credentials, slot)))
+}
+
+/// Requests other than a WebTransport CONNECT answered `421` on one QUIC connection before
+/// it is closed.
+const MISDIRECTED_MAX: usize = 32;
+
+/// Answers `421` to a request that is not a WebTransport CONNECT, and to each further request
+/// on the connection until none has come for `CLOSE_LINGER` (or `MISDIRECTED_MAX` were
+/// answered). The TCP listener's `Alt-Svc` names this listener for the whole origin, but only
+/// sessions are served here: a 421 tells a client that followed it to drop the alternative and
+/// lets it retry over TCP (RFC 7838 § 6), where a 400 would have been final. A browser sends a
+/// page's requests side by side on one connection, so each gets its answer; the wait for the
+/// next one also lets the last answer reach the client before the close.
+async fn misdirected(
+    mut h3_conn: h3::server::Connection<H3Conn, Bytes>,
+    first: RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>,
+    quic: &quinn::Connection,
+) {
+    let mut stream = first;
+    for _ in 1..MISDIRECTED_MAX {
+        answer(&mut stream, StatusCode::MISDIRECTED_REQUEST, false).await;
+        stream = match tokio::time::timeout(CLOSE_LINGER, h3_conn.accept()).await {
+            Ok(Ok(Some(resolver))) => match resolver.resolve_request().await {
+                Ok((_, next)) => next,
+                Err(_) => return,
+            },
+            _ => return,
+        };
+    }
+    answer(&mut stream, StatusCode::MISDIRECTED_REQUEST, false).await;
+    let _ = tokio::time::timeout(CLOSE_LINGER, quic.closed()).await;
 }
 
 /// Waits for the client's SETTINGS, the first frame on its control stream. That stream is not
