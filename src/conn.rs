@@ -898,6 +898,44 @@ mod tests {
         running.shutdown().await;
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_cut_for_its_lag_is_cut_at_once_not_after_its_sends_in_flight() {
+        // PROTOCOL.md § 4.2: a slow consumer's sends in flight get no answer. Its send is held
+        // in the store (another connection holds SQLite's write lock), so an answer would take
+        // `SENDS_GRACE` (or the store's 5 s busy timeout) to come.
+        let (running, dir) = node(|c| c.max_lag_ms = 100).await;
+        let lock = rusqlite::Connection::open(dir.path().join("socketchat.db")).unwrap();
+        lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let join = ClientFrame::Join(wire::Join { room: "general".into(), after_seq: None });
+        let send = ClientFrame::Send(wire::Send {
+            room: "general".into(),
+            client_msg_id: [9; 16],
+            text: "held".into(),
+            attachments: Vec::new(),
+        });
+        let started = Instant::now();
+        // The probe goes out with the `Welcome` and is never answered.
+        let (_, mut saw) = connect::<true>(running.node(), vec![frame(&hello()), frame(&join), frame(&send)]);
+        let closed = loop {
+            match next(&mut saw).await {
+                Seen::Closed(code) => break code,
+                Seen::Flush(frames) => assert!(
+                    !frames.iter().any(|f| matches!(f, ServerFrame::Ack(_) | ServerFrame::Error(_))),
+                    "the held send was answered: {frames:?}"
+                ),
+                _ => {}
+            }
+        };
+        assert_eq!(closed, CloseCode::Slow.code());
+        assert!(
+            started.elapsed() < SENDS_GRACE / 2,
+            "cut after {:?}: it waited for the send in flight",
+            started.elapsed()
+        );
+        lock.execute_batch("ROLLBACK").unwrap();
+        running.shutdown().await;
+    }
+
     #[test]
     fn a_lag_probe_waits_for_its_own_answer_and_goes_out_at_most_every_half_of_the_lag() {
         let (start, lag) = (Instant::now(), Duration::from_secs(10));
