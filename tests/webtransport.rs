@@ -302,6 +302,12 @@ async fn other_requests_on_the_http3_listener_are_sent_back_to_tcp() {
         let head = raw::response_head(&mut recv).await;
         assert_eq!(head.get(2..4), Some(misdirected), "{method} {path}: a 421; HEADERS block {head:02x?}");
     }
+    // A request whose headers never end does not hold the connection open: it is closed once
+    // nothing whole has come for a while (the server's keep-alives would hold it forever).
+    let (mut silent, _recv) = client.conn.open_bi().await.unwrap();
+    silent.write_all(&[0x01, 0x40, 0xff]).await.unwrap(); // HEADERS, 255 bytes announced, none sent
+    tokio::time::timeout(WAIT, client.conn.closed()).await.expect("the connection closed within the wait");
+
     let client = raw::RawH3::connect(&server).await;
     let _control = client.send_settings(&raw::WEBTRANSPORT_SETTINGS).await;
     let (_send, mut recv) =

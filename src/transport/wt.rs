@@ -356,11 +356,16 @@ async fn misdirected(
     let mut stream = first;
     for _ in 1..MISDIRECTED_MAX {
         answer(&mut stream, StatusCode::MISDIRECTED_REQUEST, false).await;
-        stream = match tokio::time::timeout(CLOSE_LINGER, h3_conn.accept()).await {
-            Ok(Ok(Some(resolver))) => match resolver.resolve_request().await {
-                Ok((_, next)) => next,
-                Err(_) => return,
-            },
+        // The wait covers the request's headers too: a stream opened and left silent must not
+        // hold the connection.
+        let next = tokio::time::timeout(CLOSE_LINGER, async {
+            match h3_conn.accept().await {
+                Ok(Some(resolver)) => resolver.resolve_request().await.ok(),
+                _ => None,
+            }
+        });
+        stream = match next.await {
+            Ok(Some((_, next))) => next,
             _ => return,
         };
     }
