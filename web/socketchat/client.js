@@ -955,11 +955,17 @@ export class ChatClient extends EventTarget {
       }
       return;
     }
-    if ((frame.code === ErrorCode.UnknownRoom || frame.code === ErrorCode.TooManyRooms) && room !== null && this.rooms.has(room)) {
+    if ((frame.code === ErrorCode.UnknownRoom || frame.code === ErrorCode.TooManyRooms) && room !== null) {
       // Only a Join or Switch (History carries its request_id) is answered so: the room
       // cannot be joined (removed, or never visible) and is no longer followed. A refused
       // Switch changes nothing (§ 3.1): the rooms it was to leave are followed again.
       const req = this.joinRequests.get(room)?.shift();
+      if (!this.rooms.has(room)) {
+        // Left before the answer came: only the request goes (a later Joined of the room
+        // answers a later Join), and a refused Switch still left nothing.
+        if (req?.type === 'Switch') this._unswitch(req, false);
+        return;
+      }
       if (req?.type === 'Switch') this._unswitch(req, true);
       this._unfollow(room, frame.message);
       this._emit('join_refused', { room, code: frame.code, message: frame.message });

@@ -913,6 +913,20 @@ describe('ChatClient in several rooms (v3)', () => {
     assert.deepEqual(await added, { type: 'RoomAdded', room: '@1-2' });
   });
 
+  test('a Join refused with UnknownRoom after the room was left takes its request along: a later Join is answered as itself', async () => {
+    const ws = connectedInGeneral();
+    client.joinRoom('secret', 0);
+    client.leaveRoom('secret');
+    ws.deliver(errorFrame(2, { room: 'secret', message: 'no such room' }));
+    client.joinRoom('secret', 5);
+    assert.deepEqual(ws.sent.at(-1), { type: 'Join', room: 'secret', after_seq: 5 });
+    const joined = waitFor(client, 'joined');
+    ws.deliver({ type: 'Joined', room: 'secret', head_seq: 9, replay_from: 6 });
+    const j = await joined;
+    assert.equal(j.after_seq, 5, 'the Joined answers the second Join');
+    assert.equal(j.stale, false, 'nothing is missing before the replay');
+  });
+
   test('a RateLimited typing update pauses typing only: no Join again, no pause of joins or read marks', async () => {
     const ws = connectedInGeneral();
     client.joinRoom('design', 4);
