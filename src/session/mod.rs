@@ -547,8 +547,12 @@ impl Session {
             return self.reply_error(context(error(ErrorCode::BadRequest, "an upload is attached twice")));
         }
         let blank_allowed = kind == MessageKind::Delete || !attachments.is_empty();
-        if (text.trim().is_empty() && !blank_allowed) || text.len() > MAX_TEXT_BYTES {
-            return self.reply_error(context(error(ErrorCode::InvalidText, "text must be 1 to 4000 bytes")));
+        if text.len() > MAX_TEXT_BYTES {
+            let why = format!("text is {} bytes; at most {MAX_TEXT_BYTES}", text.len());
+            return self.reply_error(context(error(ErrorCode::InvalidText, why)));
+        }
+        if text.trim().is_empty() && !blank_allowed {
+            return self.reply_error(context(error(ErrorCode::InvalidText, "text is empty or only whitespace")));
         }
         if text.contains('\0') {
             // PostgreSQL cannot store it; refused here so it never reaches a shared batch.

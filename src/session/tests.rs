@@ -230,10 +230,17 @@ fn only_members_send_and_type_and_sends_are_validated() {
     assert_eq!(error_code(&drain(&mut s)[0]), Some(ErrorCode::NotMember.code()));
 
     join(&mut s, now, "general", None);
-    s.handle_frame(now, send("   ", "general"));
-    assert_eq!(error_code(&drain(&mut s)[0]), Some(ErrorCode::InvalidText.code()));
+    // Each refusal says which fault it is: a blank text is not told that it is too long.
+    let message = |s: &mut Session| match &drain(s)[..] {
+        [Action::Send(ServerFrame::Error(e))] if e.code == ErrorCode::InvalidText.code() => e.message.clone(),
+        other => panic!("expected InvalidText, got {other:?}"),
+    };
+    s.handle_frame(now, send(" \u{85}\u{3000} ", "general"));
+    assert_eq!(message(&mut s), "text is empty or only whitespace");
     s.handle_frame(now, send(&"x".repeat(MAX_TEXT_BYTES + 1), "general"));
-    assert_eq!(error_code(&drain(&mut s)[0]), Some(ErrorCode::InvalidText.code()));
+    assert_eq!(message(&mut s), "text is 4001 bytes; at most 4000");
+    s.handle_frame(now, send(&" ".repeat(MAX_TEXT_BYTES + 1), "general"));
+    assert_eq!(message(&mut s), "text is 4001 bytes; at most 4000", "the length is checked first");
     s.handle_frame(now, send("nul \0 inside", "general"));
     assert_eq!(error_code(&drain(&mut s)[0]), Some(ErrorCode::InvalidText.code()), "PostgreSQL cannot store U+0000");
     s.handle_frame(now, send("hello", "general"));
