@@ -316,6 +316,30 @@ async fn other_requests_on_the_http3_listener_are_sent_back_to_tcp() {
     assert_eq!(head.get(2), Some(&(0xc0 | 27)), "a 404; HEADERS block {head:02x?}");
 }
 
+/// A client that keeps sending requests to the HTTP/3 listener gets 32 answers on one QUIC
+/// connection, then the connection is closed: it cannot hold the connection (and its place)
+/// by sending one request after another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_other_requests_on_one_http3_connection_ends_with_the_connection() {
+    let server = TestServer::start().await;
+    let misdirected: &[u8] = &[0xff, 69 - 63];
+    let client = raw::RawH3::connect(&server).await;
+    for i in 0..32 {
+        let (mut send, mut recv) = client.send_request(&[(":method", "GET"), (":path", "/")]).await;
+        // A stream both sides finished gives its credit back: the next one can open.
+        send.finish().unwrap();
+        let head = raw::response_head(&mut recv).await;
+        assert_eq!(head.get(2..4), Some(misdirected), "request {i}: a 421; HEADERS block {head:02x?}");
+    }
+    // The 33rd, sent at once, gets no answer: the connection closes instead.
+    if let Ok((_send, mut recv)) = client.try_send_request(&[(":method", "GET"), (":path", "/")]).await {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(WAIT, recv.read(&mut byte)).await.expect("an end within the wait");
+        assert!(!matches!(read, Ok(Some(n)) if n > 0), "the 33rd request was answered: {read:?}");
+    }
+    tokio::time::timeout(WAIT, client.conn.closed()).await.expect("closed after the 32nd answer");
+}
+
 /// quinn keeps state for every stream a peer may open: a client gets credit for the streams a
 /// session needs and a few more, not quinn's 100 + 100. The credit is granted in the handshake,
 /// so an open beyond it cannot complete at all.

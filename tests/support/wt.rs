@@ -266,11 +266,19 @@ pub mod raw {
         /// Opens a request stream and sends a HEADERS frame with `fields`, after the
         /// `:scheme` and `:authority` of the server; the stream stays open.
         pub async fn send_request(&self, fields: &[(&str, &str)]) -> (quinn::SendStream, quinn::RecvStream) {
-            let (mut send, recv) = self.conn.open_bi().await.unwrap();
+            self.try_send_request(fields).await.expect("a request stream")
+        }
+
+        /// `send_request`, with the connection's failure as it came.
+        pub async fn try_send_request(
+            &self,
+            fields: &[(&str, &str)],
+        ) -> Result<(quinn::SendStream, quinn::RecvStream), String> {
+            let (mut send, recv) = self.conn.open_bi().await.map_err(|e| e.to_string())?;
             let mut all = vec![(":scheme", "https"), (":authority", self.authority.as_str())];
             all.extend_from_slice(fields);
-            send.write_all(&headers_frame(&all)).await.unwrap();
-            (send, recv)
+            send.write_all(&headers_frame(&all)).await.map_err(|e| e.to_string())?;
+            Ok((send, recv))
         }
 
         /// Opens the control stream and sends SETTINGS with these (id, value) pairs.
